@@ -1,0 +1,1 @@
+"""Attention mechanisms and sequential recommenders of the LinRec benchmark suite."""

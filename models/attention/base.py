@@ -1,0 +1,134 @@
+"""One interface for every attention: registry, capabilities, the shared layer.
+
+A mechanism is a subclass of `AttentionLayer` that implements `attend(q, k, v, mask)`
+on per-head tensors and declares what it can do in a `Capabilities` record. The base
+class owns the Q/K/V/output projections, the head split and the input checks, so
+model code only ever calls `layer(x, padding_mask)`.
+
+    @register_attention("mine")
+    class MyAttention(AttentionLayer):
+        capabilities = Capabilities(causal=True, ...)
+        def attend(self, q, k, v, key_padding_mask): ...
+
+    build_attention("mine", dim=128, heads=8, causal=True)
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    causal: bool  # has an exact causal (no future leak) mode
+    padding_mask: bool  # honours key_padding_mask
+    needs_max_len: bool  # parameters are sized by a maximum sequence length
+    exact_softmax: bool  # computes softmax attention exactly (else: another kernel or an approximation)
+    family: str  # what it computes, in words
+    time: str  # complexity per head, N = length, d = head dim
+    memory: str
+    reference: str  # paper
+
+
+_REGISTRY: dict[str, type[AttentionLayer]] = {}
+
+
+def register_attention(name: str):
+    """Class decorator: make a mechanism buildable by name."""
+
+    def decorator(cls: type[AttentionLayer]) -> type[AttentionLayer]:
+        if name in _REGISTRY:
+            raise ValueError(f"attention {name!r} is already registered by {_REGISTRY[name].__name__}")
+        if not isinstance(getattr(cls, "capabilities", None), Capabilities):
+            raise TypeError(f"{cls.__name__} must define a Capabilities record as `capabilities`")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorator
+
+
+def available_attentions() -> dict[str, dict]:
+    """Every registered mechanism -> its capabilities and options (with defaults)."""
+    return {name: {**asdict(cls.capabilities), "options": cls.option_defaults()} for name, cls in sorted(_REGISTRY.items())}
+
+
+def attention_class(name: str) -> type[AttentionLayer]:
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown attention {name!r}; registered: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+class UnsupportedAttentionConfig(ValueError):
+    """A mechanism was asked for something it cannot do (never silently replaced)."""
+
+
+def build_attention(name: str, dim: int, heads: int, *, causal: bool = False, max_len: int | None = None, dropout: float = 0.0, **options) -> AttentionLayer:
+    """Multi-head self-attention layer `name` with its projections: (B, N, dim) -> (B, N, dim)."""
+    cls = attention_class(name)
+    caps = cls.capabilities
+    if causal and not caps.causal:
+        raise UnsupportedAttentionConfig(f"attention {name!r} has no causal form (capabilities: causal=False)")
+    if caps.needs_max_len and max_len is None:
+        raise UnsupportedAttentionConfig(f"attention {name!r} needs max_len (its parameters are sized by the maximum sequence length)")
+    known = cls.option_defaults()
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        valid = ", ".join(known) or "none"
+        raise UnsupportedAttentionConfig(f"attention {name!r} does not take option(s) {', '.join(unknown)}; valid options: {valid}")
+    return cls(dim, heads, causal=causal, max_len=max_len, dropout=dropout, **options)
+
+
+class AttentionLayer(nn.Module):
+    """Multi-head self-attention: projections + head split around a per-head kernel."""
+
+    name: str = "?"
+    capabilities: Capabilities
+
+    def __init__(self, dim: int, heads: int, *, causal: bool = False, max_len: int | None = None, dropout: float = 0.0):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"{self.name}: dim ({dim}) must be divisible by heads ({heads})")
+        self.dim, self.heads, self.head_dim = dim, heads, dim // heads
+        self.causal, self.max_len, self.dropout = causal, max_len, dropout
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    @classmethod
+    def option_defaults(cls) -> dict:
+        """Keyword options of this mechanism beyond the common ones, with defaults."""
+        common = {"self", "dim", "heads", "causal", "max_len", "dropout"}
+        params = inspect.signature(cls.__init__).parameters.values()
+        return {p.name: p.default for p in params if p.name not in common and p.kind is p.KEYWORD_ONLY}
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None) -> torch.Tensor:
+        """(B, H, N, d) x3 -> (B, H, N, d). Implemented by each mechanism."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, N, dim); padding_mask (B, N) bool, True = real item. Returns (B, N, dim)."""
+        if x.dim() != 3 or x.shape[-1] != self.dim:
+            raise ValueError(f"{self.name}: x must be (B, N, {self.dim}), got {tuple(x.shape)}")
+        batch, length, _ = x.shape
+        if self.max_len is not None and length > self.max_len:
+            raise ValueError(f"{self.name}: sequence length {length} exceeds max_len {self.max_len}")
+        if padding_mask is not None and not self.capabilities.padding_mask:
+            raise UnsupportedAttentionConfig(f"attention {self.name!r} does not support padding masks")
+        q, k, v = self.qkv(x).view(batch, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 x (B, H, N, d)
+        out = self.attend(q, k, v, padding_mask)  # (B, H, N, d)
+        return self.out(out.transpose(1, 2).reshape(batch, length, self.dim))  # (B, N, dim)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, heads={self.heads}, causal={self.causal}, max_len={self.max_len}"
+
+
+class OutputDropoutMixin:
+    """NOTE: kernels without an attention matrix cannot drop attention weights; they
+    apply `dropout` to the attention output before the output projection instead."""
+
+    def _output_dropout(self, out: torch.Tensor) -> torch.Tensor:
+        return nn.functional.dropout(out, self.dropout, self.training) if self.dropout > 0 else out

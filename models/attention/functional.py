@@ -1,0 +1,390 @@
+"""Attention kernels on per-head tensors.
+
+Every kernel takes q, k, v of shape (B, H, N, d) and returns (B, H, N, d_v).
+`key_padding_mask` is (B, N) bool with True = real item; padded positions never
+influence real outputs, and outputs at padded positions are zero.
+
+Einsum / shape legend:
+    B batch, H heads, N sequence length, d head dim (q, k), e value dim,
+    n number of chunks, C chunk length, m random features, k_proj Linformer length.
+
+The linear kernels never build an N x N matrix nor a (B, H, N, d, d) tensor:
+causal ones run chunk by chunk (an intra-chunk masked product plus an
+inter-chunk prefix state of shape (B, H, N / C, d, e)), which is O(N * d) memory
+as long as C >= d.
+
+Maths and references: ../shared/docs/SPEC.md (sections 1-2) and README.md.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "softmax_attention",
+    "sdpa_attention",
+    "linrec_attention",
+    "linear_attention",
+    "efficient_attention",
+    "performer_attention",
+    "performer_features",
+    "linformer_attention",
+    "causal_linear_attention",
+    "orthogonal_random_features",
+    "LINREC_VARIANTS",
+    "DEFAULT_CHUNK_SIZE",
+]
+
+LINREC_VARIANTS = ("paper", "official")
+DEFAULT_CHUNK_SIZE = 64
+# Smallest norm / normaliser the kernels divide by. Squared it must stay a
+# normal float32/bfloat16 number (both have float32's exponent range).
+NORM_EPS = 1e-12
+# Largest exponent the chunked causal Efficient Attention lets a key factor reach.
+_EFFICIENT_MAX_EXPONENT = 30.0
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _real_positions(key_padding_mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+    """(B, N) bool mask -> (B, 1, N, 1) float in like's dtype (1 = real), or None."""
+    if key_padding_mask is None:
+        return None
+    if key_padding_mask.dtype != torch.bool:
+        raise TypeError(f"key_padding_mask must be a bool tensor (True = real item), got {key_padding_mask.dtype}")
+    batch, _, length, _ = like.shape
+    if key_padding_mask.shape != (batch, length):
+        raise ValueError(f"key_padding_mask must have shape (B, N) = {(batch, length)}, got {tuple(key_padding_mask.shape)}")
+    return key_padding_mask[:, None, :, None].to(like.dtype)
+
+
+def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
+        raise ValueError(f"q, k, v must be (B, H, N, d); got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    if q.shape != k.shape or q.shape[:3] != v.shape[:3]:
+        raise ValueError(f"q and k must match and v must share (B, H, N); got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+
+
+def _safe_norm(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """L2 norm kept >= NORM_EPS, with a finite gradient at x = 0 (clamp before sqrt)."""
+    return x.square().sum(dim, keepdim=True).clamp_min(NORM_EPS**2).sqrt()
+
+
+def _zero_padded_rows(out: torch.Tensor, real: torch.Tensor | None) -> torch.Tensor:
+    return out if real is None else out * real.to(out.dtype)
+
+
+def _split_chunks(x: torch.Tensor, chunk_size: int, fill: float = 0.0) -> torch.Tensor:
+    """(B, H, N, d) -> (B, H, n, C, d), padding N up to a multiple of C with `fill`."""
+    batch, heads, length, dim = x.shape
+    pad = (-length) % chunk_size
+    if pad:
+        x = F.pad(x, (0, 0, 0, pad), value=fill)
+    return x.reshape(batch, heads, -1, chunk_size, dim)  # (B, H, n, C, d)
+
+
+def _merge_chunks(x: torch.Tensor, length: int) -> torch.Tensor:
+    """(B, H, n, C, e) -> (B, H, N, e)."""
+    batch, heads, n_chunks, chunk, dim = x.shape
+    return x.reshape(batch, heads, n_chunks * chunk, dim)[:, :, :length]  # (B, H, N, e)
+
+
+# --------------------------------------------------------------------------- causal linear core
+
+
+def causal_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE) -> torch.Tensor:
+    """out_i = sum_{j <= i} (q_i . k_j) v_j, chunk by chunk.
+
+    Intra-chunk: a (C, C) lower-triangular product. Inter-chunk: the exclusive
+    prefix sum of per-chunk states k_c^T v_c, shape (B, H, n, d, e).
+    """
+    length = q.shape[2]
+    qc = _split_chunks(q, chunk_size)  # (B, H, n, C, d)
+    kc = _split_chunks(k, chunk_size)
+    vc = _split_chunks(v, chunk_size)  # (B, H, n, C, e)
+    chunk_states = kc.transpose(-1, -2) @ vc  # (B, H, n, d, e)
+    # exclusive prefix over chunks: state seen by chunk t sums chunks < t
+    prefix_states = F.pad(chunk_states.cumsum(dim=2)[:, :, :-1], (0, 0, 0, 0, 1, 0))  # (B, H, n, d, e)
+    scores = torch.tril(qc @ kc.transpose(-1, -2))  # (B, H, n, C, C)
+    out = torch.baddbmm(
+        (scores @ vc).flatten(0, 2), qc.flatten(0, 2), prefix_states.flatten(0, 2)
+    )  # (B*H*n, C, e): intra-chunk + inter-chunk
+    return _merge_chunks(out.view(*qc.shape[:-1], vc.shape[-1]), length)
+
+
+def _linear_attention_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, chunk_size: int) -> torch.Tensor:
+    """Unnormalised linear attention: q (k^T v) or its causal prefix form."""
+    if causal:
+        return causal_linear_attention(q, k, v, chunk_size)
+    return q @ (k.transpose(-1, -2) @ v)  # (B, H, N, e) via a (B, H, d, e) state
+
+
+def _normalised_linear_attention(fq, fk, v, causal: bool, chunk_size: int, eps: float) -> torch.Tensor:
+    """phi(q)^T S_i / (phi(q)^T z_i): numerator and normaliser in one pass (v gets a ones column)."""
+    ones = torch.ones_like(v[..., :1])
+    out = _linear_attention_core(fq, fk, torch.cat([v, ones], dim=-1), causal, chunk_size)  # (B, H, N, e + 1)
+    numerator, normaliser = out[..., :-1], out[..., -1:]
+    return numerator / normaliser.clamp_min(eps)
+
+
+# --------------------------------------------------------------------------- softmax baselines
+
+
+def softmax_attention(q, k, v, *, causal: bool = False, key_padding_mask=None, dropout_p: float = 0.0, training: bool = False):
+    """Materialised softmax(q k^T / sqrt(d) + masks) v: the dense reference (O(N^2) memory)."""
+    _check_qkv(q, k, v)
+    length, dim = q.shape[-2], q.shape[-1]
+    scores = (q @ k.transpose(-1, -2)) / math.sqrt(dim)  # (B, H, N, N)
+    allowed = _allowed_pairs(key_padding_mask, causal, length, q.device)
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
+    probs = scores.softmax(dim=-1)
+    if dropout_p > 0.0 and training:
+        probs = F.dropout(probs, dropout_p)
+    return _zero_padded_rows(probs @ v, _real_positions(key_padding_mask, q))
+
+
+def _allowed_pairs(key_padding_mask, causal: bool, length: int, device) -> torch.Tensor | None:
+    """Bool (B or 1, 1, N, N): may query i look at key j? Every row keeps its diagonal,
+    so a padded query row is never empty (its output is zeroed afterwards): no NaN."""
+    if key_padding_mask is None and not causal:
+        return None
+    allowed = torch.ones(1, 1, length, length, dtype=torch.bool, device=device)
+    if causal:
+        allowed = allowed.tril()
+    if key_padding_mask is not None:
+        allowed = allowed & key_padding_mask[:, None, None, :]
+        allowed = allowed | torch.eye(length, dtype=torch.bool, device=device)
+    return allowed
+
+
+def sdpa_attention(q, k, v, *, causal: bool = False, key_padding_mask=None, dropout_p: float = 0.0, training: bool = False):
+    """The same maths through torch's fused scaled_dot_product_attention.
+
+    Without padding it passes is_causal and no mask, so the flash kernels stay eligible;
+    with padding it passes a boolean mask (flash refuses explicit masks: the
+    memory-efficient or math kernel runs instead).
+    """
+    _check_qkv(q, k, v)
+    dropout_p = dropout_p if training else 0.0
+    if key_padding_mask is None:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal, dropout_p=dropout_p)
+    allowed = _allowed_pairs(key_padding_mask, causal, q.shape[-2], q.device)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout_p)
+    return _zero_padded_rows(out, _real_positions(key_padding_mask, q))
+
+
+# --------------------------------------------------------------------------- LinRec
+
+
+def linrec_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    causal: bool = False,
+    variant: str = "paper",
+    key_padding_mask: torch.Tensor | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> torch.Tensor:
+    """LinRec (Liu et al., SIGIR 2023), q, k, v (B, H, N, d) -> (B, H, N, d).
+
+    variant="paper"    rho_row(elu(Q)) (rho_col(elu(K))^T V): rows of elu(Q) scaled to
+                       norm 1/sqrt(d), columns of elu(K) to norm 1/sqrt(n) over the n real
+                       positions. Causal: the exact prefix form (SPEC 1c), i.e. a causal
+                       linear attention whose queries are divided by sqrt(n_i) * s_i,
+                       s_i the prefix column norms of elu(K).
+    variant="official" the authors' code: elu(Q), elu(K) L2-normalised per token, / sqrt(d).
+                       NOTE: the original ignores every mask; here padded keys are dropped
+                       and causal=True uses the prefix sum, i.e. the masked form of the
+                       same formula.
+    """
+    _check_qkv(q, k, v)
+    if variant not in LINREC_VARIANTS:
+        raise ValueError(f"linrec: unknown variant {variant!r}; expected one of {LINREC_VARIANTS}")
+    real = _real_positions(key_padding_mask, q)
+    dim = q.shape[-1]
+    # Statistics (norms, prefix sums) in float32 so bf16/fp16 inputs stay accurate.
+    fq, fk = F.elu(q.float()), F.elu(k.float())
+    if real is not None:
+        fk = fk * real.float()
+
+    if variant == "official":
+        q_hat = fq / _safe_norm(fq, -1)
+        k_hat = fk / _safe_norm(fk, -1)
+        out = _linear_attention_core(q_hat.to(q.dtype), k_hat.to(k.dtype), v, causal, chunk_size) / math.sqrt(dim)
+        return _zero_padded_rows(out, real)
+
+    q_row = fq / (math.sqrt(dim) * _safe_norm(fq, -1))  # rho_row: each query row over d
+    if real is None:
+        count = torch.full((1, 1, q.shape[2], 1), 1.0, device=q.device)
+    else:
+        count = real.float()
+    if not causal:
+        n_real = count.sum(dim=-2, keepdim=True).clamp_min(1.0)  # (B, 1, 1, 1) or N
+        if real is None:
+            n_real = torch.full_like(n_real, q.shape[2])
+        k_col = fk / (n_real.sqrt() * _safe_norm(fk, -2))  # rho_col: each key column over real positions
+        out = q_row.to(q.dtype) @ (k_col.to(k.dtype).transpose(-1, -2) @ v)  # (B, H, N, d) via (B, H, d, d)
+        return _zero_padded_rows(out, real)
+
+    n_prefix = count.expand(q.shape[0], 1, -1, 1).cumsum(dim=-2).clamp_min(1.0)  # (B, 1, N, 1): n_i
+    prefix_col_norm = fk.square().cumsum(dim=-2).clamp_min(NORM_EPS**2).sqrt()  # (B, H, N, d): s_i
+    q_scaled = q_row / (n_prefix.sqrt() * prefix_col_norm)
+    out = causal_linear_attention(q_scaled.to(q.dtype), fk.to(k.dtype), v, chunk_size)
+    return _zero_padded_rows(out, real)
+
+
+# --------------------------------------------------------------------------- Katharopoulos linear
+
+
+def linear_attention(q, k, v, *, causal: bool = False, key_padding_mask=None, chunk_size: int = DEFAULT_CHUNK_SIZE, eps: float = 1e-6):
+    """Linear Transformer (Katharopoulos et al., ICML 2020): phi = elu + 1."""
+    _check_qkv(q, k, v)
+    real = _real_positions(key_padding_mask, q)
+    fq, fk = F.elu(q) + 1.0, F.elu(k) + 1.0
+    if real is not None:
+        fk = fk * real
+    return _zero_padded_rows(_normalised_linear_attention(fq, fk, v, causal, chunk_size, eps), real)
+
+
+# --------------------------------------------------------------------------- Efficient Attention
+
+
+def efficient_attention(q, k, v, *, causal: bool = False, key_padding_mask=None, chunk_size: int = DEFAULT_CHUNK_SIZE):
+    """Efficient Attention (Shen et al., WACV 2021): softmax_row(Q) (softmax_col(K)^T V).
+
+    Causal: the column softmax runs over the prefix j <= i. Computed in float32 with
+    the prefix log-normaliser logZ_i = logcumsumexp_{j<=i} k_j and, per chunk, a
+    reference r = logZ at the chunk's first real position, so that
+        out_i = sum_c a_ic [S_c + sum_{j in chunk, j<=i} b_jc v_j],
+        a_ic = softmax(q_i)_c exp(r_c - logZ_ic) <= 1,   b_jc = exp(k_jc - r_c),
+    S_c = sum_{j before the chunk} exp(k_jc - r_c) v_j, carried from chunk to chunk by
+    exp(r_prev - r) <= 1 (every exponent <= 0). Nothing depends on a
+    future position. b > 1 when a key exceeds the prefix mass at the chunk start; if
+    some b would exceed exp(30) (overflow risk), the intra-chunk part is computed
+    instead from exp(k_j - logZ_i) <= 1 directly, a (C, C, d) tensor per chunk.
+    """
+    _check_qkv(q, k, v)
+    real = _real_positions(key_padding_mask, q)
+    dtype = q.dtype
+    q, k, v = q.float(), k.float(), v.float()
+    q_soft = q.softmax(dim=-1)
+    very_negative = -1e30  # finite, so no inf - inf in gradients
+    if real is not None:
+        k = torch.where(real.bool(), k, very_negative)
+    if not causal:
+        k_soft = k.softmax(dim=-2)  # over positions
+        if real is not None:
+            k_soft = k_soft * real  # a fully padded row softmaxes to uniform: drop it
+        out = q_soft @ (k_soft.transpose(-1, -2) @ v)
+        return _zero_padded_rows(out, real).to(dtype)
+
+    length = q.shape[2]
+    log_z = torch.logcumsumexp(k, dim=-2)  # (B, H, N, d)
+    real_bool = real.bool() if real is not None else torch.ones_like(k[..., :1], dtype=torch.bool)
+    qc = _split_chunks(q_soft, chunk_size)  # (B, H, n, C, d)
+    kc = _split_chunks(k, chunk_size, fill=very_negative)
+    vc = _split_chunks(v, chunk_size)  # (B, H, n, C, e)
+    log_zc = _split_chunks(log_z, chunk_size, fill=0.0)
+    realc = _split_chunks(real_bool.expand(-1, q.shape[1], -1, -1).float(), chunk_size).bool()  # (B, H, n, C, 1)
+
+    with torch.no_grad():  # r cancels exactly between a and b: a stabiliser, no gradient needed
+        first_real = torch.where(realc, log_zc, torch.inf).amin(dim=-2, keepdim=True)  # (B, H, n, 1, d)
+        ref = torch.where(realc.any(dim=-2, keepdim=True), first_real, log_zc[..., :1, :])
+        decay = (ref[:, :, :-1] - ref[:, :, 1:]).exp().transpose(-1, -2)  # (B, H, n-1, d, 1)
+    a = qc * torch.where(realc, ref - log_zc, very_negative).exp()  # (B, H, n, C, d); padded queries -> 0
+    # chunk t's keys enter the state of chunk t+1, relative to its reference: exponents <= 0
+    chunk_states = (kc[:, :, :-1] - ref[:, :, 1:]).exp().transpose(-1, -2) @ vc[:, :, :-1]  # (B, H, n-1, d, e)
+    states = [vc.new_zeros(*chunk_states.shape[:2], chunk_states.shape[-2], vc.shape[-1])]
+    for t in range(chunk_states.shape[2]):
+        states.append(decay[:, :, t] * states[-1] + chunk_states[:, :, t])
+    prefix_states = torch.stack(states, dim=2)  # (B, H, n, d, e)
+    key_exponent = kc - ref  # (B, H, n, C, d)
+    b = key_exponent.clamp_max(_EFFICIENT_MAX_EXPONENT).exp()
+    if key_exponent.max() <= _EFFICIENT_MAX_EXPONENT:
+        intra = torch.tril(a @ b.transpose(-1, -2)) @ vc  # (B, H, n, C, e)
+    else:
+        causal_pairs = torch.ones(chunk_size, chunk_size, dtype=torch.bool, device=q.device).tril()[..., None]  # (C, C, 1)
+        pair_exponent = kc[:, :, :, None, :, :] - log_zc[:, :, :, :, None, :]  # (B, H, n, C_i, C_j, d): k_j - logZ_i
+        weights = torch.where(causal_pairs, pair_exponent, very_negative).exp()  # <= 1 where j <= i
+        intra = torch.einsum("bhnid,bhnijd,bhnje->bhnie", qc, weights, vc)
+    out = a @ prefix_states + intra  # (B, H, n, C, e)
+    return _zero_padded_rows(_merge_chunks(out, length), real).to(dtype)
+
+
+# --------------------------------------------------------------------------- Performer (FAVOR+)
+
+
+def orthogonal_random_features(nb_features: int, dim: int, *, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """(m, d) Gaussian projection with orthogonal blocks, rows rescaled to chi(d) norms (FAVOR+)."""
+    blocks = []
+    for _ in range(math.ceil(nb_features / dim)):
+        gaussian = torch.randn(dim, dim, generator=generator, device=device)
+        orthonormal, _ = torch.linalg.qr(gaussian)
+        blocks.append(orthonormal.T)
+    directions = torch.cat(blocks, dim=0)[:nb_features]  # (m, d)
+    norms = torch.randn(nb_features, dim, generator=generator, device=device).norm(dim=1)
+    return directions * norms[:, None]
+
+
+def performer_features(x: torch.Tensor, projection: torch.Tensor, *, is_query: bool) -> torch.Tensor:
+    """Positive random features exp(w.x - |x|^2/2) / sqrt(m) with x scaled by d^-1/4.
+
+    Stabilisers: since w.x - |x|^2/2 <= |w|^2/2, keys subtract the constant |w_r|^2/2
+    (data-independent, so causal mode cannot leak through it) and queries add it back
+    then subtract their own row max (a per-query constant that cancels in the
+    normalisation). The kernel phi(q).phi(k) is unchanged.
+    """
+    dim = x.shape[-1]
+    nb_features = projection.shape[0]
+    x = x * dim**-0.25
+    half_sq_w = 0.5 * projection.square().sum(dim=-1)  # (m,)
+    logits = x @ projection.T - 0.5 * x.square().sum(dim=-1, keepdim=True)  # (B, H, N, m)
+    if is_query:
+        logits = logits + half_sq_w
+        logits = logits - logits.amax(dim=-1, keepdim=True).detach()
+    else:
+        logits = logits - half_sq_w
+    return logits.exp() / math.sqrt(nb_features)
+
+
+def performer_attention(q, k, v, projection: torch.Tensor, *, causal: bool = False, key_padding_mask=None, chunk_size: int = DEFAULT_CHUNK_SIZE, eps: float = 1e-15):
+    """Performer FAVOR+ (Choromanski et al., ICLR 2021) with fixed projection (m, d)."""
+    _check_qkv(q, k, v)
+    real = _real_positions(key_padding_mask, q)
+    dtype = q.dtype
+    fq = performer_features(q.float(), projection.float(), is_query=True)
+    fk = performer_features(k.float(), projection.float(), is_query=False)
+    if real is not None:
+        fk = fk * real.float()
+    out = _normalised_linear_attention(fq, fk, v.float(), causal, chunk_size, eps)
+    return _zero_padded_rows(out, real).to(dtype)
+
+
+# --------------------------------------------------------------------------- Linformer
+
+
+def linformer_attention(q, k, v, key_projection: torch.Tensor, value_projection: torch.Tensor, *, key_padding_mask=None, dropout_p: float = 0.0, training: bool = False):
+    """Linformer (Wang et al., 2020): softmax(q (E k)^T / sqrt(d)) (F v), E, F (k_proj, N_max).
+
+    Padded keys and values are zeroed before the projection; the projection is
+    indexed by absolute position, so results depend on where the real items sit.
+    """
+    _check_qkv(q, k, v)
+    length, dim = q.shape[2], q.shape[-1]
+    if length > key_projection.shape[1]:
+        raise ValueError(f"linformer: sequence length {length} exceeds max_len {key_projection.shape[1]}")
+    real = _real_positions(key_padding_mask, q)
+    if real is not None:
+        k, v = k * real, v * real
+    k_proj = torch.einsum("pn,bhnd->bhpd", key_projection[:, :length], k)  # (B, H, k_proj, d)
+    v_proj = torch.einsum("pn,bhnd->bhpd", value_projection[:, :length], v)  # (B, H, k_proj, e)
+    probs = ((q @ k_proj.transpose(-1, -2)) / math.sqrt(dim)).softmax(dim=-1)  # (B, H, N, k_proj)
+    if dropout_p > 0.0 and training:
+        probs = F.dropout(probs, dropout_p)
+    return _zero_padded_rows(probs @ v_proj, real)

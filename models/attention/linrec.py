@@ -1,0 +1,32 @@
+"""LinRec: L2-normalised linear attention.
+
+Liu et al., "Linear Attention Mechanism for Long-term Sequential Recommender Systems",
+SIGIR 2023, https://arxiv.org/abs/2411.01537
+
+variant="paper" (default): rho_row(elu(Q)) (rho_col(elu(K))^T V), exact prefix form when
+causal. variant="official": the authors' released code (per-token L2 norms, / sqrt(d)).
+NOTE: the released code ignores attention masks entirely; this layer always honours the
+padding mask and `causal` (see functional.linrec_attention). Dropout: see OutputDropoutMixin.
+"""
+
+from .base import AttentionLayer, Capabilities, OutputDropoutMixin, register_attention
+from .functional import DEFAULT_CHUNK_SIZE, LINREC_VARIANTS, linrec_attention
+
+
+@register_attention("linrec")
+class LinRecAttention(OutputDropoutMixin, AttentionLayer):
+    capabilities = Capabilities(
+        causal=True, padding_mask=True, needs_max_len=False, exact_softmax=False,
+        family="linear, L2-normalised elu features", time="O(N d^2)", memory="O(N d + d^2)",
+        reference="Liu et al., SIGIR 2023 (arXiv:2411.01537)",
+    )
+
+    def __init__(self, dim, heads, *, causal=False, max_len=None, dropout=0.0, variant: str = "paper", chunk_size: int = DEFAULT_CHUNK_SIZE):
+        super().__init__(dim, heads, causal=causal, max_len=max_len, dropout=dropout)
+        if variant not in LINREC_VARIANTS:
+            raise ValueError(f"linrec: unknown variant {variant!r}; expected one of {LINREC_VARIANTS}")
+        self.variant, self.chunk_size = variant, chunk_size
+
+    def attend(self, q, k, v, key_padding_mask):
+        out = linrec_attention(q, k, v, causal=self.causal, variant=self.variant, key_padding_mask=key_padding_mask, chunk_size=self.chunk_size)
+        return self._output_dropout(out)

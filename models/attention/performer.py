@@ -1,0 +1,45 @@
+"""Performer attention with FAVOR+ positive orthogonal random features.
+
+Choromanski et al., "Rethinking Attention with Performers", ICLR 2021,
+https://arxiv.org/abs/2009.14794
+Features are redrawn every `redraw_interval` training forward passes (0 = never) and
+are fixed in eval mode. The key stabiliser is data-independent (see
+functional.performer_features), so causal mode cannot leak future positions.
+"""
+
+import torch
+
+from .base import AttentionLayer, Capabilities, OutputDropoutMixin, register_attention
+from .functional import DEFAULT_CHUNK_SIZE, orthogonal_random_features, performer_attention
+
+
+@register_attention("performer")
+class PerformerAttention(OutputDropoutMixin, AttentionLayer):
+    capabilities = Capabilities(
+        causal=True, padding_mask=True, needs_max_len=False, exact_softmax=False,
+        family="approximate softmax, random features", time="O(N m d)", memory="O(N m + m d)",
+        reference="Choromanski et al., ICLR 2021 (arXiv:2009.14794)",
+    )
+
+    def __init__(self, dim, heads, *, causal=False, max_len=None, dropout=0.0, nb_features: int = 64, redraw_interval: int = 1000, chunk_size: int = DEFAULT_CHUNK_SIZE):
+        super().__init__(dim, heads, causal=causal, max_len=max_len, dropout=dropout)
+        if nb_features < 1:
+            raise ValueError(f"performer: nb_features must be >= 1, got {nb_features}")
+        if redraw_interval < 0:
+            raise ValueError(f"performer: redraw_interval must be >= 0 (0 = never), got {redraw_interval}")
+        self.nb_features, self.redraw_interval, self.chunk_size = nb_features, redraw_interval, chunk_size
+        self.register_buffer("projection", orthogonal_random_features(nb_features, self.head_dim))  # (m, d)
+        self.calls_since_redraw = 0
+
+    @torch.no_grad()
+    def redraw_features(self) -> None:
+        self.projection.copy_(orthogonal_random_features(self.nb_features, self.head_dim, device=self.projection.device))
+        self.calls_since_redraw = 0
+
+    def attend(self, q, k, v, key_padding_mask):
+        if self.training and self.redraw_interval:
+            if self.calls_since_redraw >= self.redraw_interval:
+                self.redraw_features()
+            self.calls_since_redraw += 1
+        out = performer_attention(q, k, v, self.projection, causal=self.causal, key_padding_mask=key_padding_mask, chunk_size=self.chunk_size)
+        return self._output_dropout(out)

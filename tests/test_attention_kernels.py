@@ -1,0 +1,148 @@
+"""Kernels against direct dense transcriptions of the SPEC formulas (fp32, rtol 1e-4)."""
+
+import pytest
+import torch
+
+import dense_reference as dense
+from models.attention import functional as fn
+
+B, H, N, D = 2, 2, 13, 8
+
+
+def _inputs(dtype=torch.float32):
+    q, k, v = (torch.randn(B, H, N, D, dtype=dtype) for _ in range(3))
+    real = torch.ones(B, N, dtype=torch.bool)
+    real[0, :4] = False  # left padding (SASRec style)
+    real[1, -3:] = False  # right padding (RecBole / BERT4Rec style)
+    return q, k, v, real
+
+
+def _close(actual, expected, rtol=1e-4):
+    scale = expected.abs().max().clamp_min(1e-6)
+    err = ((actual - expected).abs().max() / scale).item()
+    assert err < rtol, f"relative error {err:.2e} >= {rtol}"
+
+
+PAIRS = {
+    "softmax": (lambda q, k, v, c, m, cs: fn.softmax_attention(q, k, v, causal=c, key_padding_mask=m), dense.softmax),
+    "sdpa": (lambda q, k, v, c, m, cs: fn.sdpa_attention(q, k, v, causal=c, key_padding_mask=m), dense.softmax),
+    "linrec-paper": (
+        lambda q, k, v, c, m, cs: fn.linrec_attention(q, k, v, causal=c, key_padding_mask=m, chunk_size=cs),
+        dense.linrec_paper,
+    ),
+    "linrec-official": (
+        lambda q, k, v, c, m, cs: fn.linrec_attention(q, k, v, causal=c, variant="official", key_padding_mask=m, chunk_size=cs),
+        dense.linrec_official,
+    ),
+    "linear": (lambda q, k, v, c, m, cs: fn.linear_attention(q, k, v, causal=c, key_padding_mask=m, chunk_size=cs), dense.linear),
+    "efficient": (lambda q, k, v, c, m, cs: fn.efficient_attention(q, k, v, causal=c, key_padding_mask=m, chunk_size=cs), dense.efficient),
+}
+
+
+@pytest.mark.parametrize("chunk_size", [4, 64])
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("name", sorted(PAIRS))
+def test_kernel_matches_dense_reference(name, causal, padded, chunk_size):
+    kernel, reference = PAIRS[name]
+    q, k, v, real = _inputs()
+    mask = real if padded else None
+    _close(kernel(q, k, v, causal, mask, chunk_size), reference(q, k, v, causal, mask))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("padded", [False, True])
+def test_performer_kernel_matches_dense_reference(causal, padded):
+    q, k, v, real = _inputs()
+    mask = real if padded else None
+    projection = fn.orthogonal_random_features(32, D)
+    out = fn.performer_attention(q, k, v, projection, causal=causal, key_padding_mask=mask, chunk_size=4)
+    _close(out, dense.performer(q, k, v, projection, causal, mask))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_performer_approximates_softmax_with_many_features(causal):
+    q, k, v, _ = _inputs()
+    q, k = 0.5 * q, 0.5 * k
+    projection = fn.orthogonal_random_features(8192, D)
+    approx = fn.performer_attention(q, k, v, projection, causal=causal)
+    exact = dense.softmax(q, k, v, causal)
+    assert (approx - exact).abs().mean() < 0.05 * exact.abs().mean()
+
+
+def test_orthogonal_features_blocks_are_orthogonal():
+    w = fn.orthogonal_random_features(2 * D, D)
+    block = w[:D] / w[:D].norm(dim=1, keepdim=True)
+    assert torch.allclose(block @ block.T, torch.eye(D), atol=1e-5)
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_linformer_kernel_matches_dense_reference(padded):
+    q, k, v, real = _inputs()
+    mask = real if padded else None
+    e_proj, f_proj = torch.randn(5, 20), torch.randn(5, 20)
+    _close(fn.linformer_attention(q, k, v, e_proj, f_proj, key_padding_mask=mask), dense.linformer(q, k, v, e_proj, f_proj, mask))
+
+
+def test_causal_paper_linrec_at_last_real_position_equals_bidirectional():
+    q, k, v, real = _inputs()
+    causal = fn.linrec_attention(q, k, v, causal=True, key_padding_mask=real, chunk_size=4)
+    bidirectional = fn.linrec_attention(q, k, v, causal=False, key_padding_mask=real)
+    last = [int(torch.nonzero(r).max()) for r in real]
+    for b, i in enumerate(last):
+        _close(causal[b, :, i], bidirectional[b, :, i])
+    # ...and only there: at earlier positions the prefix statistics differ
+    assert (causal[1, :, 2] - bidirectional[1, :, 2]).abs().max() > 1e-3
+
+
+def test_paper_and_official_variants_differ():
+    q, k, v, _ = _inputs()
+    paper = fn.linrec_attention(q, k, v, variant="paper")
+    official = fn.linrec_attention(q, k, v, variant="official")
+    assert (paper - official).abs().max() > 1e-3
+
+
+def test_dense_check_bites_on_a_wrong_formula():
+    """The reference comparison must fail if the kernel drops LinRec's sqrt(N) column factor."""
+    q, k, v, _ = _inputs()
+    wrong = fn.linrec_attention(q, k, v) * N**0.5
+    with pytest.raises(AssertionError):
+        _close(wrong, dense.linrec_paper(q, k, v))
+
+
+def test_causal_linear_core_matches_masked_product_across_many_chunks():
+    q, k, v = (torch.randn(1, 1, 256, 16) for _ in range(3))
+    out = fn.causal_linear_attention(q, k, v, chunk_size=64)
+    full = torch.tril(q @ k.transpose(-1, -2)) @ v
+    _close(out, full)
+
+
+def test_bad_inputs_are_named():
+    q, k, v, real = _inputs()
+    with pytest.raises(ValueError, match="variant"):
+        fn.linrec_attention(q, k, v, variant="nope")
+    with pytest.raises(ValueError, match="key_padding_mask must have shape"):
+        fn.linrec_attention(q, k, v, key_padding_mask=real[:, :5])
+    with pytest.raises(TypeError, match="bool"):
+        fn.linrec_attention(q, k, v, key_padding_mask=real.float())
+    with pytest.raises(ValueError, match=r"\(B, H, N, d\)"):
+        fn.linrec_attention(q[0], k, v)
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_efficient_causal_stays_exact_with_extreme_keys(padded):
+    """Keys jumping by far more than exp() can hold take the stable intra-chunk path."""
+    q, k, v, real = _inputs()
+    k = k * 40
+    mask = real if padded else None
+    out = fn.efficient_attention(q, k, v, causal=True, key_padding_mask=mask, chunk_size=4)
+    assert torch.isfinite(out).all()
+    _close(out, dense.efficient(q, k, v, True, mask))
+
+
+@pytest.mark.parametrize("name", ["linrec-paper", "linrec-official", "linear", "efficient"])
+def test_float64_inputs_stay_float64(name):
+    kernel, reference = PAIRS[name]
+    q, k, v, real = _inputs(torch.float64)
+    out = kernel(q, k, v, True, real, 4)
+    assert out.dtype == torch.float64 and torch.isfinite(out).all()
