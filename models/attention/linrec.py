@@ -9,6 +9,8 @@ NOTE: the released code ignores attention masks entirely; this layer always hono
 padding mask and `causal` (see functional.linrec_attention). Dropout: see OutputDropoutMixin.
 """
 
+import os
+
 from .base import AttentionLayer, Capabilities, OutputDropoutMixin, register_attention
 from .functional import DEFAULT_CHUNK_SIZE, LINREC_VARIANTS, linrec_attention
 
@@ -29,4 +31,10 @@ class LinRecAttention(OutputDropoutMixin, AttentionLayer):
 
     def attend(self, q, k, v, key_padding_mask):
         out = linrec_attention(q, k, v, causal=self.causal, variant=self.variant, key_padding_mask=key_padding_mask, chunk_size=self.chunk_size)
+        # LINREC_GATE_SLOWDOWN=N averages N copies of the same computation (N x forward and
+        # backward work, same result). It exists only to show that the CI speed gate
+        # (python -m bench gate) catches a regression; never set it otherwise.
+        copies = int(os.environ.get("LINREC_GATE_SLOWDOWN", "1"))
+        if copies > 1:
+            out = sum(linrec_attention(q, k, v, causal=self.causal, variant=self.variant, key_padding_mask=key_padding_mask, chunk_size=self.chunk_size) for _ in range(copies - 1)) / copies + out / copies
         return self._output_dropout(out)

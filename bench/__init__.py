@@ -1,0 +1,1 @@
+"""Benchmark side of the suite: data, training, measurement, sweeps, reports, CI gate."""

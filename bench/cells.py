@@ -1,0 +1,140 @@
+"""One measurement cell: what to run (a `Cell`) and how to time and size it.
+
+Levels:
+  attention  one layer from the registry: projections + kernel, input x (B, N, dim)
+  kernel     the layer's per-head kernel only: q, k, v (B, H, N, d) in, output out
+  model      one recommender step (see bench.model_cells), once a model is given
+Modes: fwd (forward with autograd recording), fwd_bwd (forward + backward),
+infer (torch.inference_mode, eval mode).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+
+from models.attention import attention_class, build_attention
+
+from .measure import peak_memory, time_callable
+
+LEVELS = ("attention", "kernel")
+MODES = ("fwd", "fwd_bwd", "infer")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+STATUSES = ("ok", "oom", "unsupported", "error", "skipped")
+
+
+@dataclass(frozen=True)
+class Cell:
+    level: str
+    attention: str
+    causal: bool
+    seq_len: int
+    batch_size: int
+    dim: int
+    heads: int
+    mode: str
+    dtype: str
+    device: str  # "cpu" or "cuda[:i]"
+    options: dict = field(default_factory=dict, hash=False)
+
+    def key(self) -> str:
+        """Identity of the cell in a results file (what resume compares)."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @property
+    def label(self) -> str:
+        return attention_label(self.attention, self.options)
+
+
+def attention_label(name: str, options: dict) -> str:
+    """'linrec' or 'linrec[variant=official]': a mechanism with its non-default options."""
+    if not options:
+        return name
+    return name + "[" + ",".join(f"{k}={v}" for k, v in sorted(options.items())) + "]"
+
+
+def unsupported_reason(cell: Cell) -> str | None:
+    """Why this cell cannot run at all (recorded as status 'unsupported'), or None."""
+    try:
+        caps = attention_class(cell.attention).capabilities
+    except KeyError as err:
+        return str(err.args[0])
+    if cell.causal and not caps.causal:
+        return f"{cell.attention} has no causal form"
+    if cell.level not in LEVELS:
+        return f"level {cell.level!r} is not one of {LEVELS}"
+    if cell.mode not in MODES:
+        return f"mode {cell.mode!r} is not one of {MODES}"
+    if cell.dtype not in DTYPES:
+        return f"dtype {cell.dtype!r} is not one of {tuple(DTYPES)}"
+    if cell.device.startswith("cuda") and not torch.cuda.is_available():
+        return "CUDA requested but torch.cuda.is_available() is False"
+    if cell.dim % cell.heads:
+        return f"dim {cell.dim} is not divisible by heads {cell.heads}"
+    return None
+
+
+def make_workload(cell: Cell, seed: int = 0) -> Callable[[], None]:
+    """A zero-argument callable running the cell once (inputs and module prebuilt)."""
+    torch.manual_seed(seed)
+    device, dtype = torch.device(cell.device), DTYPES[cell.dtype]
+    layer = build_attention(cell.attention, cell.dim, cell.heads, causal=cell.causal, max_len=cell.seq_len, **cell.options)
+    layer = layer.to(device=device, dtype=dtype).train(cell.mode != "infer")
+    grad = cell.mode != "infer"
+    if cell.level == "attention":
+        inputs = [torch.randn(cell.batch_size, cell.seq_len, cell.dim, device=device, dtype=dtype, requires_grad=grad)]
+
+        def forward():
+            return layer(*inputs)
+    else:
+        head_dim = cell.dim // cell.heads
+        shape = (cell.batch_size, cell.heads, cell.seq_len, head_dim)
+        inputs = [torch.randn(shape, device=device, dtype=dtype, requires_grad=grad) for _ in range(3)]
+
+        def forward():
+            return layer.attend(*inputs, None)
+
+    if cell.mode == "infer":
+
+        def run():
+            with torch.inference_mode():
+                forward()
+
+        return run
+    if cell.mode == "fwd":
+        return lambda: forward()  # the graph is built, then dropped
+    out_grad = torch.randn_like(forward())
+
+    def run_fwd_bwd():
+        for tensor in inputs:
+            tensor.grad = None
+        layer.zero_grad(set_to_none=True)
+        forward().backward(out_grad)
+
+    return run_fwd_bwd
+
+
+def tokens(cell: Cell) -> int:
+    return cell.batch_size * cell.seq_len
+
+
+def measure_cell(cell: Cell, *, seed: int = 0, timing: dict | None = None) -> dict:
+    """Time and peak memory of one cell: the measured part of a result row."""
+    run = make_workload(cell, seed)
+    timing = time_callable(run, cell.device, **(timing or {}))
+    with peak_memory(cell.device) as peak:
+        run()
+    return {
+        "status": "ok",
+        "message": "",
+        "time_ms": timing.median_ms,
+        "time_ms_p25": timing.p25_ms,
+        "time_ms_p75": timing.p75_ms,
+        "repeats": timing.repeats,
+        "peak_mem_bytes": peak["bytes"],
+        "mem_method": peak["method"],
+        "tokens_per_s": tokens(cell) / (timing.median_ms / 1e3),
+    }

@@ -1,0 +1,157 @@
+"""Command line: python -m bench {main,sweep,report,gate,...} --help"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from .environment import REPO_ROOT
+
+
+def _csv(cast):
+    def parse(text: str):
+        try:
+            return [cast(item.strip()) for item in text.split(",") if item.strip()]
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {cast.__name__}: {err}") from None
+
+    return parse
+
+
+def _bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("true", "1", "yes", "causal"):
+        return True
+    if lowered in ("false", "0", "no", "bidir", "bidirectional"):
+        return False
+    raise ValueError(f"{text!r} is not true/false")
+
+
+def _option_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_attention(spec: str) -> tuple[str, dict]:
+    """'performer:nb_features=64:redraw_interval=0' -> ('performer', {...})."""
+    name, *pairs = spec.split(":")
+    options = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise argparse.ArgumentTypeError(f"--attention {spec!r}: option {pair!r} must be key=value")
+        key, value = pair.split("=", 1)
+        options[key] = _option_value(value)
+    return name, options
+
+
+def _add_sweep_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", help="quick | paper | gpu (axes flags are ignored when given)")
+    parser.add_argument("--attention", type=_csv(parse_attention), default=None, help="e.g. sdpa,linrec,linrec:variant=official,performer:nb_features=64")
+    parser.add_argument("--seq-len", type=_csv(int), default=[64, 256, 1024, 4096])
+    parser.add_argument("--batch-size", type=_csv(int), default=[8])
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--mode", type=_csv(str), default=["fwd_bwd"], help="fwd,fwd_bwd,infer")
+    parser.add_argument("--causal", type=_csv(_bool), default=[False, True])
+    parser.add_argument("--level", default="attention", choices=["attention", "kernel"])
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:1")
+    parser.add_argument("--dtype", type=_csv(str), default=["fp32"], help="fp32,bf16,fp16")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads in the worker (default: torch's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-cell-s", type=float, default=120.0, help="time budget per cell; longer series stop growing N")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def _sweep_cells(args) -> list:
+    from .sweep import ALL_MECHANISMS, Grid, preset_cells
+
+    if args.preset:
+        return preset_cells(args.preset, args.device)
+    grid = Grid(args.attention or ALL_MECHANISMS, args.seq_len, args.batch_size, args.causal, args.mode, args.dtype, args.dim, args.heads, args.level)
+    return grid.cells(args.device)
+
+
+def _run_sweep(args, out: Path) -> None:
+    from .sweep import run_sweep
+
+    cells = _sweep_cells(args)
+    config = {k: v for k, v in vars(args).items() if k not in ("func", "no_progress")}
+    config["attention"] = [list(a) for a in config["attention"]] if config.get("attention") else None
+    rows = run_sweep(cells, out, config=config, seed=args.seed, threads=args.threads, max_cell_s=args.max_cell_s, progress=not args.no_progress)
+    counts = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    print(f"{len(rows)} new cell(s) in {out}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) if rows else f"nothing to do: every cell is already in {out}")
+
+
+def cmd_sweep(args) -> None:
+    out = Path(args.out) if args.out else REPO_ROOT / "results" / "sweeps" / f"{args.preset or 'custom'}-{args.device.split(':')[0]}.jsonl"
+    _run_sweep(args, out)
+
+
+def cmd_report(args) -> None:
+    from .report import report
+
+    missing = [p for p in args.results if not Path(p).exists()]
+    if missing:
+        sys.exit(f"report: results file(s) not found: {', '.join(missing)}")
+    written = report([Path(p) for p in args.results], Path(args.out))
+    print(f"wrote {len(written)} plot(s)/table(s) to {args.out}")
+
+
+def cmd_main(args) -> None:
+    """Quick sweep on this machine, then plots and tables, into results/quick/."""
+    out_dir = Path(args.out)
+    results = out_dir / "sweep.jsonl"
+    if results.exists() and not args.resume:
+        shutil.move(results, results.with_suffix(".previous.jsonl"))
+    args.preset = args.preset or "quick"
+    _run_sweep(args, results)
+    cmd_report(argparse.Namespace(results=[str(results)], out=str(out_dir)))
+    table = sorted(out_dir.glob("attention_fwd_bwd_fp32_*_time.md"))
+    if table:
+        print("\n" + table[0].read_text())
+
+
+def cmd_gate(args) -> None:
+    from .gate import main as gate_main
+
+    sys.exit(gate_main(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description="LinRec attention benchmark suite")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    main = sub.add_parser("main", help="the main job: quick sweep + plots and tables into results/quick")
+    _add_sweep_args(main)
+    main.add_argument("--out", default=str(REPO_ROOT / "results" / "quick"))
+    main.add_argument("--resume", action="store_true", help="keep the cells already in OUT/sweep.jsonl")
+    main.set_defaults(func=cmd_main)
+
+    sweep = sub.add_parser("sweep", help="measure a grid of cells into a JSON-lines file (resumable)")
+    _add_sweep_args(sweep)
+    sweep.add_argument("--out", help="results file (default results/sweeps/PRESET-DEVICE.jsonl)")
+    sweep.set_defaults(func=cmd_sweep)
+
+    rep = sub.add_parser("report", help="plots and tables from stored results")
+    rep.add_argument("results", nargs="+", help="JSON-lines results files")
+    rep.add_argument("--out", required=True, help="output folder")
+    rep.set_defaults(func=cmd_report)
+
+    gate = sub.add_parser("gate", help="CI speed gate: time ratios vs sdpa against a committed baseline")
+    from .gate import add_arguments
+
+    add_arguments(gate)
+    gate.set_defaults(func=cmd_gate)
+    return parser
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    args.func(args)

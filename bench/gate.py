@@ -1,0 +1,135 @@
+"""CI speed gate: machine-independent time ratios against a committed baseline.
+
+Each mechanism is timed at one fixed kernel-level shape together with torch's fused
+attention (`sdpa`), interleaved round by round in one process, so that load on a
+shared machine hits both alike. The gate compares median(mechanism) / median(sdpa)
+with the ratio stored in results/gate/baseline.json and fails when it grew by more
+than the tolerance (default 1.6x: slower by 60% relative to sdpa).
+
+    python -m bench gate                     # check (exit 1 on a regression)
+    python -m bench gate --update-baseline   # re-measure and store the baseline
+    LINREC_GATE_SLOWDOWN=3 python -m bench gate   # deliberate slowdown: must fail
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from models.attention import build_attention
+
+from .cells import attention_label
+from .environment import REPO_ROOT, environment
+
+BASELINE_PATH = REPO_ROOT / "results" / "gate" / "baseline.json"
+SHAPE = {"batch_size": 4, "heads": 8, "head_dim": 16, "seq_len": 1024}
+GATED = [
+    ("linrec", {}, True),
+    ("linrec", {}, False),
+    ("linrec", {"variant": "official"}, True),
+    ("linear", {}, True),
+    ("efficient", {}, True),
+    ("performer", {"nb_features": 64}, True),
+    ("performer", {"nb_features": 64}, False),
+    ("linformer", {"k": 128}, False),
+]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--baseline", default=str(BASELINE_PATH), help="baseline JSON (default results/gate/baseline.json)")
+    parser.add_argument("--update-baseline", action="store_true", help="measure and write the baseline instead of checking")
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds (after one warm-up round)")
+    parser.add_argument("--tolerance", type=float, default=None, help="allowed growth of a ratio (default: the baseline's, else 1.6)")
+
+
+def _key(name: str, options: dict, causal: bool) -> str:
+    return f"{attention_label(name, options)}|{'causal' if causal else 'bidir'}"
+
+
+def _workloads() -> dict[str, callable]:
+    torch.manual_seed(0)
+    b, h, d, n = SHAPE["batch_size"], SHAPE["heads"], SHAPE["head_dim"], SHAPE["seq_len"]
+    q, k, v = (torch.randn(b, h, n, d, requires_grad=True) for _ in range(3))
+    grad = torch.randn(b, h, n, d)
+    jobs = {}
+    for name, options, causal in [("sdpa", {}, True), ("sdpa", {}, False)] + GATED:
+        layer = build_attention(name, h * d, h, causal=causal, max_len=n, **options)
+
+        def run(layer=layer):
+            for t in (q, k, v):
+                t.grad = None
+            layer.attend(q, k, v, None).backward(grad)
+
+        jobs[_key(name, options, causal)] = run
+    return jobs
+
+
+def measure_ratios(rounds: int) -> dict[str, float]:
+    jobs = _workloads()
+    times = {key: [] for key in jobs}
+    for round_index in range(rounds + 1):
+        for key, run in jobs.items():
+            start = time.perf_counter()
+            run()
+            if round_index:  # round 0 warms up
+                times[key].append(time.perf_counter() - start)
+    medians = {key: statistics.median(values) for key, values in times.items()}
+    ratios = {}
+    for name, options, causal in GATED:
+        key = _key(name, options, causal)
+        ratios[key] = medians[key] / medians[_key("sdpa", {}, causal)]
+    return ratios, medians
+
+
+def main(args) -> int:
+    baseline_path = Path(args.baseline)
+    ratios, medians = measure_ratios(args.rounds)
+    if args.update_baseline:
+        payload = {"shape": SHAPE, "mode": "kernel fwd_bwd fp32", "rounds": args.rounds, "tolerance": args.tolerance or 1.6,
+                   "ratios": ratios, "medians_ms": {k: v * 1e3 for k, v in medians.items()}, **environment("cpu")}
+        baseline_path.parent.mkdir(parents=True, exist_ok=True)
+        baseline_path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        print(f"baseline written to {baseline_path}")
+        _print_table(ratios, ratios, payload["tolerance"], medians)
+        return 0
+    if not baseline_path.exists():
+        print(f"gate: baseline {baseline_path} not found; create it with --update-baseline")
+        return 2
+    baseline = json.loads(baseline_path.read_text())
+    tolerance = args.tolerance or baseline.get("tolerance", 1.6)
+    failures = _print_table(ratios, baseline["ratios"], tolerance, medians)
+    if failures:  # a burst of load can hit one mechanism: a real regression fails twice
+        print(f"\n{len(failures)} ratio(s) over the limit; measuring again (a ratio fails only if both runs fail)\n")
+        again, medians = measure_ratios(args.rounds)
+        ratios = {key: min(ratios[key], again[key]) for key in ratios}
+        failures = _print_table(ratios, baseline["ratios"], tolerance, medians)
+    if failures:
+        print(f"\nSPEED GATE FAILED: {', '.join(failures)} slower than {tolerance:.2f}x their baseline ratio to sdpa")
+        return 1
+    print(f"\nspeed gate passed ({len(ratios)} ratios within {tolerance:.2f}x of baseline)")
+    return 0
+
+
+def _print_table(ratios: dict, baseline: dict, tolerance: float, medians: dict) -> list[str]:
+    shape = ", ".join(f"{k}={v}" for k, v in SHAPE.items())
+    print(f"speed gate — kernel fwd+bwd fp32, {shape}, torch threads {torch.get_num_threads()}")
+    print(f"{'mechanism':38} {'time ms':>9} {'ratio/sdpa':>11} {'baseline':>9} {'limit':>8}  status")
+    failures = []
+    for key, ratio in ratios.items():
+        base = baseline.get(key)
+        if base is None:
+            status, limit = "new (no baseline)", float("nan")
+        else:
+            limit = base * tolerance
+            status = "ok" if ratio <= limit else "SLOWER"
+            if status != "ok":
+                failures.append(key)
+        print(f"{key:38} {medians[key] * 1e3:9.2f} {ratio:11.3f} {base if base is not None else float('nan'):9.3f} {limit:8.3f}  {status}")
+    for causal in ("causal", "bidir"):
+        print(f"{'sdpa|' + causal:38} {medians['sdpa|' + causal] * 1e3:9.2f}")
+    return failures

@@ -1,0 +1,235 @@
+"""Plots and tables regenerated from stored results only (nothing is re-measured).
+
+    python -m bench report results/sweeps/cpu-paper.jsonl --out results/cpu-paper
+
+For every series over sequence length (same device, dtype, level, mode, width,
+batch): time vs N and peak memory vs N (log-log, one line per mechanism, bidirectional
+and causal panels), speed-up over `sdpa` vs N with the crossover marked, and tables in
+the LRA style "time ms (x speed-up vs sdpa)" as Markdown, CSV and LaTeX. Series over
+batch size get a throughput plot.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .cells import attention_label  # noqa: E402
+from .results import load_rows  # noqa: E402
+
+BASELINE = "sdpa"
+SERIES_KEYS = ["device", "dtype", "level", "mode", "dim", "heads"]
+PANELS = [(False, "bidirectional"), (True, "causal")]
+
+
+def load_frame(paths: list[Path]) -> pd.DataFrame:
+    rows = [row for path in paths for row in load_rows(Path(path))]
+    if not rows:
+        raise ValueError(f"no result rows in {', '.join(map(str, paths))}")
+    frame = pd.DataFrame(rows)
+    frame["mechanism"] = [attention_label(a, o or {}) for a, o in zip(frame["attention"], frame["options"])]
+    frame["cell"] = frame[["level", "mechanism", "causal", "seq_len", "batch_size", "dim", "heads", "mode", "dtype", "device"]].astype(str).agg("|".join, axis=1)
+    return frame.sort_values("timestamp").drop_duplicates("cell", keep="last")  # the latest measurement wins
+
+
+def _slug(values: dict) -> str:
+    return "_".join(f"{v}" for v in values.values()).replace(" ", "").replace("/", "-")
+
+
+def _title(kind: str, key: dict, batch: int | None = None) -> str:
+    shape = f"dim {key['dim']}, {key['heads']} heads" + (f", batch {batch}" if batch is not None else "")
+    return f"{kind} — {key['level']} {key['mode']}, {key['dtype']}, {shape}\n{key['device']}"
+
+
+def crossover(seq_lens: list[int], speedups: list[float]) -> float | None:
+    """First N (log-interpolated) where the speed-up over sdpa reaches 1."""
+    points = [(n, s) for n, s in zip(seq_lens, speedups) if s is not None and not math.isnan(s)]
+    for (n0, s0), (n1, s1) in zip(points, points[1:]):
+        if s0 < 1 <= s1:
+            t = (0 - math.log(s0)) / (math.log(s1) - math.log(s0))
+            return math.exp(math.log(n0) + t * (math.log(n1) - math.log(n0)))
+    if points and points[0][1] >= 1:
+        return float(points[0][0])
+    return None
+
+
+def _with_speedup(series: pd.DataFrame) -> pd.DataFrame:
+    ok = series[series["status"] == "ok"]
+    base = ok[ok["mechanism"] == BASELINE].set_index(["causal", "seq_len", "batch_size"])["time_ms"]
+    series = series.copy()
+    series["speedup"] = [
+        base.get((c, n, b), float("nan")) / t if s == "ok" else float("nan")
+        for c, n, b, t, s in zip(series["causal"], series["seq_len"], series["batch_size"], series["time_ms"], series["status"])
+    ]
+    return series
+
+
+def _colors(mechanisms) -> dict[str, str]:
+    """One colour per mechanism, the same in every panel; sdpa in black."""
+    palette = plt.get_cmap("tab10").colors
+    others = sorted(m for m in set(mechanisms) if m != BASELINE)
+    colors = {m: matplotlib.colors.to_hex(palette[i % len(palette)]) for i, m in enumerate(others)}
+    colors[BASELINE] = "black"
+    return colors
+
+
+def _line_panels(series: pd.DataFrame, value: str, ylabel: str, title: str, path: Path, *, scale: float = 1.0, speedup: bool = False) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
+    colors = _colors(series["mechanism"])
+    for ax, (causal, name) in zip(axes, PANELS):
+        panel = series[(series["causal"] == causal) & (series["status"] == "ok")]
+        for mechanism, line in sorted(panel.groupby("mechanism"), key=lambda kv: kv[0]):
+            line = line.sort_values("seq_len")
+            values = line[value] * scale
+            if values.notna().sum() == 0:
+                continue
+            ax.plot(line["seq_len"], values, marker="o", label=mechanism, color=colors[mechanism], linewidth=2.5 if mechanism == BASELINE else 1.5)
+            if speedup and mechanism != BASELINE:
+                cross = crossover(line["seq_len"].tolist(), line["speedup"].tolist())
+                if cross is not None:
+                    ax.axvline(cross, color=colors[mechanism], linestyle=":", alpha=0.7)
+        failed = series[(series["causal"] == causal) & series["status"].isin(["oom", "skipped", "error"])]
+        if not failed.empty:
+            first = failed.groupby("mechanism")["seq_len"].min()
+            ax.text(0.01, 0.01, "not measured: " + ", ".join(f"{m} N>={n} ({failed[failed['mechanism'] == m]['status'].iloc[0]})" for m, n in first.items()),
+                    transform=ax.transAxes, fontsize=7, va="bottom", wrap=True)
+        if speedup:
+            ax.axhline(1.0, color="black", linewidth=1)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(f"{name} (dotted: crossover with sdpa)" if speedup else name)
+        ax.set_xlabel("sequence length N (tokens)")
+        ax.grid(True, which="both", alpha=0.3)
+        if not panel.empty:
+            ax.legend(fontsize=8)
+    axes[0].set_ylabel(ylabel)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _table(series: pd.DataFrame) -> pd.DataFrame:
+    """Rows: mechanism x causal; columns: N; cells 'time ms (x speed-up)' or the status."""
+    def cell(row):
+        if row["status"] != "ok":
+            return row["status"]
+        text = f"{row['time_ms']:.1f}" if row["time_ms"] >= 10 else f"{row['time_ms']:.2f}"
+        return f"{text} ({row['speedup']:.2f}x)" if not math.isnan(row["speedup"]) else text
+
+    frame = series.assign(text=series.apply(cell, axis=1), attention_mode=series["causal"].map({True: "causal", False: "bidirectional"}))
+    table = frame.pivot_table(index=["attention_mode", "mechanism"], columns="seq_len", values="text", aggfunc="first")
+    table.columns = [f"N={n}" for n in table.columns]
+    return table.fillna("—")
+
+
+def _memory_table(series: pd.DataFrame) -> pd.DataFrame:
+    frame = series.assign(mb=[f"{b / 2**20:.0f}" if s == "ok" and b is not None and not pd.isna(b) else s for b, s in zip(series["peak_mem_bytes"], series["status"])],
+                          attention_mode=series["causal"].map({True: "causal", False: "bidirectional"}))
+    table = frame.pivot_table(index=["attention_mode", "mechanism"], columns="seq_len", values="mb", aggfunc="first")
+    table.columns = [f"N={n}" for n in table.columns]
+    return table.fillna("—")
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """A pipe table (pandas' to_markdown would pull in `tabulate`)."""
+    index_names = [str(n) for n in table.index.names]
+    header = index_names + [str(c) for c in table.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for index, row in table.iterrows():
+        index = index if isinstance(index, tuple) else (index,)
+        lines.append("| " + " | ".join([str(i) for i in index] + [str(v) for v in row]) + " |")
+    return "\n".join(lines)
+
+
+def _write_tables(table: pd.DataFrame, stem: Path, caption: str) -> None:
+    stem.with_suffix(".csv").write_text(table.to_csv())
+    stem.with_suffix(".md").write_text(f"{caption}\n\n" + markdown_table(table) + "\n")
+    latex = table.to_latex(escape=True, caption=caption)
+    stem.with_suffix(".tex").write_text(latex)
+
+
+def report(paths: list[Path], out: Path) -> list[Path]:
+    """Write every plot and table for the given results files into `out`; returns the files."""
+    frame = load_frame(paths)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    measured = frame[frame["level"].isin(["attention", "kernel", "model"])]
+    for key_values, group in measured.groupby(SERIES_KEYS):
+        key = dict(zip(SERIES_KEYS, key_values))
+        for batch, series in group.groupby("batch_size"):
+            if series["seq_len"].nunique() < 2:
+                continue
+            series = _with_speedup(series)
+            stem = out / f"{key['level']}_{key['mode']}_{key['dtype']}_d{key['dim']}h{key['heads']}_B{batch}_{'cuda' if 'cpu' not in key['device'].lower() else 'cpu'}"
+            _line_panels(series, "time_ms", "median time per step (ms)", _title("Time vs sequence length", key, batch), stem.with_name(stem.name + "_time.png"))
+            _line_panels(series, "peak_mem_bytes", "peak memory over inputs (MiB)", _title("Peak memory vs sequence length", key, batch), stem.with_name(stem.name + "_memory.png"), scale=1 / 2**20)
+            _line_panels(series, "speedup", "speed-up over sdpa (x, >1 = faster)", _title("Speed-up over torch fused attention (sdpa)", key, batch), stem.with_name(stem.name + "_speedup.png"), speedup=True)
+            _write_tables(_table(series), stem.with_name(stem.name + "_time"), f"Median time in ms (speed-up vs sdpa) — {key['level']} {key['mode']}, {key['dtype']}, batch {batch}, {key['device']}")
+            _write_tables(_memory_table(series), stem.with_name(stem.name + "_memory"), f"Peak memory in MiB over inputs — {key['level']} {key['mode']}, {key['dtype']}, batch {batch}, {key['device']}")
+            written += [stem.with_name(stem.name + s) for s in ("_time.png", "_memory.png", "_speedup.png", "_time.md", "_memory.md")]
+        for seq_len, series in group.groupby("seq_len"):
+            if series["batch_size"].nunique() < 2:
+                continue
+            path = out / f"{key['level']}_{key['mode']}_{key['dtype']}_d{key['dim']}h{key['heads']}_N{seq_len}_batch_scaling.png"
+            _batch_plot(series, _title(f"Throughput vs batch size at N={seq_len}", key), path)
+            written.append(path)
+    accuracy = frame[frame["level"] == "accuracy"]
+    if not accuracy.empty:
+        path = out / "accuracy_vs_time.png"
+        _accuracy_plot(accuracy, path)
+        written.append(path)
+    return written
+
+
+def _batch_plot(series: pd.DataFrame, title: str, path: Path) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
+    colors = _colors(series["mechanism"])
+    for ax, (causal, name) in zip(axes, PANELS):
+        panel = series[(series["causal"] == causal) & (series["status"] == "ok")]
+        for mechanism, line in sorted(panel.groupby("mechanism"), key=lambda kv: kv[0]):
+            line = line.sort_values("batch_size")
+            ax.plot(line["batch_size"], line["tokens_per_s"], marker="o", label=mechanism, color=colors[mechanism])
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size (sequences)")
+        ax.set_title(name)
+        ax.grid(True, which="both", alpha=0.3)
+        if not panel.empty:
+            ax.legend(fontsize=8)
+    axes[0].set_ylabel("throughput (tokens / s)")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _accuracy_plot(rows: pd.DataFrame, path: Path) -> None:
+    """Accuracy vs training time per epoch, Pareto front marked."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.6))
+    points = rows.dropna(subset=["time_ms", "ndcg@10"]).sort_values("time_ms")
+    for _, row in points.iterrows():
+        ax.scatter(row["time_ms"] / 1e3, row["ndcg@10"], s=40)
+        ax.annotate(f"{row['mechanism']}{' causal' if row['causal'] else ''} N={row['seq_len']}", (row["time_ms"] / 1e3, row["ndcg@10"]), fontsize=7)
+    best, front = -1.0, []
+    for _, row in points.iterrows():
+        if row["ndcg@10"] > best:
+            best = row["ndcg@10"]
+            front.append((row["time_ms"] / 1e3, row["ndcg@10"]))
+    if front:
+        ax.plot(*zip(*front), linestyle="--", color="grey", label="Pareto front")
+        ax.legend()
+    ax.set_xlabel("training time per epoch (s)")
+    ax.set_ylabel("test NDCG@10 (full ranking)")
+    ax.set_title("Accuracy vs time")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

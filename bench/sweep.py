@@ -1,0 +1,233 @@
+"""The sweep: a grid of cells, each measured in an isolated worker process.
+
+Results append to a JSON-lines file as each cell finishes; re-running the same
+command skips the cells already in the file (resume). A cell that runs out of memory
+or fails is recorded (status 'oom' / 'error') and the sweep goes on; larger sequence
+lengths of the same series are then recorded as 'oom' / 'skipped' without running.
+Ctrl-C stops at once and loses nothing finished.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing as mp
+import os
+import resource
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import psutil
+from tqdm import tqdm
+
+from .cells import Cell, measure_cell, unsupported_reason
+from .environment import environment
+from .results import append_row, load_rows
+
+
+@dataclass
+class Grid:
+    """A product of axes; a preset is a list of grids."""
+
+    attention: list[tuple[str, dict]]
+    seq_len: list[int]
+    batch_size: list[int]
+    causal: list[bool] = field(default_factory=lambda: [False, True])
+    mode: list[str] = field(default_factory=lambda: ["fwd_bwd"])
+    dtype: list[str] = field(default_factory=lambda: ["fp32"])
+    dim: int = 128
+    heads: int = 8
+    level: str = "attention"
+
+    def cells(self, device: str) -> list[Cell]:
+        return [
+            Cell(self.level, name, causal, n, b, self.dim, self.heads, mode, dtype, device, dict(options))
+            for (name, options), causal, mode, dtype, b, n in itertools.product(
+                self.attention, self.causal, self.mode, self.dtype, self.batch_size, self.seq_len
+            )
+        ]
+
+
+ALL_MECHANISMS = [
+    ("sdpa", {}),
+    ("softmax", {}),
+    ("linrec", {}),
+    ("linrec", {"variant": "official"}),
+    ("linear", {}),
+    ("efficient", {}),
+    ("performer", {"nb_features": 64}),
+    ("linformer", {"k": 256}),
+]
+QUICK_MECHANISMS = [m if m[0] != "linformer" else ("linformer", {"k": 64}) for m in ALL_MECHANISMS]
+
+PRESETS: dict[str, list[Grid]] = {
+    # ~2-3 minutes on a 2-core CPU: every mechanism once, the crossover region, a batch sweep
+    "quick": [
+        Grid(QUICK_MECHANISMS, seq_len=[64, 256, 1024, 4096], batch_size=[4], dim=64, heads=4),
+        Grid([("sdpa", {}), ("linrec", {})], seq_len=[256], batch_size=[1, 16], dim=64, heads=4, causal=[True]),
+    ],
+    # the paper-style study (hidden 128, 8 heads of 16): N from 50 to 8192 at B=8, and a batch sweep
+    "paper": [
+        Grid(ALL_MECHANISMS, seq_len=[50, 200, 512, 1024, 2048, 4096, 8192], batch_size=[8], mode=["fwd_bwd", "infer"]),
+        Grid(ALL_MECHANISMS, seq_len=[200], batch_size=[1, 32, 128], mode=["fwd_bwd"]),
+    ],
+    # for a lent GPU: longer sequences, bigger batches, bf16 too
+    "gpu": [
+        Grid(ALL_MECHANISMS, seq_len=[50, 200, 512, 1024, 2048, 4096, 8192, 16384, 32768], batch_size=[8], mode=["fwd_bwd", "infer"], dtype=["fp32", "bf16"]),
+        Grid(ALL_MECHANISMS, seq_len=[200], batch_size=[1, 32, 256, 2048], mode=["fwd_bwd"]),
+        Grid([("sdpa", {}), ("linrec", {}), ("linear", {})], seq_len=[1024, 4096, 16384, 65536], batch_size=[8], level="kernel", mode=["fwd_bwd"]),
+    ],
+}
+
+
+def preset_cells(preset: str, device: str) -> list[Cell]:
+    if preset not in PRESETS:
+        raise ValueError(f"--preset: unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
+    cells = []
+    for grid in PRESETS[preset]:
+        cells += [c for c in grid.cells(device) if c not in cells]
+    return cells
+
+
+# ------------------------------------------------------------------ worker process
+
+
+def _worker_main(conn, threads: int | None, memory_limit_bytes: int | None) -> None:
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    if memory_limit_bytes:  # an allocation past it fails cleanly instead of waking the OOM killer
+        resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
+    while True:
+        request = conn.recv()
+        if request is None:
+            return
+        cell = Cell(**request["cell"])
+        try:
+            result = measure_cell(cell, seed=request["seed"], timing=request["timing"])
+        except Exception as err:  # recorded, never fatal
+            result = {"status": "oom" if _is_oom(err) else "error", "message": _short(err)}
+            if result["status"] == "error":
+                result["traceback"] = traceback.format_exc(limit=4)
+        conn.send(result)
+        # free everything the cell held before the next one
+        import gc
+
+        gc.collect()
+        if cell.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+
+
+def _is_oom(err: BaseException) -> bool:
+    text = str(err).lower()
+    return type(err).__name__ == "OutOfMemoryError" or "out of memory" in text or "can't allocate memory" in text or isinstance(err, MemoryError)
+
+
+def _short(err: BaseException) -> str:
+    return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
+
+
+class Worker:
+    """A persistent measuring process, restarted when a cell kills it."""
+
+    def __init__(self, threads: int | None, memory_limit_bytes: int | None, cuda: bool):
+        self._args = (threads, memory_limit_bytes)
+        self._context = mp.get_context("spawn")
+        self._process = None
+
+    def _start(self):
+        self._conn, child = self._context.Pipe()
+        self._process = self._context.Process(target=_worker_main, args=(child, *self._args), daemon=True)
+        self._process.start()
+
+    def run(self, cell: Cell, seed: int, timing: dict) -> dict:
+        if self._process is None or not self._process.is_alive():
+            self._start()
+        self._conn.send({"cell": asdict(cell), "seed": seed, "timing": timing})
+        try:
+            return self._conn.recv()
+        except (EOFError, ConnectionError):
+            self._process.join(timeout=5)
+            code = self._process.exitcode
+            self._process = None
+            if code == -9:
+                return {"status": "oom", "message": "worker killed by SIGKILL (out of memory)"}
+            return {"status": "error", "message": f"worker died with exit code {code}"}
+
+    def close(self):
+        if self._process is not None and self._process.is_alive():
+            try:
+                self._conn.send(None)
+                self._process.join(timeout=5)
+            except (OSError, BrokenPipeError):
+                pass
+            if self._process.is_alive():
+                self._process.kill()
+
+
+# ------------------------------------------------------------------ the sweep
+
+
+def _series(cell: Cell) -> tuple:
+    """Cells that differ only in sequence length."""
+    d = asdict(cell)
+    d.pop("seq_len")
+    return tuple(sorted((k, str(v)) for k, v in d.items()))
+
+
+def run_sweep(cells: list[Cell], out: Path, *, config: dict, seed: int = 0, threads: int | None = None, timing: dict | None = None, max_cell_s: float = 120.0, memory_fraction: float = 0.8, progress: bool = True) -> list[dict]:
+    """Measure every cell not yet in `out`; returns the rows written by this call."""
+    out = Path(out)
+    done = {Cell(**{k: row[k] for k in Cell.__dataclass_fields__ if k != "device"}, device=row["device_type"]).key() for row in (load_rows(out) if out.exists() else [])}
+    todo = sorted((c for c in cells if c.key() not in done), key=lambda c: (_series(c), c.seq_len))
+    timing = {"min_time_s": 1.0, "max_time_s": max_cell_s, **(timing or {})}
+    memory_limit = int(psutil.virtual_memory().total * memory_fraction) if not any(c.device.startswith("cuda") for c in todo) else None
+    worker = Worker(threads, memory_limit, cuda=False)
+    env_by_device: dict[str, dict] = {}
+    failed_series: dict[tuple, str] = {}
+    written = []
+    bar = tqdm(total=len(cells), initial=len(cells) - len(todo), unit="cell", disable=not progress, dynamic_ncols=True)
+    try:
+        for cell in todo:
+            bar.set_postfix_str(f"{cell.label} {'causal' if cell.causal else 'bidir'} N={cell.seq_len} B={cell.batch_size} {cell.mode}")
+            reason = unsupported_reason(cell)
+            if reason:
+                result = {"status": "unsupported", "message": reason}
+            elif _series(cell) in failed_series:
+                status, message = failed_series[_series(cell)].split("|", 1)
+                result = {"status": status, "message": f"not run: {message}"}
+            else:
+                result = worker.run(cell, seed, timing)
+                if result["status"] == "oom":
+                    failed_series[_series(cell)] = f"oom|N={cell.seq_len} ran out of memory"
+                elif result["status"] == "ok" and result["time_ms"] / 1e3 * (1 + result["repeats"]) > max_cell_s:
+                    failed_series[_series(cell)] = f"skipped|N={cell.seq_len} already took {result['time_ms'] / 1e3:.1f} s per run (budget {max_cell_s:.0f} s per cell)"
+            env = env_by_device.setdefault(cell.device, environment(cell.device))
+            row = {**_cell_fields(cell), **_empty_measurement(), **result, **env, "seed": seed, "config": config}
+            append_row(out, row)
+            written.append(row)
+            bar.update()
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"\ninterrupted: {len(written)} cell(s) written to {out}; run the same command again to resume")
+        raise SystemExit(130)
+    finally:
+        worker.close()
+        bar.close()
+    return written
+
+
+def _cell_fields(cell: Cell) -> dict:
+    fields = asdict(cell)
+    fields["device_type"] = fields.pop("device")
+    return fields
+
+
+def _empty_measurement() -> dict:
+    return {"message": "", "time_ms": None, "time_ms_p25": None, "time_ms_p75": None, "repeats": 0, "peak_mem_bytes": None, "mem_method": None, "tokens_per_s": None}
+
+
+def default_threads() -> int | None:
+    value = os.environ.get("OMP_NUM_THREADS")
+    return int(value) if value else None

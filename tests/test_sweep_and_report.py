@@ -1,0 +1,110 @@
+import json
+
+import pytest
+
+from bench.cells import Cell
+from bench.cli import build_parser, parse_attention
+from bench.report import crossover, load_frame, report
+from bench.results import load_rows
+from bench.sweep import Grid, preset_cells, run_sweep
+
+FAST = dict(min_time_s=0.0, min_repeats=1, max_repeats=2)
+REQUIRED = ["level", "attention", "options", "causal", "seq_len", "batch_size", "dim", "heads", "mode", "dtype", "device", "status",
+            "message", "time_ms", "time_ms_p25", "time_ms_p75", "peak_mem_bytes", "tokens_per_s", "commit", "torch", "threads", "host",
+            "timestamp", "seed", "config"]
+
+
+def _grid(**kw):
+    return Grid([("sdpa", {}), ("linrec", {}), ("linformer", {"k": 8})], seq_len=[16, 32], batch_size=[2], dim=16, heads=2, **kw)
+
+
+def test_sweep_writes_complete_rows_and_resumes(tmp_path):
+    out = tmp_path / "sweep.jsonl"
+    cells = _grid().cells("cpu")
+    first = run_sweep(cells[:3], out, config={"test": 1}, timing=FAST, progress=False)
+    assert len(first) == 3
+    rows = run_sweep(cells, out, config={"test": 1}, timing=FAST, progress=False)
+    assert len(rows) == len(cells) - 3  # the first three were not measured again
+    stored = load_rows(out)
+    assert len(stored) == len(cells)
+    for row in stored:
+        assert all(field in row for field in REQUIRED), set(REQUIRED) - set(row)
+    statuses = {(r["attention"], r["causal"]): r["status"] for r in stored}
+    assert statuses[("linformer", True)] == "unsupported"
+    assert statuses[("linrec", True)] == "ok"
+    assert run_sweep(cells, out, config={}, timing=FAST, progress=False) == []
+
+
+def test_a_torn_last_line_is_rerun(tmp_path):
+    out = tmp_path / "sweep.jsonl"
+    cells = _grid(causal=[True]).cells("cpu")[:2]
+    run_sweep(cells, out, config={}, timing=FAST, progress=False)
+    text = out.read_text().splitlines()
+    out.write_text(text[0] + "\n" + text[1][: len(text[1]) // 2])  # killed mid-write
+    assert len(load_rows(out)) == 1
+    assert len(run_sweep(cells, out, config={}, timing=FAST, progress=False)) == 1
+
+
+def test_a_malformed_middle_line_is_an_error(tmp_path):
+    out = tmp_path / "bad.jsonl"
+    out.write_text('{"a": 1}\nnot json\n{"b": 2}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:2"):
+        load_rows(out)
+
+
+def test_out_of_memory_is_recorded_and_the_sweep_goes_on(tmp_path):
+    out = tmp_path / "oom.jsonl"
+    huge = Cell("kernel", "softmax", False, 400_000, 4, 64, 4, "fwd", "fp32", "cpu")  # ~10 TB of scores
+    larger = Cell("kernel", "softmax", False, 800_000, 4, 64, 4, "fwd", "fp32", "cpu")
+    fine = Cell("kernel", "sdpa", False, 16, 1, 16, 2, "fwd", "fp32", "cpu")
+    rows = run_sweep([huge, larger, fine], out, config={}, timing=FAST, progress=False, memory_fraction=0.5)
+    by_len = {(r["attention"], r["seq_len"]): r for r in rows}
+    assert by_len[("softmax", 400_000)]["status"] == "oom"
+    assert by_len[("softmax", 800_000)]["status"] == "oom" and "not run" in by_len[("softmax", 800_000)]["message"]
+    assert by_len[("sdpa", 16)]["status"] == "ok"
+
+
+def test_presets_are_well_formed():
+    quick = preset_cells("quick", "cpu")
+    assert 20 <= len(quick) <= 100
+    paper = preset_cells("paper", "cpu")
+    assert min(c.seq_len for c in paper) <= 50 and max(c.seq_len for c in paper) >= 8192
+    with pytest.raises(ValueError, match="--preset"):
+        preset_cells("nope", "cpu")
+
+
+def test_cli_parses_axes_and_attention_options():
+    args = build_parser().parse_args(["sweep", "--attention", "sdpa,performer:nb_features=32:redraw_interval=0", "--seq-len", "64,256", "--causal", "false,true"])
+    assert args.attention == [("sdpa", {}), ("performer", {"nb_features": 32, "redraw_interval": 0})]
+    assert args.seq_len == [64, 256] and args.causal == [False, True]
+    assert parse_attention("linrec:variant=official") == ("linrec", {"variant": "official"})
+
+
+def test_crossover_is_interpolated_in_log_space():
+    assert crossover([256, 1024], [0.5, 2.0]) == pytest.approx(512)
+    assert crossover([256, 1024], [0.5, 0.8]) is None
+    assert crossover([256, 1024], [1.5, 2.0]) == 256
+
+
+def test_report_regenerates_plots_and_tables_from_stored_rows(tmp_path):
+    out = tmp_path / "sweep.jsonl"
+    run_sweep(_grid().cells("cpu"), out, config={}, timing=FAST, progress=False)
+    written = report([out], tmp_path / "report")
+    names = {p.name for p in written}
+    assert any(n.endswith("_time.png") for n in names) and any(n.endswith("_speedup.png") for n in names)
+    table = next(p for p in written if p.name.endswith("_time.md")).read_text()
+    assert "sdpa" in table and "(1.00x)" in table and "unsupported" in table
+    assert (tmp_path / "report").glob("*.tex")
+    # the report reads files only: the same rows give the same tables
+    again = report([out], tmp_path / "report2")
+    assert next(p for p in again if p.name.endswith("_time.md")).read_text() == table
+
+
+def test_latest_measurement_of_a_cell_wins(tmp_path):
+    out = tmp_path / "dup.jsonl"
+    run_sweep(_grid(causal=[False]).cells("cpu")[:1], out, config={}, timing=FAST, progress=False)
+    row = json.loads(out.read_text())
+    row["time_ms"], row["timestamp"] = 123.0, "2999-01-01T00:00:00+00:00"
+    out.write_text(out.read_text() + json.dumps(row) + "\n")
+    frame = load_frame([out])
+    assert len(frame) == 1 and frame["time_ms"].iloc[0] == 123.0
