@@ -146,3 +146,23 @@ def test_float64_inputs_stay_float64(name):
     q, k, v, real = _inputs(torch.float64)
     out = kernel(q, k, v, True, real, 4)
     assert out.dtype == torch.float64 and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("length", [1, 7, 12])
+def test_causal_linear_core_hand_written_backward_passes_gradcheck(length):
+    q, k, v = (torch.randn(2, 2, length, 3, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    assert torch.autograd.gradcheck(lambda q, k, v: fn.causal_linear_attention(q, k, v, chunk_size=4), (q, k, v))
+
+
+@pytest.mark.parametrize("variant", ["paper", "official"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_linrec_gradients_match_the_dense_reference(variant, causal):
+    q, k, v, real = (t.double() if t.is_floating_point() else t for t in _inputs())
+    for t in (q, k, v):
+        t.requires_grad_(True)
+    weights = torch.randn(B, H, N, D, dtype=torch.float64)
+    got = torch.autograd.grad((fn.linrec_attention(q, k, v, causal=causal, variant=variant, key_padding_mask=real, chunk_size=4) * weights).sum(), (q, k, v))
+    reference = dense.linrec_paper if variant == "paper" else dense.linrec_official
+    expected = torch.autograd.grad((reference(q, k, v, causal, real) * weights).sum(), (q, k, v))
+    for g, e in zip(got, expected):
+        _close(g, e, rtol=1e-8)
