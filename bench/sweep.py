@@ -70,6 +70,8 @@ PRESETS: dict[str, list[Grid]] = {
     "paper": [
         Grid(ALL_MECHANISMS, seq_len=[50, 200, 512, 1024, 2048, 4096, 8192], batch_size=[8], mode=["fwd_bwd", "infer"]),
         Grid(ALL_MECHANISMS, seq_len=[200], batch_size=[1, 32, 128], mode=["fwd_bwd"]),
+        # kernel level (projections excluded) out to N=16384, for the memory comparison with fused attention
+        Grid([("sdpa", {}), ("linrec", {}), ("linrec", {"variant": "official"}), ("linear", {})], seq_len=[256, 1024, 4096, 16384], batch_size=[8], level="kernel"),
     ],
     # for a lent GPU: longer sequences, bigger batches, bf16 too
     "gpu": [
