@@ -124,6 +124,72 @@ def cmd_gate(args) -> None:
     sys.exit(gate_main(args))
 
 
+def cmd_train(args) -> None:
+    from dataclasses import fields
+
+    from .data import DataFormatError, DatasetNotFound
+    from .train import TrainConfig, train
+
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name) and getattr(args, f.name) is not None}
+    options = dict(args.option or [])
+    if args.variant:
+        options["variant"] = args.variant
+    values["attention_options"] = options
+    try:
+        config = TrainConfig(**values)
+        results = train(config, resume=args.resume, progress=not args.no_progress)
+    except (DataFormatError, DatasetNotFound, ValueError) as err:
+        sys.exit(f"train: {err}")
+    test = results["test"]
+    print(f"best epoch {results['best_epoch']} of {results['epochs_run']} ({results['stop_reason']}); "
+          f"test NDCG@10 {test['ndcg@10']:.4f}  Recall@10 {test['recall@10']:.4f}  MRR@10 {test['mrr@10']:.4f}  "
+          f"[{results['protocol']['ranking']} ranking]  -> {Path(config.out) / 'results.json'}")
+
+
+def cmd_data_stats(args) -> None:
+    from .data import DataFormatError, DatasetNotFound, load_dataset
+
+    try:
+        dataset = load_dataset(args.dataset, args.data_dir, min_count=args.min_count)
+    except (DataFormatError, DatasetNotFound) as err:
+        sys.exit(f"data stats: {err}")
+    stats = dataset.stats()
+    width = max(map(len, stats))
+    for key, value in stats.items():
+        print(f"{key:{width}}  {value:.6g}" if isinstance(value, float) else f"{key:{width}}  {value}")
+
+
+def _option_pair(text: str):
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--option {text!r} must be key=value")
+    key, value = text.split("=", 1)
+    return key, _option_value(value)
+
+
+def _add_train_args(parser: argparse.ArgumentParser) -> None:
+    from dataclasses import MISSING, fields
+
+    from .train import TrainConfig
+
+    parser.add_argument("--variant", help="attention variant (linrec: paper | official)")
+    parser.add_argument("--option", action="append", type=_option_pair, help="extra attention option key=value (repeatable)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    parser.add_argument("--no-progress", action="store_true")
+    for f in fields(TrainConfig):
+        if f.name in ("attention_options",):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not MISSING else None
+        if f.name == "causal":
+            parser.add_argument(flag, action="store_true", default=None, help="causal attention (SASRec all_positions: always)")
+        elif f.name == "exclude_history":
+            parser.add_argument(flag, action="store_true", default=None, help="rank only items not already in the history")
+        else:
+            kind = type(default) if default is not None else str
+            kind = float if f.name == "max_minutes" else (int if f.name == "threads" else kind)
+            parser.add_argument(flag, type=kind, default=None, help=f"default: {default}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description="LinRec attention benchmark suite")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -143,6 +209,18 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("results", nargs="+", help="JSON-lines results files")
     rep.add_argument("--out", required=True, help="output folder")
     rep.set_defaults(func=cmd_report)
+
+    tr = sub.add_parser("train", help="train SASRec / BERT4Rec with any attention; leave-one-out evaluation")
+    _add_train_args(tr)
+    tr.set_defaults(func=cmd_train)
+
+    data = sub.add_parser("data", help="dataset utilities")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    stats = data_sub.add_parser("stats", help="users, items, interactions, length percentiles")
+    stats.add_argument("dataset", help="registered name (e.g. ml-1m) or a file path")
+    stats.add_argument("--data-dir", default=None, help="folder holding the datasets (else $LINREC_DATA, then ../shared/data)")
+    stats.add_argument("--min-count", type=int, default=0, help="k-core filtering")
+    stats.set_defaults(func=cmd_data_stats)
 
     gate = sub.add_parser("gate", help="CI speed gate: time ratios vs sdpa against a committed baseline")
     from .gate import add_arguments

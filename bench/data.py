@@ -1,0 +1,273 @@
+"""Datasets: loaders for the formats in ../shared/data, k-core filtering, id remapping,
+statistics, leave-one-out splits.
+
+Every loader returns user -> chronologically ordered raw item ids; `build_dataset`
+remaps items to 1..I (0 is padding) and users to 0..U-1. The datasets' licences forbid
+redistribution: they are read from a directory (--data-dir, env LINREC_DATA, or
+../shared/data next to this repository), never copied into it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .environment import REPO_ROOT
+
+
+class DataFormatError(ValueError):
+    """A data file that does not have the expected format: file, line and reason."""
+
+
+class DatasetNotFound(FileNotFoundError):
+    pass
+
+
+# name -> (relative path under the data dir, format)
+DATASETS: dict[str, tuple[str, str]] = {
+    "ml-1m": ("ml-1m/ml-1m.txt.gz", "user_lines"),
+    "ml-1m-ratings-u2999": ("ml-1m/ml-1m_ratings_users1-2999.dat.gz", "movielens_dat"),
+    "ml-100k": ("ml-100k/ml-100k.inter.gz", "recbole_inter"),
+    "beauty": ("amazon-beauty/Beauty.txt.gz", "user_lines"),
+    "sports": ("amazon-sports/Sports_and_Outdoors.txt.gz", "user_lines"),
+    "video-games": ("amazon-video-games/Video.txt.gz", "user_item_pairs"),
+    "lastfm": ("lastfm-hetrec/LastFM.txt.gz", "user_lines"),
+    "gowalla-subset": ("gowalla-subset/Gowalla_checkins_u1000.txt.gz", "checkins"),
+}
+FORMATS = ("user_lines", "user_item_pairs", "recbole_inter", "movielens_dat", "movielens_udata", "checkins")
+
+
+# ------------------------------------------------------------------ locating files
+
+
+def data_dir_candidates(data_dir: str | os.PathLike | None = None) -> list[tuple[str, Path]]:
+    """Where datasets are looked for, in order: --data-dir, $LINREC_DATA, ../shared/data."""
+    candidates = []
+    if data_dir:
+        candidates.append(("--data-dir", Path(data_dir)))
+    if os.environ.get("LINREC_DATA"):
+        candidates.append(("LINREC_DATA", Path(os.environ["LINREC_DATA"])))
+    candidates.append(("default", REPO_ROOT.parent / "shared" / "data"))
+    return candidates
+
+
+def locate(name: str, data_dir=None) -> tuple[Path, str]:
+    """(file, format) of a registered dataset name, or of a file path given directly."""
+    direct = Path(name)
+    if direct.suffix and direct.is_file():
+        return direct, guess_format(direct)
+    if name not in DATASETS:
+        raise DatasetNotFound(f"unknown dataset {name!r}: use one of {', '.join(DATASETS)} or a path to a data file")
+    relative, fmt = DATASETS[name]
+    looked = []
+    for source, root in data_dir_candidates(data_dir):
+        path = root / relative
+        if path.is_file():
+            return path, fmt
+        looked.append(f"{path} ({source})")
+    raise DatasetNotFound(f"dataset {name!r} not found: expected the file {relative} ({fmt} format); looked in: " + "; ".join(looked))
+
+
+def guess_format(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith((".inter", ".inter.gz")):
+        return "recbole_inter"
+    if name.endswith((".dat", ".dat.gz")):
+        return "movielens_dat"
+    if name.startswith("u.data"):
+        return "movielens_udata"
+    first = _open(path).readline().split()
+    if len(first) == 3:
+        return "checkins"
+    return "user_item_pairs" if len(first) == 2 else "user_lines"
+
+
+def _open(path: Path):
+    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
+
+
+# ------------------------------------------------------------------ parsers: raw user -> items
+
+
+def _fail(path, number, reason):
+    raise DataFormatError(f"{path}:{number}: {reason}")
+
+
+def _timed_to_sequences(events: dict[str, list[tuple[float, int, str]]]) -> dict[str, list[str]]:
+    """Sort each user's (timestamp, file order, item) by time; ties keep file order."""
+    return {user: [item for _, _, item in sorted(items)] for user, items in events.items()}
+
+
+def read_interactions(path: Path, fmt: str) -> dict[str, list[str]]:
+    """Raw user id -> raw item ids in chronological order. Raises DataFormatError."""
+    if fmt not in FORMATS:
+        raise DataFormatError(f"{path}: unknown format {fmt!r}; expected one of {FORMATS}")
+    path = Path(path)
+    sequences: dict[str, list[str]] = defaultdict(list)
+    events: dict[str, list[tuple[float, int, str]]] = defaultdict(list)
+    with _open(path) as handle:
+        for number, line in enumerate(handle, 1):
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+            if fmt == "user_lines":
+                fields = line.split()
+                if len(fields) < 2:
+                    _fail(path, number, f"expected 'user item1 item2 ...', got {line[:60]!r}")
+                if fields[0] in sequences:
+                    _fail(path, number, f"user {fields[0]} appears on two lines")
+                _check_ids(path, number, fields)
+                sequences[fields[0]] = fields[1:]
+            elif fmt == "user_item_pairs":
+                fields = line.split()
+                if len(fields) != 2:
+                    _fail(path, number, f"expected 'user item', got {len(fields)} fields")
+                _check_ids(path, number, fields)
+                sequences[fields[0]].append(fields[1])
+            elif fmt == "recbole_inter":
+                if number == 1:
+                    header = [h.split(":")[0] for h in line.split("\t")]
+                    missing = {"user_id", "item_id", "timestamp"} - set(header)
+                    if missing:
+                        _fail(path, number, f"RecBole header lacks {sorted(missing)} (got {header})")
+                    columns = {name: header.index(name) for name in ("user_id", "item_id", "timestamp")}
+                    continue
+                fields = line.split("\t")
+                if len(fields) != len(header):
+                    _fail(path, number, f"expected {len(header)} tab-separated fields, got {len(fields)}")
+                events[fields[columns["user_id"]]].append((_number(path, number, fields[columns["timestamp"]]), number, fields[columns["item_id"]]))
+            else:
+                separator = "::" if fmt == "movielens_dat" else None
+                fields = line.split(separator) if separator else line.split()
+                expected = 3 if fmt == "checkins" else 4
+                if len(fields) != expected:
+                    _fail(path, number, f"expected {expected} fields ({'user poi timestamp' if fmt == 'checkins' else 'user item rating timestamp'}), got {len(fields)}")
+                user, item, stamp = fields[0], fields[1], fields[-1]
+                _check_ids(path, number, [user, item])
+                events[user].append((_number(path, number, stamp), number, item))
+    if events:
+        sequences = _timed_to_sequences(events)
+    if not sequences:
+        raise DataFormatError(f"{path}: no interactions found")
+    return dict(sequences)
+
+
+def _check_ids(path, number, fields):
+    for value in fields:
+        if not value.lstrip("-").isdigit():
+            _fail(path, number, f"id {value!r} is not an integer")
+
+
+def _number(path, number, text) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        _fail(path, number, f"timestamp {text!r} is not a number")
+
+
+# ------------------------------------------------------------------ the dataset
+
+
+@dataclass
+class SequenceDataset:
+    name: str
+    sequences: list[list[int]]  # per user, items in 1..num_items, chronological
+    num_items: int
+    user_ids: list[str] = field(default_factory=list)
+    source: str = ""
+    k_core: int = 0
+
+    @property
+    def num_users(self) -> int:
+        return len(self.sequences)
+
+    def stats(self) -> dict:
+        lengths = sorted(len(s) for s in self.sequences)
+        interactions = sum(lengths)
+
+        def pct(p):
+            return lengths[min(len(lengths) - 1, int(p / 100 * len(lengths)))]
+
+        return {
+            "dataset": self.name,
+            "users": self.num_users,
+            "items": self.num_items,
+            "interactions": interactions,
+            "density": interactions / (self.num_users * self.num_items),
+            "length_mean": interactions / self.num_users,
+            "length_min": lengths[0],
+            "length_p25": pct(25),
+            "length_p50": pct(50),
+            "length_p75": pct(75),
+            "length_p90": pct(90),
+            "length_p99": pct(99),
+            "length_max": lengths[-1],
+            "k_core": self.k_core,
+            "source": self.source,
+        }
+
+
+def k_core(sequences: dict[str, list[str]], k: int) -> dict[str, list[str]]:
+    """Drop users and items with fewer than k interactions until none is left."""
+    while True:
+        item_counts = Counter(item for items in sequences.values() for item in items)
+        kept = {}
+        for user, items in sequences.items():
+            items = [i for i in items if item_counts[i] >= k]
+            if len(items) >= k:
+                kept[user] = items
+        if sum(map(len, kept.values())) == sum(map(len, sequences.values())):
+            return kept
+        sequences = kept
+
+
+def _id_key(value: str):
+    return (0, int(value), "") if value.lstrip("-").isdigit() else (1, 0, value)
+
+
+def build_dataset(name: str, raw: dict[str, list[str]], *, source: str = "", min_count: int = 0) -> SequenceDataset:
+    if min_count > 1:
+        raw = k_core(raw, min_count)
+        if not raw:
+            raise DataFormatError(f"{name}: nothing left after {min_count}-core filtering")
+    items = sorted({i for seq in raw.values() for i in seq}, key=_id_key)
+    index = {item: position + 1 for position, item in enumerate(items)}  # 0 = padding
+    users = sorted(raw, key=_id_key)
+    return SequenceDataset(name, [[index[i] for i in raw[u]] for u in users], len(items), users, source, min_count)
+
+
+def load_dataset(name: str, data_dir=None, *, min_count: int = 0, fmt: str | None = None) -> SequenceDataset:
+    path, guessed = locate(name, data_dir)
+    fmt = fmt or guessed
+    label = name if name in DATASETS else Path(name).name
+    return build_dataset(label, read_interactions(path, fmt), source=str(path), min_count=min_count)
+
+
+# ------------------------------------------------------------------ leave-one-out
+
+
+@dataclass
+class LeaveOneOut:
+    """Per user: train items, then (history, target) for validation and test.
+
+    Users with fewer than 3 interactions only train (they have nothing to hold out).
+    """
+
+    train: list[list[int]]
+    valid: list[tuple[list[int], int]]
+    test: list[tuple[list[int], int]]
+
+
+def leave_one_out(dataset: SequenceDataset) -> LeaveOneOut:
+    train, valid, test = [], [], []
+    for seq in dataset.sequences:
+        if len(seq) < 3:
+            train.append(list(seq))
+            continue
+        train.append(seq[:-2])
+        valid.append((seq[:-2], seq[-2]))
+        test.append((seq[:-1], seq[-1]))
+    return LeaveOneOut(train, valid, test)

@@ -1,0 +1,257 @@
+"""Training and evaluation of SASRec / BERT4Rec with any attention.
+
+Leave-one-out by time; early stopping on validation NDCG@10; a checkpoint after every
+epoch (model, optimiser, RNG states, history) so `--resume` continues exactly where
+an interrupted run stopped; the best epoch's weights are evaluated on the test set.
+Full ranking over all items by default (optionally excluding items already in the
+history); sampled protocols (`uni100`, `pop100`) are opt-in and labelled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from models import BERT4Rec, EncoderConfig, SASRec
+
+from .data import SequenceDataset, leave_one_out, load_dataset
+from .environment import environment
+from .measure import peak_memory
+from .metrics import RankCollector
+from .synthetic import synthetic_dataset
+
+PROTOCOLS = ("full", "uni100", "pop100")
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = "ml-1m"  # registered name, a file path, or "synthetic"
+    data_dir: str | None = None
+    min_count: int = 0  # k-core filtering (the authors: 5 for Gowalla)
+    model: str = "sasrec"  # sasrec | bert4rec
+    objective: str = "all_positions"  # SASRec only: all_positions | last_position
+    attention: str = "sdpa"
+    attention_options: dict = field(default_factory=dict)
+    causal: bool | None = None  # SASRec: default causal for all_positions; BERT4Rec: always bidirectional
+    max_len: int = 200
+    hidden: int = 64
+    heads: int = 2
+    layers: int = 2
+    inner: int = 256
+    dropout: float = 0.2
+    norm: str = "post"
+    activation: str = "gelu"
+    mask_ratio: float = 0.2  # BERT4Rec
+    prefixes_per_user: int = 4  # SASRec last_position: training prefixes sampled per user and epoch
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 10  # epochs without a better valid NDCG@10 before stopping
+    max_minutes: float | None = None  # wall-clock budget; stops after the epoch that crosses it
+    eval_batch_size: int = 512
+    protocol: str = "full"
+    exclude_history: bool = False
+    seed: int = 2000
+    device: str = "cpu"
+    threads: int | None = None
+    out: str = "runs/latest"
+    synthetic_users: int = 500
+    synthetic_items: int = 200
+
+    def __post_init__(self):
+        if self.model not in ("sasrec", "bert4rec"):
+            raise ValueError(f"--model must be sasrec or bert4rec, got {self.model!r}")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"--protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+        for name in ("epochs", "batch_size", "max_len", "hidden", "heads", "layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+
+
+def get_dataset(config: TrainConfig) -> SequenceDataset:
+    if config.dataset == "synthetic":
+        return synthetic_dataset(config.synthetic_users, config.synthetic_items, seed=config.seed)
+    return load_dataset(config.dataset, config.data_dir, min_count=config.min_count)
+
+
+def build_model(config: TrainConfig, num_items: int):
+    encoder = EncoderConfig(num_items=num_items, max_len=config.max_len, hidden=config.hidden, heads=config.heads, layers=config.layers,
+                            inner=config.inner, dropout=config.dropout, attention=config.attention,
+                            attention_options=dict(config.attention_options), norm=config.norm, activation=config.activation)
+    if config.model == "bert4rec":
+        return BERT4Rec(encoder, mask_ratio=config.mask_ratio)
+    return SASRec(encoder, objective=config.objective, causal=config.causal)
+
+
+# ------------------------------------------------------------------ evaluation
+
+
+@torch.no_grad()
+def evaluate(model, examples: list[tuple[list[int], int]], num_items: int, config: TrainConfig, *, item_popularity: torch.Tensor | None = None,
+             seed: int = 0, ks=(5, 10, 20)) -> dict:
+    """Metrics over (history, target) pairs, scored in batches of eval_batch_size users."""
+    model.eval()
+    collector = RankCollector()
+    generator = torch.Generator().manual_seed(seed)
+    for start in range(0, len(examples), config.eval_batch_size):
+        chunk = examples[start : start + config.eval_batch_size]
+        histories = [h for h, _ in chunk]
+        targets = torch.tensor([t - 1 for _, t in chunk])  # item id -> score column
+        scores = model.score_next(histories, config.device).float().cpu()  # (b, I)
+        if config.protocol == "full":
+            if config.exclude_history:
+                for row, history in enumerate(histories):
+                    seen = torch.tensor(sorted(set(history)), dtype=torch.long) - 1
+                    seen = seen[seen != targets[row]]
+                    scores[row, seen] = -math.inf
+            collector.add(scores, targets)
+        else:
+            candidates = _sampled_candidates(histories, targets, num_items, config.protocol, item_popularity, generator)  # (b, 101), target first
+            collector.add(scores.gather(1, candidates), torch.zeros(len(chunk), dtype=torch.long))
+    return collector.metrics(ks)
+
+
+def _sampled_candidates(histories, targets, num_items, protocol, popularity, generator, negatives=100):
+    weights = popularity.double() if protocol == "pop100" else torch.ones(num_items, dtype=torch.float64)
+    rows = []
+    for history, target in zip(histories, targets.tolist()):
+        w = weights.clone()
+        w[torch.tensor(sorted(set(history))) - 1] = 0
+        w[target] = 0
+        if int((w > 0).sum()) < negatives:
+            raise ValueError(f"--protocol {protocol}: a user has fewer than {negatives} items left to sample as negatives ({num_items} items in all)")
+        picked = torch.multinomial(w, negatives, replacement=False, generator=generator)
+        rows.append(torch.cat([torch.tensor([target]), picked]))
+    return torch.stack(rows)
+
+
+# ------------------------------------------------------------------ training
+
+
+def _epoch_examples(model, train: list[list[int]], config: TrainConfig) -> list[list[int]]:
+    min_len = model.min_train_length()
+    sequences = [s for s in train if len(s) >= min_len]
+    if config.model == "sasrec" and config.objective == "last_position":
+        sequences = sequences * config.prefixes_per_user
+    return sequences
+
+
+RESUMABLE_CHANGES = ("out", "epochs", "max_minutes", "patience", "threads", "data_dir")
+
+
+def _fixed(config: dict) -> dict:
+    """The settings a resumed run must share with the run it continues."""
+    return {k: v for k, v in config.items() if k not in RESUMABLE_CHANGES}
+
+
+def _save(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)  # atomic: an interruption never leaves a torn checkpoint
+
+
+def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, dataset: SequenceDataset | None = None) -> dict:
+    """Train to early stopping (or the epoch / time budget), then test the best epoch. Returns the results dict."""
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint_path, best_path = out / "checkpoint.pt", out / "best.pt"
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    dataset = dataset or get_dataset(config)
+    split = leave_one_out(dataset)
+    popularity = torch.bincount(torch.tensor([i for s in split.train for i in s]) - 1, minlength=dataset.num_items)
+
+    torch.manual_seed(config.seed)
+    model = build_model(config, dataset.num_items).to(config.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    state = {"epoch": 0, "best_valid": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": [], "train_seconds": 0.0}
+    if resume and checkpoint_path.exists():
+        checkpoint = torch.load(checkpoint_path, weights_only=False)
+        if _fixed(checkpoint["config"]) != _fixed(asdict(config)):
+            raise ValueError(f"--resume: {checkpoint_path} was written with a different configuration; use another --out or drop --resume")
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        torch.set_rng_state(checkpoint["torch_rng"])
+        state = checkpoint["state"]
+    elif checkpoint_path.exists() and not resume:
+        for stale in (checkpoint_path, best_path):
+            stale.unlink(missing_ok=True)
+
+    started = time.time()
+    stop_reason = "epochs"
+    with peak_memory(config.device) as peak:
+        while state["epoch"] < config.epochs:
+            if state["bad_epochs"] >= config.patience:
+                stop_reason = "early stopping"
+                break
+            if config.max_minutes is not None and state["train_seconds"] / 60 >= config.max_minutes:
+                stop_reason = "time budget"
+                break
+            epoch = state["epoch"] + 1
+            rng = random.Random(config.seed * 1000 + epoch)  # batches depend on (seed, epoch) only: resumable
+            examples = _epoch_examples(model, split.train, config)
+            rng.shuffle(examples)
+            model.train()
+            epoch_start, losses = time.time(), []
+            steps = range(0, len(examples), config.batch_size)
+            bar = tqdm(steps, desc=f"epoch {epoch}", disable=not progress, leave=False, dynamic_ncols=True)
+            for start in bar:
+                batch = model.make_batch(examples[start : start + config.batch_size], rng, config.device)
+                loss = model.training_loss(batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.item())
+                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            epoch_seconds = time.time() - epoch_start
+            valid = evaluate(model, split.valid, dataset.num_items, config, item_popularity=popularity, seed=config.seed)
+            state["train_seconds"] += epoch_seconds
+            record = {"epoch": epoch, "loss": sum(losses) / len(losses), "epoch_seconds": epoch_seconds, "valid_ndcg@10": valid["ndcg@10"],
+                      "valid_recall@10": valid["recall@10"], "elapsed_train_seconds": state["train_seconds"]}
+            state["history"].append(record)
+            improved = valid["ndcg@10"] > state["best_valid"]
+            if improved:
+                state.update(best_valid=valid["ndcg@10"], best_epoch=epoch, bad_epochs=0)
+                _save(best_path, {"model": model.state_dict(), "epoch": epoch})
+            else:
+                state["bad_epochs"] += 1
+            state["epoch"] = epoch
+            _save(checkpoint_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
+                                    "state": state, "config": asdict(config)})
+            if progress:
+                print(f"epoch {epoch:3d}  loss {record['loss']:.4f}  {epoch_seconds:6.1f} s  valid NDCG@10 {valid['ndcg@10']:.4f}"
+                      f"  Recall@10 {valid['recall@10']:.4f}{'  *' if improved else ''}", flush=True)
+
+    model.load_state_dict(torch.load(best_path, weights_only=False)["model"])
+    valid = evaluate(model, split.valid, dataset.num_items, config, item_popularity=popularity, seed=config.seed)
+    test = evaluate(model, split.test, dataset.num_items, config, item_popularity=popularity, seed=config.seed + 1)
+    epochs = state["history"]
+    results = {
+        "test": test,
+        "valid": valid,
+        "best_epoch": state["best_epoch"],
+        "epochs_run": state["epoch"],
+        "stop_reason": stop_reason if state["epoch"] < config.epochs else "epochs",
+        "seconds_per_epoch": sum(e["epoch_seconds"] for e in epochs) / max(1, len(epochs)),
+        "train_seconds": state["train_seconds"],
+        "wall_seconds_this_call": time.time() - started,
+        "peak_mem_bytes": peak["bytes"],
+        "mem_method": peak["method"],
+        "history": epochs,
+        "protocol": {"split": "leave-one-out by time", "ranking": config.protocol, "exclude_history": config.exclude_history,
+                     "ties": "pessimistic", "note": "full ranking over all items" if config.protocol == "full" else "SAMPLED: 100 negatives, not comparable with full ranking"},
+        "config": asdict(config),
+        "dataset": dataset.stats(),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        **environment(config.device),
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results

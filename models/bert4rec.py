@@ -1,0 +1,58 @@
+"""BERT4Rec: bidirectional Transformer trained with the Cloze task.
+
+Sun et al., "BERT4Rec: Sequential Recommendation with Bidirectional Encoder
+Representations from Transformer", CIKM 2019, https://arxiv.org/abs/1904.06690
+Training masks a fraction (`mask_ratio`, default 0.2 as the LinRec authors) of the
+real items with [MASK] and predicts them over all items; inference appends [MASK]
+after the (last N-1 items of the) history and scores that position.
+NOTE: no output projection layer before the tied embeddings (as SASRec here), and at
+least one item per sequence is always masked.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .encoder import EncoderConfig, SequenceEncoder, left_pad
+
+
+class BERT4Rec(nn.Module):
+    def __init__(self, config: EncoderConfig, mask_ratio: float = 0.2):
+        super().__init__()
+        if not 0.0 < mask_ratio < 1.0:
+            raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}")
+        config.extra_tokens = max(config.extra_tokens, 1)
+        self.config, self.mask_ratio, self.causal = config, mask_ratio, False
+        self.mask_token = config.num_items + 1
+        self.encoder = SequenceEncoder(config, causal=False)
+
+    def make_batch(self, sequences: list[list[int]], rng: random.Random, device=None) -> dict:
+        items = left_pad(sequences, self.config.max_len)
+        real = items != 0
+        draws = torch.tensor([[rng.random() for _ in range(items.shape[1])] for _ in range(items.shape[0])])
+        masked = real & (draws < self.mask_ratio)
+        nothing_masked = ~masked.any(dim=1) & real[:, -1]
+        masked[nothing_masked, -1] = True  # left padding: the most recent item is the last column
+        targets = torch.where(masked, items, 0)
+        inputs = torch.where(masked, self.mask_token, items)
+        return {"items": inputs.to(device), "targets": targets.to(device)}
+
+    def training_loss(self, batch: dict) -> torch.Tensor:
+        states = self.encoder(batch["items"])
+        targets = batch["targets"]
+        real = targets != 0
+        return F.cross_entropy(self.encoder.item_scores(states[real]), targets[real] - 1)
+
+    def score_next(self, histories: list[list[int]], device=None) -> torch.Tensor:
+        n = self.config.max_len
+        with_mask = [list(h[-(n - 1):]) + [self.mask_token] for h in histories]
+        states = self.encoder(left_pad(with_mask, n, device))
+        return self.encoder.item_scores(states[:, -1])
+
+    @staticmethod
+    def min_train_length() -> int:
+        return 1

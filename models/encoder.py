@@ -1,0 +1,115 @@
+"""A Transformer encoder for item sequences that takes any registered attention by name.
+
+Shared by SASRec and BERT4Rec: item + learned position embeddings, dropout, L blocks
+(attention, position-wise feed-forward, residuals, LayerNorm before or after), and
+item scores by dot product with the (tied) item embeddings.
+Sequences are left-padded (item id 0), so the last column is the most recent item.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .attention import available_attentions, build_attention
+
+
+@dataclass
+class EncoderConfig:
+    num_items: int  # real items are 1..num_items; 0 is padding
+    max_len: int = 200  # N: most recent items kept
+    hidden: int = 64  # model width (the authors: 128)
+    heads: int = 2  # the authors: 8 (head dim 16)
+    layers: int = 2
+    inner: int = 256  # feed-forward width
+    dropout: float = 0.2  # embeddings, residual branches and attention
+    attention: str = "sdpa"  # any name from models.attention.available_attentions()
+    attention_options: dict = field(default_factory=dict)  # e.g. {"variant": "official"}
+    norm: str = "post"  # "post" (RecBole / the LinRec authors) or "pre" (SASRec paper, more stable)
+    activation: str = "gelu"  # "gelu" or "relu"
+    layer_norm_eps: float = 1e-12
+    init_std: float = 0.02
+    extra_tokens: int = 0  # ids after num_items with embeddings (BERT4Rec's [MASK])
+
+    def __post_init__(self):
+        if self.attention not in available_attentions():
+            raise ValueError(f"attention: unknown {self.attention!r}; registered: {', '.join(available_attentions())}")
+        if self.norm not in ("pre", "post"):
+            raise ValueError(f"norm must be 'pre' or 'post', got {self.norm!r}")
+        if self.activation not in ("gelu", "relu"):
+            raise ValueError(f"activation must be 'gelu' or 'relu', got {self.activation!r}")
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, config: EncoderConfig, causal: bool):
+        super().__init__()
+        self.pre_norm = config.norm == "pre"
+        self.attention = build_attention(config.attention, config.hidden, config.heads, causal=causal, max_len=config.max_len,
+                                         dropout=config.dropout, **config.attention_options)
+        self.feed_forward = nn.Sequential(
+            nn.Linear(config.hidden, config.inner),
+            nn.GELU() if config.activation == "gelu" else nn.ReLU(),
+            nn.Linear(config.inner, config.hidden),
+        )
+        self.norm_attention = nn.LayerNorm(config.hidden, eps=config.layer_norm_eps)
+        self.norm_feed_forward = nn.LayerNorm(config.hidden, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
+        if self.pre_norm:
+            x = x + self.dropout(self.attention(self.norm_attention(x), padding_mask))
+            return x + self.dropout(self.feed_forward(self.norm_feed_forward(x)))
+        x = self.norm_attention(x + self.dropout(self.attention(x, padding_mask)))
+        return self.norm_feed_forward(x + self.dropout(self.feed_forward(x)))
+
+
+class SequenceEncoder(nn.Module):
+    """(B, N) item ids, left-padded with 0 -> (B, N, hidden) states."""
+
+    def __init__(self, config: EncoderConfig, causal: bool):
+        super().__init__()
+        self.config = config
+        self.item_embedding = nn.Embedding(config.num_items + 1 + config.extra_tokens, config.hidden, padding_idx=0)
+        self.position_embedding = nn.Embedding(config.max_len, config.hidden)
+        self.embedding_norm = nn.LayerNorm(config.hidden, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(TransformerBlock(config, causal) for _ in range(config.layers))
+        self.final_norm = nn.LayerNorm(config.hidden, eps=config.layer_norm_eps) if config.norm == "pre" else nn.Identity()
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=self.config.init_std)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+            if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+                module.weight.data[module.padding_idx].zero_()
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        batch, length = items.shape
+        if length > self.config.max_len:
+            raise ValueError(f"sequence length {length} exceeds max_len {self.config.max_len}")
+        padding_mask = items != 0  # (B, N) True = real item
+        # absolute positions aligned to the right end, so the most recent item always has the last position
+        positions = torch.arange(self.config.max_len - length, self.config.max_len, device=items.device)
+        x = self.item_embedding(items) + self.position_embedding(positions)[None]  # (B, N, hidden)
+        x = self.dropout(self.embedding_norm(x))
+        for block in self.blocks:
+            x = block(x, padding_mask)
+        return self.final_norm(x)
+
+    def item_scores(self, states: torch.Tensor) -> torch.Tensor:
+        """(..., hidden) -> (..., num_items) scores of the real items 1..I (column j is item j + 1)."""
+        return states @ self.item_embedding.weight[1 : self.config.num_items + 1].T
+
+
+def left_pad(sequences: list[list[int]], length: int, device=None) -> torch.Tensor:
+    """The last `length` items of each sequence, left-padded with 0: (B, length) long."""
+    out = torch.zeros(len(sequences), length, dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        tail = seq[-length:] if length else []
+        if tail:
+            out[row, length - len(tail):] = torch.as_tensor(tail)
+    return out.to(device) if device is not None else out

@@ -1,0 +1,78 @@
+"""SASRec: self-attentive sequential recommendation.
+
+Kang & McAuley, "Self-Attentive Sequential Recommendation", ICDM 2018,
+https://arxiv.org/abs/1808.09781
+Two objectives:
+  all_positions  every real position predicts the next item (cross-entropy over all
+                 items); needs a causal attention, otherwise the future leaks.
+  last_position  the input excludes the target and only the last position is scored
+                 (the RecBole way the LinRec authors trained); any attention is
+                 leak-free. Prefixes of each training sequence are sampled per epoch.
+NOTE: cross-entropy over all items replaces the paper's one sampled negative (BCE),
+as in RecBole and the LinRec authors' settings.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import available_attentions
+from .encoder import EncoderConfig, SequenceEncoder, left_pad
+
+OBJECTIVES = ("all_positions", "last_position")
+
+
+class SASRec(nn.Module):
+    def __init__(self, config: EncoderConfig, objective: str = "all_positions", causal: bool | None = None):
+        super().__init__()
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        if causal is None:
+            causal = objective == "all_positions"
+        if objective == "all_positions" and not causal:
+            raise ValueError("SASRec objective='all_positions' needs causal attention: without it every position sees the item it must predict")
+        if causal and not available_attentions()[config.attention]["causal"]:
+            raise ValueError(f"SASRec objective={objective!r} with causal attention: {config.attention!r} has no causal form; "
+                             "use objective='last_position' (any attention) or a causal-capable mechanism")
+        self.config, self.objective, self.causal = config, objective, causal
+        self.encoder = SequenceEncoder(config, causal=causal)
+
+    # -- training batches ---------------------------------------------------------
+
+    def make_batch(self, sequences: list[list[int]], rng: random.Random, device=None) -> dict:
+        """Training tensors for a list of training sequences (items chronological)."""
+        n = self.config.max_len
+        if self.objective == "all_positions":
+            inputs = left_pad([s[:-1] for s in sequences], n, device)
+            targets = left_pad([s[1:] for s in sequences], n, device)
+            return {"items": inputs, "targets": targets}
+        histories, targets = [], []
+        for seq in sequences:
+            cut = rng.randint(1, len(seq) - 1)  # predict seq[cut] from seq[:cut]
+            histories.append(seq[:cut])
+            targets.append(seq[cut])
+        return {"items": left_pad(histories, n, device), "targets": torch.tensor(targets, device=device)[:, None]}
+
+    def training_loss(self, batch: dict) -> torch.Tensor:
+        states = self.encoder(batch["items"])  # (B, N, hidden)
+        if self.objective == "last_position":
+            states = states[:, -1:]  # (B, 1, hidden)
+        targets = batch["targets"]  # (B, N) or (B, 1), 0 = no target
+        real = targets != 0
+        logits = self.encoder.item_scores(states[real])  # (T, I): only positions with a target
+        return F.cross_entropy(logits, targets[real] - 1)
+
+    # -- inference ----------------------------------------------------------------
+
+    def score_next(self, histories: list[list[int]], device=None) -> torch.Tensor:
+        """(B, I) scores of items 1..I as the next item after each history."""
+        states = self.encoder(left_pad(histories, self.config.max_len, device))
+        return self.encoder.item_scores(states[:, -1])
+
+    @staticmethod
+    def min_train_length() -> int:
+        return 2

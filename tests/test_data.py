@@ -1,0 +1,133 @@
+import gzip
+
+import pytest
+
+from bench.data import (DataFormatError, DatasetNotFound, build_dataset, k_core, leave_one_out, load_dataset, locate,
+                        read_interactions)
+from bench.synthetic import synthetic_dataset
+
+
+def _write(path, text, gz=False):
+    if gz:
+        with gzip.open(path, "wt") as handle:
+            handle.write(text)
+    else:
+        path.write_text(text)
+    return path
+
+
+def test_user_lines(tmp_path):
+    path = _write(tmp_path / "x.txt.gz", "1 5 6 7\n2 6 8\n", gz=True)
+    assert read_interactions(path, "user_lines") == {"1": ["5", "6", "7"], "2": ["6", "8"]}
+
+
+def test_user_item_pairs_keep_file_order(tmp_path):
+    path = _write(tmp_path / "p.txt", "1 9\n2 3\n1 4\n")
+    assert read_interactions(path, "user_item_pairs") == {"1": ["9", "4"], "2": ["3"]}
+
+
+def test_recbole_inter_sorted_by_time_ties_keep_file_order(tmp_path):
+    text = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t10\t5\t300\n1\t11\t3\t100\n1\t12\t4\t100\n2\t10\t1\t5\n"
+    path = _write(tmp_path / "d.inter", text)
+    assert read_interactions(path, "recbole_inter") == {"1": ["11", "12", "10"], "2": ["10"]}
+
+
+def test_movielens_dat_and_udata(tmp_path):
+    dat = _write(tmp_path / "ratings.dat", "1::20::5::30\n1::10::3::10\n")
+    assert read_interactions(dat, "movielens_dat") == {"1": ["10", "20"]}
+    udata = _write(tmp_path / "u.data", "7\t3\t4\t99\n7\t2\t4\t98\n")
+    assert read_interactions(udata, "movielens_udata") == {"7": ["2", "3"]}
+
+
+def test_checkins_sorted_by_time(tmp_path):
+    path = _write(tmp_path / "c.txt", "0\t5\t1287503727.0\n0\t6\t1287411463.0\n")
+    assert read_interactions(path, "checkins") == {"0": ["6", "5"]}
+
+
+@pytest.mark.parametrize(
+    "fmt,text,message",
+    [
+        ("user_lines", "1 2 3\n4\n", r"x:2: expected 'user item1"),
+        ("user_lines", "1 2 3\n1 4 5\n", r"x:2: user 1 appears on two lines"),
+        ("user_lines", "1 2 a\n", r"x:1: id 'a' is not an integer"),
+        ("user_item_pairs", "1 2\n1 2 3\n", r"x:2: expected 'user item', got 3 fields"),
+        ("recbole_inter", "user_id:token\titem_id:token\n1\t2\n", r"x:1: RecBole header lacks \['timestamp'\]"),
+        ("recbole_inter", "user_id:token\titem_id:token\ttimestamp:float\n1\t2\n", r"x:2: expected 3 tab-separated fields"),
+        ("movielens_dat", "1::2::3\n", r"x:1: expected 4 fields"),
+        ("checkins", "1\t2\tyesterday\n", r"x:1: timestamp 'yesterday' is not a number"),
+        ("user_lines", "\n\n", r"x: no interactions found"),
+    ],
+)
+def test_malformed_files_name_file_line_and_reason(tmp_path, fmt, text, message):
+    path = _write(tmp_path / "x", text)
+    with pytest.raises(DataFormatError, match=message):
+        read_interactions(path, fmt)
+
+
+def test_remapping_is_dense_and_starts_at_one():
+    ds = build_dataset("t", {"b": ["30", "10"], "a": ["10", "20"]})
+    assert ds.num_items == 3 and ds.user_ids == ["a", "b"]
+    assert ds.sequences == [[1, 2], [3, 1]]
+    assert ds.stats()["interactions"] == 4
+
+
+def test_k_core_is_iterated_until_stable():
+    raw = {"u1": ["a", "b", "c"], "u2": ["a", "b"], "u3": ["a", "c", "d"]}
+    kept = k_core(raw, 2)
+    # d goes (1 count); u3 keeps a, c; every remaining item has >= 2 and every user >= 2
+    assert kept == {"u1": ["a", "b", "c"], "u2": ["a", "b"], "u3": ["a", "c"]}
+    assert k_core(raw, 3) == {}
+
+
+def test_leave_one_out_split():
+    ds = build_dataset("t", {"1": ["1", "2", "3", "4"], "2": ["5", "6"]})
+    split = leave_one_out(ds)
+    assert split.train == [[1, 2], [5, 6]]
+    assert split.valid == [([1, 2], 3)]
+    assert split.test == [([1, 2, 3], 4)]
+
+
+def test_missing_dataset_says_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.setenv("LINREC_DATA", str(tmp_path / "env"))
+    monkeypatch.setattr("bench.data.REPO_ROOT", tmp_path / "repo")
+    with pytest.raises(DatasetNotFound) as err:
+        locate("ml-1m", tmp_path / "flag")
+    text = str(err.value)
+    assert "ml-1m/ml-1m.txt.gz" in text and "--data-dir" in text and "LINREC_DATA" in text and "default" in text
+    with pytest.raises(DatasetNotFound, match="unknown dataset 'nope'"):
+        locate("nope")
+
+
+def test_data_dir_flag_wins(tmp_path):
+    folder = tmp_path / "mydata" / "lastfm-hetrec"
+    folder.mkdir(parents=True)
+    _write(folder / "LastFM.txt.gz", "1 1 2 3\n2 2 3 4\n", gz=True)
+    ds = load_dataset("lastfm", tmp_path / "mydata")
+    assert ds.num_users == 2 and str(tmp_path) in ds.source
+
+
+def test_synthetic_is_deterministic_and_structured():
+    a, b = synthetic_dataset(50, 60, seed=3), synthetic_dataset(50, 60, seed=3)
+    assert a.sequences == b.sequences
+    assert all(1 <= i <= 60 for s in a.sequences for i in s)
+    assert synthetic_dataset(50, 60, seed=4).sequences != a.sequences
+
+
+def _shared(name):
+    try:
+        locate(name)
+        return True
+    except DatasetNotFound:
+        return False
+
+
+@pytest.mark.skipif(not _shared("ml-1m"), reason="ML-1M not available (set --data-dir / LINREC_DATA)")
+def test_ml_1m_matches_published_statistics():
+    stats = load_dataset("ml-1m").stats()
+    assert (stats["users"], stats["items"], stats["interactions"]) == (6040, 3706, 1_000_209)
+
+
+@pytest.mark.skipif(not _shared("ml-100k"), reason="ML-100K not available")
+def test_ml_100k_matches_published_statistics():
+    stats = load_dataset("ml-100k").stats()
+    assert (stats["users"], stats["items"], stats["interactions"]) == (943, 1682, 100_000)

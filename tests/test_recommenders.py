@@ -1,0 +1,109 @@
+import json
+import random
+
+import pytest
+import torch
+
+from bench.metrics import rank_metrics
+from bench.synthetic import synthetic_dataset
+from bench.data import leave_one_out
+from bench.train import TrainConfig, evaluate, train
+from models import BERT4Rec, EncoderConfig, SASRec
+
+
+def _config(**kw):
+    return EncoderConfig(num_items=30, max_len=12, hidden=16, heads=2, layers=1, inner=32, dropout=0.0, **kw)
+
+
+def test_all_positions_refuses_a_non_causal_attention():
+    with pytest.raises(ValueError, match="'linformer' has no causal form"):
+        SASRec(_config(attention="linformer", attention_options={"k": 4}))
+    with pytest.raises(ValueError, match="needs causal attention"):
+        SASRec(_config(attention="linrec"), objective="all_positions", causal=False)
+    SASRec(_config(attention="linformer", attention_options={"k": 4}), objective="last_position")  # fine
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "linrec", "performer", "efficient"])
+def test_sasrec_all_positions_does_not_leak_the_future(attention):
+    """Scores at position t must not change when later items change."""
+    torch.manual_seed(0)
+    model = SASRec(_config(attention=attention)).eval()
+    items = torch.tensor([[0, 0, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]])
+    changed = items.clone()
+    changed[0, 8:] = torch.tensor([20, 21, 22, 23])
+    with torch.no_grad():
+        a, b = model.encoder(items), model.encoder(changed)
+    assert torch.allclose(a[0, :8], b[0, :8], atol=1e-5)
+
+
+def test_bert4rec_masks_and_appends_mask_at_inference():
+    model = BERT4Rec(_config(attention="linrec"), mask_ratio=0.3)
+    batch = model.make_batch([[1, 2, 3, 4, 5, 6], [7, 8]], random.Random(0))
+    masked = batch["items"] == model.mask_token
+    assert masked.any(dim=1).all()  # at least one per sequence
+    assert (batch["targets"][masked] > 0).all() and (batch["targets"][~masked] == 0).all()
+    assert model.score_next([[1, 2, 3]]).shape == (1, 30)
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "linrec"])
+def test_scores_ignore_batch_mates_and_padding_length(attention):
+    """A history scores the same alone or next to a longer one (more padding in its row)."""
+    torch.manual_seed(0)
+    model = SASRec(_config(attention=attention)).eval()
+    with torch.no_grad():
+        alone = model.score_next([[4, 5, 6]])
+        batched = model.score_next([[4, 5, 6], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]])
+    assert torch.allclose(alone[0], batched[0], atol=1e-5)
+
+
+def _tiny(tmp_path, **kw):
+    values = dict(dataset="synthetic", synthetic_users=300, synthetic_items=60, max_len=20, hidden=32, heads=2, layers=1, inner=64,
+                  dropout=0.1, epochs=6, batch_size=64, lr=3e-3, seed=5, out=str(tmp_path / "run"), eval_batch_size=128)
+    values.update(kw)
+    return TrainConfig(**values)
+
+
+@pytest.mark.parametrize("kw", [dict(model="sasrec", attention="linrec"), dict(model="sasrec", objective="last_position", attention="linformer", attention_options={"k": 8}),
+                                dict(model="bert4rec", attention="linrec", epochs=20, lr=5e-3)], ids=["sasrec-all", "sasrec-last", "bert4rec"])
+def test_training_beats_popularity(tmp_path, kw):
+    config = _tiny(tmp_path, **kw)
+    results = train(config, progress=False)
+    ds = synthetic_dataset(300, 60, seed=5)
+    split = leave_one_out(ds)
+    popularity = torch.bincount(torch.tensor([i for s in split.train for i in s]) - 1, minlength=60).float()
+    pop = rank_metrics(popularity.expand(len(split.test), -1), torch.tensor([t - 1 for _, t in split.test]))
+    assert results["test"]["ndcg@10"] > pop["ndcg@10"] * 1.5, (results["test"]["ndcg@10"], pop["ndcg@10"])
+    stored = json.loads((tmp_path / "run" / "results.json").read_text())
+    for field in ("test", "valid", "best_epoch", "seconds_per_epoch", "peak_mem_bytes", "config", "dataset", "commit", "torch", "device", "history"):
+        assert field in stored
+
+
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path):
+    full = train(_tiny(tmp_path / "a", epochs=3, attention="linrec"), progress=False)
+    train(_tiny(tmp_path / "b", epochs=2, attention="linrec"), progress=False)  # "interrupted" after 2 epochs
+    resumed = train(_tiny(tmp_path / "b", epochs=3, attention="linrec"), resume=True, progress=False)
+    assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in full["history"]]
+    assert resumed["test"] == full["test"]
+
+
+def test_resume_refuses_a_different_configuration(tmp_path):
+    train(_tiny(tmp_path, epochs=1), progress=False)
+    with pytest.raises(ValueError, match="different configuration"):
+        train(_tiny(tmp_path, epochs=2, hidden=16), resume=True, progress=False)
+
+
+def test_sampled_protocols_are_labelled_and_full_ranking_is_harder(tmp_path):
+    sampled = train(_tiny(tmp_path / "s", epochs=2, protocol="pop100", synthetic_items=300), progress=False)
+    assert "SAMPLED" in sampled["protocol"]["note"]
+    full = train(_tiny(tmp_path / "f", epochs=2, protocol="full", synthetic_items=300), progress=False)
+    assert full["test"]["ndcg@10"] < sampled["test"]["ndcg@10"]  # same model, 101 candidates vs 300
+    with pytest.raises(ValueError, match="fewer than 100 items"):
+        train(_tiny(tmp_path / "x", epochs=1, protocol="uni100"), progress=False)
+
+
+def test_exclude_history_never_hides_the_target():
+    torch.manual_seed(0)
+    config = TrainConfig(dataset="synthetic", max_len=12, exclude_history=True, eval_batch_size=4)
+    model = SASRec(_config(attention="sdpa"))
+    m = evaluate(model, [([1, 2, 3], 3), ([4, 5], 6)], 30, config)
+    assert m["recall@20"] >= 0.0  # runs; the repeated item 3 stays rankable
