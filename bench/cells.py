@@ -3,7 +3,10 @@
 Levels:
   attention  one layer from the registry: projections + kernel, input x (B, N, dim)
   kernel     the layer's per-head kernel only: q, k, v (B, H, N, d) in, output out
-  model      one recommender step (see bench.model_cells), once a model is given
+  model      one recommender step at ML-1M's catalogue size (3,706 items), 2 layers:
+             causal -> SASRec (all positions), bidirectional -> BERT4Rec (Cloze);
+             fwd_bwd = a training step (forward, cross-entropy over all items,
+             backward, Adam step), infer = scoring the next item for every user in the batch
 Modes: fwd (forward with autograd recording), fwd_bwd (forward + backward),
 infer (torch.inference_mode, eval mode).
 """
@@ -20,7 +23,8 @@ from models.attention import attention_class, build_attention
 
 from .measure import peak_memory, time_callable
 
-LEVELS = ("attention", "kernel")
+LEVELS = ("attention", "kernel", "model")
+MODEL_ITEMS, MODEL_LAYERS = 3706, 2
 MODES = ("fwd", "fwd_bwd", "infer")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 STATUSES = ("ok", "oom", "unsupported", "error", "skipped")
@@ -84,6 +88,8 @@ def make_workload(cell: Cell, seed: int = 0) -> Callable[[], None]:
     layer = build_attention(cell.attention, cell.dim, cell.heads, causal=cell.causal, max_len=cell.seq_len, **cell.options)
     layer = layer.to(device=device, dtype=dtype).train(cell.mode != "infer")
     grad = cell.mode != "infer"
+    if cell.level == "model":
+        return _model_workload(cell, device, dtype)
     if cell.level == "attention":
         inputs = [torch.randn(cell.batch_size, cell.seq_len, cell.dim, device=device, dtype=dtype, requires_grad=grad)]
 
@@ -115,6 +121,38 @@ def make_workload(cell: Cell, seed: int = 0) -> Callable[[], None]:
         forward().backward(out_grad)
 
     return run_fwd_bwd
+
+
+def _model_workload(cell: Cell, device, dtype) -> Callable[[], None]:
+    import random
+
+    from models import BERT4Rec, EncoderConfig, SASRec
+
+    config = EncoderConfig(num_items=MODEL_ITEMS, max_len=cell.seq_len, hidden=cell.dim, heads=cell.heads, layers=MODEL_LAYERS,
+                           inner=2 * cell.dim, dropout=0.2, attention=cell.attention, attention_options=dict(cell.options))
+    model = (SASRec(config) if cell.causal else BERT4Rec(config)).to(device=device, dtype=dtype)
+    generator = torch.Generator().manual_seed(0)
+    sequences = torch.randint(1, MODEL_ITEMS + 1, (cell.batch_size, cell.seq_len + 1), generator=generator).tolist()
+    if cell.mode == "infer":
+        model.eval()
+
+        def score():
+            with torch.inference_mode():
+                model.score_next(sequences, device)
+
+        return score
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    batch = model.make_batch(sequences, random.Random(0), device)
+
+    def step():
+        loss = model.training_loss(batch)
+        if cell.mode == "fwd":
+            return
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
 
 
 def tokens(cell: Cell) -> int:

@@ -58,7 +58,7 @@ def _add_sweep_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--mode", type=_csv(str), default=["fwd_bwd"], help="fwd,fwd_bwd,infer")
     parser.add_argument("--causal", type=_csv(_bool), default=[False, True])
-    parser.add_argument("--level", default="attention", choices=["attention", "kernel"])
+    parser.add_argument("--level", default="attention", choices=["attention", "kernel", "model"])
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:1")
     parser.add_argument("--dtype", type=_csv(str), default=["fp32"], help="fp32,bf16,fp16")
     parser.add_argument("--threads", type=int, default=None, help="torch threads in the worker (default: torch's)")

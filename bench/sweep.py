@@ -72,6 +72,9 @@ PRESETS: dict[str, list[Grid]] = {
         Grid(ALL_MECHANISMS, seq_len=[200], batch_size=[1, 32, 128], mode=["fwd_bwd"]),
         # kernel level (projections excluded) out to N=16384, for the memory comparison with fused attention
         Grid([("sdpa", {}), ("linrec", {}), ("linrec", {"variant": "official"}), ("linear", {})], seq_len=[256, 1024, 4096, 16384], batch_size=[8], level="kernel"),
+        # whole recommender steps (SASRec causal / BERT4Rec bidirectional, 3,706 items), the authors' width
+        Grid([("sdpa", {}), ("softmax", {}), ("linrec", {}), ("linear", {}), ("efficient", {}), ("performer", {"nb_features": 64})],
+             seq_len=[50, 200, 1024, 4096], batch_size=[32], level="model", mode=["fwd_bwd", "infer"]),
     ],
     # for a lent GPU: longer sequences, bigger batches, bf16 too
     "gpu": [

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The prepared job for a lent GPU machine (see README, "Running on a GPU").
+# Usage on the GPU box, from the repository root:
+#   bash scripts/gpu_job.sh OUT_DIR [MINUTES]
+# It (1) runs the CUDA correctness tests, (2) runs `--preset gpu` of the sweep, resumable,
+# (3) if ML-1M is in ./device_data (copied there beforehand; never committed), trains SASRec
+# with sdpa and causal LinRec at the authors' settings within the time left.
+# Everything lands in OUT_DIR: sweep JSONL, training results, logs.
+set -uo pipefail
+OUT=${1:?usage: gpu_job.sh OUT_DIR [MINUTES]}
+MINUTES=${2:-9}
+mkdir -p "$OUT"
+START=$(date +%s)
+left() { echo $(( MINUTES * 60 - ($(date +%s) - START) )); }
+
+python -c "import torch; print(torch.__version__, torch.cuda.get_device_name())" | tee "$OUT/device.txt"
+python -m pip install --quiet --disable-pip-version-check pandas matplotlib psutil tqdm pytest pytest-benchmark 2>&1 | tail -1
+
+timeout 120 python -m pytest -q tests/test_attention_layers.py -k cuda 2>&1 | tail -3 | tee "$OUT/cuda_tests.txt"
+
+SWEEP_S=$(( $(left) * 6 / 10 ))
+timeout "$SWEEP_S" python -m bench sweep --preset gpu --device cuda --max-cell-s 20 --no-progress \
+    --out "$OUT/gpu-sweep.jsonl" 2>&1 | tail -3
+
+if [ -f device_data/ml-1m/ml-1m.txt.gz ]; then
+  TRAIN_S=$(( $(left) / 2 - 15 ))
+  for attention in sdpa linrec; do
+    timeout "$TRAIN_S" python -m bench train --dataset ml-1m --data-dir device_data --model sasrec --attention "$attention" \
+      --max-len 200 --hidden 128 --heads 8 --layers 2 --inner 256 --dropout 0.2 --batch-size 2048 --lr 1e-3 \
+      --epochs 100 --patience 10 --seed 2000 --device cuda --max-minutes $(( TRAIN_S / 60 - 1 )) --no-progress \
+      --out "$OUT/ml-1m-sasrec-$attention" > "$OUT/ml-1m-sasrec-$attention.log" 2>&1
+    tail -2 "$OUT/ml-1m-sasrec-$attention.log"
+  done
+fi
+python -m bench report "$OUT/gpu-sweep.jsonl" --out "$OUT/report" 2>&1 | tail -1
