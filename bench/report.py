@@ -11,6 +11,7 @@ batch size get a throughput plot.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -28,13 +29,34 @@ SERIES_KEYS = ["device", "dtype", "level", "mode", "dim", "heads"]
 PANELS = [(False, "bidirectional"), (True, "causal")]
 
 
+def accuracy_row(results: dict) -> dict:
+    """A training results.json as an `accuracy` row: time per epoch against test metrics."""
+    config = results["config"]
+    return {
+        "level": "accuracy", "attention": config["attention"], "options": config["attention_options"],
+        "causal": bool(config["causal"]) or (config["model"] == "sasrec" and config["objective"] == "all_positions"),
+        "seq_len": config["max_len"], "batch_size": config["batch_size"], "dim": config["hidden"], "heads": config["heads"],
+        "mode": f"{config['model']}:{config['objective'] if config['model'] == 'sasrec' else 'cloze'}", "dtype": "fp32",
+        "device": results["device"], "status": "ok", "time_ms": results["seconds_per_epoch"] * 1e3, "timestamp": results["timestamp"],
+        "dataset": results["dataset"]["dataset"], "epochs_run": results["epochs_run"],
+        **{k: v for k, v in results["test"].items()},
+    }
+
+
+def _rows(path: Path) -> list[dict]:
+    if path.suffix == ".json":  # a training run's results.json
+        return [accuracy_row(json.loads(path.read_text()))]
+    return load_rows(path)
+
+
 def load_frame(paths: list[Path]) -> pd.DataFrame:
-    rows = [row for path in paths for row in load_rows(Path(path))]
+    rows = [row for path in paths for row in _rows(Path(path))]
     if not rows:
         raise ValueError(f"no result rows in {', '.join(map(str, paths))}")
     frame = pd.DataFrame(rows)
     frame["mechanism"] = [attention_label(a, o or {}) for a, o in zip(frame["attention"], frame["options"])]
-    frame["cell"] = frame[["level", "mechanism", "causal", "seq_len", "batch_size", "dim", "heads", "mode", "dtype", "device"]].astype(str).agg("|".join, axis=1)
+    identity = ["level", "mechanism", "causal", "seq_len", "batch_size", "dim", "heads", "mode", "dtype", "device"] + (["dataset"] if "dataset" in frame else [])
+    frame["cell"] = frame[identity].astype(object).fillna("").astype(str).agg("|".join, axis=1)
     return frame.sort_values("timestamp").drop_duplicates("cell", keep="last")  # the latest measurement wins
 
 
@@ -185,7 +207,11 @@ def report(paths: list[Path], out: Path) -> list[Path]:
     if not accuracy.empty:
         path = out / "accuracy_vs_time.png"
         _accuracy_plot(accuracy, path)
-        written.append(path)
+        columns = ["dataset", "mode", "mechanism", "seq_len", "dim", "heads", "ndcg@10", "recall@10", "mrr@10", "time_ms", "epochs_run", "device"]
+        table = accuracy[columns].assign(time_ms=accuracy["time_ms"] / 1e3).rename(columns={"time_ms": "s/epoch"}).set_index(["dataset", "mode", "mechanism"])
+        table = table.round({"ndcg@10": 4, "recall@10": 4, "mrr@10": 4, "s/epoch": 1}).sort_index()
+        _write_tables(table, out / "accuracy", "Test metrics (full ranking unless the mode says otherwise), leave-one-out")
+        written += [path, out / "accuracy.md"]
     return written
 
 
@@ -217,7 +243,7 @@ def _accuracy_plot(rows: pd.DataFrame, path: Path) -> None:
     points = rows.dropna(subset=["time_ms", "ndcg@10"]).sort_values("time_ms")
     for _, row in points.iterrows():
         ax.scatter(row["time_ms"] / 1e3, row["ndcg@10"], s=40)
-        ax.annotate(f"{row['mechanism']}{' causal' if row['causal'] else ''} N={row['seq_len']}", (row["time_ms"] / 1e3, row["ndcg@10"]), fontsize=7)
+        ax.annotate(f"{row['dataset']} {row['mode']} {row['mechanism']} N={row['seq_len']}", (row["time_ms"] / 1e3, row["ndcg@10"]), fontsize=7)
     best, front = -1.0, []
     for _, row in points.iterrows():
         if row["ndcg@10"] > best:

@@ -107,3 +107,12 @@ def test_exclude_history_never_hides_the_target():
     model = SASRec(_config(attention="sdpa"))
     m = evaluate(model, [([1, 2, 3], 3), ([4, 5], 6)], 30, config)
     assert m["recall@20"] >= 0.0  # runs; the repeated item 3 stays rankable
+
+
+def test_training_results_become_accuracy_rows_in_the_report(tmp_path):
+    from bench.report import report
+
+    train(_tiny(tmp_path, epochs=1), progress=False)
+    written = report([tmp_path / "run" / "results.json"], tmp_path / "report")
+    assert (tmp_path / "report" / "accuracy_vs_time.png") in written
+    assert "sasrec:all_positions" in (tmp_path / "report" / "accuracy.md").read_text()
