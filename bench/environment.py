@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -45,4 +46,7 @@ def environment(device: str = "cpu") -> dict:
         "host": platform.node(),
         "device": device_name(device),
         "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        # 1-minute load average when the row was written: a value above the thread count
+        # means something else competed for the CPU while the cell ran
+        "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }

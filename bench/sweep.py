@@ -189,7 +189,6 @@ def run_sweep(cells: list[Cell], out: Path, *, config: dict, seed: int = 0, thre
     timing = {"min_time_s": 1.0, "max_time_s": max_cell_s, **(timing or {})}
     memory_limit = int(psutil.virtual_memory().total * memory_fraction) if not any(c.device.startswith("cuda") for c in todo) else None
     worker = Worker(threads, memory_limit, cuda=False)
-    env_by_device: dict[str, dict] = {}
     failed_series: dict[tuple, str] = {}
     written = []
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), unit="cell", disable=not progress, dynamic_ncols=True)
@@ -208,7 +207,7 @@ def run_sweep(cells: list[Cell], out: Path, *, config: dict, seed: int = 0, thre
                     failed_series[_series(cell)] = f"oom|N={cell.seq_len} ran out of memory"
                 elif result["status"] == "ok" and result["time_ms"] / 1e3 * (1 + result["repeats"]) > max_cell_s:
                     failed_series[_series(cell)] = f"skipped|N={cell.seq_len} already took {result['time_ms'] / 1e3:.1f} s per run (budget {max_cell_s:.0f} s per cell)"
-            env = env_by_device.setdefault(cell.device, environment(cell.device))
+            env = environment(cell.device)  # per row: timestamp and load average change
             row = {**_cell_fields(cell), **_empty_measurement(), **result, **env, "seed": seed, "config": config}
             append_row(out, row)
             written.append(row)
