@@ -14,8 +14,8 @@ infer (torch.inference_mode, eval mode).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import torch
 

@@ -18,11 +18,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
 
-from .cells import attention_label  # noqa: E402
-from .results import load_rows  # noqa: E402
+from .cells import attention_label
+from .results import load_rows
 
 BASELINE = "sdpa"
 SERIES_KEYS = ["device", "dtype", "level", "mode", "dim", "heads"]

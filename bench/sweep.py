@@ -111,7 +111,7 @@ def _worker_main(conn, threads: int | None, memory_limit_bytes: int | None) -> N
         cell = Cell(**request["cell"])
         try:
             result = measure_cell(cell, seed=request["seed"], timing=request["timing"])
-        except Exception as err:  # recorded, never fatal
+        except Exception as err:  # noqa: BLE001 -- any failure of a cell is recorded, never fatal
             result = {"status": "oom" if _is_oom(err) else "error", "message": _short(err)}
             if result["status"] == "error":
                 result["traceback"] = traceback.format_exc(limit=4)

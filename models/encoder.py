@@ -88,7 +88,7 @@ class SequenceEncoder(nn.Module):
                 module.weight.data[module.padding_idx].zero_()
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
-        batch, length = items.shape
+        length = items.shape[1]
         if length > self.config.max_len:
             raise ValueError(f"sequence length {length} exceeds max_len {self.config.max_len}")
         padding_mask = items != 0  # (B, N) True = real item

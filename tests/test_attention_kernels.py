@@ -1,9 +1,9 @@
 """Kernels against direct dense transcriptions of the SPEC formulas (fp32, rtol 1e-4)."""
 
+import dense_reference as dense
 import pytest
 import torch
 
-import dense_reference as dense
 from models.attention import functional as fn
 
 B, H, N, D = 2, 2, 13, 8
@@ -142,7 +142,7 @@ def test_efficient_causal_stays_exact_with_extreme_keys(padded):
 
 @pytest.mark.parametrize("name", ["linrec-paper", "linrec-official", "linear", "efficient"])
 def test_float64_inputs_stay_float64(name):
-    kernel, reference = PAIRS[name]
+    kernel, _ = PAIRS[name]
     q, k, v, real = _inputs(torch.float64)
     out = kernel(q, k, v, True, real, 4)
     assert out.dtype == torch.float64 and torch.isfinite(out).all()

@@ -2,11 +2,11 @@
 
 import math
 
+import dense_reference as dense
 import pytest
 import torch
-
-import dense_reference as dense
 from attention_properties import causality_violation, extra_padding_violation, padded_content_violation
+
 from models.attention import UnsupportedAttentionConfig, available_attentions, build_attention
 
 DIM, HEADS, N, MAX_LEN = 16, 2, 12, 40

@@ -2,8 +2,7 @@ import gzip
 
 import pytest
 
-from bench.data import (DataFormatError, DatasetNotFound, build_dataset, k_core, leave_one_out, load_dataset, locate,
-                        read_interactions)
+from bench.data import DataFormatError, DatasetNotFound, build_dataset, k_core, leave_one_out, load_dataset, locate, read_interactions
 from bench.synthetic import synthetic_dataset
 
 

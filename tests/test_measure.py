@@ -1,6 +1,6 @@
 import pytest
 
-from bench.cells import Cell, make_workload, measure_cell, unsupported_reason
+from bench.cells import Cell, make_workload, unsupported_reason
 from bench.measure import cpu_peak_supported, summarize, time_callable
 from bench.sweep import run_sweep
 

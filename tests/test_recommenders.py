@@ -4,9 +4,9 @@ import random
 import pytest
 import torch
 
+from bench.data import leave_one_out
 from bench.metrics import rank_metrics
 from bench.synthetic import synthetic_dataset
-from bench.data import leave_one_out
 from bench.train import TrainConfig, evaluate, train
 from models import BERT4Rec, EncoderConfig, SASRec
 

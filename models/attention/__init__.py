@@ -25,6 +25,6 @@ __all__ = [
     "attention_class",
     "available_attentions",
     "build_attention",
-    "register_attention",
     "functional",
+    "register_attention",
 ]

@@ -24,18 +24,18 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "softmax_attention",
-    "sdpa_attention",
-    "linrec_attention",
-    "linear_attention",
+    "DEFAULT_CHUNK_SIZE",
+    "LINREC_VARIANTS",
+    "causal_linear_attention",
     "efficient_attention",
+    "linear_attention",
+    "linformer_attention",
+    "linrec_attention",
+    "orthogonal_random_features",
     "performer_attention",
     "performer_features",
-    "linformer_attention",
-    "causal_linear_attention",
-    "orthogonal_random_features",
-    "LINREC_VARIANTS",
-    "DEFAULT_CHUNK_SIZE",
+    "sdpa_attention",
+    "softmax_attention",
 ]
 
 LINREC_VARIANTS = ("paper", "official")
