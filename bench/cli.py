@@ -118,6 +118,12 @@ def cmd_main(args) -> None:
         print("\n" + table[0].read_text())
 
 
+def cmd_peers(args) -> None:
+    from .peers import main as peers_main
+
+    sys.exit(peers_main(args))
+
+
 def cmd_gate(args) -> None:
     from .gate import main as gate_main
 
@@ -221,6 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--data-dir", default=None, help="folder holding the datasets (else $LINREC_DATA, then ../shared/data)")
     stats.add_argument("--min-count", type=int, default=0, help="k-core filtering")
     stats.set_defaults(func=cmd_data_stats)
+
+    peers = sub.add_parser("peers", help="ours vs performer-pytorch / linformer / sdpa, interleaved; --limits for bandwidth and FLOP rate")
+    from .peers import add_arguments as add_peer_arguments
+
+    add_peer_arguments(peers)
+    peers.set_defaults(func=cmd_peers)
 
     gate = sub.add_parser("gate", help="CI speed gate: time ratios vs sdpa against a committed baseline")
     from .gate import add_arguments

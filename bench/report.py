@@ -101,13 +101,30 @@ def _colors(mechanisms) -> dict[str, str]:
     return colors
 
 
-def _line_panels(series: pd.DataFrame, value: str, ylabel: str, title: str, path: Path, *, scale: float = 1.0, speedup: bool = False) -> None:
+def _panels(series: pd.DataFrame, order_by: str):
+    """Bidirectional and causal panels: (figure, [(ax, causal, title, {mechanism: rows})], colours)."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
     colors = _colors(series["mechanism"])
+    panels = []
     for ax, (causal, name) in zip(axes, PANELS):
         panel = series[(series["causal"] == causal) & (series["status"] == "ok")]
-        for mechanism, line in sorted(panel.groupby("mechanism"), key=lambda kv: kv[0]):
-            line = line.sort_values("seq_len")
+        lines = {m: rows.sort_values(order_by) for m, rows in sorted(panel.groupby("mechanism"), key=lambda kv: kv[0])}
+        panels.append((ax, causal, name, lines))
+    return fig, panels, colors
+
+
+def _finish(fig, axes, ylabel: str, title: str, path: Path) -> None:
+    axes[0].set_ylabel(ylabel)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _line_panels(series: pd.DataFrame, value: str, ylabel: str, title: str, path: Path, *, scale: float = 1.0, speedup: bool = False) -> None:
+    fig, panels, colors = _panels(series, "seq_len")
+    for ax, causal, name, lines in panels:
+        for mechanism, line in lines.items():
             values = line[value] * scale
             if values.notna().sum() == 0:
                 continue
@@ -128,13 +145,9 @@ def _line_panels(series: pd.DataFrame, value: str, ylabel: str, title: str, path
         ax.set_title(f"{name} (dotted: crossover with sdpa)" if speedup else name)
         ax.set_xlabel("sequence length N (tokens)")
         ax.grid(True, which="both", alpha=0.3)
-        if not panel.empty:
+        if lines:
             ax.legend(fontsize=8)
-    axes[0].set_ylabel(ylabel)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(fig, [p[0] for p in panels], ylabel, title, path)
 
 
 def _table(series: pd.DataFrame) -> pd.DataFrame:
@@ -216,25 +229,18 @@ def report(paths: list[Path], out: Path) -> list[Path]:
 
 
 def _batch_plot(series: pd.DataFrame, title: str, path: Path) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
-    colors = _colors(series["mechanism"])
-    for ax, (causal, name) in zip(axes, PANELS):
-        panel = series[(series["causal"] == causal) & (series["status"] == "ok")]
-        for mechanism, line in sorted(panel.groupby("mechanism"), key=lambda kv: kv[0]):
-            line = line.sort_values("batch_size")
+    fig, panels, colors = _panels(series, "batch_size")
+    for ax, _, name, lines in panels:
+        for mechanism, line in lines.items():
             ax.plot(line["batch_size"], line["tokens_per_s"], marker="o", label=mechanism, color=colors[mechanism])
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("batch size (sequences)")
         ax.set_title(name)
         ax.grid(True, which="both", alpha=0.3)
-        if not panel.empty:
+        if lines:
             ax.legend(fontsize=8)
-    axes[0].set_ylabel("throughput (tokens / s)")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(fig, [p[0] for p in panels], "throughput (tokens / s)", title, path)
 
 
 def _accuracy_plot(rows: pd.DataFrame, path: Path) -> None:

@@ -23,6 +23,15 @@ def _allowed(real, causal, n):
     return allowed
 
 
+def _visible_keys(real, causal):
+    """(b, i, keys visible to query i) for every real query: its real keys, j <= i when causal."""
+    n = real.shape[1]
+    for b in range(real.shape[0]):
+        for i in range(n):
+            if real[b, i]:
+                yield b, i, [j for j in range(n) if real[b, j] and (j <= i or not causal)]
+
+
 def _zero_padded_queries(out, real):
     return out * real[:, None, :, None]
 
@@ -41,16 +50,12 @@ def linrec_paper(q, k, v, causal=False, real=None):
     d = q.shape[-1]
     fq, fk = F.elu(q), F.elu(k)
     out = torch.zeros_like(v)
-    for b in range(q.shape[0]):
-        for i in range(q.shape[2]):
-            if not real[b, i]:
-                continue
-            keys = [j for j in range(q.shape[2]) if real[b, j] and (j <= i or not causal)]
-            kk, vv = fk[b, :, keys], v[b, :, keys]  # (H, n, d)
-            q_row = fq[b, :, i] / (math.sqrt(d) * fq[b, :, i].norm(dim=-1, keepdim=True))  # (H, d)
-            k_col = kk / (math.sqrt(len(keys)) * kk.norm(dim=-2, keepdim=True))  # (H, n, d)
-            weights = torch.einsum("hd,hnd->hn", q_row, k_col)
-            out[b, :, i] = torch.einsum("hn,hne->he", weights, vv)
+    for b, i, keys in _visible_keys(real, causal):
+        kk, vv = fk[b, :, keys], v[b, :, keys]  # (H, n, d)
+        q_row = fq[b, :, i] / (math.sqrt(d) * fq[b, :, i].norm(dim=-1, keepdim=True))  # (H, d)
+        k_col = kk / (math.sqrt(len(keys)) * kk.norm(dim=-2, keepdim=True))  # (H, n, d)
+        weights = torch.einsum("hd,hnd->hn", q_row, k_col)
+        out[b, :, i] = torch.einsum("hn,hne->he", weights, vv)
     return out
 
 
@@ -75,13 +80,9 @@ def efficient(q, k, v, causal=False, real=None):
     real = _real(real, q)
     q_soft = q.softmax(-1)
     out = torch.zeros_like(v)
-    for b in range(q.shape[0]):
-        for i in range(q.shape[2]):
-            if not real[b, i]:
-                continue
-            keys = [j for j in range(q.shape[2]) if real[b, j] and (j <= i or not causal)]
-            k_soft = k[b, :, keys].softmax(dim=-2)  # (H, n, d), over positions
-            out[b, :, i] = torch.einsum("hd,hnd,hne->he", q_soft[b, :, i], k_soft, v[b, :, keys])
+    for b, i, keys in _visible_keys(real, causal):
+        k_soft = k[b, :, keys].softmax(dim=-2)  # (H, n, d), over positions
+        out[b, :, i] = torch.einsum("hd,hnd,hne->he", q_soft[b, :, i], k_soft, v[b, :, keys])
     return out
 
 

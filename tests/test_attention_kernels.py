@@ -166,3 +166,16 @@ def test_linrec_gradients_match_the_dense_reference(variant, causal):
     expected = torch.autograd.grad((reference(q, k, v, causal, real) * weights).sum(), (q, k, v))
     for g, e in zip(got, expected):
         _close(g, e, rtol=1e-8)
+
+
+@pytest.mark.parametrize("variant", ["paper", "official"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_blockwise_recompute_gives_the_same_output_and_gradients(variant, causal):
+    q, k, v, real = (t.double() if t.is_floating_point() else t for t in _inputs())
+    grads = []
+    for recompute in (None, 1):
+        inputs = [t.clone().requires_grad_(True) for t in (q, k, v)]
+        out = fn.linrec_attention(*inputs, causal=causal, variant=variant, key_padding_mask=real, chunk_size=4, recompute_heads=recompute)
+        grads.append((out, *torch.autograd.grad((out * torch.arange(D, dtype=out.dtype)).sum(), inputs)))
+    for plain, blockwise in zip(*grads):
+        _close(blockwise, plain, rtol=1e-10)

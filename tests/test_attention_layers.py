@@ -17,6 +17,7 @@ CONFIGS = {
     "sdpa": ("sdpa", {}),
     "linrec-paper": ("linrec", {"variant": "paper", "chunk_size": 4}),
     "linrec-official": ("linrec", {"variant": "official", "chunk_size": 4}),
+    "linrec-recompute": ("linrec", {"chunk_size": 4, "recompute_heads": 1}),
     "linear": ("linear", {"chunk_size": 4}),
     "efficient": ("efficient", {"chunk_size": 4}),
     "performer": ("performer", {"nb_features": 16, "chunk_size": 4}),

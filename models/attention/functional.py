@@ -27,6 +27,7 @@ __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "LINREC_VARIANTS",
     "causal_linear_attention",
+    "recompute_in_blocks",
     "efficient_attention",
     "linear_attention",
     "linformer_attention",
@@ -215,6 +216,53 @@ def sdpa_attention(q, k, v, *, causal: bool = False, key_padding_mask=None, drop
     return _zero_padded_rows(out, _real_positions(key_padding_mask, q))
 
 
+# --------------------------------------------------------------------------- memory-saving backward
+
+
+def recompute_in_blocks(kernel, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None, heads_per_block: int) -> torch.Tensor:
+    """Run `kernel(q, k, v, mask)` one (batch element, head group) block at a time, keeping
+    nothing but q, k, v for the backward, which recomputes each block's forward.
+
+    Peak memory becomes the output plus one block's intermediates (instead of every
+    intermediate of the whole batch), for one extra forward pass. The kernel must be
+    deterministic and treat batch elements and heads independently (all of ours do).
+    """
+    return _BlockwiseRecompute.apply(kernel, heads_per_block, key_padding_mask, q, k, v)
+
+
+def _blocks(q: torch.Tensor, heads_per_block: int):
+    for b in range(q.shape[0]):
+        for h in range(0, q.shape[1], heads_per_block):
+            yield slice(b, b + 1), slice(h, h + heads_per_block)
+
+
+class _BlockwiseRecompute(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, kernel, heads_per_block, mask, q, k, v):
+        out = v.new_empty(v.shape)
+        for batch, heads in _blocks(q, heads_per_block):
+            block_mask = None if mask is None else mask[batch]
+            out[batch, heads] = kernel(q[batch, heads], k[batch, heads], v[batch, heads], block_mask)
+        ctx.save_for_backward(q, k, v)
+        ctx.kernel, ctx.heads_per_block, ctx.mask = kernel, heads_per_block, mask
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        q, k, v = ctx.saved_tensors
+        grads = [torch.zeros_like(t) for t in (q, k, v)]
+        for batch, heads in _blocks(q, ctx.heads_per_block):
+            block_mask = None if ctx.mask is None else ctx.mask[batch]
+            with torch.enable_grad():
+                inputs = [t[batch, heads].detach().requires_grad_(True) for t in (q, k, v)]
+                out = ctx.kernel(*inputs, block_mask)
+                block_grads = torch.autograd.grad(out, inputs, grad_out[batch, heads])
+            for grad, block_grad in zip(grads, block_grads):
+                grad[batch, heads] = block_grad
+        return None, None, None, *grads
+
+
 # --------------------------------------------------------------------------- LinRec
 
 
@@ -227,6 +275,7 @@ def linrec_attention(
     variant: str = "paper",
     key_padding_mask: torch.Tensor | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    recompute_heads: int | None = None,
 ) -> torch.Tensor:
     """LinRec (Liu et al., SIGIR 2023), q, k, v (B, H, N, d) -> (B, H, N, d).
 
@@ -239,10 +288,20 @@ def linrec_attention(
                        NOTE: the original ignores every mask; here padded keys are dropped
                        and causal=True uses the prefix sum, i.e. the masked form of the
                        same formula.
+    recompute_heads    when set, the memory-saving path (recompute_in_blocks): blocks of
+                       that many heads of one batch element, recomputed in the backward.
     """
     _check_qkv(q, k, v)
     if variant not in LINREC_VARIANTS:
         raise ValueError(f"linrec: unknown variant {variant!r}; expected one of {LINREC_VARIANTS}")
+    if recompute_heads:
+        if key_padding_mask is not None:
+            _real_positions(key_padding_mask, q)  # validate before the blocks slice it
+
+        def kernel(q_, k_, v_, mask_):
+            return linrec_attention(q_, k_, v_, causal=causal, variant=variant, key_padding_mask=mask_, chunk_size=chunk_size)
+
+        return recompute_in_blocks(kernel, q, k, v, key_padding_mask, recompute_heads)
     real = _real_positions(key_padding_mask, q)
     dim = q.shape[-1]
     # Statistics (norms, prefix sums) in float32 so bf16/fp16 inputs stay accurate.

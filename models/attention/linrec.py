@@ -23,14 +23,16 @@ class LinRecAttention(OutputDropoutMixin, AttentionLayer):
         reference="Liu et al., SIGIR 2023 (arXiv:2411.01537)",
     )
 
-    def __init__(self, dim, heads, *, causal=False, max_len=None, dropout=0.0, variant: str = "paper", chunk_size: int = DEFAULT_CHUNK_SIZE):
+    def __init__(self, dim, heads, *, causal=False, max_len=None, dropout=0.0, variant: str = "paper", chunk_size: int = DEFAULT_CHUNK_SIZE,
+                 recompute_heads: int | None = None):
         super().__init__(dim, heads, causal=causal, max_len=max_len, dropout=dropout)
         if variant not in LINREC_VARIANTS:
             raise ValueError(f"linrec: unknown variant {variant!r}; expected one of {LINREC_VARIANTS}")
-        self.variant, self.chunk_size = variant, chunk_size
+        self.variant, self.chunk_size, self.recompute_heads = variant, chunk_size, recompute_heads
 
     def attend(self, q, k, v, key_padding_mask):
-        out = linrec_attention(q, k, v, causal=self.causal, variant=self.variant, key_padding_mask=key_padding_mask, chunk_size=self.chunk_size)
+        out = linrec_attention(q, k, v, causal=self.causal, variant=self.variant, key_padding_mask=key_padding_mask, chunk_size=self.chunk_size,
+                               recompute_heads=self.recompute_heads)
         # LINREC_GATE_SLOWDOWN=N averages N copies of the same computation (N x forward and
         # backward work, same result). It exists only to show that the CI speed gate
         # (python -m bench gate) catches a regression; never set it otherwise.
