@@ -158,8 +158,11 @@ def _save(path: Path, payload: dict) -> None:
     tmp.replace(path)  # atomic: an interruption never leaves a torn checkpoint
 
 
-def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, dataset: SequenceDataset | None = None) -> dict:
-    """Train to early stopping (or the epoch / time budget), then test the best epoch. Returns the results dict."""
+def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, log: bool = True, dataset: SequenceDataset | None = None) -> dict:
+    """Train to early stopping (or the epoch / time budget), then test the best epoch. Returns the results dict.
+
+    progress: a per-step progress bar; log: one line per epoch (loss, time, valid metrics).
+    """
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint_path, best_path = out / "checkpoint.pt", out / "best.pt"
@@ -226,7 +229,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, d
             state["epoch"] = epoch
             _save(checkpoint_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
                                     "state": state, "config": asdict(config)})
-            if progress:
+            if log:
                 print(f"epoch {epoch:3d}  loss {record['loss']:.4f}  {epoch_seconds:6.1f} s  valid NDCG@10 {valid['ndcg@10']:.4f}"
                       f"  Recall@10 {valid['recall@10']:.4f}{'  *' if improved else ''}", flush=True)
 
