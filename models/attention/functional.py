@@ -18,6 +18,7 @@ Maths and references: ../shared/docs/SPEC.md (sections 1-2) and README.md.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -28,6 +29,7 @@ __all__ = [
     "LINREC_VARIANTS",
     "causal_linear_attention",
     "recompute_in_blocks",
+    "compiled_linrec_attention",
     "efficient_attention",
     "linear_attention",
     "linformer_attention",
@@ -335,6 +337,16 @@ def linrec_attention(
     q_scaled = fq * (inv_row_norm * inv_n_prefix) * inv_prefix_col_norm
     out = causal_linear_attention(q_scaled.to(q.dtype), fk.to(k.dtype), v, chunk_size)
     return _zero_padded_rows(out, real)
+
+
+@functools.cache
+def compiled_linrec_attention():
+    """linrec_attention through torch.compile (Inductor: C++/OpenMP on CPU, Triton on GPU).
+
+    Opt-in (the first call per shape compiles, ~30-60 s on a small CPU); same arguments,
+    same results within float rounding (tests/test_compiled.py).
+    """
+    return torch.compile(linrec_attention)
 
 
 # --------------------------------------------------------------------------- Katharopoulos linear

@@ -7,12 +7,14 @@ variant="paper" (default): rho_row(elu(Q)) (rho_col(elu(K))^T V), exact prefix f
 causal. variant="official": the authors' released code (per-token L2 norms, / sqrt(d)).
 NOTE: the released code ignores attention masks entirely; this layer always honours the
 padding mask and `causal` (see functional.linrec_attention). Dropout: see OutputDropoutMixin.
+Options: chunk_size (causal chunk length), recompute_heads (memory-saving blockwise
+backward), compile (opt-in torch.compile of the kernel).
 """
 
 import os
 
 from .base import AttentionLayer, Capabilities, OutputDropoutMixin, register_attention
-from .functional import DEFAULT_CHUNK_SIZE, LINREC_VARIANTS, linrec_attention
+from .functional import DEFAULT_CHUNK_SIZE, LINREC_VARIANTS, compiled_linrec_attention, linrec_attention
 
 
 @register_attention("linrec")
@@ -24,15 +26,16 @@ class LinRecAttention(OutputDropoutMixin, AttentionLayer):
     )
 
     def __init__(self, dim, heads, *, causal=False, max_len=None, dropout=0.0, variant: str = "paper", chunk_size: int = DEFAULT_CHUNK_SIZE,
-                 recompute_heads: int | None = None):
+                 recompute_heads: int | None = None, compile: bool = False):
         super().__init__(dim, heads, causal=causal, max_len=max_len, dropout=dropout)
         if variant not in LINREC_VARIANTS:
             raise ValueError(f"linrec: unknown variant {variant!r}; expected one of {LINREC_VARIANTS}")
         self.variant, self.chunk_size, self.recompute_heads = variant, chunk_size, recompute_heads
+        self.kernel = compiled_linrec_attention() if compile else linrec_attention
 
     def attend(self, q, k, v, key_padding_mask):
-        out = linrec_attention(q, k, v, causal=self.causal, variant=self.variant, key_padding_mask=key_padding_mask, chunk_size=self.chunk_size,
-                               recompute_heads=self.recompute_heads)
+        out = self.kernel(q, k, v, causal=self.causal, variant=self.variant, key_padding_mask=key_padding_mask, chunk_size=self.chunk_size,
+                          recompute_heads=self.recompute_heads)
         # LINREC_GATE_SLOWDOWN=N averages N copies of the same computation (N x forward and
         # backward work, same result). It exists only to show that the CI speed gate
         # (python -m bench gate) catches a regression; never set it otherwise.
