@@ -38,7 +38,7 @@ def accuracy_row(results: dict) -> dict:
         "seq_len": config["max_len"], "batch_size": config["batch_size"], "dim": config["hidden"], "heads": config["heads"],
         "mode": f"{config['model']}:{config['objective'] if config['model'] == 'sasrec' else 'cloze'}", "dtype": "fp32",
         "device": results["device"], "status": "ok", "time_ms": results["seconds_per_epoch"] * 1e3, "timestamp": results["timestamp"],
-        "dataset": results["dataset"]["dataset"], "epochs_run": results["epochs_run"],
+        "dataset": results["dataset"]["dataset"], "epochs_run": results["epochs_run"], "history": results["history"],
         **{k: v for k, v in results["test"].items()},
     }
 
@@ -220,6 +220,10 @@ def report(paths: list[Path], out: Path) -> list[Path]:
     if not accuracy.empty:
         path = out / "accuracy_vs_time.png"
         _accuracy_plot(accuracy, path)
+        for dataset, runs in accuracy.groupby("dataset"):
+            curve = out / f"learning_curves_{dataset}.png"
+            _learning_curves(runs, dataset, curve)
+            written.append(curve)
         columns = ["dataset", "mode", "mechanism", "seq_len", "dim", "heads", "ndcg@10", "recall@10", "mrr@10", "time_ms", "epochs_run", "device"]
         table = accuracy[columns].assign(time_ms=accuracy["time_ms"] / 1e3).rename(columns={"time_ms": "s/epoch"}).set_index(["dataset", "mode", "mechanism"])
         table = table.round({"ndcg@10": 4, "recall@10": 4, "mrr@10": 4, "s/epoch": 1}).sort_index()
@@ -241,6 +245,24 @@ def _batch_plot(series: pd.DataFrame, title: str, path: Path) -> None:
         if lines:
             ax.legend(fontsize=8)
     _finish(fig, [p[0] for p in panels], "throughput (tokens / s)", title, path)
+
+
+def _learning_curves(runs: pd.DataFrame, dataset: str, path: Path) -> None:
+    """Validation NDCG@10 against epoch and against training time, one line per run."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), sharey=True)
+    for _, run in runs.iterrows():
+        history = run["history"]
+        label = f"{run['mode']} {run['mechanism']}"
+        axes[0].plot([h["epoch"] for h in history], [h["valid_ndcg@10"] for h in history], marker=".", label=label)
+        axes[1].plot([h["elapsed_train_seconds"] / 60 for h in history], [h["valid_ndcg@10"] for h in history], marker=".", label=label)
+    axes[0].set_xlabel("epoch")
+    axes[1].set_xlabel("training time (min, excluding evaluation)")
+    axes[0].set_ylabel("validation NDCG@10 (full ranking)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    device = runs["device"].iloc[0]
+    _finish(fig, axes, "validation NDCG@10 (full ranking)", f"Learning curves — {dataset}\n{device}", path)
 
 
 def _accuracy_plot(rows: pd.DataFrame, path: Path) -> None:
