@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--update-baseline", action="store_true", help="measure and write the baseline instead of checking")
     parser.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds (after one warm-up round)")
     parser.add_argument("--tolerance", type=float, default=None, help="allowed growth of a ratio (default: the baseline's, else 1.6)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: with several, OpenMP threads that lose their core to another "
+                             "process spin at barriers and many-op kernels suffer far more than one fused op)")
 
 
 def _key(name: str, options: dict, causal: bool) -> str:
@@ -87,10 +90,11 @@ def measure_ratios(rounds: int) -> dict[str, float]:
 
 
 def main(args) -> int:
+    torch.set_num_threads(args.threads)
     baseline_path = Path(args.baseline)
     ratios, medians = measure_ratios(args.rounds)
     if args.update_baseline:
-        payload = {"shape": SHAPE, "mode": "kernel fwd_bwd fp32", "rounds": args.rounds, "tolerance": args.tolerance or 1.6,
+        payload = {"shape": SHAPE, "mode": "kernel fwd_bwd fp32", "rounds": args.rounds, "tolerance": args.tolerance or 1.6, "gate_threads": args.threads,
                    "ratios": ratios, "medians_ms": {k: v * 1e3 for k, v in medians.items()}, **environment("cpu")}
         baseline_path.parent.mkdir(parents=True, exist_ok=True)
         baseline_path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
@@ -101,6 +105,9 @@ def main(args) -> int:
         print(f"gate: baseline {baseline_path} not found; create it with --update-baseline")
         return 2
     baseline = json.loads(baseline_path.read_text())
+    if baseline.get("gate_threads", args.threads) != args.threads:
+        print(f"gate: the baseline was measured with {baseline['gate_threads']} thread(s), this run uses {args.threads}: ratios differ; pass --threads {baseline['gate_threads']}")
+        return 2
     tolerance = args.tolerance or baseline.get("tolerance", 1.6)
     failures = _print_table(ratios, baseline["ratios"], tolerance, medians)
     if failures:  # a burst of load can hit one mechanism: a real regression fails twice
