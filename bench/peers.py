@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from models.attention import build_attention
-from models.attention.functional import linrec_attention
+from models.attention.functional import compiled_linrec_attention, linrec_attention
 
 from .environment import REPO_ROOT, environment
 from .measure import synchronize
@@ -178,7 +178,7 @@ def peers_table(rows: list[dict]) -> str:
 # ------------------------------------------------------------------ limits
 
 
-def measure_limits(seq_len: int = 8192, batch: int = 8, heads: int = 8, head_dim: int = 16, rounds: int = 7, device: str = "cpu") -> dict:
+def measure_limits(seq_len: int = 8192, batch: int = 8, heads: int = 8, head_dim: int = 16, rounds: int = 7, device: str = "cpu", compiled: bool = False) -> dict:
     """LinRec forward against a plain copy and a plain matmul measured in the same run."""
     torch.manual_seed(0)
     q, k, v = (torch.randn(batch, heads, seq_len, head_dim, device=device) for _ in range(3))
@@ -196,13 +196,20 @@ def measure_limits(seq_len: int = 8192, batch: int = 8, heads: int = 8, head_dim
         "linrec-bidir-fwd": lambda: linrec_attention(q, k, v, causal=False),
         "linrec-causal-fwd": lambda: linrec_attention(q, k, v, causal=True),
     }
+    variants = [False, True]
+    if compiled:  # the opt-in torch.compile path, same inputs
+        kernel = compiled_linrec_attention()
+        jobs["linrec-bidir-fwd-compiled"] = lambda: kernel(q, k, v, causal=False)
+        jobs["linrec-causal-fwd-compiled"] = lambda: kernel(q, k, v, causal=True)
     medians, _ = time_interleaved({name: (None, lambda f=f: torch.inference_mode()(f)()) for name, f in jobs.items()}, rounds, device)
     copy_bw = bytes_min / medians["copy"]
     matmul_rate = 2 * side**3 / medians["matmul"]
     result = {"kind": "limits", "seq_len": seq_len, "batch_size": batch, "heads": heads, "head_dim": head_dim, "min_bytes": bytes_min,
               "copy_GBps": copy_bw / 1e9, "matmul_GFLOPs": matmul_rate / 1e9, **environment(device)}
-    for causal in (False, True):
-        name = f"linrec-{'causal' if causal else 'bidir'}-fwd"
+    for causal, suffix in [(c, x) for x in ("", "-compiled") for c in variants]:
+        name = f"linrec-{'causal' if causal else 'bidir'}-fwd{suffix}"
+        if name not in medians:
+            continue
         seconds = medians[name]
         result[f"{name}_ms"] = seconds * 1e3
         result[f"{name}_GBps"] = bytes_min / seconds / 1e9
@@ -223,6 +230,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nb-features", type=int, default=64)
     parser.add_argument("--linformer-k", type=int, default=256)
     parser.add_argument("--limits", action="store_true", help="also measure the bandwidth / FLOP-rate limit figure")
+    parser.add_argument("--compiled", action="store_true", help="include the torch.compile path in the limit figure")
     parser.add_argument("--out", default=str(DEFAULT_OUT))
 
 
@@ -236,7 +244,7 @@ def main(args) -> int:
     out.with_suffix(".md").write_text(f"Peers, {rows[0]['device']}, torch {rows[0]['torch']}, {rows[0]['threads']} threads; "
                                       "cells: median time (ours / peer) [/sdpa]\n\n" + table + "\n")
     if args.limits:
-        limits = measure_limits(device=args.device)
+        limits = measure_limits(device=args.device, compiled=args.compiled)
         append_row(out.with_name("limits.jsonl"), limits)
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in limits.items()}, indent=1))
     return 0
