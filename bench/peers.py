@@ -48,7 +48,7 @@ def _optional(module: str):
         return None
 
 
-def _jobs(seq_len: int, batch: int, dim: int, heads: int, mode: str, device: str, nb_features: int, linformer_k: int) -> dict:
+def _jobs(seq_len: int, batch: int, dim: int, heads: int, mode: str, device: str, nb_features: int, linformer_k: int, compiled: bool = False) -> dict:
     """name -> (group, zero-arg callable). Groups pair each of ours with its peers."""
     torch.manual_seed(0)
     head_dim = dim // heads
@@ -79,6 +79,8 @@ def _jobs(seq_len: int, batch: int, dim: int, heads: int, mode: str, device: str
         tag = "causal" if causal else "bidir"
         add(f"kernel/sdpa/{tag}", f"kernel-{tag}", lambda c=causal: F.scaled_dot_product_attention(q, k, v, is_causal=c), (q, k, v))
         add(f"kernel/linrec/{tag}", f"kernel-{tag}", lambda c=causal: linrec_attention(q, k, v, causal=c), (q, k, v))
+        if compiled:
+            add(f"kernel/linrec-compiled/{tag}", f"kernel-{tag}", lambda c=causal: compiled_linrec_attention()(q, k, v, causal=c), (q, k, v))
         ours_sdpa = build_attention("sdpa", dim, heads, causal=causal).to(device)
         add(f"layer/sdpa/{tag}", f"layer-{tag}", lambda m=ours_sdpa: m(x), (x,))
         ours_performer = build_attention("performer", dim, heads, causal=causal, nb_features=nb_features, redraw_interval=0).to(device)
@@ -135,12 +137,12 @@ PAIRS = [
 
 
 def run_peers(seq_lens, *, batch=8, dim=128, heads=8, modes=("fwd_bwd", "infer"), rounds=5, device="cpu", nb_features=64, linformer_k=256,
-              out: Path = DEFAULT_OUT) -> list[dict]:
+              out: Path = DEFAULT_OUT, compiled: bool = False) -> list[dict]:
     rows = []
     env = environment(device)
     for mode in modes:
         for n in seq_lens:
-            jobs = _jobs(n, batch, dim, heads, mode, device, nb_features, linformer_k)
+            jobs = _jobs(n, batch, dim, heads, mode, device, nb_features, linformer_k, compiled)
             medians, errors = time_interleaved(jobs, rounds, device)
             for name, seconds in medians.items():
                 level, impl, tag = name.split("/")
@@ -230,7 +232,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nb-features", type=int, default=64)
     parser.add_argument("--linformer-k", type=int, default=256)
     parser.add_argument("--limits", action="store_true", help="also measure the bandwidth / FLOP-rate limit figure")
-    parser.add_argument("--compiled", action="store_true", help="include the torch.compile path in the limit figure")
+    parser.add_argument("--compiled", action="store_true", help="also time LinRec's torch.compile path (peers and limit figure)")
     parser.add_argument("--out", default=str(DEFAULT_OUT))
 
 
@@ -238,7 +240,7 @@ def main(args) -> int:
     out = Path(args.out)
     rows = run_peers([int(n) for n in args.seq_len.split(",")], batch=args.batch_size, dim=args.dim, heads=args.heads,
                      modes=tuple(args.mode.split(",")), rounds=args.rounds, device=args.device, nb_features=args.nb_features,
-                     linformer_k=args.linformer_k, out=out)
+                     linformer_k=args.linformer_k, out=out, compiled=args.compiled)
     table = peers_table(rows)
     print("\n" + table)
     out.with_suffix(".md").write_text(f"Peers, {rows[0]['device']}, torch {rows[0]['torch']}, {rows[0]['threads']} threads; "
