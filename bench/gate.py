@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -25,6 +23,7 @@ from models.attention import build_attention
 
 from .cells import attention_label
 from .environment import REPO_ROOT, environment
+from .measure import time_interleaved
 
 BASELINE_PATH = REPO_ROOT / "results" / "gate" / "baseline.json"
 SHAPE = {"batch_size": 4, "heads": 8, "head_dim": 16, "seq_len": 1024}
@@ -73,15 +72,9 @@ def _workloads() -> dict[str, callable]:
 
 
 def measure_ratios(rounds: int) -> dict[str, float]:
-    jobs = _workloads()
-    times = {key: [] for key in jobs}
-    for round_index in range(rounds + 1):
-        for key, run in jobs.items():
-            start = time.perf_counter()
-            run()
-            if round_index:  # round 0 warms up
-                times[key].append(time.perf_counter() - start)
-    medians = {key: statistics.median(values) for key, values in times.items()}
+    medians, errors = time_interleaved(_workloads(), rounds)
+    if errors:
+        raise RuntimeError(f"gate: workloads failed: {errors}")
     ratios = {}
     for name, options, causal in GATED:
         key = _key(name, options, causal)

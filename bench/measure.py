@@ -67,6 +67,30 @@ def summarize(times_s: list[float]) -> Timing:
     return Timing(statistics.median(ms), q1, q3, len(ms))
 
 
+def time_interleaved(jobs: dict[str, Callable[[], object]], rounds: int, device: str = "cpu") -> tuple[dict[str, float], dict[str, str]]:
+    """Time several jobs round by round (round 0 warms up), so machine noise hits all alike.
+
+    Returns (median seconds per job, error message per job that raised: it is dropped, not fatal).
+    """
+    times: dict[str, list[float]] = {name: [] for name in jobs}
+    errors: dict[str, str] = {}
+    for round_index in range(rounds + 1):
+        for name, run in jobs.items():
+            if name in errors:
+                continue
+            try:
+                synchronize(device)
+                start = time.perf_counter()
+                run()
+                synchronize(device)
+            except Exception as err:  # noqa: BLE001 -- one job's failure is reported, not fatal
+                errors[name] = f"{type(err).__name__}: {err}"[:200]
+                continue
+            if round_index:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items() if t}, errors
+
+
 # ------------------------------------------------------------------ memory
 
 _STATUS = Path("/proc/self/status")

@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -34,7 +32,7 @@ from models.attention import build_attention
 from models.attention.functional import compiled_linrec_attention, linrec_attention
 
 from .environment import REPO_ROOT, environment
-from .measure import synchronize
+from .measure import time_interleaved
 from .report import markdown_table
 from .results import append_row
 
@@ -49,7 +47,7 @@ def _optional(module: str):
 
 
 def _jobs(seq_len: int, batch: int, dim: int, heads: int, mode: str, device: str, nb_features: int, linformer_k: int, compiled: bool = False) -> dict:
-    """name -> (group, zero-arg callable). Groups pair each of ours with its peers."""
+    """name ("level/implementation/causal|bidir") -> zero-arg callable."""
     torch.manual_seed(0)
     head_dim = dim // heads
     grad = mode == "fwd_bwd"
@@ -57,7 +55,7 @@ def _jobs(seq_len: int, batch: int, dim: int, heads: int, mode: str, device: str
     x = torch.randn(batch, seq_len, dim, device=device, requires_grad=grad)
     jobs = {}
 
-    def add(name, group, forward, inputs):
+    def add(name, forward, inputs):
         out_grad = None
 
         def run():
@@ -73,58 +71,37 @@ def _jobs(seq_len: int, batch: int, dim: int, heads: int, mode: str, device: str
                 out_grad = torch.randn_like(out)
             out.backward(out_grad)
 
-        jobs[name] = (group, run)
+        jobs[name] = run
 
     for causal in (False, True):
         tag = "causal" if causal else "bidir"
-        add(f"kernel/sdpa/{tag}", f"kernel-{tag}", lambda c=causal: F.scaled_dot_product_attention(q, k, v, is_causal=c), (q, k, v))
-        add(f"kernel/linrec/{tag}", f"kernel-{tag}", lambda c=causal: linrec_attention(q, k, v, causal=c), (q, k, v))
+        add(f"kernel/sdpa/{tag}", lambda c=causal: F.scaled_dot_product_attention(q, k, v, is_causal=c), (q, k, v))
+        add(f"kernel/linrec/{tag}", lambda c=causal: linrec_attention(q, k, v, causal=c), (q, k, v))
         if compiled:
-            add(f"kernel/linrec-compiled/{tag}", f"kernel-{tag}", lambda c=causal: compiled_linrec_attention()(q, k, v, causal=c), (q, k, v))
+            add(f"kernel/linrec-compiled/{tag}", lambda c=causal: compiled_linrec_attention()(q, k, v, causal=c), (q, k, v))
         ours_sdpa = build_attention("sdpa", dim, heads, causal=causal).to(device)
-        add(f"layer/sdpa/{tag}", f"layer-{tag}", lambda m=ours_sdpa: m(x), (x,))
+        add(f"layer/sdpa/{tag}", lambda m=ours_sdpa: m(x), (x,))
         ours_performer = build_attention("performer", dim, heads, causal=causal, nb_features=nb_features, redraw_interval=0).to(device)
-        add(f"layer/performer/{tag}", f"layer-{tag}", lambda m=ours_performer: m(x), (x,))
-        add(f"kernel/performer/{tag}", f"kernel-{tag}", lambda m=ours_performer: m.attend(q, k, v, None), (q, k, v))
+        add(f"layer/performer/{tag}", lambda m=ours_performer: m(x), (x,))
+        add(f"kernel/performer/{tag}", lambda m=ours_performer: m.attend(q, k, v, None), (q, k, v))
         performer_pytorch = _optional("performer_pytorch")
         if performer_pytorch is not None:
             peer = performer_pytorch.SelfAttention(dim=dim, heads=heads, dim_head=head_dim, causal=causal, nb_features=nb_features,
                                                    feature_redraw_interval=10**9).to(device)  # fixed features, like ours with redraw_interval=0
-            add(f"layer/performer-pytorch/{tag}", f"layer-{tag}", lambda m=peer: m(x), (x,))
+            add(f"layer/performer-pytorch/{tag}", lambda m=peer: m(x), (x,))
             fast = performer_pytorch.FastAttention(dim_heads=head_dim, nb_features=nb_features, causal=causal).to(device)
-            add(f"kernel/performer-pytorch/{tag}", f"kernel-{tag}", lambda m=fast: m(q, k, v), (q, k, v))
+            add(f"kernel/performer-pytorch/{tag}", lambda m=fast: m(q, k, v), (q, k, v))
         if device.startswith("cuda") and causal:
             fla = _optional("fla.ops.linear_attn")
             if fla is not None:
-                add(f"kernel/fla-chunk-linear/{tag}", f"kernel-{tag}", lambda: fla.chunk_linear_attn(q, k, v, normalize=False)[0], (q, k, v))
+                add(f"kernel/fla-chunk-linear/{tag}", lambda: fla.chunk_linear_attn(q, k, v, normalize=False)[0], (q, k, v))
     ours_linformer = build_attention("linformer", dim, heads, max_len=seq_len, k=linformer_k).to(device)
-    add("layer/linformer/bidir", "layer-bidir", lambda m=ours_linformer: m(x), (x,))
+    add("layer/linformer/bidir", lambda m=ours_linformer: m(x), (x,))
     linformer = _optional("linformer")
     if linformer is not None:
         peer = linformer.LinformerSelfAttention(dim=dim, seq_len=seq_len, k=linformer_k, heads=heads, dim_head=head_dim).to(device)
-        add("layer/linformer-lucidrains/bidir", "layer-bidir", lambda m=peer: m(x), (x,))
+        add("layer/linformer-lucidrains/bidir", lambda m=peer: m(x), (x,))
     return jobs
-
-
-def time_interleaved(jobs: dict, rounds: int, device: str) -> dict[str, float]:
-    """Median seconds per job; round 0 is a warm-up. A job that fails is dropped with its error."""
-    times = {name: [] for name in jobs}
-    errors = {}
-    for round_index in range(rounds + 1):
-        for name, (_, run) in jobs.items():
-            if name in errors:
-                continue
-            try:
-                synchronize(device)
-                start = time.perf_counter()
-                run()
-                synchronize(device)
-            except Exception as err:  # noqa: BLE001 -- a peer's failure is reported, not fatal
-                errors[name] = f"{type(err).__name__}: {err}"[:200]
-                continue
-            if round_index:
-                times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items() if t}, errors
 
 
 # Which of our jobs is compared with which peer.
@@ -168,9 +145,17 @@ def run_peers(seq_lens, *, batch=8, dim=128, heads=8, modes=("fwd_bwd", "infer")
 def peers_table(rows: list[dict]) -> str:
     import pandas as pd
 
-    frame = pd.DataFrame([r for r in rows if "time_ms" in r])
-    frame["cell"] = [f"{t:.1f} ms" + (f" (ours/peer {o:.2f})" if isinstance(o, float) and o == o else "") + (f" [/{'sdpa'} {s:.2f}]" if isinstance(s, float) and s == s else "")
-                     for t, o, s in zip(frame["time_ms"], frame.get("ours_over_peer", [None] * len(frame)), frame["ratio_vs_sdpa"])]
+    def cell(row: dict) -> str:
+        text = f"{row['time_ms']:.1f} ms"
+        if row.get("ours_over_peer") is not None:
+            text += f" (ours/peer {row['ours_over_peer']:.2f})"
+        if row.get("ratio_vs_sdpa") is not None:
+            text += f" [/sdpa {row['ratio_vs_sdpa']:.2f}]"
+        return text
+
+    measured = [r for r in rows if "time_ms" in r]
+    frame = pd.DataFrame(measured)
+    frame["cell"] = [cell(r) for r in measured]
     frame["what"] = frame["level"] + " " + frame["implementation"] + " " + frame["causal"].map({True: "causal", False: "bidir"})
     table = frame.pivot_table(index=["mode", "what"], columns="seq_len", values="cell", aggfunc="first")
     table.columns = [f"N={c}" for c in table.columns]
@@ -203,7 +188,7 @@ def measure_limits(seq_len: int = 8192, batch: int = 8, heads: int = 8, head_dim
         kernel = compiled_linrec_attention()
         jobs["linrec-bidir-fwd-compiled"] = lambda: kernel(q, k, v, causal=False)
         jobs["linrec-causal-fwd-compiled"] = lambda: kernel(q, k, v, causal=True)
-    medians, _ = time_interleaved({name: (None, lambda f=f: torch.inference_mode()(f)()) for name, f in jobs.items()}, rounds, device)
+    medians, _ = time_interleaved({name: torch.inference_mode()(f) for name, f in jobs.items()}, rounds, device)
     copy_bw = bytes_min / medians["copy"]
     matmul_rate = 2 * side**3 / medians["matmul"]
     result = {"kind": "limits", "seq_len": seq_len, "batch_size": batch, "heads": heads, "head_dim": head_dim, "min_bytes": bytes_min,

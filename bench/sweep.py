@@ -9,9 +9,9 @@ Ctrl-C stops at once and loses nothing finished.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import multiprocessing as mp
-import os
 import resource
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -116,10 +116,7 @@ def _worker_main(conn, threads: int | None, memory_limit_bytes: int | None) -> N
             if result["status"] == "error":
                 result["traceback"] = traceback.format_exc(limit=4)
         conn.send(result)
-        # free everything the cell held before the next one
-        import gc
-
-        gc.collect()
+        gc.collect()  # free everything the cell held before the next one
         if cell.device.startswith("cuda"):
             torch.cuda.empty_cache()
 
@@ -136,7 +133,7 @@ def _short(err: BaseException) -> str:
 class Worker:
     """A persistent measuring process, restarted when a cell kills it."""
 
-    def __init__(self, threads: int | None, memory_limit_bytes: int | None, cuda: bool):
+    def __init__(self, threads: int | None, memory_limit_bytes: int | None):
         self._args = (threads, memory_limit_bytes)
         self._context = mp.get_context("spawn")
         self._process = None
@@ -188,7 +185,7 @@ def run_sweep(cells: list[Cell], out: Path, *, config: dict, seed: int = 0, thre
     todo = sorted((c for c in cells if c.key() not in done), key=lambda c: (_series(c), c.seq_len))
     timing = {"min_time_s": 1.0, "max_time_s": max_cell_s, **(timing or {})}
     memory_limit = int(psutil.virtual_memory().total * memory_fraction) if not any(c.device.startswith("cuda") for c in todo) else None
-    worker = Worker(threads, memory_limit, cuda=False)
+    worker = Worker(threads, memory_limit)
     failed_series: dict[tuple, str] = {}
     written = []
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), unit="cell", disable=not progress, dynamic_ncols=True)
@@ -231,7 +228,3 @@ def _cell_fields(cell: Cell) -> dict:
 def _empty_measurement() -> dict:
     return {"message": "", "time_ms": None, "time_ms_p25": None, "time_ms_p75": None, "repeats": 0, "peak_mem_bytes": None, "mem_method": None, "tokens_per_s": None}
 
-
-def default_threads() -> int | None:
-    value = os.environ.get("OMP_NUM_THREADS")
-    return int(value) if value else None

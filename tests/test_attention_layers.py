@@ -1,6 +1,5 @@
 """Every registered mechanism, in every mode it claims, through build_attention."""
 
-import math
 
 import dense_reference as dense
 import pytest
@@ -233,8 +232,3 @@ def test_dropout_is_applied_in_training_only():
         layer.eval()
         assert torch.equal(layer(x), layer(x))
 
-
-def test_head_dim_scale_is_in_linrec_official():
-    """The official variant divides by sqrt(d): doubling d at fixed inputs is visible."""
-    layer = _layer("linrec-official", False)
-    assert math.isclose(layer.head_dim, DIM / HEADS)

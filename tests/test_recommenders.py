@@ -101,12 +101,21 @@ def test_sampled_protocols_are_labelled_and_full_ranking_is_harder(tmp_path):
         train(_tiny(tmp_path / "x", epochs=1, protocol="uni100"), progress=False)
 
 
-def test_exclude_history_never_hides_the_target():
-    torch.manual_seed(0)
-    config = TrainConfig(dataset="synthetic", max_len=12, exclude_history=True, eval_batch_size=4)
-    model = SASRec(_config(attention="sdpa"))
-    m = evaluate(model, [([1, 2, 3], 3), ([4, 5], 6)], 30, config)
-    assert m["recall@20"] >= 0.0  # runs; the repeated item 3 stays rankable
+class _FixedScores(torch.nn.Module):
+    """A stand-in model: item i (column i - 1) scores 10 - i, so item 1 ranks first."""
+
+    def score_next(self, histories, device=None):
+        return (10.0 - torch.arange(1, 10, dtype=torch.float32)).expand(len(histories), -1).clone()
+
+
+def test_exclude_history_drops_seen_items_but_never_the_target():
+    examples = [([1, 2, 3], 3), ([1, 5], 6)]  # target 3 repeats an item of its own history
+    ranked = {flag: evaluate(_FixedScores(), examples, 9, TrainConfig(dataset="synthetic", exclude_history=flag), ks=(1, 5))
+              for flag in (False, True)}
+    # plain: item 3 ranks 3rd, item 6 ranks 6th; excluding history: 1, 2 (and 5) drop out -> ranks 1 and 4
+    assert ranked[False]["mrr@5"] == pytest.approx((1 / 3 + 0) / 2)
+    assert ranked[True]["recall@1"] == pytest.approx(0.5)
+    assert ranked[True]["mrr@5"] == pytest.approx((1 + 1 / 4) / 2)
 
 
 def test_training_results_become_accuracy_rows_in_the_report(tmp_path):

@@ -34,12 +34,13 @@ class LinRecAttention(OutputDropoutMixin, AttentionLayer):
         self.kernel = compiled_linrec_attention() if compile else linrec_attention
 
     def attend(self, q, k, v, key_padding_mask):
-        out = self.kernel(q, k, v, causal=self.causal, variant=self.variant, key_padding_mask=key_padding_mask, chunk_size=self.chunk_size,
-                          recompute_heads=self.recompute_heads)
+        def run():
+            return self.kernel(q, k, v, causal=self.causal, variant=self.variant, key_padding_mask=key_padding_mask,
+                               chunk_size=self.chunk_size, recompute_heads=self.recompute_heads)
+
         # LINREC_GATE_SLOWDOWN=N averages N copies of the same computation (N x forward and
         # backward work, same result). It exists only to show that the CI speed gate
         # (python -m bench gate) catches a regression; never set it otherwise.
         copies = int(os.environ.get("LINREC_GATE_SLOWDOWN", "1"))
-        if copies > 1:
-            out = sum(linrec_attention(q, k, v, causal=self.causal, variant=self.variant, key_padding_mask=key_padding_mask, chunk_size=self.chunk_size) for _ in range(copies - 1)) / copies + out / copies
+        out = run() if copies <= 1 else sum(run() for _ in range(copies)) / copies
         return self._output_dropout(out)
