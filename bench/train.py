@@ -158,6 +158,22 @@ def _save(path: Path, payload: dict) -> None:
     tmp.replace(path)  # atomic: an interruption never leaves a torn checkpoint
 
 
+def _train_epoch(model, optimizer, examples, rng, config: TrainConfig, label: str, progress: bool) -> tuple[list[float], float]:
+    """One pass over the shuffled examples; returns the batch losses and the seconds it took."""
+    model.train()
+    started, losses = time.time(), []
+    bar = tqdm(range(0, len(examples), config.batch_size), desc=label, disable=not progress, leave=False, dynamic_ncols=True)
+    for start in bar:
+        batch = model.make_batch(examples[start : start + config.batch_size], rng, config.device)
+        loss = model.training_loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    return losses, time.time() - started
+
+
 def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, log: bool = True, dataset: SequenceDataset | None = None) -> dict:
     """Train to early stopping (or the epoch / time budget), then test the best epoch. Returns the results dict.
 
@@ -190,48 +206,37 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, l
 
     started = time.time()
     stop_reason = "epochs"
-    with peak_memory(config.device) as peak:
-        while state["epoch"] < config.epochs:
-            if state["bad_epochs"] >= config.patience:
-                stop_reason = "early stopping"
-                break
-            if config.max_minutes is not None and state["train_seconds"] / 60 >= config.max_minutes:
-                stop_reason = "time budget"
-                break
-            epoch = state["epoch"] + 1
-            rng = random.Random(config.seed * 1000 + epoch)  # batches depend on (seed, epoch) only: resumable
-            examples = _epoch_examples(model, split.train, config)
-            rng.shuffle(examples)
-            model.train()
-            epoch_start, losses = time.time(), []
-            steps = range(0, len(examples), config.batch_size)
-            bar = tqdm(steps, desc=f"epoch {epoch}", disable=not progress, leave=False, dynamic_ncols=True)
-            for start in bar:
-                batch = model.make_batch(examples[start : start + config.batch_size], rng, config.device)
-                loss = model.training_loss(batch)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                losses.append(loss.item())
-                bar.set_postfix(loss=f"{losses[-1]:.3f}")
-            epoch_seconds = time.time() - epoch_start
+    while state["epoch"] < config.epochs:
+        if state["bad_epochs"] >= config.patience:
+            stop_reason = "early stopping"
+            break
+        if config.max_minutes is not None and state["train_seconds"] / 60 >= config.max_minutes:
+            stop_reason = "time budget"
+            break
+        epoch = state["epoch"] + 1
+        rng = random.Random(config.seed * 1000 + epoch)  # batches depend on (seed, epoch) only: resumable
+        examples = _epoch_examples(model, split.train, config)
+        rng.shuffle(examples)
+        with peak_memory(config.device) as peak:  # per epoch, so a resumed run still reports the whole run's peak
+            losses, epoch_seconds = _train_epoch(model, optimizer, examples, rng, config, f"epoch {epoch}", progress)
             valid = evaluate(model, split.valid, dataset.num_items, config, item_popularity=popularity, seed=config.seed)
-            state["train_seconds"] += epoch_seconds
-            record = {"epoch": epoch, "loss": sum(losses) / len(losses), "epoch_seconds": epoch_seconds, "valid_ndcg@10": valid["ndcg@10"],
-                      "valid_recall@10": valid["recall@10"], "elapsed_train_seconds": state["train_seconds"]}
-            state["history"].append(record)
-            improved = valid["ndcg@10"] > state["best_valid"]
-            if improved:
-                state.update(best_valid=valid["ndcg@10"], best_epoch=epoch, bad_epochs=0)
-                _save(best_path, {"model": model.state_dict(), "epoch": epoch})
-            else:
-                state["bad_epochs"] += 1
-            state["epoch"] = epoch
-            _save(checkpoint_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
-                                    "state": state, "config": asdict(config)})
-            if log:
-                print(f"epoch {epoch:3d}  loss {record['loss']:.4f}  {epoch_seconds:6.1f} s  valid NDCG@10 {valid['ndcg@10']:.4f}"
-                      f"  Recall@10 {valid['recall@10']:.4f}{'  *' if improved else ''}", flush=True)
+        state["train_seconds"] += epoch_seconds
+        record = {"epoch": epoch, "loss": sum(losses) / len(losses), "epoch_seconds": epoch_seconds, "valid_ndcg@10": valid["ndcg@10"],
+                  "valid_recall@10": valid["recall@10"], "elapsed_train_seconds": state["train_seconds"],
+                  "peak_mem_bytes": peak["bytes"], "mem_method": peak["method"]}
+        state["history"].append(record)
+        improved = valid["ndcg@10"] > state["best_valid"]
+        if improved:
+            state.update(best_valid=valid["ndcg@10"], best_epoch=epoch, bad_epochs=0)
+            _save(best_path, {"model": model.state_dict(), "epoch": epoch})
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch
+        _save(checkpoint_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
+                                "state": state, "config": asdict(config)})
+        if log:
+            print(f"epoch {epoch:3d}  loss {record['loss']:.4f}  {epoch_seconds:6.1f} s  valid NDCG@10 {valid['ndcg@10']:.4f}"
+                  f"  Recall@10 {valid['recall@10']:.4f}{'  *' if improved else ''}", flush=True)
 
     model.load_state_dict(torch.load(best_path, weights_only=False)["model"])
     valid = evaluate(model, split.valid, dataset.num_items, config, item_popularity=popularity, seed=config.seed)
@@ -246,8 +251,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, l
         "seconds_per_epoch": sum(e["epoch_seconds"] for e in epochs) / max(1, len(epochs)),
         "train_seconds": state["train_seconds"],
         "wall_seconds_this_call": time.time() - started,
-        "peak_mem_bytes": peak["bytes"],
-        "mem_method": peak["method"],
+        "peak_mem_bytes": max((e.get("peak_mem_bytes") or 0 for e in epochs), default=None),  # over all epochs, resumed ones included
+        "mem_method": epochs[-1].get("mem_method") if epochs else None,
         "history": epochs,
         "protocol": {"split": "leave-one-out by time", "ranking": config.protocol, "exclude_history": config.exclude_history,
                      "ties": "pessimistic", "note": "full ranking over all items" if config.protocol == "full" else "SAMPLED: 100 negatives, not comparable with full ranking"},
