@@ -13,7 +13,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -50,6 +50,7 @@ class TrainConfig:
     activation: str = "gelu"
     mask_ratio: float = 0.2  # BERT4Rec
     prefixes_per_user: int = 4  # SASRec last_position: training prefixes sampled per user and epoch
+    masks_per_user: int = 1  # BERT4Rec: copies of each sequence per epoch, each masked afresh (the original's dupe factor)
     epochs: int = 100
     batch_size: int = 128
     lr: float = 1e-3
@@ -71,7 +72,7 @@ class TrainConfig:
             raise ValueError(f"--model must be sasrec or bert4rec, got {self.model!r}")
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"--protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
-        for name in ("epochs", "batch_size", "max_len", "hidden", "heads", "layers"):
+        for name in ("epochs", "batch_size", "max_len", "hidden", "heads", "layers", "prefixes_per_user", "masks_per_user"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
 
@@ -141,6 +142,8 @@ def _epoch_examples(model, train: list[list[int]], config: TrainConfig) -> list[
     sequences = [s for s in train if len(s) >= min_len]
     if config.model == "sasrec" and config.objective == "last_position":
         sequences = sequences * config.prefixes_per_user
+    if config.model == "bert4rec":
+        sequences = sequences * config.masks_per_user
     return sequences
 
 
@@ -148,8 +151,13 @@ RESUMABLE_CHANGES = ("out", "epochs", "max_minutes", "patience", "threads", "dat
 
 
 def _fixed(config: dict) -> dict:
-    """The settings a resumed run must share with the run it continues."""
-    return {k: v for k, v in config.items() if k not in RESUMABLE_CHANGES}
+    """The settings a resumed run must share with the run it continues.
+
+    A setting added to TrainConfig after a checkpoint was written counts as matching while it
+    keeps its default, so old checkpoints stay resumable.
+    """
+    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+    return {k: v for k, v in config.items() if k not in RESUMABLE_CHANGES and not (k in defaults and v == defaults[k])}
 
 
 def _save(path: Path, payload: dict) -> None:

@@ -92,6 +92,28 @@ def test_resume_refuses_a_different_configuration(tmp_path):
         train(_tiny(tmp_path, epochs=2, hidden=16), resume=True, progress=False)
 
 
+def test_resume_accepts_a_checkpoint_older_than_a_new_setting_at_its_default(tmp_path):
+    train(_tiny(tmp_path, epochs=1), progress=False)
+    checkpoint_path = tmp_path / "run" / "checkpoint.pt"
+    checkpoint = torch.load(checkpoint_path, weights_only=False)
+    del checkpoint["config"]["masks_per_user"]  # as written before the setting existed
+    torch.save(checkpoint, checkpoint_path)
+    assert train(_tiny(tmp_path, epochs=2), resume=True, progress=False)["epochs_run"] == 2
+    with pytest.raises(ValueError, match="different configuration"):
+        train(_tiny(tmp_path, epochs=3, masks_per_user=2), resume=True, progress=False)
+
+
+def test_bert4rec_sees_each_user_masks_per_user_times_an_epoch():
+    from bench.train import _epoch_examples
+
+    sequences = [[1, 2, 3], [4, 5]]
+    model = BERT4Rec(_config(attention="sdpa"))
+    config = TrainConfig(dataset="synthetic", model="bert4rec", masks_per_user=3)
+    assert sorted(map(tuple, _epoch_examples(model, sequences, config))) == sorted(map(tuple, sequences * 3))
+    with pytest.raises(ValueError, match="--masks-per-user must be >= 1"):
+        TrainConfig(dataset="synthetic", model="bert4rec", masks_per_user=0)
+
+
 def test_sampled_protocols_are_labelled_and_full_ranking_is_harder(tmp_path):
     sampled = train(_tiny(tmp_path / "s", epochs=2, protocol="pop100", synthetic_items=300), progress=False)
     assert "SAMPLED" in sampled["protocol"]["note"]
