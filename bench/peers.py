@@ -113,13 +113,20 @@ PAIRS = [
 ]
 
 
+def _selected(jobs: dict, only: tuple[str, ...] | None) -> dict:
+    """Jobs whose name contains one of `only`, plus the sdpa jobs every ratio is taken against."""
+    if not only:
+        return jobs
+    return {name: job for name, job in jobs.items() if "/sdpa/" in name or any(word in name for word in only)}
+
+
 def run_peers(seq_lens, *, batch=8, dim=128, heads=8, modes=("fwd_bwd", "infer"), rounds=5, device="cpu", nb_features=64, linformer_k=256,
-              out: Path = DEFAULT_OUT, compiled: bool = False) -> list[dict]:
+              out: Path = DEFAULT_OUT, compiled: bool = False, only: tuple[str, ...] | None = None) -> list[dict]:
     rows = []
     env = environment(device)
     for mode in modes:
         for n in seq_lens:
-            jobs = _jobs(n, batch, dim, heads, mode, device, nb_features, linformer_k, compiled)
+            jobs = _selected(_jobs(n, batch, dim, heads, mode, device, nb_features, linformer_k, compiled), only)
             medians, errors = time_interleaved(jobs, rounds, device)
             for name, seconds in medians.items():
                 level, impl, tag = name.split("/")
@@ -218,6 +225,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--linformer-k", type=int, default=256)
     parser.add_argument("--limits", action="store_true", help="also measure the bandwidth / FLOP-rate limit figure")
     parser.add_argument("--compiled", action="store_true", help="also time LinRec's torch.compile path (peers and limit figure)")
+    parser.add_argument("--only", help="comma-separated name parts, e.g. performer,linformer (sdpa is always kept)")
     parser.add_argument("--out", default=str(DEFAULT_OUT))
 
 
@@ -225,7 +233,7 @@ def main(args) -> int:
     out = Path(args.out)
     rows = run_peers([int(n) for n in args.seq_len.split(",")], batch=args.batch_size, dim=args.dim, heads=args.heads,
                      modes=tuple(args.mode.split(",")), rounds=args.rounds, device=args.device, nb_features=args.nb_features,
-                     linformer_k=args.linformer_k, out=out, compiled=args.compiled)
+                     linformer_k=args.linformer_k, out=out, compiled=args.compiled, only=tuple(args.only.split(",")) if args.only else None)
     table = peers_table(rows)
     print("\n" + table)
     out.with_suffix(".md").write_text(f"Peers, {rows[0]['device']}, torch {rows[0]['torch']}, {rows[0]['threads']} threads; "

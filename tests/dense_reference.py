@@ -9,8 +9,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-from models.attention.functional import performer_features
-
 
 def _real(real, q):
     return torch.ones(q.shape[0], q.shape[2], dtype=torch.bool) if real is None else real
@@ -86,9 +84,15 @@ def efficient(q, k, v, causal=False, real=None):
     return out
 
 
+def favor_features(x, projection):
+    """The paper's positive random features: exp(w.x - |x|^2/2) / sqrt(m), x scaled by d^-1/4."""
+    x = x.double() * x.shape[-1] ** -0.25
+    return (x @ projection.double().T - 0.5 * x.square().sum(-1, keepdim=True)).exp() / projection.shape[0] ** 0.5
+
+
 def performer(q, k, v, projection, causal=False, real=None):
     real = _real(real, q)
-    weights = performer_features(q, projection, is_query=True) @ performer_features(k, projection, is_query=False).transpose(-1, -2)
+    weights = (favor_features(q, projection) @ favor_features(k, projection).transpose(-1, -2)).to(q.dtype)
     weights = weights * _allowed(real, causal, q.shape[2])
     # rows with no visible key (padded queries) are 0/0: set to 0
     return _zero_padded_queries(torch.nan_to_num(weights @ v / weights.sum(-1, keepdim=True)), real)

@@ -160,15 +160,18 @@ def _linear_attention_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ca
     """Unnormalised linear attention: q (k^T v) or its causal prefix form."""
     if causal:
         return causal_linear_attention(q, k, v, chunk_size)
-    return q @ (k.transpose(-1, -2) @ v)  # (B, H, N, e) via a (B, H, d, e) state
+    # The state is built as (v^T k)^T so that autograd's gradient for k, v^T-times-grad, comes
+    # out (N, d) contiguous; k^T v would hand back grad_k transposed and cost a copy per call.
+    return q @ (v.transpose(-1, -2) @ k).transpose(-1, -2)  # (B, H, N, e) via a (B, H, d, e) state
 
 
 def _normalised_linear_attention(fq, fk, v, causal: bool, chunk_size: int, eps: float) -> torch.Tensor:
     """phi(q)^T S_i / (phi(q)^T z_i): numerator and normaliser in one pass (v gets a ones column)."""
     ones = torch.ones_like(v[..., :1])
     out = _linear_attention_core(fq, fk, torch.cat([v, ones], dim=-1), causal, chunk_size)  # (B, H, N, e + 1)
-    numerator, normaliser = out[..., :-1], out[..., -1:]
-    return numerator / normaliser.clamp_min(eps)
+    # split (not slicing) and a reciprocal: the backward writes one (N, e + 1) gradient, no zero-filled copies
+    numerator, normaliser = out.split([v.shape[-1], 1], dim=-1)
+    return numerator * normaliser.clamp_min(eps).reciprocal()
 
 
 # --------------------------------------------------------------------------- softmax baselines
@@ -503,24 +506,31 @@ def orthogonal_random_features(nb_features: int, dim: int, *, generator: torch.G
 
 
 def performer_features(x: torch.Tensor, projection: torch.Tensor, *, is_query: bool) -> torch.Tensor:
-    """Positive random features exp(w.x - |x|^2/2) / sqrt(m) with x scaled by d^-1/4.
+    """FAVOR+ positive random features, up to factors that cancel in the attention normaliser.
 
-    Stabilisers: since w.x - |x|^2/2 <= |w|^2/2, keys subtract the constant |w_r|^2/2
-    (data-independent, so causal mode cannot leak through it) and queries add it back
-    then subtract their own row max (a per-query constant that cancels in the
-    normalisation). The kernel phi(q).phi(k) is unchanged.
+    The paper's map is phi(x) = exp(w_r.x - |x|^2 / 2) / sqrt(m) with x scaled by d^-1/4.
+    Since w.x - |x|^2/2 - |w|^2/2 = -|w - x|^2/2 <= 0, keys take exp of exactly that
+    (bounded by 1, data-independent shift, so causal mode cannot leak through it) and
+    queries carry the exp(|w_r|^2/2) factor back. A query's own factor exp(-|x|^2/2), any
+    per-query constant and the 1/sqrt(m) all cancel between numerator and normaliser, so
+    queries are softmax_r(w_r.x + |w_r|^2/2): stable and one fused pass.
+    NOTE: feature r of a key is the paper's times sqrt(m) exp(-|w_r|^2/2), of a query the
+    paper's times c(q) sqrt(m) exp(|w_r|^2/2): every product phi(q).phi(k) is the paper's
+    times m c(q), so the attention output phi(q) S / phi(q) z is the paper's exactly.
     """
     dim = x.shape[-1]
-    nb_features = projection.shape[0]
-    x = x * dim**-0.25
-    half_sq_w = 0.5 * projection.square().sum(dim=-1)  # (m,)
-    logits = x @ projection.T - 0.5 * x.square().sum(dim=-1, keepdim=True)  # (B, H, N, m)
+    half_sq_w = 0.5 * projection.square().sum(dim=-1)  # (m,): |w_r|^2 / 2
+    rows = x.reshape(-1, dim)  # (B*H*N, d)
+    ones = torch.ones_like(rows[:, :1])
+    # Every term of the exponent is one input column times one weight row, so a single
+    # matmul writes the logits: no bias copy, no extra pass over (B*H*N, m).
     if is_query:
-        logits = logits + half_sq_w
-        logits = logits - logits.amax(dim=-1, keepdim=True).detach()
-    else:
-        logits = logits - half_sq_w
-    return logits.exp() / math.sqrt(nb_features)
+        inputs = torch.cat([rows, ones], dim=-1)  # (B*H*N, d + 1)
+        weights = torch.cat([projection.T * dim**-0.25, half_sq_w[None]], dim=0)  # (d + 1, m)
+        return (inputs @ weights).softmax(dim=-1).view(*x.shape[:-1], -1)
+    inputs = torch.cat([rows, rows.square().sum(dim=-1, keepdim=True), ones], dim=-1)  # (B*H*N, d + 2)
+    weights = torch.cat([projection.T * dim**-0.25, torch.full_like(half_sq_w, -0.5 * dim**-0.5)[None], -half_sq_w[None]], dim=0)  # (d + 2, m)
+    return (inputs @ weights).exp_().view(*x.shape[:-1], -1)
 
 
 def performer_attention(q, k, v, projection: torch.Tensor, *, causal: bool = False, key_padding_mask=None, chunk_size: int = DEFAULT_CHUNK_SIZE, eps: float = 1e-15):
