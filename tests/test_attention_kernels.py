@@ -185,7 +185,7 @@ def test_blockwise_recompute_gives_the_same_output_and_gradients(variant, causal
 @pytest.mark.parametrize("block_bytes", [1, 2 * N * D * 4, 1 << 30], ids=["one-head-blocks", "two-head-blocks", "one-block"])
 def test_linrec_inference_path_matches_the_autograd_path(monkeypatch, padded, block_bytes):
     """Without autograd, bidirectional LinRec runs a cache-blocked path; it must give the same numbers."""
-    monkeypatch.setattr(fn, "_INFERENCE_BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(fn, "_CACHE_BLOCK_BYTES", block_bytes)
     q, k, v, real = _inputs()
     q_strided = torch.randn(B, N, H, D).transpose(1, 2)  # (B, H, N, d) view, as split from a projection
     mask = real if padded else None
@@ -196,3 +196,29 @@ def test_linrec_inference_path_matches_the_autograd_path(monkeypatch, padded, bl
         assert tracked.grad_fn is not None  # the general path really ran
         _close(fast, tracked.detach(), rtol=1e-5)
         _close(fast, dense.linrec_paper(query, k, v, False, mask))
+
+
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("block_bytes", [1, 1 << 30], ids=["one-head-blocks", "one-block"])
+def test_linformer_blockwise_gradients_match_the_dense_reference(monkeypatch, padded, block_bytes):
+    """The blockwise Linformer recomputes its probabilities in the backward; gradients must be exact."""
+    monkeypatch.setattr(fn, "_CACHE_BLOCK_BYTES", block_bytes)
+    q, k, v, real = (t.double() if t.is_floating_point() else t for t in _inputs())
+    e_proj, f_proj = torch.randn(5, 20, dtype=torch.float64), torch.randn(5, 20, dtype=torch.float64)
+    inputs = [t.requires_grad_(True) for t in (q, k, v, e_proj, f_proj)]
+    mask = real if padded else None
+    weights = torch.randn(B, H, N, D, dtype=torch.float64)
+    got = torch.autograd.grad((fn.linformer_attention(q, k, v, e_proj, f_proj, key_padding_mask=mask) * weights).sum(), inputs)
+    expected = torch.autograd.grad((dense.linformer(q, k, v, e_proj, f_proj, mask) * weights).sum(), inputs)
+    for g, e in zip(got, expected):
+        _close(g, e, rtol=1e-9)
+
+
+def test_linformer_dropout_path_drops_and_keeps_the_expectation():
+    q, k, v, _ = _inputs()
+    e_proj, f_proj = torch.randn(5, 20), torch.randn(5, 20)
+    plain = fn.linformer_attention(q, k, v, e_proj, f_proj)
+    torch.manual_seed(0)
+    dropped = torch.stack([fn.linformer_attention(q, k, v, e_proj, f_proj, dropout_p=0.5, training=True) for _ in range(400)])
+    assert not torch.allclose(dropped[0], plain)
+    assert (dropped.mean(0) - plain).abs().mean() < 0.1 * plain.abs().mean()
