@@ -27,16 +27,22 @@ from .measure import time_interleaved
 
 BASELINE_PATH = REPO_ROOT / "results" / "gate" / "baseline.json"
 SHAPE = {"batch_size": 4, "heads": 8, "head_dim": 16, "seq_len": 1024}
+# (mechanism, options, causal, mode): "fwd_bwd" is a training step, "infer" a forward
+# without autograd (which takes other code paths, e.g. LinRec's cache-blocked one).
 GATED = [
-    ("linrec", {}, True),
-    ("linrec", {}, False),
-    ("linrec", {"variant": "official"}, True),
-    ("linear", {}, True),
-    ("efficient", {}, True),
-    ("performer", {"nb_features": 64}, True),
-    ("performer", {"nb_features": 64}, False),
-    ("linformer", {"k": 128}, False),
+    ("linrec", {}, True, "fwd_bwd"),
+    ("linrec", {}, False, "fwd_bwd"),
+    ("linrec", {"variant": "official"}, True, "fwd_bwd"),
+    ("linear", {}, True, "fwd_bwd"),
+    ("efficient", {}, True, "fwd_bwd"),
+    ("performer", {"nb_features": 64}, True, "fwd_bwd"),
+    ("performer", {"nb_features": 64}, False, "fwd_bwd"),
+    ("linformer", {"k": 128}, False, "fwd_bwd"),
+    ("linrec", {}, True, "infer"),
+    ("linrec", {}, False, "infer"),
+    ("linformer", {"k": 128}, False, "infer"),
 ]
+REFERENCES = [("sdpa", {}, causal, mode) for mode in ("fwd_bwd", "infer") for causal in (True, False)]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,8 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "process spin at barriers and many-op kernels suffer far more than one fused op)")
 
 
-def _key(name: str, options: dict, causal: bool) -> str:
-    return f"{attention_label(name, options)}|{'causal' if causal else 'bidir'}"
+def _key(name: str, options: dict, causal: bool, mode: str = "fwd_bwd") -> str:
+    """Baseline key; fwd_bwd keys keep their original form so older baselines still match."""
+    return f"{attention_label(name, options)}|{'causal' if causal else 'bidir'}" + ("" if mode == "fwd_bwd" else f"|{mode}")
 
 
 def _workloads() -> dict[str, callable]:
@@ -59,15 +66,19 @@ def _workloads() -> dict[str, callable]:
     q, k, v = (torch.randn(b, h, n, d, requires_grad=True) for _ in range(3))
     grad = torch.randn(b, h, n, d)
     jobs = {}
-    for name, options, causal in [("sdpa", {}, True), ("sdpa", {}, False)] + GATED:
+    for name, options, causal, mode in REFERENCES + GATED:
         layer = build_attention(name, h * d, h, causal=causal, max_len=n, **options)
 
-        def run(layer=layer):
+        def run(layer=layer, mode=mode):
+            if mode == "infer":
+                with torch.inference_mode():
+                    layer.attend(q, k, v, None)
+                return
             for t in (q, k, v):
                 t.grad = None
             layer.attend(q, k, v, None).backward(grad)
 
-        jobs[_key(name, options, causal)] = run
+        jobs[_key(name, options, causal, mode)] = run
     return jobs
 
 
@@ -76,9 +87,9 @@ def measure_ratios(rounds: int) -> dict[str, float]:
     if errors:
         raise RuntimeError(f"gate: workloads failed: {errors}")
     ratios = {}
-    for name, options, causal in GATED:
-        key = _key(name, options, causal)
-        ratios[key] = medians[key] / medians[_key("sdpa", {}, causal)]
+    for name, options, causal, mode in GATED:
+        key = _key(name, options, causal, mode)
+        ratios[key] = medians[key] / medians[_key("sdpa", {}, causal, mode)]
     return ratios, medians
 
 
@@ -87,7 +98,7 @@ def main(args) -> int:
     baseline_path = Path(args.baseline)
     ratios, medians = measure_ratios(args.rounds)
     if args.update_baseline:
-        payload = {"shape": SHAPE, "mode": "kernel fwd_bwd fp32", "rounds": args.rounds, "tolerance": args.tolerance or 1.6, "gate_threads": args.threads,
+        payload = {"shape": SHAPE, "mode": "kernel fp32, fwd_bwd (keys without a mode) and infer", "rounds": args.rounds, "tolerance": args.tolerance or 1.6, "gate_threads": args.threads,
                    "ratios": ratios, "medians_ms": {k: v * 1e3 for k, v in medians.items()}, **environment("cpu")}
         baseline_path.parent.mkdir(parents=True, exist_ok=True)
         baseline_path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
@@ -117,7 +128,7 @@ def main(args) -> int:
 
 def _print_table(ratios: dict, baseline: dict, tolerance: float, medians: dict) -> list[str]:
     shape = ", ".join(f"{k}={v}" for k, v in SHAPE.items())
-    print(f"speed gate — kernel fwd+bwd fp32, {shape}, torch threads {torch.get_num_threads()}")
+    print(f"speed gate — kernel fp32 (fwd+bwd unless marked |infer), {shape}, torch threads {torch.get_num_threads()}")
     print(f"{'mechanism':38} {'time ms':>9} {'ratio/sdpa':>11} {'baseline':>9} {'limit':>8}  status")
     failures = []
     for key, ratio in ratios.items():
@@ -130,6 +141,7 @@ def _print_table(ratios: dict, baseline: dict, tolerance: float, medians: dict) 
             if status != "ok":
                 failures.append(key)
         print(f"{key:38} {medians[key] * 1e3:9.2f} {ratio:11.3f} {base if base is not None else float('nan'):9.3f} {limit:8.3f}  {status}")
-    for causal in ("causal", "bidir"):
-        print(f"{'sdpa|' + causal:38} {medians['sdpa|' + causal] * 1e3:9.2f}")
+    for reference in REFERENCES:
+        key = _key(*reference)
+        print(f"{key:38} {medians[key] * 1e3:9.2f}")
     return failures

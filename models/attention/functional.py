@@ -308,7 +308,8 @@ def linrec_attention(
 
         return recompute_in_blocks(kernel, q, k, v, key_padding_mask, recompute_heads)
     real = _real_positions(key_padding_mask, q)
-    if variant == "paper" and not causal and q.dtype == torch.float32 and not _tracks_grad(q, k, v):
+    # Under torch.compile the general form below is what Inductor fuses; the blocked loop is for eager.
+    if variant == "paper" and not causal and q.dtype == torch.float32 and not _tracks_grad(q, k, v) and not torch.compiler.is_compiling():
         return _linrec_bidirectional_inference(q, k, v, real)
     dim = q.shape[-1]
     # Statistics (norms, prefix sums) in float32 so bf16/fp16 inputs stay accurate.
