@@ -93,8 +93,10 @@ def _jobs(seq_len: int, batch: int, dim: int, heads: int, mode: str, device: str
             add(f"kernel/performer-pytorch/{tag}", lambda m=fast: m(q, k, v), (q, k, v))
         if device.startswith("cuda") and causal:
             fla = _optional("fla.ops.linear_attn")
-            if fla is not None:
-                add(f"kernel/fla-chunk-linear/{tag}", lambda: fla.chunk_linear_attn(q, k, v, normalize=False)[0], (q, k, v))
+            if fla is not None:  # fla takes (B, N, H, d): the transposes are part of what a user would pay
+                add(f"kernel/fla-chunk-linear/{tag}",
+                    lambda fla=fla: fla.chunk_linear_attn(*(x.transpose(1, 2) for x in (q, k, v)), scale=1.0, normalize=False)[0], (q, k, v))
+                add(f"kernel/linrec-fla/{tag}", lambda: linrec_attention(q, k, v, causal=True, backend="fla"), (q, k, v))
     ours_linformer = build_attention("linformer", dim, heads, max_len=seq_len, k=linformer_k).to(device)
     add("layer/linformer/bidir", lambda m=ours_linformer: m(x), (x,))
     linformer = _optional("linformer")
@@ -110,6 +112,7 @@ PAIRS = [
     ("kernel/performer", "kernel/performer-pytorch"),
     ("layer/linformer", "layer/linformer-lucidrains"),
     ("kernel/linrec", "kernel/fla-chunk-linear"),
+    ("kernel/linrec-fla", "kernel/fla-chunk-linear"),
 ]
 
 

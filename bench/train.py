@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import statistics
 import time
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
@@ -256,7 +257,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, l
         "best_epoch": state["best_epoch"],
         "epochs_run": state["epoch"],
         "stop_reason": stop_reason if state["epoch"] < config.epochs else "epochs",
-        "seconds_per_epoch": sum(e["epoch_seconds"] for e in epochs) / max(1, len(epochs)),
+        # median: an epoch slowed by a paused process or a burst of load on a shared machine does not move it
+        "seconds_per_epoch": statistics.median(e["epoch_seconds"] for e in epochs) if epochs else None,
         "train_seconds": state["train_seconds"],
         "wall_seconds_this_call": time.time() - started,
         "peak_mem_bytes": max((e.get("peak_mem_bytes") or 0 for e in epochs), default=None),  # over all epochs, resumed ones included

@@ -222,3 +222,59 @@ def test_linformer_dropout_path_drops_and_keeps_the_expectation():
     dropped = torch.stack([fn.linformer_attention(q, k, v, e_proj, f_proj, dropout_p=0.5, training=True) for _ in range(400)])
     assert not torch.allclose(dropped[0], plain)
     assert (dropped.mean(0) - plain).abs().mean() < 0.1 * plain.abs().mean()
+
+
+def _stand_in_fla(calls: list):
+    """A stand-in for flash-linear-attention's chunk_linear_attn, written from its documented
+    contract: q, k, v (B, T, H, K); normalize=False gives o_t = sum_{s <= t} scale (q_t . k_s) v_s."""
+    import types
+
+    def chunk_linear_attn(q, k, v, scale=None, normalize=True, **_):
+        calls.append({"shape": tuple(q.shape), "scale": scale, "normalize": normalize})
+        length = q.shape[1]
+        scores = torch.einsum("bthk,bshk->bhts", q, k) * scale
+        scores = scores * torch.ones(length, length).tril()
+        return torch.einsum("bhts,bshv->bthv", scores, v), None
+
+    module = types.ModuleType("fla.ops.linear_attn")
+    module.chunk_linear_attn = chunk_linear_attn
+    return module
+
+
+@pytest.mark.parametrize("variant", ["paper", "official"])
+def test_fla_backend_maps_causal_linrec_onto_chunk_linear_attn(monkeypatch, variant):
+    """The real kernel needs CUDA (scripts/gpu_job.sh); here the mapping (layout, scale 1, no
+    normalisation, rescaled queries) is checked against the torch backend with a stand-in."""
+    import sys
+    import types
+
+    calls = []
+    for name, module in (("fla", types.ModuleType("fla")), ("fla.ops", types.ModuleType("fla.ops")), ("fla.ops.linear_attn", _stand_in_fla(calls))):
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setattr(fn, "_FLA_DEVICE_TYPES", ("cpu",))
+    q, k, v, real = _inputs()
+    got = fn.linrec_attention(q, k, v, causal=True, variant=variant, key_padding_mask=real, backend="fla")
+    _close(got, fn.linrec_attention(q, k, v, causal=True, variant=variant, key_padding_mask=real))
+    assert calls == [{"shape": (B, N, H, D), "scale": 1.0, "normalize": False}]
+
+
+def test_fla_backend_refuses_cpu_tensors_and_unknown_backends():
+    q, k, v, _ = _inputs()
+    with pytest.raises(ValueError, match="backend='fla' runs on cuda tensors only"):
+        fn.linrec_attention(q, k, v, causal=True, backend="fla")
+    with pytest.raises(ValueError, match="unknown backend 'triton'"):
+        fn.linrec_attention(q, k, v, causal=True, backend="triton")
+
+
+def _fla_on_cuda() -> bool:
+    import importlib.util
+
+    return torch.cuda.is_available() and importlib.util.find_spec("fla") is not None
+
+
+@pytest.mark.skipif(not _fla_on_cuda(), reason="needs CUDA and flash-linear-attention")
+@pytest.mark.parametrize("variant", ["paper", "official"])
+def test_fla_backend_on_cuda_matches_the_torch_backend(variant):
+    q, k, v, real = (t.cuda() for t in _inputs())
+    got = fn.linrec_attention(q, k, v, causal=True, variant=variant, key_padding_mask=real, backend="fla")
+    _close(got, fn.linrec_attention(q, k, v, causal=True, variant=variant, key_padding_mask=real), rtol=1e-3)

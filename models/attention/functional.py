@@ -104,8 +104,15 @@ def _merge_chunks(x: torch.Tensor, length: int) -> torch.Tensor:
 # --------------------------------------------------------------------------- causal linear core
 
 
-def causal_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE) -> torch.Tensor:
+CAUSAL_BACKENDS = ("torch", "fla")
+_FLA_DEVICE_TYPES = ("cuda",)  # flash-linear-attention's kernels are Triton (GPU) kernels
+
+
+def causal_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE, backend: str = "torch") -> torch.Tensor:
     """out_i = sum_{j <= i} (q_i . k_j) v_j, chunk by chunk, with a hand-written backward.
+
+    backend="fla" hands the same product to flash-linear-attention's chunked kernel
+    (optional extra, CUDA only); "torch" is the implementation below.
 
     Per chunk t (A_t = tril(Q_t K_t^T), S_t = sum_{t' < t} K_t'^T V_t'):
         O_t  = A_t V_t + Q_t S_t
@@ -115,7 +122,24 @@ def causal_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, c
     The backward recomputes A_t instead of storing it: saved memory is the inputs plus
     the (B, H, N / C, d, e) prefix states.
     """
+    if backend == "fla":
+        return _fla_causal_linear_attention(q, k, v)
+    if backend != "torch":
+        raise ValueError(f"causal linear attention: unknown backend {backend!r}; expected one of {CAUSAL_BACKENDS}")
     return _CausalLinearAttention.apply(q, k, v, chunk_size)
+
+
+def _fla_causal_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """flash-linear-attention's chunk_linear_attn with scale 1 and no normalisation: the same sum."""
+    if q.device.type not in _FLA_DEVICE_TYPES:
+        raise ValueError(f"backend='fla' runs on {'/'.join(_FLA_DEVICE_TYPES)} tensors only, got {q.device.type}; use backend='torch'")
+    try:
+        from fla.ops.linear_attn import chunk_linear_attn
+    except ImportError as err:
+        raise ImportError("backend='fla' needs flash-linear-attention (pip install flash-linear-attention)") from err
+    # fla takes (B, N, H, d); ours are (B, H, N, d)
+    out, _ = chunk_linear_attn(*(x.transpose(1, 2).contiguous() for x in (q, k, v)), scale=1.0, normalize=False)
+    return out.transpose(1, 2)  # (B, H, N, e)
 
 
 class _CausalLinearAttention(torch.autograd.Function):
@@ -156,10 +180,10 @@ class _CausalLinearAttention(torch.autograd.Function):
         )
 
 
-def _linear_attention_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, chunk_size: int) -> torch.Tensor:
+def _linear_attention_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, chunk_size: int, backend: str = "torch") -> torch.Tensor:
     """Unnormalised linear attention: q (k^T v) or its causal prefix form."""
     if causal:
-        return causal_linear_attention(q, k, v, chunk_size)
+        return causal_linear_attention(q, k, v, chunk_size, backend)
     # The state is built as (v^T k)^T so that autograd's gradient for k, v^T-times-grad, comes
     # out (N, d) contiguous; k^T v would hand back grad_k transposed and cost a copy per call.
     return q @ (v.transpose(-1, -2) @ k).transpose(-1, -2)  # (B, H, N, e) via a (B, H, d, e) state
@@ -281,6 +305,7 @@ def linrec_attention(
     key_padding_mask: torch.Tensor | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     recompute_heads: int | None = None,
+    backend: str = "torch",
 ) -> torch.Tensor:
     """LinRec (Liu et al., SIGIR 2023), q, k, v (B, H, N, d) -> (B, H, N, d).
 
@@ -295,16 +320,22 @@ def linrec_attention(
                        same formula.
     recompute_heads    when set, the memory-saving path (recompute_in_blocks): blocks of
                        that many heads of one batch element, recomputed in the backward.
+    backend            the causal prefix product: "torch" (chunked, hand-written backward) or
+                       "fla" (flash-linear-attention, CUDA); LinRec causal is a causal linear
+                       attention with rescaled queries, so it maps onto fla exactly.
+                       Bidirectional LinRec has no prefix product and ignores it.
     """
     _check_qkv(q, k, v)
     if variant not in LINREC_VARIANTS:
         raise ValueError(f"linrec: unknown variant {variant!r}; expected one of {LINREC_VARIANTS}")
+    if backend not in CAUSAL_BACKENDS:
+        raise ValueError(f"linrec: unknown backend {backend!r}; expected one of {CAUSAL_BACKENDS}")
     if recompute_heads:
         if key_padding_mask is not None:
             _real_positions(key_padding_mask, q)  # validate before the blocks slice it
 
         def kernel(q_, k_, v_, mask_):
-            return linrec_attention(q_, k_, v_, causal=causal, variant=variant, key_padding_mask=mask_, chunk_size=chunk_size)
+            return linrec_attention(q_, k_, v_, causal=causal, variant=variant, key_padding_mask=mask_, chunk_size=chunk_size, backend=backend)
 
         return recompute_in_blocks(kernel, q, k, v, key_padding_mask, recompute_heads)
     real = _real_positions(key_padding_mask, q)
@@ -320,7 +351,7 @@ def linrec_attention(
     if variant == "official":
         q_hat = fq / _safe_norm(fq, -1)
         k_hat = fk / _safe_norm(fk, -1)
-        out = _linear_attention_core(q_hat.to(q.dtype), k_hat.to(k.dtype), v, causal, chunk_size) / math.sqrt(dim)
+        out = _linear_attention_core(q_hat.to(q.dtype), k_hat.to(k.dtype), v, causal, chunk_size, backend) / math.sqrt(dim)
         return _zero_padded_rows(out, real)
 
     if real is None:
@@ -344,7 +375,7 @@ def linrec_attention(
     inv_prefix_col_norm = fk.square().cumsum(dim=-2).clamp_min(NORM_EPS**2).rsqrt()  # (B, H, N, d): 1/s_i
     inv_row_norm = fq.square().sum(dim=-1, keepdim=True).mul(dim).clamp_min(NORM_EPS**2).rsqrt()  # (B, H, N, 1)
     q_scaled = fq * (inv_row_norm * inv_n_prefix) * inv_prefix_col_norm
-    out = causal_linear_attention(q_scaled.to(q.dtype), fk.to(k.dtype), v, chunk_size)
+    out = causal_linear_attention(q_scaled.to(q.dtype), fk.to(k.dtype), v, chunk_size, backend)
     return _zero_padded_rows(out, real)
 
 

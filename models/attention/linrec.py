@@ -8,13 +8,14 @@ causal. variant="official": the authors' released code (per-token L2 norms, / sq
 NOTE: the released code ignores attention masks entirely; this layer always honours the
 padding mask and `causal` (see functional.linrec_attention). Dropout: see OutputDropoutMixin.
 Options: chunk_size (causal chunk length), recompute_heads (memory-saving blockwise
-backward), compile (opt-in torch.compile of the kernel).
+backward), compile (opt-in torch.compile of the kernel), backend ("fla": causal prefix
+product by flash-linear-attention on CUDA).
 """
 
 import os
 
 from .base import AttentionLayer, Capabilities, OutputDropoutMixin, register_attention
-from .functional import DEFAULT_CHUNK_SIZE, LINREC_VARIANTS, compiled_linrec_attention, linrec_attention
+from .functional import CAUSAL_BACKENDS, DEFAULT_CHUNK_SIZE, LINREC_VARIANTS, compiled_linrec_attention, linrec_attention
 
 
 @register_attention("linrec")
@@ -26,17 +27,19 @@ class LinRecAttention(OutputDropoutMixin, AttentionLayer):
     )
 
     def __init__(self, dim, heads, *, causal=False, max_len=None, dropout=0.0, variant: str = "paper", chunk_size: int = DEFAULT_CHUNK_SIZE,
-                 recompute_heads: int | None = None, compile: bool = False):
+                 recompute_heads: int | None = None, compile: bool = False, backend: str = "torch"):
         super().__init__(dim, heads, causal=causal, max_len=max_len, dropout=dropout)
         if variant not in LINREC_VARIANTS:
             raise ValueError(f"linrec: unknown variant {variant!r}; expected one of {LINREC_VARIANTS}")
-        self.variant, self.chunk_size, self.recompute_heads = variant, chunk_size, recompute_heads
+        if backend not in CAUSAL_BACKENDS:
+            raise ValueError(f"linrec: unknown backend {backend!r}; expected one of {CAUSAL_BACKENDS}")
+        self.variant, self.chunk_size, self.recompute_heads, self.backend = variant, chunk_size, recompute_heads, backend
         self.kernel = compiled_linrec_attention() if compile else linrec_attention
 
     def attend(self, q, k, v, key_padding_mask):
         def run():
             return self.kernel(q, k, v, causal=self.causal, variant=self.variant, key_padding_mask=key_padding_mask,
-                               chunk_size=self.chunk_size, recompute_heads=self.recompute_heads)
+                               chunk_size=self.chunk_size, recompute_heads=self.recompute_heads, backend=self.backend)
 
         # LINREC_GATE_SLOWDOWN=N averages N copies of the same computation (N x forward and
         # backward work, same result). It exists only to show that the CI speed gate
