@@ -46,7 +46,7 @@ def _optional(module: str):
         return None
 
 
-def _jobs(seq_len: int, batch: int, dim: int, heads: int, mode: str, device: str, nb_features: int, linformer_k: int, compiled: bool = False) -> dict:
+def peer_jobs(seq_len: int, batch: int, dim: int, heads: int, mode: str, device: str, nb_features: int, linformer_k: int, compiled: bool = False) -> dict:
     """name ("level/implementation/causal|bidir") -> zero-arg callable."""
     torch.manual_seed(0)
     head_dim = dim // heads
@@ -129,7 +129,7 @@ def run_peers(seq_lens, *, batch=8, dim=128, heads=8, modes=("fwd_bwd", "infer")
     env = environment(device)
     for mode in modes:
         for n in seq_lens:
-            jobs = _selected(_jobs(n, batch, dim, heads, mode, device, nb_features, linformer_k, compiled), only)
+            jobs = _selected(peer_jobs(n, batch, dim, heads, mode, device, nb_features, linformer_k, compiled), only)
             medians, errors = time_interleaved(jobs, rounds, device)
             for name, seconds in medians.items():
                 level, impl, tag = name.split("/")
