@@ -339,8 +339,10 @@ def linrec_attention(
 
         return recompute_in_blocks(kernel, q, k, v, key_padding_mask, recompute_heads)
     real = _real_positions(key_padding_mask, q)
-    # Under torch.compile the general form below is what Inductor fuses; the blocked loop is for eager.
-    if variant == "paper" and not causal and q.dtype == torch.float32 and not _tracks_grad(q, k, v) and not torch.compiler.is_compiling():
+    # The blocked loop is for eager CPU: under torch.compile the general form below is what
+    # Inductor fuses, and on a GPU the loop would only add kernel launches.
+    if (variant == "paper" and not causal and q.device.type == "cpu" and q.dtype == torch.float32 and not _tracks_grad(q, k, v)
+            and not torch.compiler.is_compiling()):
         return _linrec_bidirectional_inference(q, k, v, real)
     dim = q.shape[-1]
     # Statistics (norms, prefix sums) in float32 so bf16/fp16 inputs stay accurate.
@@ -611,8 +613,12 @@ def linformer_attention(q, k, v, key_projection: torch.Tensor, value_projection:
     v_proj = _project_positions(value_projection[:, :length], v)  # (B, H, k_proj, e)
     # 1/sqrt(d) scales the (N, d) queries rather than the (N, k_proj) scores: one pass fewer over the large tensor
     q = q * dim**-0.5
-    if dropout_p > 0.0 and training:  # dropped probabilities need the plain path (a recompute would redraw them)
-        probs = F.dropout((q @ k_proj.transpose(-1, -2)).softmax(dim=-1), dropout_p)  # (B, H, N, k_proj)
+    # The plain path: with dropout (a recompute would redraw the dropped probabilities) and off
+    # the CPU (on a GPU the blockwise loop would only add kernel launches).
+    if (dropout_p > 0.0 and training) or q.device.type != "cpu":
+        probs = (q @ k_proj.transpose(-1, -2)).softmax(dim=-1)  # (B, H, N, k_proj)
+        if dropout_p > 0.0 and training:
+            probs = F.dropout(probs, dropout_p)
         return _zero_padded_rows(probs @ v_proj, real)
     batch, heads = q.shape[:2]
     out = _BlockwiseLowRankSoftmax.apply(*(x.reshape(batch * heads, *x.shape[2:]) for x in (q, k_proj, v_proj)))  # (B*H, N, e)
