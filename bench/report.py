@@ -224,8 +224,8 @@ def report(paths: list[Path], out: Path) -> list[Path]:
             curve = out / f"learning_curves_{dataset}.png"
             _learning_curves(runs, dataset, curve)
             written.append(curve)
-        columns = ["dataset", "mode", "mechanism", "seq_len", "dim", "heads", "ndcg@10", "recall@10", "mrr@10", "time_ms", "epochs_run", "device"]
-        table = accuracy[columns].assign(time_ms=accuracy["time_ms"] / 1e3).rename(columns={"time_ms": "s/epoch"}).set_index(["dataset", "mode", "mechanism"])
+        columns = ["dataset", "mode", "mechanism", "batch_size", "seq_len", "dim", "heads", "ndcg@10", "recall@10", "mrr@10", "time_ms", "epochs_run", "device"]
+        table = accuracy[columns].assign(time_ms=accuracy["time_ms"] / 1e3).rename(columns={"time_ms": "s/epoch"}).set_index(["dataset", "mode", "mechanism", "batch_size"])
         table = table.round({"ndcg@10": 4, "recall@10": 4, "mrr@10": 4, "s/epoch": 1}).sort_index()
         _write_tables(table, out / "accuracy", "Test metrics (full ranking unless the mode says otherwise), leave-one-out")
         written += [path, out / "accuracy.md"]
@@ -252,7 +252,7 @@ def _learning_curves(runs: pd.DataFrame, dataset: str, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), sharey=True)
     for _, run in runs.iterrows():
         history = run["history"]
-        label = f"{run['mode']} {run['mechanism']}"
+        label = f"{run['mode']} {run['mechanism']} B={run['batch_size']}"
         axes[0].plot([h["epoch"] for h in history], [h["valid_ndcg@10"] for h in history], marker=".", label=label)
         axes[1].plot([h["elapsed_train_seconds"] / 60 for h in history], [h["valid_ndcg@10"] for h in history], marker=".", label=label)
     axes[0].set_xlabel("epoch")
@@ -271,7 +271,7 @@ def _accuracy_plot(rows: pd.DataFrame, path: Path) -> None:
     points = rows.dropna(subset=["time_ms", "ndcg@10"]).sort_values("time_ms")
     for _, row in points.iterrows():
         ax.scatter(row["time_ms"] / 1e3, row["ndcg@10"], s=40)
-        ax.annotate(f"{row['dataset']} {row['mode']} {row['mechanism']} N={row['seq_len']}", (row["time_ms"] / 1e3, row["ndcg@10"]), fontsize=7)
+        ax.annotate(f"{row['dataset']} {row['mode']} {row['mechanism']} N={row['seq_len']} B={row['batch_size']}", (row["time_ms"] / 1e3, row["ndcg@10"]), fontsize=7)
     best, front = -1.0, []
     for _, row in points.iterrows():
         if row["ndcg@10"] > best:
