@@ -11,6 +11,7 @@ batch size get a throughput plot.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -72,7 +73,7 @@ def _title(kind: str, key: dict, batch: int | None = None) -> str:
 def crossover(seq_lens: list[int], speedups: list[float]) -> float | None:
     """First N (log-interpolated) where the speed-up over sdpa reaches 1."""
     points = [(n, s) for n, s in zip(seq_lens, speedups) if s is not None and not math.isnan(s)]
-    for (n0, s0), (n1, s1) in zip(points, points[1:]):
+    for (n0, s0), (n1, s1) in itertools.pairwise(points):
         if s0 < 1 <= s1:
             t = (0 - math.log(s0)) / (math.log(s1) - math.log(s0))
             return math.exp(math.log(n0) + t * (math.log(n1) - math.log(n0)))

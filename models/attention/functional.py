@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "CAUSAL_BACKENDS",
     "DEFAULT_CHUNK_SIZE",
     "LINREC_VARIANTS",
     "causal_linear_attention",
-    "recompute_in_blocks",
     "compiled_linrec_attention",
     "efficient_attention",
     "linear_attention",
@@ -37,6 +37,7 @@ __all__ = [
     "orthogonal_random_features",
     "performer_attention",
     "performer_features",
+    "recompute_in_blocks",
     "sdpa_attention",
     "softmax_attention",
 ]
