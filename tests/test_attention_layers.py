@@ -186,12 +186,12 @@ def test_drop_in_usage_from_the_readme():
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        (dict(name="nope", dim=16, heads=2), "unknown attention 'nope'"),
-        (dict(name="linformer", dim=16, heads=2, causal=True, max_len=8), "'linformer' has no causal form"),
-        (dict(name="linformer", dim=16, heads=2), "'linformer' needs max_len"),
-        (dict(name="linrec", dim=16, heads=2, k=3), "'linrec' does not take option"),
-        (dict(name="performer", dim=16, heads=2, variant="paper"), "valid options: nb_features"),
-        (dict(name="linrec", dim=15, heads=2), "divisible by heads"),
+        ({"name": "nope", "dim": 16, "heads": 2}, "unknown attention 'nope'"),
+        ({"name": "linformer", "dim": 16, "heads": 2, "causal": True, "max_len": 8}, "'linformer' has no causal form"),
+        ({"name": "linformer", "dim": 16, "heads": 2}, "'linformer' needs max_len"),
+        ({"name": "linrec", "dim": 16, "heads": 2, "k": 3}, "'linrec' does not take option"),
+        ({"name": "performer", "dim": 16, "heads": 2, "variant": "paper"}, "valid options: nb_features"),
+        ({"name": "linrec", "dim": 15, "heads": 2}, "divisible by heads"),
     ],
 )
 def test_unsupported_requests_are_refused_by_name(kwargs, message):

@@ -4,11 +4,11 @@ Compiling takes tens of seconds on a small CPU, so the cases share one compiled 
 and one input shape.
 """
 
+import dense_reference as dense
 import pytest
 import torch
-
-import dense_reference as dense
 from attention_properties import causality_violation, padded_content_violation
+
 from models.attention import build_attention
 from models.attention.functional import compiled_linrec_attention, linrec_attention
 

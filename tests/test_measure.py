@@ -4,7 +4,7 @@ from bench.cells import Cell, make_workload, unsupported_reason
 from bench.measure import cpu_peak_supported, summarize, time_callable
 from bench.sweep import run_sweep
 
-FAST = dict(min_time_s=0.0, min_repeats=2, max_repeats=3)
+FAST = {"min_time_s": 0.0, "min_repeats": 2, "max_repeats": 3}
 
 
 def test_summary_is_median_and_quartiles():

@@ -57,14 +57,14 @@ def test_scores_ignore_batch_mates_and_padding_length(attention):
 
 
 def _tiny(tmp_path, **kw):
-    values = dict(dataset="synthetic", synthetic_users=300, synthetic_items=60, max_len=20, hidden=32, heads=2, layers=1, inner=64,
-                  dropout=0.1, epochs=6, batch_size=64, lr=3e-3, seed=5, out=str(tmp_path / "run"), eval_batch_size=128)
+    values = {"dataset": "synthetic", "synthetic_users": 300, "synthetic_items": 60, "max_len": 20, "hidden": 32, "heads": 2, "layers": 1, "inner": 64,
+                  "dropout": 0.1, "epochs": 6, "batch_size": 64, "lr": 3e-3, "seed": 5, "out": str(tmp_path / "run"), "eval_batch_size": 128}
     values.update(kw)
     return TrainConfig(**values)
 
 
-@pytest.mark.parametrize("kw", [dict(model="sasrec", attention="linrec"), dict(model="sasrec", objective="last_position", attention="linformer", attention_options={"k": 8}),
-                                dict(model="bert4rec", attention="linrec", epochs=20, lr=5e-3)], ids=["sasrec-all", "sasrec-last", "bert4rec"])
+@pytest.mark.parametrize("kw", [{"model": "sasrec", "attention": "linrec"}, {"model": "sasrec", "objective": "last_position", "attention": "linformer", "attention_options": {"k": 8}},
+                                {"model": "bert4rec", "attention": "linrec", "epochs": 20, "lr": 5e-3}], ids=["sasrec-all", "sasrec-last", "bert4rec"])
 def test_training_beats_popularity(tmp_path, kw):
     config = _tiny(tmp_path, **kw)
     results = train(config, progress=False)

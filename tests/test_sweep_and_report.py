@@ -8,7 +8,7 @@ from bench.report import crossover, load_frame, report
 from bench.results import load_rows
 from bench.sweep import Grid, preset_cells, run_sweep
 
-FAST = dict(min_time_s=0.0, min_repeats=1, max_repeats=2)
+FAST = {"min_time_s": 0.0, "min_repeats": 1, "max_repeats": 2}
 REQUIRED = ["level", "attention", "options", "causal", "seq_len", "batch_size", "dim", "heads", "mode", "dtype", "device", "status",
             "message", "time_ms", "time_ms_p25", "time_ms_p75", "peak_mem_bytes", "tokens_per_s", "commit", "torch", "threads", "host",
             "timestamp", "seed", "config"]
