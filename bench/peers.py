@@ -193,7 +193,6 @@ def measure_limits(seq_len: int = 8192, batch: int = 8, heads: int = 8, head_dim
         "linrec-bidir-fwd": lambda: linrec_attention(q, k, v, causal=False),
         "linrec-causal-fwd": lambda: linrec_attention(q, k, v, causal=True),
     }
-    variants = [False, True]
     if compiled:  # the opt-in torch.compile path, same inputs
         kernel = compiled_linrec_attention()
         jobs["linrec-bidir-fwd-compiled"] = lambda: kernel(q, k, v, causal=False)
@@ -203,11 +202,10 @@ def measure_limits(seq_len: int = 8192, batch: int = 8, heads: int = 8, head_dim
     matmul_rate = 2 * side**3 / medians["matmul"]
     result = {"kind": "limits", "seq_len": seq_len, "batch_size": batch, "heads": heads, "head_dim": head_dim, "min_bytes": bytes_min,
               "copy_GBps": copy_bw / 1e9, "matmul_GFLOPs": matmul_rate / 1e9, **environment(device)}
-    for causal, suffix in [(c, x) for x in ("", "-compiled") for c in variants]:
-        name = f"linrec-{'causal' if causal else 'bidir'}-fwd{suffix}"
-        if name not in medians:
+    for name, seconds in medians.items():
+        if not name.startswith("linrec-"):
             continue
-        seconds = medians[name]
+        causal = name.startswith("linrec-causal")
         result[f"{name}_ms"] = seconds * 1e3
         result[f"{name}_GBps"] = bytes_min / seconds / 1e9
         result[f"{name}_fraction_of_copy"] = (bytes_min / seconds) / copy_bw

@@ -6,6 +6,7 @@
 # 2. limits: LinRec forward vs copy bandwidth and matmul rate (eager and torch.compile), same run
 # 3. short sequences: every mechanism vs sdpa at N = 200 and 256 (the crossover target)
 # 4. the CI gate's baseline, re-measured on this machine
+# 5. notes on LinRec's CPU kernels: ELU cost, profile of the blocked forward, fused causal backward A/B
 set -euo pipefail
 PY=${PYTHON:-python}
 $PY -m bench peers --seq-len 256,1024,4096,8192 --rounds 5 --out results/peers/peers-cpu.jsonl
@@ -22,3 +23,4 @@ $PY -m bench sweep --attention sdpa,linrec,linrec:variant=official,linear,effici
     --no-progress --out results/sweeps/short-n-cpu.jsonl
 $PY -m bench report results/sweeps/short-n-cpu.jsonl --out results/short-n
 $PY -m bench gate --update-baseline
+PYTHONPATH=. $PY scripts/linrec_kernel_notes.py > results/peers/linrec-kernel-notes.txt
