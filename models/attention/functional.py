@@ -386,8 +386,9 @@ class _CausalLinRecQueries(torch.autograd.Function):
     With r_i = 1/(sqrt(d) |q_i|), S = 1/s, G the incoming gradient and P = cumsum(k^2):
         dq = G S r a - d r^3 a q_i sum_c (G S q)_ic
         dk = -k * revcumsum(G q S^3 r a)            (from dS/dP = -S^3 / 2, dP/dk = 2 k)
-    Norms clamped at NORM_EPS pass no gradient, as in the autograd form. Autograd would run a
-    dozen elementwise passes (and flips) over (B, H, N, d) tensors here; this runs about half.
+    Norms clamped at NORM_EPS pass no gradient, as in the autograd form. Fewer elementwise passes
+    over (B, H, N, d) than autograd's chain: causal fwd+bwd 1.1x faster at N = 4096
+    (results/peers/linrec-kernel-notes.txt).
     """
 
     @staticmethod
