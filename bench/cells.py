@@ -22,6 +22,7 @@ import torch
 from models.attention import attention_class, build_attention
 
 from .measure import peak_memory, time_callable
+from .results import attention_label
 
 LEVELS = ("attention", "kernel", "model")
 MODEL_ITEMS, MODEL_LAYERS = 3706, 2
@@ -51,13 +52,6 @@ class Cell:
     @property
     def label(self) -> str:
         return attention_label(self.attention, self.options)
-
-
-def attention_label(name: str, options: dict) -> str:
-    """'linrec' or 'linrec[variant=official]': a mechanism with its non-default options."""
-    if not options:
-        return name
-    return name + "[" + ",".join(f"{k}={v}" for k, v in sorted(options.items())) + "]"
 
 
 def unsupported_reason(cell: Cell) -> str | None:

@@ -134,7 +134,7 @@ def cmd_train(args) -> None:
     from dataclasses import fields
 
     from .data import DataFormatError, DatasetNotFound
-    from .train import TrainConfig, train
+    from .train import TrainConfig, train, with_recipe
 
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name) and getattr(args, f.name) is not None}
     options = dict(args.option or [])
@@ -142,14 +142,29 @@ def cmd_train(args) -> None:
         options["variant"] = args.variant
     values["attention_options"] = options
     try:
-        config = TrainConfig(**values)
+        config = with_recipe(values.pop("recipe", None), **values)
         results = train(config, resume=args.resume, progress=not args.no_progress)
     except (DataFormatError, DatasetNotFound, ValueError) as err:
         sys.exit(f"train: {err}")
-    test = results["test"]
-    print(f"best epoch {results['best_epoch']} of {results['epochs_run']} ({results['stop_reason']}); "
-          f"test NDCG@10 {test['ndcg@10']:.4f}  Recall@10 {test['recall@10']:.4f}  MRR@10 {test['mrr@10']:.4f}  "
-          f"[{results['protocol']['ranking']} ranking]  -> {Path(config.out) / 'results.json'}")
+    print(f"best epoch {results['best_epoch']} of {results['epochs_run']} ({results['stop_reason']}, selected on {config.select_protocol}); "
+          f"-> {Path(config.out) / 'results.json'}")
+    for name, test in results["test"].items():
+        print(f"  test [{name}]  NDCG@10 {test['ndcg@10']:.4f}  Recall@10 {test['recall@10']:.4f}  MRR@10 {test['mrr@10']:.4f}")
+
+
+def cmd_accuracy(args) -> None:
+    from .accuracy import DEFAULT_WORK_DIR, preset_cells, run_accuracy_sweep
+
+    try:
+        cells = preset_cells(args.preset)
+    except ValueError as err:
+        sys.exit(f"accuracy: {err}")
+    if args.only:
+        cells = [c for c in cells if any(part in c.slug() for part in args.only)]
+    out = Path(args.out) if args.out else REPO_ROOT / "results" / "sweeps" / f"accuracy-{args.preset}-{args.device.split(':')[0]}.jsonl"
+    rows = run_accuracy_sweep(cells, out, work_dir=Path(args.work_dir or DEFAULT_WORK_DIR), jobs=args.jobs, threads=args.threads,
+                              device=args.device, data_dir=args.data_dir)
+    print(f"{len(rows)} new training cell(s) in {out}" if rows else f"nothing to do: every cell is already in {out}")
 
 
 def cmd_data_stats(args) -> None:
@@ -188,8 +203,10 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
         default = f.default if f.default is not MISSING else None
         if f.name == "causal":
             parser.add_argument(flag, action="store_true", default=None, help="causal attention (SASRec all_positions: always)")
-        elif f.name == "exclude_history":
-            parser.add_argument(flag, action="store_true", default=None, help="rank only items not already in the history")
+        elif f.name in ("embedding_scale", "embedding_norm"):
+            parser.add_argument(flag, type=_bool, default=None, help=f"true/false (default: {default})")
+        elif f.name == "attention_dropout":
+            parser.add_argument(flag, type=float, default=None, help="default: the same as --dropout")
         else:
             kind = type(default) if default is not None else str
             kind = float if f.name == "max_minutes" else (int if f.name == "threads" else kind)
@@ -219,6 +236,17 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train SASRec / BERT4Rec with any attention; leave-one-out evaluation")
     _add_train_args(tr)
     tr.set_defaults(func=cmd_train)
+
+    acc = sub.add_parser("accuracy", help="the sweep's training level: one training run per cell, accuracy rows (resumable)")
+    acc.add_argument("--preset", default="quick", help="quick (synthetic, minutes) | paper (ML-1M, width 64) | gpu (ML-1M, width 128 x 8 heads)")
+    acc.add_argument("--out", help="results file (default results/sweeps/accuracy-PRESET-DEVICE.jsonl)")
+    acc.add_argument("--work-dir", help="checkpoints and logs per cell (default runs/accuracy)")
+    acc.add_argument("--jobs", type=int, default=1, help="cells trained at once (each in its own process)")
+    acc.add_argument("--threads", type=int, default=None, help="torch threads per cell (default: torch's)")
+    acc.add_argument("--device", default="cpu")
+    acc.add_argument("--data-dir", default=None, help="folder holding the datasets (else $LINREC_DATA, then ../shared/data)")
+    acc.add_argument("--only", type=_csv(str), default=None, help="keep cells whose name contains one of these substrings")
+    acc.set_defaults(func=cmd_accuracy)
 
     data = sub.add_parser("data", help="dataset utilities")
     data_sub = data.add_subparsers(dest="data_command", required=True)

@@ -56,3 +56,19 @@ class RankCollector:
         if ranks.numel() == 0:
             return {f"{m}@{k}": math.nan for k in ks for m in ("recall", "hit", "mrr", "ndcg")}
         return metrics_from_ranks(ranks, ks)
+
+
+def exclude_seen(scores: torch.Tensor, histories: list[list[int]], targets: torch.Tensor) -> torch.Tensor:
+    """A copy of scores (U, I) with every item of each user's history set to -inf, except the target.
+
+    Items are ids 1..I (column = id - 1). The target stays rankable even when it also appears in
+    the history (a repeat consumption), as in the published SASRec+/gSASRec evaluation code.
+    """
+    excluded = scores.clone()
+    lengths = torch.tensor([len(h) for h in histories])
+    rows = torch.repeat_interleave(torch.arange(len(histories)), lengths)  # (total history items,)
+    columns = torch.tensor([item for history in histories for item in history], dtype=torch.long) - 1
+    excluded[rows, columns] = -math.inf
+    users = torch.arange(len(histories))
+    excluded[users, targets] = scores[users, targets]
+    return excluded

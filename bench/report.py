@@ -22,38 +22,24 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from .cells import attention_label
-from .results import load_rows
+from .accuracy_report import accuracy_report, train_row
+from .results import attention_label, load_rows
 
 BASELINE = "sdpa"
 SERIES_KEYS = ["device", "dtype", "level", "mode", "dim", "heads"]
 PANELS = [(False, "bidirectional"), (True, "causal")]
 
 
-def accuracy_row(results: dict) -> dict:
-    """A training results.json as an `accuracy` row: time per epoch against test metrics."""
-    config = results["config"]
-    return {
-        "level": "accuracy", "attention": config["attention"], "options": config["attention_options"],
-        "causal": bool(config["causal"]) or (config["model"] == "sasrec" and config["objective"] == "all_positions"),
-        "seq_len": config["max_len"], "batch_size": config["batch_size"], "dim": config["hidden"], "heads": config["heads"],
-        "mode": f"{config['model']}:{config['objective'] if config['model'] == 'sasrec' else 'cloze'}", "dtype": "fp32",
-        "device": results["device"], "status": "ok", "time_ms": results["seconds_per_epoch"] * 1e3, "timestamp": results["timestamp"],
-        "dataset": results["dataset"]["dataset"], "epochs_run": results["epochs_run"], "history": results["history"],
-        **{k: v for k, v in results["test"].items()},
-    }
-
-
 def _rows(path: Path) -> list[dict]:
     if path.suffix == ".json":  # a training run's results.json
-        return [accuracy_row(json.loads(path.read_text()))]
+        return [train_row(json.loads(path.read_text()))]
     return load_rows(path)
 
 
 def load_frame(paths: list[Path]) -> pd.DataFrame:
-    rows = [row for path in paths for row in _rows(Path(path))]
+    rows = [row for path in paths for row in _rows(Path(path)) if row.get("level") != "train"]
     if not rows:
-        raise ValueError(f"no result rows in {', '.join(map(str, paths))}")
+        return pd.DataFrame()
     frame = pd.DataFrame(rows)
     frame["mechanism"] = [attention_label(a, o or {}) for a, o in zip(frame["attention"], frame["options"])]
     identity = ["level", "mechanism", "causal", "seq_len", "batch_size", "dim", "heads", "mode", "dtype", "device"] + (["dataset"] if "dataset" in frame else [])
@@ -193,10 +179,15 @@ def _write_tables(table: pd.DataFrame, stem: Path, caption: str) -> None:
 
 def report(paths: list[Path], out: Path) -> list[Path]:
     """Write every plot and table for the given results files into `out`; returns the files."""
-    frame = load_frame(paths)
+    all_rows = [row for path in paths for row in _rows(Path(path))]
+    if not all_rows:
+        raise ValueError(f"no result rows in {', '.join(map(str, paths))}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
+    written: list[Path] = accuracy_report([r for r in all_rows if r.get("level") == "train"], out)
+    frame = load_frame(paths)
+    if frame.empty:
+        return written
     measured = frame[frame["level"].isin(["attention", "kernel", "model"])]
     for key_values, group in measured.groupby(SERIES_KEYS):
         key = dict(zip(SERIES_KEYS, key_values))
@@ -217,19 +208,6 @@ def report(paths: list[Path], out: Path) -> list[Path]:
             path = out / f"{key['level']}_{key['mode']}_{key['dtype']}_d{key['dim']}h{key['heads']}_N{seq_len}_batch_scaling.png"
             _batch_plot(series, _title(f"Throughput vs batch size at N={seq_len}", key), path)
             written.append(path)
-    accuracy = frame[frame["level"] == "accuracy"]
-    if not accuracy.empty:
-        path = out / "accuracy_vs_time.png"
-        _accuracy_plot(accuracy, path)
-        for dataset, runs in accuracy.groupby("dataset"):
-            curve = out / f"learning_curves_{dataset}.png"
-            _learning_curves(runs, dataset, curve)
-            written.append(curve)
-        columns = ["dataset", "mode", "mechanism", "batch_size", "seq_len", "dim", "heads", "ndcg@10", "recall@10", "mrr@10", "time_ms", "epochs_run", "device"]
-        table = accuracy[columns].assign(time_ms=accuracy["time_ms"] / 1e3).rename(columns={"time_ms": "s/epoch"}).set_index(["dataset", "mode", "mechanism", "batch_size"])
-        table = table.round({"ndcg@10": 4, "recall@10": 4, "mrr@10": 4, "s/epoch": 1}).sort_index()
-        _write_tables(table, out / "accuracy", "Test metrics (full ranking unless the mode says otherwise), leave-one-out")
-        written += [path, out / "accuracy.md"]
     return written
 
 
@@ -246,45 +224,3 @@ def _batch_plot(series: pd.DataFrame, title: str, path: Path) -> None:
         if lines:
             ax.legend(fontsize=8)
     _finish(fig, [p[0] for p in panels], "throughput (tokens / s)", title, path)
-
-
-def _learning_curves(runs: pd.DataFrame, dataset: str, path: Path) -> None:
-    """Validation NDCG@10 against epoch and against training time, one line per run."""
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), sharey=True)
-    for _, run in runs.iterrows():
-        history = run["history"]
-        label = f"{run['mode']} {run['mechanism']} B={run['batch_size']}"
-        axes[0].plot([h["epoch"] for h in history], [h["valid_ndcg@10"] for h in history], marker=".", label=label)
-        axes[1].plot([h["elapsed_train_seconds"] / 60 for h in history], [h["valid_ndcg@10"] for h in history], marker=".", label=label)
-    axes[0].set_xlabel("epoch")
-    axes[1].set_xlabel("training time (min, excluding evaluation)")
-    axes[0].set_ylabel("validation NDCG@10 (full ranking)")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    device = runs["device"].iloc[0]
-    _finish(fig, axes, "validation NDCG@10 (full ranking)", f"Learning curves — {dataset}\n{device}", path)
-
-
-def _accuracy_plot(rows: pd.DataFrame, path: Path) -> None:
-    """Accuracy vs training time per epoch, Pareto front marked."""
-    fig, ax = plt.subplots(figsize=(6.5, 4.6))
-    points = rows.dropna(subset=["time_ms", "ndcg@10"]).sort_values("time_ms")
-    for _, row in points.iterrows():
-        ax.scatter(row["time_ms"] / 1e3, row["ndcg@10"], s=40)
-        ax.annotate(f"{row['dataset']} {row['mode']} {row['mechanism']} N={row['seq_len']} B={row['batch_size']}", (row["time_ms"] / 1e3, row["ndcg@10"]), fontsize=7)
-    best, front = -1.0, []
-    for _, row in points.iterrows():
-        if row["ndcg@10"] > best:
-            best = row["ndcg@10"]
-            front.append((row["time_ms"] / 1e3, row["ndcg@10"]))
-    if front:
-        ax.plot(*zip(*front), linestyle="--", color="grey", label="Pareto front")
-        ax.legend()
-    ax.set_xlabel("training time per epoch (s)")
-    ax.set_ylabel("test NDCG@10 (full ranking)")
-    ax.set_title("Accuracy vs time")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

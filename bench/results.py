@@ -7,6 +7,13 @@ import os
 from pathlib import Path
 
 
+def attention_label(name: str, options: dict) -> str:
+    """'linrec' or 'linrec[variant=official]': a mechanism with its non-default options."""
+    if not options:
+        return name
+    return name + "[" + ",".join(f"{k}={v}" for k, v in sorted(options.items())) + "]"
+
+
 def append_row(path: Path, row: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as handle:

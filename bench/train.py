@@ -3,14 +3,21 @@
 Leave-one-out by time; early stopping on validation NDCG@10; a checkpoint after every
 epoch (model, optimiser, RNG states, history) so `--resume` continues exactly where
 an interrupted run stopped; the best epoch's weights are evaluated on the test set.
-Full ranking over all items by default (optionally excluding items already in the
-history); sampled protocols (`uni100`, `pop100`) are opt-in and labelled.
+
+Full ranking reports two protocols from one scoring pass, always:
+  all            every item is ranked (RecBole's protocol for sequential models)
+  seen_excluded  items already in the user's history are removed from the ranking, the
+                 target excepted (SASRec+, gSASRec, LRURec)
+`select_protocol` says which one early stopping reads. Sampled protocols (`uni100`,
+`pop100`) are opt-in and labelled; they always exclude the history.
+
+Named recipes (`RECIPES`, `--recipe`) bundle published training settings; every setting
+of a recipe can still be overridden one by one, which is how the ablation is run.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import random
 import statistics
 import time
@@ -25,10 +32,27 @@ from models import BERT4Rec, EncoderConfig, SASRec
 from .data import SequenceDataset, leave_one_out, load_dataset
 from .environment import environment
 from .measure import peak_memory
-from .metrics import RankCollector
+from .metrics import RankCollector, exclude_seen
 from .synthetic import synthetic_dataset
 
 PROTOCOLS = ("full", "uni100", "pop100")
+FULL_RANKING = ("all", "seen_excluded")  # the two protocols every full-ranking evaluation reports
+WINDOWS = ("last", "all")
+BATCHING = ("random", "by_length")
+
+# Published training settings by name. `recbole` is the LinRec authors' RecBole setting (the
+# defaults of TrainConfig, their width 128 x 8 heads set separately); `sasrec-plus` is SASRec+
+# (Klenitskiy & Vasilev, RecSys 2023, arXiv:2309.07602): pre-LN with a final LayerNorm, item
+# embeddings x sqrt(d), no embedding LayerNorm, one head, ReLU feed-forward of the model width,
+# dropout 0.1, ML-1M as preprocessed for BERT4Rec (items with >= 5 ratings: 3,416).
+RECIPES: dict[str, dict] = {
+    "recbole": {},
+    "sasrec-plus": {
+        "norm": "pre", "embedding_scale": True, "embedding_norm": False, "hidden": 64, "heads": 1, "layers": 2, "inner": 64,
+        "activation": "relu", "dropout": 0.1, "min_count": 5, "batch_size": 128, "lr": 1e-3, "epochs": 200, "patience": 10,
+        "select_protocol": "seen_excluded", "batching": "by_length",
+    },
+}
 
 
 @dataclass
@@ -47,8 +71,13 @@ class TrainConfig:
     layers: int = 2
     inner: int = 256
     dropout: float = 0.2
+    attention_dropout: float | None = None  # None: the same as dropout
     norm: str = "post"
     activation: str = "gelu"
+    embedding_scale: bool = False  # item embeddings x sqrt(hidden)
+    embedding_norm: bool = True  # LayerNorm on the summed embeddings
+    train_windows: str = "last"  # SASRec all_positions: "last" N+1 items of each user, or "all": windows covering the whole history
+    batching: str = "random"  # "random" batches, or "by_length": similar lengths together, each batch cut to its longest sequence
     mask_ratio: float = 0.2  # BERT4Rec
     prefixes_per_user: int = 4  # SASRec last_position: training prefixes sampled per user and epoch
     masks_per_user: int = 1  # BERT4Rec: copies of each sequence per epoch, each masked afresh (the original's dupe factor)
@@ -60,7 +89,8 @@ class TrainConfig:
     max_minutes: float | None = None  # wall-clock budget; stops after the epoch that crosses it
     eval_batch_size: int = 512
     protocol: str = "full"
-    exclude_history: bool = False
+    select_protocol: str | None = None  # early stopping reads this protocol's NDCG@10; None: "all" (full) or the sampled one
+    recipe: str | None = None  # the named recipe these settings started from (recorded; applied by with_recipe)
     seed: int = 2000
     device: str = "cpu"
     threads: int | None = None
@@ -73,9 +103,27 @@ class TrainConfig:
             raise ValueError(f"--model must be sasrec or bert4rec, got {self.model!r}")
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"--protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+        if self.train_windows not in WINDOWS:
+            raise ValueError(f"--train-windows must be one of {WINDOWS}, got {self.train_windows!r}")
+        if self.batching not in BATCHING:
+            raise ValueError(f"--batching must be one of {BATCHING}, got {self.batching!r}")
+        if self.recipe is not None and self.recipe not in RECIPES:
+            raise ValueError(f"--recipe must be one of {tuple(RECIPES)}, got {self.recipe!r}")
+        allowed = FULL_RANKING if self.protocol == "full" else (self.protocol,)
+        if self.select_protocol is None:
+            self.select_protocol = allowed[0]
+        if self.select_protocol not in allowed:
+            raise ValueError(f"--select-protocol must be one of {allowed} with --protocol {self.protocol}, got {self.select_protocol!r}")
         for name in ("epochs", "batch_size", "max_len", "hidden", "heads", "layers", "prefixes_per_user", "masks_per_user"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+
+
+def with_recipe(recipe: str | None, **settings) -> TrainConfig:
+    """A TrainConfig from a named recipe, with any setting overridden by `settings`."""
+    if recipe is not None and recipe not in RECIPES:
+        raise ValueError(f"--recipe must be one of {tuple(RECIPES)}, got {recipe!r}")
+    return TrainConfig(**{**RECIPES.get(recipe, {}), **settings, "recipe": recipe})
 
 
 def get_dataset(config: TrainConfig) -> SequenceDataset:
@@ -86,8 +134,9 @@ def get_dataset(config: TrainConfig) -> SequenceDataset:
 
 def build_model(config: TrainConfig, num_items: int):
     encoder = EncoderConfig(num_items=num_items, max_len=config.max_len, hidden=config.hidden, heads=config.heads, layers=config.layers,
-                            inner=config.inner, dropout=config.dropout, attention=config.attention,
-                            attention_options=dict(config.attention_options), norm=config.norm, activation=config.activation)
+                            inner=config.inner, dropout=config.dropout, attention_dropout=config.attention_dropout, attention=config.attention,
+                            attention_options=dict(config.attention_options), norm=config.norm, activation=config.activation,
+                            embedding_scale=config.embedding_scale, embedding_norm=config.embedding_norm)
     if config.model == "bert4rec":
         return BERT4Rec(encoder, mask_ratio=config.mask_ratio)
     return SASRec(encoder, objective=config.objective, causal=config.causal)
@@ -98,27 +147,27 @@ def build_model(config: TrainConfig, num_items: int):
 
 @torch.no_grad()
 def evaluate(model, examples: list[tuple[list[int], int]], num_items: int, config: TrainConfig, *, item_popularity: torch.Tensor | None = None,
-             seed: int = 0, ks=(5, 10, 20)) -> dict:
-    """Metrics over (history, target) pairs, scored in batches of eval_batch_size users."""
+             seed: int = 0, ks=(5, 10, 20)) -> dict[str, dict]:
+    """Metrics per protocol over (history, target) pairs, scored in batches of eval_batch_size users.
+
+    Full ranking: {"all": ..., "seen_excluded": ...} from the same scores; sampled: {protocol: ...}.
+    """
     model.eval()
-    collector = RankCollector()
+    full = config.protocol == "full"
+    collectors = {name: RankCollector() for name in (FULL_RANKING if full else (config.protocol,))}
     generator = torch.Generator().manual_seed(seed)
     for start in range(0, len(examples), config.eval_batch_size):
         chunk = examples[start : start + config.eval_batch_size]
         histories = [h for h, _ in chunk]
         targets = torch.tensor([t - 1 for _, t in chunk])  # item id -> score column
         scores = model.score_next(histories, config.device).float().cpu()  # (b, I)
-        if config.protocol == "full":
-            if config.exclude_history:
-                for row, history in enumerate(histories):
-                    seen = torch.tensor(sorted(set(history)), dtype=torch.long) - 1
-                    seen = seen[seen != targets[row]]
-                    scores[row, seen] = -math.inf
-            collector.add(scores, targets)
+        if full:
+            collectors["all"].add(scores, targets)
+            collectors["seen_excluded"].add(exclude_seen(scores, histories, targets), targets)
         else:
             candidates = _sampled_candidates(histories, targets, num_items, config.protocol, item_popularity, generator)  # (b, 101), target first
-            collector.add(scores.gather(1, candidates), torch.zeros(len(chunk), dtype=torch.long))
-    return collector.metrics(ks)
+            collectors[config.protocol].add(scores.gather(1, candidates), torch.zeros(len(chunk), dtype=torch.long))
+    return {name: collector.metrics(ks) for name, collector in collectors.items()}
 
 
 def _sampled_candidates(histories, targets, num_items, protocol, popularity, generator, negatives=100):
@@ -141,11 +190,37 @@ def _sampled_candidates(histories, targets, num_items, protocol, popularity, gen
 def _epoch_examples(model, train: list[list[int]], config: TrainConfig) -> list[list[int]]:
     min_len = model.min_train_length()
     sequences = [s for s in train if len(s) >= min_len]
+    if config.model == "sasrec" and config.objective == "all_positions" and config.train_windows == "all":
+        sequences = [w for s in sequences for w in history_windows(s, config.max_len) if len(w) >= min_len]
     if config.model == "sasrec" and config.objective == "last_position":
         sequences = sequences * config.prefixes_per_user
     if config.model == "bert4rec":
         sequences = sequences * config.masks_per_user
     return sequences
+
+
+def history_windows(sequence: list[int], max_len: int) -> list[list[int]]:
+    """Windows of max_len + 1 items from the end, each sharing one item with the next older one,
+    so every item after the first is a training target exactly once (inputs of max_len items)."""
+    windows, end = [], len(sequence)
+    while end > 1:
+        windows.append(sequence[max(0, end - max_len - 1) : end])
+        end -= max_len
+    return windows
+
+
+def _batches(examples: list[list[int]], config: TrainConfig, rng: random.Random) -> list[list[list[int]]]:
+    """The epoch's batches. by_length: shuffled examples are sorted by length within pools of 50
+    batches, cut into batches and the batches shuffled (less padding, still random)."""
+    size = config.batch_size
+    if config.batching == "random":
+        return [examples[start : start + size] for start in range(0, len(examples), size)]
+    batches, pool = [], size * 50
+    for start in range(0, len(examples), pool):
+        ordered = sorted(examples[start : start + pool], key=len)
+        batches += [ordered[i : i + size] for i in range(0, len(ordered), size)]
+    rng.shuffle(batches)
+    return batches
 
 
 RESUMABLE_CHANGES = ("out", "epochs", "max_minutes", "patience", "threads", "data_dir")
@@ -171,9 +246,9 @@ def _train_epoch(model, optimizer, examples, rng, config: TrainConfig, label: st
     """One pass over the shuffled examples; returns the batch losses and the seconds it took."""
     model.train()
     started, losses = time.time(), []
-    bar = tqdm(range(0, len(examples), config.batch_size), desc=label, disable=not progress, leave=False, dynamic_ncols=True)
-    for start in bar:
-        batch = model.make_batch(examples[start : start + config.batch_size], rng, config.device)
+    bar = tqdm(_batches(examples, config, rng), desc=label, disable=not progress, leave=False, dynamic_ncols=True)
+    for sequences in bar:
+        batch = model.make_batch(sequences, rng, config.device)
         loss = model.training_loss(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -230,13 +305,14 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, l
             losses, epoch_seconds = _train_epoch(model, optimizer, examples, rng, config, f"epoch {epoch}", progress)
             valid = evaluate(model, split.valid, dataset.num_items, config, item_popularity=popularity, seed=config.seed)
         state["train_seconds"] += epoch_seconds
-        record = {"epoch": epoch, "loss": sum(losses) / len(losses), "epoch_seconds": epoch_seconds, "valid_ndcg@10": valid["ndcg@10"],
-                  "valid_recall@10": valid["recall@10"], "elapsed_train_seconds": state["train_seconds"],
-                  "peak_mem_bytes": peak["bytes"], "mem_method": peak["method"]}
+        selected = valid[config.select_protocol]["ndcg@10"]
+        record = {"epoch": epoch, "loss": sum(losses) / len(losses), "epoch_seconds": epoch_seconds, "valid_ndcg@10": selected,
+                  "valid": {name: {m: metrics[m] for m in ("ndcg@10", "recall@10", "mrr@10")} for name, metrics in valid.items()},
+                  "elapsed_train_seconds": state["train_seconds"], "peak_mem_bytes": peak["bytes"], "mem_method": peak["method"]}
         state["history"].append(record)
-        improved = valid["ndcg@10"] > state["best_valid"]
+        improved = selected > state["best_valid"]
         if improved:
-            state.update(best_valid=valid["ndcg@10"], best_epoch=epoch, bad_epochs=0)
+            state.update(best_valid=selected, best_epoch=epoch, bad_epochs=0)
             _save(best_path, {"model": model.state_dict(), "epoch": epoch})
         else:
             state["bad_epochs"] += 1
@@ -244,8 +320,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, l
         _save(checkpoint_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
                                 "state": state, "config": asdict(config)})
         if log:
-            print(f"epoch {epoch:3d}  loss {record['loss']:.4f}  {epoch_seconds:6.1f} s  valid NDCG@10 {valid['ndcg@10']:.4f}"
-                  f"  Recall@10 {valid['recall@10']:.4f}{'  *' if improved else ''}", flush=True)
+            shown = "  ".join(f"{name} NDCG@10 {m['ndcg@10']:.4f} R@10 {m['recall@10']:.4f}" for name, m in valid.items())
+            print(f"epoch {epoch:3d}  loss {record['loss']:.4f}  {epoch_seconds:6.1f} s  valid {shown}{'  *' if improved else ''}", flush=True)
 
     model.load_state_dict(torch.load(best_path, weights_only=False)["model"])
     valid = evaluate(model, split.valid, dataset.num_items, config, item_popularity=popularity, seed=config.seed)
@@ -264,8 +340,10 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, l
         "peak_mem_bytes": max((e.get("peak_mem_bytes") or 0 for e in epochs), default=None),  # over all epochs, resumed ones included
         "mem_method": epochs[-1].get("mem_method") if epochs else None,
         "history": epochs,
-        "protocol": {"split": "leave-one-out by time", "ranking": config.protocol, "exclude_history": config.exclude_history,
-                     "ties": "pessimistic", "note": "full ranking over all items" if config.protocol == "full" else "SAMPLED: 100 negatives, not comparable with full ranking"},
+        "protocol": {"split": "leave-one-out by time", "ranking": config.protocol, "reported": list(test), "selected_on": config.select_protocol,
+                     "ties": "pessimistic", "test_input": "the whole history before the test item, validation item included",
+                     "note": "full ranking: 'all' ranks every item, 'seen_excluded' drops the history's items (target kept)"
+                     if config.protocol == "full" else "SAMPLED: 100 negatives, not comparable with full ranking"},
         "config": asdict(config),
         "dataset": dataset.stats(),
         "parameters": sum(p.numel() for p in model.parameters()),

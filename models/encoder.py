@@ -24,11 +24,15 @@ class EncoderConfig:
     heads: int = 2  # the authors: 8 (head dim 16)
     layers: int = 2
     inner: int = 256  # feed-forward width
-    dropout: float = 0.2  # embeddings, residual branches and attention
+    dropout: float = 0.2  # embeddings and residual branches (and attention, unless attention_dropout is set)
+    attention_dropout: float | None = None  # None: same as dropout. Softmax drops probabilities; kernels without
+    # a probability matrix drop their output before the output projection (see AttentionLayer)
     attention: str = "sdpa"  # any name from models.attention.available_attentions()
     attention_options: dict = field(default_factory=dict)  # e.g. {"variant": "official"}
     norm: str = "post"  # "post" (RecBole / the LinRec authors) or "pre" (SASRec paper, more stable)
     activation: str = "gelu"  # "gelu" or "relu"
+    embedding_scale: bool = False  # item embeddings x sqrt(hidden) (SASRec paper, SASRec+); RecBole: off
+    embedding_norm: bool = True  # LayerNorm on the summed embeddings (RecBole); pre-LN recipes drop it
     layer_norm_eps: float = 1e-12
     init_std: float = 0.02
     extra_tokens: int = 0  # ids after num_items with embeddings (BERT4Rec's [MASK])
@@ -46,8 +50,9 @@ class TransformerBlock(nn.Module):
     def __init__(self, config: EncoderConfig, causal: bool):
         super().__init__()
         self.pre_norm = config.norm == "pre"
+        attention_dropout = config.dropout if config.attention_dropout is None else config.attention_dropout
         self.attention = build_attention(config.attention, config.hidden, config.heads, causal=causal, max_len=config.max_len,
-                                         dropout=config.dropout, **config.attention_options)
+                                         dropout=attention_dropout, **config.attention_options)
         self.feed_forward = nn.Sequential(
             nn.Linear(config.hidden, config.inner),
             nn.GELU() if config.activation == "gelu" else nn.ReLU(),
@@ -73,7 +78,8 @@ class SequenceEncoder(nn.Module):
         self.config = config
         self.item_embedding = nn.Embedding(config.num_items + 1 + config.extra_tokens, config.hidden, padding_idx=0)
         self.position_embedding = nn.Embedding(config.max_len, config.hidden)
-        self.embedding_norm = nn.LayerNorm(config.hidden, eps=config.layer_norm_eps)
+        self.embedding_norm = nn.LayerNorm(config.hidden, eps=config.layer_norm_eps) if config.embedding_norm else nn.Identity()
+        self.embedding_multiplier = config.hidden**0.5 if config.embedding_scale else 1.0
         self.dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(TransformerBlock(config, causal) for _ in range(config.layers))
         self.final_norm = nn.LayerNorm(config.hidden, eps=config.layer_norm_eps) if config.norm == "pre" else nn.Identity()
@@ -94,7 +100,7 @@ class SequenceEncoder(nn.Module):
         padding_mask = items != 0  # (B, N) True = real item
         # absolute positions aligned to the right end, so the most recent item always has the last position
         positions = torch.arange(self.config.max_len - length, self.config.max_len, device=items.device)
-        x = self.item_embedding(items) + self.position_embedding(positions)[None]  # (B, N, hidden)
+        x = self.item_embedding(items) * self.embedding_multiplier + self.position_embedding(positions)[None]  # (B, N, hidden)
         x = self.dropout(self.embedding_norm(x))
         for block in self.blocks:
             x = block(x, padding_mask)

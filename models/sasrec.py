@@ -39,6 +39,9 @@ class SASRec(nn.Module):
             raise ValueError(f"SASRec objective={objective!r} with causal attention: {config.attention!r} has no causal form; "
                              "use objective='last_position' (any attention) or a causal-capable mechanism")
         self.config, self.objective, self.causal = config, objective, causal
+        # a batch shorter than max_len is cut to its longest sequence: exact, since positions are counted
+        # from the right and padded keys are masked; not for mechanisms tied to one length (Linformer)
+        self.trim_batches = not available_attentions()[config.attention]["needs_max_len"]
         self.encoder = SequenceEncoder(config, causal=causal)
 
     # -- training batches ---------------------------------------------------------
@@ -46,6 +49,8 @@ class SASRec(nn.Module):
     def make_batch(self, sequences: list[list[int]], rng: random.Random, device=None) -> dict:
         """Training tensors for a list of training sequences (items chronological)."""
         n = self.config.max_len
+        if self.trim_batches:
+            n = min(n, max(len(s) for s in sequences) - 1)
         if self.objective == "all_positions":
             inputs = left_pad([s[:-1] for s in sequences], n, device)
             targets = left_pad([s[1:] for s in sequences], n, device)

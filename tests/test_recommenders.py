@@ -1,4 +1,5 @@
 import json
+import math
 import random
 
 import pytest
@@ -72,7 +73,7 @@ def test_training_beats_popularity(tmp_path, kw):
     split = leave_one_out(ds)
     popularity = torch.bincount(torch.tensor([i for s in split.train for i in s]) - 1, minlength=60).float()
     pop = rank_metrics(popularity.expand(len(split.test), -1), torch.tensor([t - 1 for _, t in split.test]))
-    assert results["test"]["ndcg@10"] > pop["ndcg@10"] * 1.5, (results["test"]["ndcg@10"], pop["ndcg@10"])
+    assert results["test"]["all"]["ndcg@10"] > pop["ndcg@10"] * 1.5, (results["test"]["all"]["ndcg@10"], pop["ndcg@10"])
     stored = json.loads((tmp_path / "run" / "results.json").read_text())
     for field in ("test", "valid", "best_epoch", "seconds_per_epoch", "peak_mem_bytes", "config", "dataset", "commit", "torch", "device", "history"):
         assert field in stored
@@ -116,9 +117,9 @@ def test_bert4rec_sees_each_user_masks_per_user_times_an_epoch():
 
 def test_sampled_protocols_are_labelled_and_full_ranking_is_harder(tmp_path):
     sampled = train(_tiny(tmp_path / "s", epochs=2, protocol="pop100", synthetic_items=300), progress=False)
-    assert "SAMPLED" in sampled["protocol"]["note"]
+    assert "SAMPLED" in sampled["protocol"]["note"] and list(sampled["test"]) == ["pop100"]
     full = train(_tiny(tmp_path / "f", epochs=2, protocol="full", synthetic_items=300), progress=False)
-    assert full["test"]["ndcg@10"] < sampled["test"]["ndcg@10"]  # same model, 101 candidates vs 300
+    assert full["test"]["seen_excluded"]["ndcg@10"] < sampled["test"]["pop100"]["ndcg@10"]  # same model, 101 candidates vs 300
     with pytest.raises(ValueError, match="fewer than 100 items"):
         train(_tiny(tmp_path / "x", epochs=1, protocol="uni100"), progress=False)
 
@@ -130,14 +131,87 @@ class _FixedScores(torch.nn.Module):
         return (10.0 - torch.arange(1, 10, dtype=torch.float32)).expand(len(histories), -1).clone()
 
 
-def test_exclude_history_drops_seen_items_but_never_the_target():
+def test_both_protocols_from_one_pass_exclusion_drops_seen_items_but_never_the_target():
     examples = [([1, 2, 3], 3), ([1, 5], 6)]  # target 3 repeats an item of its own history
-    ranked = {flag: evaluate(_FixedScores(), examples, 9, TrainConfig(dataset="synthetic", exclude_history=flag), ks=(1, 5))
-              for flag in (False, True)}
-    # plain: item 3 ranks 3rd, item 6 ranks 6th; excluding history: 1, 2 (and 5) drop out -> ranks 1 and 4
-    assert ranked[False]["mrr@5"] == pytest.approx((1 / 3 + 0) / 2)
-    assert ranked[True]["recall@1"] == pytest.approx(0.5)
-    assert ranked[True]["mrr@5"] == pytest.approx((1 + 1 / 4) / 2)
+    ranked = evaluate(_FixedScores(), examples, 9, TrainConfig(dataset="synthetic"), ks=(1, 5))
+    assert set(ranked) == {"all", "seen_excluded"}
+    # all items: item 3 ranks 3rd, item 6 ranks 6th; seen excluded: 1, 2 (and 5) drop out -> ranks 1 and 4
+    assert ranked["all"]["mrr@5"] == pytest.approx((1 / 3 + 0) / 2)
+    assert ranked["all"]["recall@1"] == 0
+    assert ranked["seen_excluded"]["recall@1"] == pytest.approx(0.5)
+    assert ranked["seen_excluded"]["mrr@5"] == pytest.approx((1 + 1 / 4) / 2)
+
+
+def test_exclude_seen_leaves_the_input_scores_alone():
+    from bench.metrics import exclude_seen
+
+    scores = torch.arange(6, dtype=torch.float32).expand(2, -1).clone()
+    excluded = exclude_seen(scores, [[1, 6], [2, 2, 3]], torch.tensor([5, 2]))  # user 0's target item 6 is also in its history
+    assert torch.equal(scores, torch.arange(6, dtype=torch.float32).expand(2, -1))
+    assert excluded[0].tolist() == [-math.inf, 1, 2, 3, 4, 5]
+    assert excluded[1].tolist() == [0, -math.inf, 2, 3, 4, 5]
+
+
+def test_select_protocol_is_checked_and_recorded(tmp_path):
+    with pytest.raises(ValueError, match="--select-protocol must be one of"):
+        TrainConfig(dataset="synthetic", select_protocol="pop100")
+    assert TrainConfig(dataset="synthetic", protocol="uni100").select_protocol == "uni100"
+    results = train(_tiny(tmp_path, epochs=2, select_protocol="seen_excluded"), progress=False)
+    assert results["protocol"]["selected_on"] == "seen_excluded"
+    history = results["history"]
+    assert [h["valid_ndcg@10"] for h in history] == [h["valid"]["seen_excluded"]["ndcg@10"] for h in history]
+
+
+def test_test_input_includes_the_validation_item():
+    from bench.data import SequenceDataset
+
+    split = leave_one_out(SequenceDataset("toy", [[1, 2, 3, 4, 5]], 5))
+    assert split.valid == [([1, 2, 3], 4)]
+    assert split.test == [([1, 2, 3, 4], 5)]
+
+
+def test_history_windows_make_every_item_a_target_once():
+    from bench.train import history_windows
+
+    sequence = list(range(1, 12))  # 11 items, 10 targets
+    windows = history_windows(sequence, 4)
+    assert windows == [[7, 8, 9, 10, 11], [3, 4, 5, 6, 7], [1, 2, 3]]
+    targets = [t for w in windows for t in w[1:]]
+    assert sorted(targets) == sequence[1:]
+
+
+def test_recipes_set_defaults_and_flags_override_them():
+    from bench.train import with_recipe
+
+    config = with_recipe("sasrec-plus", dataset="synthetic", dropout=0.3)
+    assert (config.norm, config.embedding_scale, config.dropout, config.recipe) == ("pre", True, 0.3, "sasrec-plus")
+    with pytest.raises(ValueError, match="--recipe must be one of"):
+        with_recipe("nope", dataset="synthetic")
+
+
+def test_by_length_batches_cover_every_example_once_with_little_padding():
+    from bench.train import _batches
+
+    examples = [[1] * n for n in random.Random(0).choices(range(2, 200), k=1000)]
+    config = TrainConfig(dataset="synthetic", batch_size=32, batching="by_length")
+    batches = _batches(examples, config, random.Random(0))
+    assert sorted(map(len, (e for b in batches for e in b))) == sorted(map(len, examples))
+    padded = sum(len(b) * max(map(len, b)) for b in batches)
+    assert padded < 1.1 * sum(map(len, examples))
+
+
+def test_trimmed_batches_give_the_same_loss_as_full_width():
+    """Cutting a batch to its longest sequence is exact (positions count from the right)."""
+    torch.manual_seed(0)
+    model = SASRec(_config(attention="linrec")).eval()
+    sequences = [[1, 2, 3, 4], [5, 6, 7]]
+    trimmed = model.make_batch(sequences, random.Random(0))
+    assert trimmed["items"].shape == (2, 3)
+    model.trim_batches = False
+    full = model.make_batch(sequences, random.Random(0))
+    assert full["items"].shape == (2, 12)
+    with torch.no_grad():
+        assert torch.allclose(model.training_loss(trimmed), model.training_loss(full), atol=1e-5)
 
 
 def test_training_results_become_accuracy_rows_in_the_report(tmp_path):
@@ -145,5 +219,8 @@ def test_training_results_become_accuracy_rows_in_the_report(tmp_path):
 
     train(_tiny(tmp_path, epochs=1), progress=False)
     written = report([tmp_path / "run" / "results.json"], tmp_path / "report")
-    assert (tmp_path / "report" / "accuracy_vs_time.png") in written
-    assert "sasrec:all_positions" in (tmp_path / "report" / "accuracy.md").read_text()
+    names = {p.name for p in written}
+    setting = "synthetic-60items_sasrec-all_positions_recbole_d32h2"
+    assert {f"accuracy_{setting}.md", f"learning_curves_{setting}.png", f"pareto_{setting}_seen_excluded.png", f"pareto_{setting}_all.png"} <= names
+    table = (tmp_path / "report" / f"accuracy_{setting}.md").read_text()
+    assert "NDCG@10 (seen excl.)" in table and "NDCG@10 (all)" in table

@@ -1,0 +1,220 @@
+"""The sweep's training level: each cell is a whole training run, each row its accuracy.
+
+A cell names a dataset, a recommender and objective, an attention with its options, the
+sequence length N, the batch size, a seed and a training recipe (bench.train.RECIPES) with
+an optional budget. Cells run one per child process (`python -m bench.accuracy CELL_DIR`),
+`jobs` at a time, each in its own folder under the work directory:
+
+    WORK_DIR/<cell slug>/config.json      what the child trains
+                         checkpoint.pt    written after every epoch (resume inside a cell)
+                         results.json     written when the run ends
+                         train.log        one line per epoch
+
+The driver is the only writer of the results file (JSON lines, appended and fsynced as the
+timing sweep does). Re-running the same command skips cells whose row is written and
+continues an interrupted cell from its checkpoint, so a cell killed mid-training costs at
+most one epoch. A child that runs out of memory or fails is recorded ('oom' / 'error')
+and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .accuracy_report import train_row
+from .environment import REPO_ROOT, environment, git_commit
+from .results import append_row, attention_label, load_rows
+
+DEFAULT_WORK_DIR = REPO_ROOT / "runs" / "accuracy"
+
+
+@dataclass(frozen=True)
+class TrainCell:
+    dataset: str
+    attention: str
+    max_len: int
+    batch_size: int
+    seed: int = 2000
+    recipe: str = "sasrec-plus"
+    model: str = "sasrec"
+    objective: str = "all_positions"
+    options: dict = field(default_factory=dict, hash=False)  # attention options, e.g. {"variant": "official"}
+    settings: dict = field(default_factory=dict, hash=False)  # any other TrainConfig setting, e.g. {"hidden": 128, "heads": 8}
+
+    def key(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @property
+    def label(self) -> str:
+        return attention_label(self.attention, self.options)
+
+    def slug(self) -> str:
+        extra = "".join(f"-{k}{v}" for k, v in sorted(self.settings.items()))
+        name = self.label.replace("[", "-").replace("]", "").replace("=", "").replace(",", "-")
+        return f"{self.dataset}-{self.model}-{self.objective}-{self.recipe}-{name}-N{self.max_len}-B{self.batch_size}-s{self.seed}{extra}"
+
+    def train_config(self, out: Path, *, device: str = "cpu", threads: int | None = None, data_dir: str | None = None):
+        from .train import with_recipe
+
+        settings = {"dataset": self.dataset, "model": self.model, "objective": self.objective, "attention": self.attention,
+                    "attention_options": dict(self.options), "max_len": self.max_len, "batch_size": self.batch_size, "seed": self.seed,
+                    **self.settings, "device": device, "threads": threads, "data_dir": data_dir, "out": str(out)}
+        return with_recipe(self.recipe, **settings)
+
+
+CAUSAL_MECHANISMS = [("sdpa", {}), ("linrec", {}), ("linrec", {"variant": "official"}), ("linear", {}), ("efficient", {}),
+                     ("performer", {"nb_features": 64})]
+
+
+def _paper(dataset: str, settings: dict | None = None) -> list[TrainCell]:
+    """Ordered by what answers the first questions first: sdpa vs LinRec at N=200, then seeds,
+    the other mechanisms, the length sweep and the batch sweep."""
+    settings = settings or {}
+
+    def cell(attention, n=200, batch=128, seed=2000, **options):
+        return TrainCell(dataset, attention, n, batch, seed, options=options, settings=settings)
+
+    cells = [cell("sdpa"), cell("linrec")]
+    cells += [cell(name, seed=seed) for seed in (2001, 2002) for name in ("sdpa", "linrec")]
+    cells += [cell(name, **options) for name, options in CAUSAL_MECHANISMS[2:]]
+    cells += [cell(name, n=n) for n in (50, 800, 100, 400) for name in ("sdpa", "linrec")]
+    cells += [cell(name, batch=b) for b in (32, 512) for name in ("sdpa", "linrec")]
+    cells += [cell(name, n=n, **options) for n in (50, 100, 400, 800) for name, options in CAUSAL_MECHANISMS[2:]]
+    return cells
+
+
+def _ablation(dataset: str = "ml-100k", seeds=(2000, 2001, 2002)) -> list[TrainCell]:
+    """SASRec+ with one choice changed at a time (sdpa; LinRec where attention dropout acts differently)."""
+    changes = [{}, {"norm": "post", "embedding_norm": True}, {"embedding_scale": False}, {"dropout": 0.2}, {"attention_dropout": 0.0},
+               {"inner": 256, "activation": "gelu"}, {"train_windows": "all"}, {"batching": "random"}, {"select_protocol": "all"}]
+    cells = [TrainCell(dataset, "sdpa", 200, 128, seed, settings=change) for change in changes for seed in seeds]
+    cells += [TrainCell(dataset, "linrec", 200, 128, seed, settings=change) for change in ({}, {"attention_dropout": 0.0}) for seed in seeds]
+    cells += [TrainCell(dataset, "sdpa", 200, 128, seed, recipe="recbole") for seed in seeds]
+    return cells
+
+
+PRESETS: dict[str, list[TrainCell]] = {
+    # minutes on a laptop, no data needed: the whole path (train, both protocols, rows, report)
+    "quick": [TrainCell("synthetic", name, n, 32, recipe="sasrec-plus", options=options, settings={"epochs": 3, "patience": 3})
+              for n in (20, 50) for name, options in (("sdpa", {}), ("linrec", {}))],
+    # ML-1M (3,416 items), SASRec+ recipe, width 64: every causal mechanism, N from 50 to 800, batch 32-512, 3 seeds
+    "paper": _paper("ml-1m"),
+    # what each SASRec+ choice contributes, on ML-100K (ML-1M is too slow for 3 seeds x 12 variants on a CPU)
+    "ablation": _ablation(),
+    # the same at the LinRec authors' width (hidden 128, 8 heads of 16), for a lent GPU
+    "gpu": _paper("ml-1m", {"hidden": 128, "heads": 8, "inner": 256}),
+}
+
+
+def preset_cells(name: str) -> list[TrainCell]:
+    if name not in PRESETS:
+        raise ValueError(f"--preset: unknown accuracy preset {name!r}; expected one of {', '.join(PRESETS)}")
+    return list(PRESETS[name])
+
+
+# ------------------------------------------------------------------ rows
+
+
+def _row(cell: TrainCell, status: str, message: str = "", results: dict | None = None, device: str = "cpu") -> dict:
+    """A row of the training level: the cell, its status and, when it ran, the run's results and
+    the environment of the process that trained it (the driver's commit is kept beside the run's)."""
+    row = train_row(results) if results else {"level": "train", **environment(device)}
+    row.update(asdict(cell), label=cell.label, status=status, message=message, commit=git_commit())
+    return row
+
+
+def done_keys(path: Path) -> set[str]:
+    if not path.exists():
+        return set()
+    keys = set()
+    for row in load_rows(path):
+        if row.get("level") == "train" and row.get("status") in ("ok", "oom", "unsupported"):
+            keys.add(TrainCell(**{k: row[k] for k in TrainCell.__dataclass_fields__}).key())
+    return keys
+
+
+def unsupported_reason(cell: TrainCell) -> str | None:
+    from models.attention import available_attentions
+
+    registry = available_attentions()
+    if cell.attention not in registry:
+        return f"unknown attention {cell.attention!r}"
+    if cell.model == "sasrec" and cell.objective == "all_positions" and not registry[cell.attention]["causal"]:
+        return f"{cell.attention} has no causal form (SASRec all_positions needs one)"
+    return None
+
+
+# ------------------------------------------------------------------ the driver
+
+
+def run_accuracy_sweep(cells: list[TrainCell], out: Path, *, work_dir: Path = DEFAULT_WORK_DIR, jobs: int = 1, threads: int | None = None,
+                       device: str = "cpu", data_dir: str | None = None, poll_s: float = 2.0, log=print) -> list[dict]:
+    """Train every cell not yet in `out`, `jobs` at a time; returns the rows written by this call."""
+    out, work_dir = Path(out), Path(work_dir)
+    done = done_keys(out)
+    todo = [c for c in cells if c.key() not in done]
+    written: list[dict] = []
+
+    def finish(cell: TrainCell, row: dict) -> None:
+        append_row(out, row)
+        written.append(row)
+        test = row.get("test", {}).get("seen_excluded", {})
+        log(f"[{len(done) + len(written)}/{len(cells)}] {cell.slug()}: {row['status']}"
+            + (f"  test NDCG@10 seen-excluded {test['ndcg@10']:.4f}" if test else f"  {row['message']}"))
+
+    running: dict[subprocess.Popen, tuple[TrainCell, Path]] = {}
+    try:
+        while todo or running:
+            while todo and len(running) < jobs:
+                cell = todo.pop(0)
+                reason = unsupported_reason(cell)
+                if reason:
+                    finish(cell, _row(cell, "unsupported", reason, device=device))
+                    continue
+                cell_dir = work_dir / cell.slug()
+                cell_dir.mkdir(parents=True, exist_ok=True)
+                config = cell.train_config(cell_dir, device=device, threads=threads, data_dir=data_dir)
+                (cell_dir / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+                with (cell_dir / "train.log").open("a") as handle:
+                    process = subprocess.Popen([sys.executable, "-m", "bench.accuracy", str(cell_dir)], stdout=handle, stderr=subprocess.STDOUT,
+                                               cwd=REPO_ROOT)
+                running[process] = (cell, cell_dir)
+            time.sleep(poll_s if running else 0)
+            for process in [p for p in running if p.poll() is not None]:
+                cell, cell_dir = running.pop(process)
+                finish(cell, _child_row(cell, cell_dir, process.returncode, device))
+    except KeyboardInterrupt:
+        for process in running:
+            process.terminate()
+        log(f"\ninterrupted: {len(written)} row(s) written to {out}; run the same command again to resume (cells continue from their checkpoints)")
+        raise SystemExit(130) from None
+    return written
+
+
+def _child_row(cell: TrainCell, cell_dir: Path, returncode: int, device: str) -> dict:
+    results_path = cell_dir / "results.json"
+    if returncode == 0 and results_path.exists():
+        return _row(cell, "ok", results=json.loads(results_path.read_text()))
+    tail = (cell_dir / "train.log").read_text().strip().splitlines()[-1:] if (cell_dir / "train.log").exists() else []
+    last = tail[0][:300] if tail else ""
+    if returncode == -9 or "out of memory" in last.lower() or "MemoryError" in last:
+        return _row(cell, "oom", f"exit {returncode}: {last}", device=device)
+    return _row(cell, "error", f"exit {returncode}: {last}", device=device)
+
+
+def _run_cell(cell_dir: Path) -> None:
+    """Child process: train (resuming when a checkpoint exists) and write results.json."""
+    from .train import TrainConfig, train
+
+    config = TrainConfig(**json.loads((cell_dir / "config.json").read_text()))
+    (cell_dir / "results.json").unlink(missing_ok=True)
+    train(config, resume=True, progress=False, log=True)
+
+
+if __name__ == "__main__":
+    _run_cell(Path(sys.argv[1]))

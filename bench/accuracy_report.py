@@ -1,0 +1,312 @@
+"""Accuracy reports from stored training rows (pandas and matplotlib only; nothing is re-trained).
+
+Answers "what do I lose or gain in accuracy, and what does it cost, as N grows?" per
+setting (dataset with its item count, recommender and objective, recipe, model width):
+
+    accuracy_vs_len_<setting>.png     test NDCG@10 under both protocols and s/epoch vs N
+    accuracy_vs_batch_<setting>.png   the same vs batch size
+    pareto_<setting>_<protocol>.png   test NDCG@10 vs total training time, Pareto front
+    learning_curves_<setting>.png     validation NDCG@10 vs epoch, one line per run
+    accuracy_<setting>.md/.csv/.tex   mean ± std over seeds, and each gap to sdpa against
+                                      the seed-to-seed spread
+
+Rows come from the accuracy sweep (`level == "train"`) or from a training run's results.json.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from .results import attention_label
+
+BASELINE = "sdpa"
+PROTOCOL_NAMES = {"seen_excluded": "seen items excluded", "all": "all items ranked"}
+BUDGET_KEYS = {"epochs", "patience", "max_minutes", "synthetic_users", "synthetic_items", "hidden", "heads"}  # not a variant of the recipe
+RUN_FIELDS = ("test", "valid", "best_epoch", "epochs_run", "stop_reason", "seconds_per_epoch", "train_seconds", "peak_mem_bytes", "mem_method",
+              "history", "protocol", "parameters")
+
+
+def train_row(results: dict) -> dict:
+    """A training run's results.json as a row of the sweep's training level."""
+    config = results["config"]
+    test, valid = results["test"], results["valid"]
+    if "ndcg@10" in test:  # written before both protocols were reported: one protocol, named by its flag
+        name = "seen_excluded" if config.get("exclude_history") else ("all" if config.get("protocol", "full") == "full" else config["protocol"])
+        test, valid = {name: test}, {name: valid}
+    row = {"level": "train", "dataset": config["dataset"], "model": config["model"], "objective": config["objective"], "attention": config["attention"],
+           "options": config["attention_options"], "max_len": config["max_len"], "batch_size": config["batch_size"], "seed": config["seed"],
+           "recipe": config.get("recipe") or "recbole", "settings": {}, "label": attention_label(config["attention"], config["attention_options"]),
+           "status": "ok", "message": "", **{k: results.get(k) for k in RUN_FIELDS}, "test": test, "valid": valid,
+           "dataset_stats": results["dataset"], "config": config, "run_commit": results.get("commit")}
+    row.update({k: results.get(k) for k in ("torch", "threads", "host", "device", "timestamp", "commit")})
+    return row
+
+
+# ------------------------------------------------------------------ the frame
+
+
+def _setting(row: dict) -> str:
+    config, stats = row["config"], row["dataset_stats"]
+    objective = row["objective"] if row["model"] == "sasrec" else "cloze"
+    return f"{row['dataset']}-{stats['items']}items_{row['model']}-{objective}_{row['recipe']}_d{config['hidden']}h{config['heads']}"
+
+
+def variant(settings: dict) -> str:
+    """The recipe changes a cell makes ('' = the recipe as named); budget and width are not changes."""
+    return ",".join(f"{k}={v}" for k, v in sorted((settings or {}).items()) if k not in BUDGET_KEYS)
+
+
+def train_frame(rows: list[dict]) -> pd.DataFrame:
+    """One line per finished run, metrics flattened as '<metric>:<protocol>'."""
+    records = []
+    for row in rows:
+        if row.get("level") != "train" or row.get("status") != "ok":
+            continue
+        record = {"setting": _setting(row), "variant": variant(row.get("settings")), "mechanism": attention_label(row["attention"], row.get("options") or {}), "seq_len": row["max_len"],
+                  "batch_size": row["batch_size"], "seed": row["seed"], "best_epoch": row["best_epoch"], "epochs_run": row["epochs_run"],
+                  "s_per_epoch": row["seconds_per_epoch"], "train_minutes": (row["train_seconds"] or 0) / 60, "device": row["device"],
+                  "history": row["history"], "selected_on": (row.get("protocol") or {}).get("selected_on", next(iter(row["test"]))),
+                  "timestamp": row.get("timestamp", "")}
+        for protocol, metrics in row["test"].items():
+            for metric in ("ndcg@10", "recall@10", "mrr@10"):
+                record[f"{metric}:{protocol}"] = metrics[metric]
+        records.append(record)
+    frame = pd.DataFrame(records)
+    if frame.empty:
+        return frame
+    key = ["setting", "variant", "mechanism", "seq_len", "batch_size", "seed"]
+    return frame.sort_values("timestamp").drop_duplicates(key, keep="last").reset_index(drop=True)  # the latest run wins
+
+
+def _protocols(frame: pd.DataFrame) -> list[str]:
+    present = {c.split(":", 1)[1] for c in frame.columns if c.startswith("ndcg@10:")}
+    return [p for p in ("seen_excluded", "all", "uni100", "pop100") if p in present and frame[f"ndcg@10:{p}"].notna().any()]
+
+
+def summary(frame: pd.DataFrame, by=("mechanism", "seq_len", "batch_size")) -> pd.DataFrame:
+    """Mean, std and count over seeds per (mechanism, N, batch)."""
+    metrics = [c for c in frame.columns if ":" in c]
+    grouped = frame.groupby(list(by))
+    table = grouped[metrics].agg(["mean", "std"])
+    table.columns = [f"{m}|{stat}" for m, stat in table.columns]
+    table["seeds"] = grouped.size()
+    table["best_epoch"] = grouped["best_epoch"].mean()
+    table["s_per_epoch"] = grouped["s_per_epoch"].median()
+    table["train_minutes"] = grouped["train_minutes"].mean()
+    return table.reset_index()
+
+
+def _pm(mean: float, std: float, seeds: int) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "—"
+    return f"{mean:.4f} ± {std:.4f}" if seeds > 1 and not math.isnan(std) else f"{mean:.4f}"
+
+
+def gaps_to_baseline(frame: pd.DataFrame, protocol: str) -> list[str]:
+    """One sentence per mechanism and shape: its NDCG@10 gap to sdpa against the seed spread."""
+    column, lines = f"ndcg@10:{protocol}", []
+    for (n, batch), shape in frame.groupby(["seq_len", "batch_size"]):
+        base = shape[shape["mechanism"] == BASELINE][column].dropna().tolist()
+        if not base:
+            continue
+        for mechanism, runs in shape[shape["mechanism"] != BASELINE].groupby("mechanism"):
+            other = runs[column].dropna().tolist()
+            if not other:
+                continue
+            gap = statistics.mean(other) - statistics.mean(base)
+            spreads = [statistics.stdev(v) for v in (base, other) if len(v) > 1]
+            if len(base) > 1 and len(other) > 1:
+                spread = max(spreads)
+                verdict = "exceeds" if abs(gap) > 2 * spread else "is within"
+                detail = f"{verdict} twice the larger seed-to-seed std ({spread:.4f}; {len(base)} and {len(other)} seeds)"
+            else:
+                detail = "cannot be compared with the seed spread yet (one seed on at least one side)"
+            lines.append(f"- N={n}, batch {batch}: {mechanism} {gap:+.4f} NDCG@10 vs {BASELINE}; the gap {detail}.")
+    return lines
+
+
+# ------------------------------------------------------------------ plots
+
+
+def _colors(mechanisms) -> dict[str, str]:
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    ordered = sorted(set(mechanisms), key=lambda m: (m != BASELINE, m))
+    return {m: cycle[i % len(cycle)] for i, m in enumerate(ordered)}
+
+
+def _vs_axis(table: pd.DataFrame, axis: str, protocols: list[str], title: str, path: Path, colors: dict) -> None:
+    panels = [(f"ndcg@10:{p}", f"test NDCG@10 ({PROTOCOL_NAMES.get(p, p)})") for p in protocols] + [("s_per_epoch", "seconds per epoch")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.2))
+    for ax, (column, ylabel) in zip(axes, panels):
+        for mechanism, line in table.groupby("mechanism"):
+            line = line.sort_values(axis)
+            if column == "s_per_epoch":
+                ax.plot(line[axis], line[column], marker="o", color=colors[mechanism], label=mechanism)
+            else:
+                ax.errorbar(line[axis], line[f"{column}|mean"], yerr=line[f"{column}|std"].fillna(0), marker="o", capsize=3,
+                            color=colors[mechanism], label=mechanism)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(table[axis].unique()), [str(v) for v in sorted(table[axis].unique())])
+        ax.set_xlabel("sequence length N" if axis == "seq_len" else "batch size (sequences)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8, frameon=False)
+    fig.suptitle(title + "\n(mean over seeds; bars: ± std where several seeds exist)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _pareto(frame: pd.DataFrame, protocol: str, title: str, path: Path, colors: dict) -> None:
+    column = f"ndcg@10:{protocol}"
+    points = frame.dropna(subset=[column]).sort_values("train_minutes")
+    markers = dict(zip(sorted(points["seq_len"].unique()), "osD^vP*X"))
+    fig, ax = plt.subplots(figsize=(8.5, 4.8))
+    for _, run in points.iterrows():
+        ax.scatter(run["train_minutes"], run[column], color=colors[run["mechanism"]], marker=markers[run["seq_len"]], s=36)
+    best, front = -1.0, []
+    for _, run in points.iterrows():
+        if run[column] > best:
+            best = run[column]
+            front.append((run["train_minutes"], run[column]))
+    handles = [plt.Line2D([], [], color=c, marker="o", linestyle="", label=m) for m, c in colors.items() if m in set(points["mechanism"])]
+    handles += [plt.Line2D([], [], color="black", marker=mk, linestyle="", label=f"N={n}") for n, mk in markers.items()]
+    if front:
+        (line,) = ax.plot(*zip(*front), linestyle="--", color="grey", label="Pareto front")
+        handles.append(line)
+    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    ax.set_xlabel("training time until stopping (min, excluding evaluation)")
+    ax.set_ylabel(f"test NDCG@10 ({PROTOCOL_NAMES.get(protocol, protocol)})")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _learning_curves(frame: pd.DataFrame, title: str, path: Path, colors: dict) -> None:
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    styles = ["-", "--", ":", "-."]
+    for index, (_, run) in enumerate(frame.sort_values(["mechanism", "seq_len", "batch_size", "seed"]).iterrows()):
+        history = run["history"]
+        ax.plot([h["epoch"] for h in history], [h["valid_ndcg@10"] for h in history], color=colors[run["mechanism"]], linestyle=styles[index % 4],
+                linewidth=1, label=f"{run['mechanism']} N={run['seq_len']} B={run['batch_size']} seed {run['seed']}")
+    ax.set_xlabel("epoch")
+    protocols = sorted(set(frame["selected_on"]))
+    ax.set_ylabel(f"validation NDCG@10 ({', '.join(PROTOCOL_NAMES.get(p, p) for p in protocols)})")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------ tables
+
+
+def _table(table: pd.DataFrame, protocols: list[str]) -> pd.DataFrame:
+    out = table[["mechanism", "seq_len", "batch_size", "seeds"]].rename(columns={"seq_len": "N", "batch_size": "batch"})
+    for protocol in protocols:
+        short = "seen excl." if protocol == "seen_excluded" else protocol
+        for metric, name in (("ndcg@10", "NDCG@10"), ("recall@10", "Recall@10")):
+            out[f"{name} ({short})"] = [_pm(m, s, n) for m, s, n in zip(table[f"{metric}:{protocol}|mean"], table[f"{metric}:{protocol}|std"], table["seeds"])]
+    out["best epoch"] = table["best_epoch"].round(1)
+    out["s/epoch"] = table["s_per_epoch"].round(1)
+    out["train min"] = table["train_minutes"].round(1)
+    return out.sort_values(["N", "batch", "mechanism"], key=lambda c: c.map(lambda v: (v != BASELINE, v)) if c.name == "mechanism" else c)
+
+
+def _markdown(table: pd.DataFrame) -> str:
+    header = "| " + " | ".join(table.columns) + " |\n|" + "---|" * len(table.columns) + "\n"
+    return header + "".join("| " + " | ".join(str(v) for v in row) + " |\n" for row in table.itertuples(index=False))
+
+
+def accuracy_report(rows: list[dict], out: Path) -> list[Path]:
+    """Every accuracy plot and table for the finished training rows; returns the files written."""
+    frame = train_frame(rows)
+    written: list[Path] = []
+    if frame.empty:
+        return written
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for setting, every_variant in frame.groupby("setting"):
+        if every_variant["variant"].nunique() > 1:
+            written += _ablation_table(every_variant.dropna(axis=1, how="all"), setting, out)
+        runs = every_variant[every_variant["variant"] == ""].dropna(axis=1, how="all")
+        if runs.empty:
+            continue
+        protocols = _protocols(runs)
+        colors = _colors(runs["mechanism"])
+        table = summary(runs)
+        device = runs["device"].iloc[0]
+        title = f"{setting.replace('_', ', ')} — {device}"
+        common_batch = int(runs["batch_size"].mode().iloc[0])
+        common_len = int(runs["seq_len"].mode().iloc[0])
+        by_len = table[table["batch_size"] == common_batch]
+        if by_len["seq_len"].nunique() > 1:
+            path = out / f"accuracy_vs_len_{setting}.png"
+            _vs_axis(by_len, "seq_len", protocols, f"Accuracy vs sequence length, batch {common_batch} — {title}", path, colors)
+            written.append(path)
+        by_batch = table[table["seq_len"] == common_len]
+        if by_batch["batch_size"].nunique() > 1:
+            path = out / f"accuracy_vs_batch_{setting}.png"
+            _vs_axis(by_batch, "batch_size", protocols, f"Accuracy vs batch size, N={common_len} — {title}", path, colors)
+            written.append(path)
+        for protocol in protocols:
+            path = out / f"pareto_{setting}_{protocol}.png"
+            _pareto(runs, protocol, f"Accuracy vs training time ({PROTOCOL_NAMES.get(protocol, protocol)}) — {title}", path, colors)
+            written.append(path)
+        path = out / f"learning_curves_{setting}.png"
+        _learning_curves(runs, f"Learning curves — {title}", path, colors)
+        written.append(path)
+
+        shown = _table(table, protocols)
+        stem = out / f"accuracy_{setting}"
+        shown.to_csv(stem.with_suffix(".csv"), index=False)
+        shown.to_latex(stem.with_suffix(".tex"), index=False, caption=f"Test metrics, leave-one-out, full ranking — {setting}")
+        text = [f"# Accuracy — {setting.replace('_', ', ')}", "", f"Device: {device}. Test metrics of the best validation epoch, full ranking, "
+                "leave-one-out; mean ± std over seeds where several exist. 'seen excl.': items already in the user's history are not "
+                "ranked (the target stays rankable); 'all': every item is ranked.", "", _markdown(shown)]
+        for protocol in protocols:
+            gaps = gaps_to_baseline(runs, protocol)
+            if gaps:
+                text += [f"## Gap to {BASELINE} ({PROTOCOL_NAMES.get(protocol, protocol)})", "", *gaps, ""]
+        stem.with_suffix(".md").write_text("\n".join(text))
+        written += [stem.with_suffix(s) for s in (".md", ".csv", ".tex")]
+    return written
+
+
+def _ablation_table(runs: pd.DataFrame, setting: str, out: Path) -> list[Path]:
+    """One change at a time against the recipe as named: mean ± std over seeds and the change in NDCG@10."""
+    protocols = _protocols(runs)
+    table = summary(runs, by=("mechanism", "seq_len", "batch_size", "variant"))
+    lines = []
+    for (mechanism, n, batch), group in table.groupby(["mechanism", "seq_len", "batch_size"]):
+        base = group[group["variant"] == ""]
+        for _, row in group.sort_values("variant").iterrows():
+            line = {"mechanism": mechanism, "N": n, "batch": batch, "change": row["variant"] or "(recipe as named)", "seeds": row["seeds"]}
+            for protocol in protocols:
+                column = f"ndcg@10:{protocol}"
+                short = "seen excl." if protocol == "seen_excluded" else protocol
+                line[f"NDCG@10 ({short})"] = _pm(row[f"{column}|mean"], row[f"{column}|std"], row["seeds"])
+                line[f"Δ ({short})"] = f"{row[f'{column}|mean'] - base[f'{column}|mean'].iloc[0]:+.4f}" if not base.empty and row["variant"] else ""
+            line["best epoch"] = round(row["best_epoch"], 1)
+            line["s/epoch"] = round(row["s_per_epoch"], 1)
+            lines.append(line)
+    shown = pd.DataFrame(lines)
+    stem = out / f"ablation_{setting}"
+    shown.to_csv(stem.with_suffix(".csv"), index=False)
+    text = [f"# Ablation — {setting.replace('_', ', ')}", "", "Each row changes one setting of the recipe; Δ is the change of mean test NDCG@10 "
+            "against the recipe as named (same mechanism, N, batch, seeds). A Δ smaller than the std is noise.", "", _markdown(shown)]
+    stem.with_suffix(".md").write_text("\n".join(text))
+    return [stem.with_suffix(".md"), stem.with_suffix(".csv")]
