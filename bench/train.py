@@ -156,6 +156,8 @@ def evaluate(model, examples: list[tuple[list[int], int]], num_items: int, confi
     full = config.protocol == "full"
     collectors = {name: RankCollector() for name in (FULL_RANKING if full else (config.protocol,))}
     generator = torch.Generator().manual_seed(seed)
+    if full:  # similar lengths together: batches are cut to their longest history (metrics are means, order-free)
+        examples = sorted(examples, key=lambda example: len(example[0]))
     for start in range(0, len(examples), config.eval_batch_size):
         chunk = examples[start : start + config.eval_batch_size]
         histories = [h for h, _ in chunk]

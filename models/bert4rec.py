@@ -14,7 +14,6 @@ from __future__ import annotations
 import random
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .encoder import EncoderConfig, SequenceEncoder, left_pad
@@ -45,7 +44,7 @@ class BERT4Rec(nn.Module):
         states = self.encoder(batch["items"])
         targets = batch["targets"]
         real = targets != 0
-        return F.cross_entropy(self.encoder.item_scores(states[real]), targets[real] - 1)
+        return self.encoder.item_loss(states[real], targets[real])
 
     def score_next(self, histories: list[list[int]], device=None) -> torch.Tensor:
         n = self.config.max_len

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .attention import available_attentions, build_attention
+from .item_loss import full_softmax_cross_entropy
 
 
 @dataclass
@@ -106,9 +107,17 @@ class SequenceEncoder(nn.Module):
             x = block(x, padding_mask)
         return self.final_norm(x)
 
+    def item_matrix(self) -> torch.Tensor:
+        """(I, hidden) embeddings of the real items 1..I, tied with the input embeddings (row j is item j + 1)."""
+        return self.item_embedding.weight[1 : self.config.num_items + 1]
+
     def item_scores(self, states: torch.Tensor) -> torch.Tensor:
         """(..., hidden) -> (..., num_items) scores of the real items 1..I (column j is item j + 1)."""
-        return states @ self.item_embedding.weight[1 : self.config.num_items + 1].T
+        return states @ self.item_matrix().T
+
+    def item_loss(self, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy over all items of (T, hidden) states against (T,) target ids 1..I."""
+        return full_softmax_cross_entropy(states, self.item_matrix(), targets - 1)
 
 
 def left_pad(sequences: list[list[int]], length: int, device=None) -> torch.Tensor:

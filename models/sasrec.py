@@ -17,7 +17,6 @@ from __future__ import annotations
 import random
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .attention import available_attentions
@@ -68,14 +67,16 @@ class SASRec(nn.Module):
             states = states[:, -1:]  # (B, 1, hidden)
         targets = batch["targets"]  # (B, N) or (B, 1), 0 = no target
         real = targets != 0
-        logits = self.encoder.item_scores(states[real])  # (T, I): only positions with a target
-        return F.cross_entropy(logits, targets[real] - 1)
+        return self.encoder.item_loss(states[real], targets[real])  # only positions with a target
 
     # -- inference ----------------------------------------------------------------
 
     def score_next(self, histories: list[list[int]], device=None) -> torch.Tensor:
         """(B, I) scores of items 1..I as the next item after each history."""
-        states = self.encoder(left_pad(histories, self.config.max_len, device))
+        n = self.config.max_len
+        if self.trim_batches:
+            n = max(1, min(n, max(len(h) for h in histories)))
+        states = self.encoder(left_pad(histories, n, device))  # (B, n, hidden)
         return self.encoder.item_scores(states[:, -1])
 
     @staticmethod

@@ -224,3 +224,29 @@ def test_training_results_become_accuracy_rows_in_the_report(tmp_path):
     assert {f"accuracy_{setting}.md", f"learning_curves_{setting}.png", f"pareto_{setting}_seen_excluded.png", f"pareto_{setting}_all.png"} <= names
     table = (tmp_path / "report" / f"accuracy_{setting}.md").read_text()
     assert "NDCG@10 (seen excl.)" in table and "NDCG@10 (all)" in table
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 7, 512])
+def test_chunked_item_loss_matches_cross_entropy_in_value_and_fp64_gradients(chunk_rows):
+    from models.item_loss import full_softmax_cross_entropy
+
+    torch.manual_seed(0)
+    states = torch.randn(23, 8, dtype=torch.float64, requires_grad=True)
+    items = torch.randn(11, 8, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 11, (23,))
+    expected = torch.nn.functional.cross_entropy(states @ items.T, targets)
+    got = full_softmax_cross_entropy(states, items, targets, chunk_rows)
+    assert torch.allclose(got, expected, rtol=1e-12)
+    assert torch.autograd.gradcheck(lambda s, i: full_softmax_cross_entropy(s, i, targets, chunk_rows), (states, items))
+    (2.5 * got).backward()  # an upstream gradient other than 1 is applied
+    grads = (states.grad.clone(), items.grad.clone())
+    states.grad = items.grad = None
+    (2.5 * expected).backward()
+    assert torch.allclose(grads[0], states.grad) and torch.allclose(grads[1], items.grad)
+
+
+def test_chunked_item_loss_refuses_mismatched_shapes():
+    from models.item_loss import full_softmax_cross_entropy
+
+    with pytest.raises(ValueError, match=r"expected states \(T, d\)"):
+        full_softmax_cross_entropy(torch.zeros(3, 4), torch.zeros(5, 6), torch.zeros(3, dtype=torch.long))

@@ -1,0 +1,112 @@
+"""Seconds per training epoch before and after the throughput changes, side by side, same settings.
+
+    python scripts/training_throughput.py --dataset ml-1m --attention sdpa,linrec --threads 1,2 \
+        --out results/training-throughput/ml-1m
+
+"before": random batches, every batch padded to N, cross-entropy through autograd on the
+          materialised (targets x items) logits (how the suite trained until then);
+"after":  length-bucketed batches cut to their longest sequence, evaluation sorted by
+          length and cut the same way (both exact: positions count from the right, padded
+          keys are masked), and the chunked item loss of models/item_loss.py (same values
+          and gradients). Everything else is the SASRec+ recipe at N = 200, batch 128.
+Configurations run interleaved (before, after, before, after, ...) so drifting load hits
+both alike; each epoch is also split into its parts (batch making, encoder forward, item
+scoring + cross-entropy, backward, optimiser step) with the evaluation of the validation
+users timed apart. Run it on a quiet machine (pause background training: kill -STOP PID).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from bench.data import leave_one_out
+from bench.environment import environment
+from bench.train import _batches, _epoch_examples, build_model, evaluate, get_dataset, with_recipe
+
+VARIANTS = {"before": {"batching": "random", "trim": False, "chunked_loss": False}, "after": {"batching": "by_length", "trim": True, "chunked_loss": True}}
+
+
+def one_epoch(config, dataset, split, trim: bool, chunked_loss: bool, seed: int) -> dict:
+    torch.manual_seed(seed)
+    model = build_model(config, dataset.num_items)
+    model.trim_batches = trim
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    rng = random.Random(seed)
+    examples = _epoch_examples(model, split.train, config)
+    rng.shuffle(examples)
+    parts = dict.fromkeys(("batch", "encoder", "scores+ce", "backward", "step"), 0.0)
+    model.train()
+    started = time.perf_counter()
+    for sequences in _batches(examples, config, rng):
+        t0 = time.perf_counter()
+        batch = model.make_batch(sequences, rng)
+        t1 = time.perf_counter()
+        states = model.encoder(batch["items"])  # (B, n, hidden)
+        t2 = time.perf_counter()
+        real = batch["targets"] != 0
+        if chunked_loss:
+            loss = model.encoder.item_loss(states[real], batch["targets"][real])
+        else:
+            loss = F.cross_entropy(model.encoder.item_scores(states[real]), batch["targets"][real] - 1)
+        t3 = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        t4 = time.perf_counter()
+        optimizer.step()
+        t5 = time.perf_counter()
+        for name, (a, b) in zip(parts, ((t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5))):
+            parts[name] += b - a
+    train_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    valid = evaluate(model, split.valid, dataset.num_items, config)
+    return {"train_s": train_seconds, "eval_s": time.perf_counter() - started, "parts_s": parts, "valid_ndcg@10_all": valid["all"]["ndcg@10"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="ml-1m")
+    parser.add_argument("--attention", default="sdpa,linrec")
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds (one epoch per configuration each)")
+    parser.add_argument("--out", default="results/training-throughput/ml-1m")
+    args = parser.parse_args()
+    rows = []
+    for attention in args.attention.split(","):
+        config = with_recipe("sasrec-plus", dataset=args.dataset, attention=attention)
+        dataset = get_dataset(config)
+        split = leave_one_out(dataset)
+        for round_ in range(args.rounds):
+            for threads in map(int, args.threads.split(",")):
+                torch.set_num_threads(threads)
+                for name, variant in VARIANTS.items():
+                    run_config = with_recipe("sasrec-plus", dataset=args.dataset, attention=attention, batching=variant["batching"])
+                    result = one_epoch(run_config, dataset, split, variant["trim"], variant["chunked_loss"], seed=round_)
+                    rows.append({"attention": attention, "threads": threads, "variant": name, "round": round_, **result})
+                    print(f"{attention:8s} {threads} thread(s) {name:6s} train {result['train_s']:6.1f} s  eval {result['eval_s']:5.1f} s  "
+                          + "  ".join(f"{k} {v:.1f}" for k, v in result["parts_s"].items()), flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"dataset": dataset.stats(), "recipe": "sasrec-plus", "max_len": 200, "batch_size": 128, "variants": VARIANTS, **environment("cpu")}
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    lines = ["| attention | threads | before: train + eval s/epoch | after: train + eval s/epoch | speed-up |", "|---|---|---|---|---|"]
+    for attention in args.attention.split(","):
+        for threads in map(int, args.threads.split(",")):
+            total = {}
+            for name in VARIANTS:
+                runs = [r for r in rows if (r["attention"], r["threads"], r["variant"]) == (attention, threads, name)]
+                total[name] = statistics.median(r["train_s"] + r["eval_s"] for r in runs)
+            lines.append(f"| {attention} | {threads} | {total['before']:.1f} | {total['after']:.1f} | {total['before'] / total['after']:.2f}x |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
