@@ -28,7 +28,7 @@ from pathlib import Path
 
 from .accuracy_report import train_row
 from .environment import REPO_ROOT, environment, git_commit
-from .results import append_row, attention_label, load_rows
+from .results import append_row, attention_label, load_rows, results_writer
 
 DEFAULT_WORK_DIR = REPO_ROOT / "runs" / "accuracy"
 
@@ -158,6 +158,11 @@ def run_accuracy_sweep(cells: list[TrainCell], out: Path, *, work_dir: Path = DE
                        device: str = "cpu", data_dir: str | None = None, poll_s: float = 2.0, log=print) -> list[dict]:
     """Train every cell not yet in `out`, `jobs` at a time; returns the rows written by this call."""
     out, work_dir = Path(out), Path(work_dir)
+    with results_writer(out):
+        return _run_locked(cells, out, work_dir, jobs, threads, device, data_dir, poll_s, log)
+
+
+def _run_locked(cells, out, work_dir, jobs, threads, device, data_dir, poll_s, log) -> list[dict]:
     done = done_keys(out)
     todo = [c for c in cells if c.key() not in done]
     written: list[dict] = []

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -25,7 +26,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from .results import attention_label
+from .results import attention_label, duplicate_keys
 
 BASELINE = "sdpa"
 PROTOCOL_NAMES = {"seen_excluded": "seen items excluded", "all": "all items ranked"}
@@ -83,6 +84,9 @@ def train_frame(rows: list[dict]) -> pd.DataFrame:
     if frame.empty:
         return frame
     key = ["setting", "variant", "mechanism", "seq_len", "batch_size", "seed"]
+    repeated = duplicate_keys(frame.to_dict("records"), lambda row: tuple(row[k] for k in key))
+    if repeated:
+        print(f"report: warning: {len(repeated)} training cell(s) appear more than once (the latest row is used), e.g. {repeated[0]}", file=sys.stderr)
     return frame.sort_values("timestamp").drop_duplicates(key, keep="last").reset_index(drop=True)  # the latest run wins
 
 

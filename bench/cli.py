@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from .environment import REPO_ROOT
+from .results import ResultsFileBusy, ResultsFileError
 
 
 def _csv(cast):
@@ -76,13 +77,35 @@ def _sweep_cells(args) -> list:
     return grid.cells(args.device)
 
 
+def _check_grid(args) -> None:
+    """Refuse impossible grids at the command line, before any cell runs."""
+    from .environment import check_device
+
+    problems = [f"--seq-len {n}" for n in args.seq_len if n < 1] + [f"--batch-size {b}" for b in args.batch_size if b < 1]
+    problems += [f"--{name} {getattr(args, name)}" for name in ("dim", "heads") if getattr(args, name) < 1]
+    if problems:
+        sys.exit(f"sweep: {', '.join(problems)}: sequence lengths, batch sizes, --dim and --heads must be >= 1")
+    if args.dim % args.heads:
+        sys.exit(f"sweep: --dim {args.dim} is not divisible by --heads {args.heads}")
+    if args.max_cell_s <= 0:
+        sys.exit(f"sweep: --max-cell-s must be > 0, got {args.max_cell_s}")
+    try:
+        check_device(args.device)
+    except ValueError as err:
+        sys.exit(f"sweep: {err}")
+
+
 def _run_sweep(args, out: Path) -> None:
     from .sweep import run_sweep
 
+    _check_grid(args)
     cells = _sweep_cells(args)
     config = {k: v for k, v in vars(args).items() if k not in ("func", "no_progress")}
     config["attention"] = [list(a) for a in config["attention"]] if config.get("attention") else None
-    rows = run_sweep(cells, out, config=config, seed=args.seed, threads=args.threads, max_cell_s=args.max_cell_s, progress=not args.no_progress)
+    try:
+        rows = run_sweep(cells, out, config=config, seed=args.seed, threads=args.threads, max_cell_s=args.max_cell_s, progress=not args.no_progress)
+    except ResultsFileBusy as err:
+        sys.exit(f"sweep: {err}")
     counts = {}
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
@@ -100,7 +123,10 @@ def cmd_report(args) -> None:
     missing = [p for p in args.results if not Path(p).exists()]
     if missing:
         sys.exit(f"report: results file(s) not found: {', '.join(missing)}")
-    written = report([Path(p) for p in args.results], Path(args.out))
+    try:
+        written = report([Path(p) for p in args.results], Path(args.out))
+    except ResultsFileError as err:
+        sys.exit(f"report: {err}")
     print(f"wrote {len(written)} plot(s)/table(s) to {args.out}")
 
 
@@ -143,7 +169,7 @@ def cmd_train(args) -> None:
     values["attention_options"] = options
     try:
         config = with_recipe(values.pop("recipe", None), **values)
-        results = train(config, resume=args.resume, progress=not args.no_progress)
+        results = train(config, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     except (DataFormatError, DatasetNotFound, ValueError) as err:
         sys.exit(f"train: {err}")
     print(f"best epoch {results['best_epoch']} of {results['epochs_run']} ({results['stop_reason']}, selected on {config.select_protocol}); "
@@ -162,8 +188,11 @@ def cmd_accuracy(args) -> None:
     if args.only:
         cells = [c for c in cells if any(part in c.slug() for part in args.only)]
     out = Path(args.out) if args.out else REPO_ROOT / "results" / "sweeps" / f"accuracy-{args.preset}-{args.device.split(':')[0]}.jsonl"
-    rows = run_accuracy_sweep(cells, out, work_dir=Path(args.work_dir or DEFAULT_WORK_DIR), jobs=args.jobs, threads=args.threads,
-                              device=args.device, data_dir=args.data_dir)
+    try:
+        rows = run_accuracy_sweep(cells, out, work_dir=Path(args.work_dir or DEFAULT_WORK_DIR), jobs=args.jobs, threads=args.threads,
+                                  device=args.device, data_dir=args.data_dir)
+    except ResultsFileBusy as err:
+        sys.exit(f"accuracy: {err}")
     print(f"{len(rows)} new training cell(s) in {out}" if rows else f"nothing to do: every cell is already in {out}")
 
 
@@ -171,7 +200,7 @@ def cmd_data_stats(args) -> None:
     from .data import DataFormatError, DatasetNotFound, load_dataset
 
     try:
-        dataset = load_dataset(args.dataset, args.data_dir, min_count=args.min_count)
+        dataset = load_dataset(args.dataset, args.data_dir, min_count=args.min_count, fmt=args.format)
     except (DataFormatError, DatasetNotFound) as err:
         sys.exit(f"data stats: {err}")
     stats = dataset.stats()
@@ -195,6 +224,7 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", help="attention variant (linrec: paper | official)")
     parser.add_argument("--option", action="append", type=_option_pair, help="extra attention option key=value (repeatable)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    parser.add_argument("--overwrite", action="store_true", help="replace the run already in OUT (refused without it)")
     parser.add_argument("--no-progress", action="store_true")
     for f in fields(TrainConfig):
         if f.name in ("attention_options",):
@@ -254,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("dataset", help="registered name (e.g. ml-1m) or a file path")
     stats.add_argument("--data-dir", default=None, help="folder holding the datasets (else $LINREC_DATA, then ../shared/data)")
     stats.add_argument("--min-count", type=int, default=0, help="k-core filtering")
+    stats.add_argument("--format", default=None, help="the file's format when it cannot be told from its name and lines "
+                       "(user_lines, user_item_pairs, recbole_inter, movielens_dat, movielens_udata, checkins)")
     stats.set_defaults(func=cmd_data_stats)
 
     peers = sub.add_parser("peers", help="ours vs performer-pytorch / linformer / sdpa, interleaved; --limits for bandwidth and FLOP rate")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,11 +55,13 @@ def data_dir_candidates(data_dir: str | os.PathLike | None = None) -> list[tuple
     return candidates
 
 
-def locate(name: str, data_dir=None) -> tuple[Path, str]:
-    """(file, format) of a registered dataset name, or of a file path given directly."""
+def locate(name: str, data_dir=None) -> tuple[Path, str | None]:
+    """(file, format) of a registered dataset name, or of a file path given directly (format None: guess it)."""
     direct = Path(name)
-    if direct.suffix and direct.is_file():
-        return direct, guess_format(direct)
+    if direct.is_dir():
+        raise DatasetNotFound(f"{name} is a directory; expected a data file or one of {', '.join(DATASETS)}")
+    if direct.is_file():
+        return direct, None
     if name not in DATASETS:
         raise DatasetNotFound(f"unknown dataset {name!r}: use one of {', '.join(DATASETS)} or a path to a data file")
     relative, fmt = DATASETS[name]
@@ -71,7 +74,16 @@ def locate(name: str, data_dir=None) -> tuple[Path, str]:
     raise DatasetNotFound(f"dataset {name!r} not found: expected the file {relative} ({fmt} format); looked in: " + "; ".join(looked))
 
 
+GUESS_SAMPLE_LINES = 100_000
+
+
 def guess_format(path: Path) -> str:
+    """The format of a data file from its name or, failing that, from up to 100,000 of its lines.
+
+    One line per user has a varying number of fields and no user twice; the event formats
+    repeat users. A file that fits two formats (every line 'a b c' with no user repeated:
+    a user with two items, or a check-in) is refused: name the format with --format.
+    """
     name = path.name.lower()
     if name.endswith((".inter", ".inter.gz")):
         return "recbole_inter"
@@ -79,14 +91,50 @@ def guess_format(path: Path) -> str:
         return "movielens_dat"
     if name.startswith("u.data"):
         return "movielens_udata"
-    first = _open(path).readline().split()
-    if len(first) == 3:
-        return "checkins"
-    return "user_item_pairs" if len(first) == 2 else "user_lines"
+    field_counts, users, repeated = set(), set(), False
+    with _open(path) as handle:
+        for number, line in enumerate(_lines(path, handle), 1):
+            if number > GUESS_SAMPLE_LINES:
+                break
+            fields = line.split()
+            if not fields:
+                continue
+            if number == 1 and ":token" in line:
+                return "recbole_inter"
+            field_counts.add(len(fields))
+            repeated = repeated or fields[0] in users
+            users.add(fields[0])
+    if not field_counts:
+        raise DataFormatError(f"{path}: no interactions found")
+    if not repeated:
+        if field_counts == {3} or field_counts == {4}:
+            raise DataFormatError(f"{path}: every line has {field_counts.pop()} fields and no user repeats, so the format is ambiguous "
+                                  f"(one line per user, or one event per line); name it with --format (one of {', '.join(FORMATS)})")
+        return "user_item_pairs" if field_counts == {2} else "user_lines"
+    by_count = {2: "user_item_pairs", 3: "checkins", 4: "movielens_udata"}
+    if len(field_counts) == 1 and field_counts <= by_count.keys():
+        return by_count[next(iter(field_counts))]
+    raise DataFormatError(f"{path}: users repeat across lines but lines have {sorted(field_counts)} fields: not a format this suite reads; "
+                          f"expected one of {', '.join(FORMATS)} (name it with --format)")
 
 
 def _open(path: Path):
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
+    """Text lines of a plain or gzip file; compression is told by content (the gzip magic bytes), not by name."""
+    with open(path, "rb") as probe:
+        compressed = probe.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rt", encoding="utf-8") if compressed else open(path, encoding="utf-8")
+
+
+def _lines(path: Path, handle):
+    """The handle's lines; a damaged file raises DataFormatError naming the file and the line."""
+    number = 0
+    try:
+        for number, line in enumerate(handle, 1):  # noqa: B007 -- number is read after the loop on failure
+            yield line
+    except UnicodeDecodeError:
+        raise DataFormatError(f"{path}: line {number + 1} is not UTF-8 text; expected a text data file (plain or gzip)") from None
+    except (EOFError, gzip.BadGzipFile, OSError, zlib.error) as err:
+        raise DataFormatError(f"{path}: damaged or truncated gzip after line {number} ({type(err).__name__}: {err})") from None
 
 
 # ------------------------------------------------------------------ parsers: raw user -> items
@@ -109,7 +157,7 @@ def read_interactions(path: Path, fmt: str) -> dict[str, list[str]]:
     sequences: dict[str, list[str]] = defaultdict(list)
     events: dict[str, list[tuple[float, int, str]]] = defaultdict(list)
     with _open(path) as handle:
-        for number, line in enumerate(handle, 1):
+        for number, line in enumerate(_lines(path, handle), 1):
             line = line.rstrip("\n")
             if not line.strip():
                 continue
@@ -179,6 +227,7 @@ class SequenceDataset:
     user_ids: list[str] = field(default_factory=list)
     source: str = ""
     k_core: int = 0
+    format: str = ""
 
     @property
     def num_users(self) -> int:
@@ -206,6 +255,7 @@ class SequenceDataset:
             "length_p99": pct(99),
             "length_max": lengths[-1],
             "k_core": self.k_core,
+            "format": self.format,
             "source": self.source,
         }
 
@@ -228,7 +278,7 @@ def _id_key(value: str):
     return (0, int(value), "") if value.lstrip("-").isdigit() else (1, 0, value)
 
 
-def build_dataset(name: str, raw: dict[str, list[str]], *, source: str = "", min_count: int = 0) -> SequenceDataset:
+def build_dataset(name: str, raw: dict[str, list[str]], *, source: str = "", min_count: int = 0, fmt: str = "") -> SequenceDataset:
     if min_count > 1:
         raw = k_core(raw, min_count)
         if not raw:
@@ -236,14 +286,16 @@ def build_dataset(name: str, raw: dict[str, list[str]], *, source: str = "", min
     items = sorted({i for seq in raw.values() for i in seq}, key=_id_key)
     index = {item: position + 1 for position, item in enumerate(items)}  # 0 = padding
     users = sorted(raw, key=_id_key)
-    return SequenceDataset(name, [[index[i] for i in raw[u]] for u in users], len(items), users, source, min_count)
+    return SequenceDataset(name, [[index[i] for i in raw[u]] for u in users], len(items), users, source, min_count, fmt)
 
 
 def load_dataset(name: str, data_dir=None, *, min_count: int = 0, fmt: str | None = None) -> SequenceDataset:
-    path, guessed = locate(name, data_dir)
-    fmt = fmt or guessed
+    if fmt is not None and fmt not in FORMATS:
+        raise DataFormatError(f"--format: unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    path, registered = locate(name, data_dir)
+    fmt = fmt or registered or guess_format(path)
     label = name if name in DATASETS else Path(name).name
-    return build_dataset(label, read_interactions(path, fmt), source=str(path), min_count=min_count)
+    return build_dataset(label, read_interactions(path, fmt), source=str(path), min_count=min_count, fmt=fmt)
 
 
 # ------------------------------------------------------------------ leave-one-out

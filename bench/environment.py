@@ -50,3 +50,12 @@ def environment(device: str = "cpu") -> dict:
         # means something else competed for the CPU while the cell ran
         "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
+
+
+def check_device(device: str) -> None:
+    """One line when the device cannot be used: what was asked and what this torch has."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        built = f"CUDA {torch.version.cuda}" if torch.version.cuda else "no CUDA support (a CPU build)"
+        raise ValueError(f"--device {device}: this torch {torch.__version__} has {built} and sees no CUDA device; use --device cpu")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"--device must be cpu, cuda or cuda:N, got {device!r}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -23,17 +24,32 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from .accuracy_report import accuracy_report, train_row
-from .results import attention_label, load_rows
+from .results import ResultsFileError, attention_label, duplicate_keys, load_rows
 
 BASELINE = "sdpa"
 SERIES_KEYS = ["device", "dtype", "level", "mode", "dim", "heads"]
 PANELS = [(False, "bidirectional"), (True, "causal")]
 
 
+TIMING_KEYS = ("level", "attention", "options", "causal", "seq_len", "batch_size", "dim", "heads", "mode", "dtype", "device", "status", "time_ms",
+               "timestamp")
+TRAIN_KEYS = ("level", "attention", "max_len", "batch_size", "seed", "status", "dataset", "model", "objective", "recipe")
+
+
 def _rows(path: Path) -> list[dict]:
-    if path.suffix == ".json":  # a training run's results.json
-        return [train_row(json.loads(path.read_text()))]
-    return load_rows(path)
+    """The rows of a JSON-lines results file, or of a training run's results.json; malformed input names the file."""
+    if path.suffix == ".json" and path.is_file():
+        try:
+            return [train_row(json.loads(path.read_text()))]
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+            raise ResultsFileError(f"{path}: not a training run's results.json ({type(err).__name__}: {err})") from None
+    rows = load_rows(path)
+    for number, row in enumerate(rows, 1):
+        required = TRAIN_KEYS if row.get("level") == "train" else TIMING_KEYS
+        missing = [key for key in required if key not in row]
+        if missing and row.get("status", "ok") == "ok" or missing and "level" not in row:
+            raise ResultsFileError(f"{path}: row {number} lacks {', '.join(missing)}; expected rows written by 'python -m bench sweep' or 'accuracy'")
+    return rows
 
 
 def load_frame(paths: list[Path]) -> pd.DataFrame:
@@ -44,6 +60,9 @@ def load_frame(paths: list[Path]) -> pd.DataFrame:
     frame["mechanism"] = [attention_label(a, o or {}) for a, o in zip(frame["attention"], frame["options"])]
     identity = ["level", "mechanism", "causal", "seq_len", "batch_size", "dim", "heads", "mode", "dtype", "device"] + (["dataset"] if "dataset" in frame else [])
     frame["cell"] = frame[identity].astype(object).fillna("").astype(str).agg("|".join, axis=1)
+    repeated = duplicate_keys(frame.to_dict("records"), lambda row: row["cell"])
+    if repeated:
+        print(f"report: warning: {len(repeated)} cell(s) measured more than once (the latest row is used), e.g. {repeated[0]}", file=sys.stderr)
     return frame.sort_values("timestamp").drop_duplicates("cell", keep="last")  # the latest measurement wins
 
 

@@ -1,10 +1,26 @@
-"""Results are JSON lines: one object per finished cell, appended and flushed at once."""
+"""Results are JSON lines: one object per finished cell, appended and flushed at once.
+
+One writer per results file: a sweep holds an exclusive lock (`results_writer`) for its
+whole run, so two sweeps never measure under each other's load nor write a cell twice.
+A row cut by an interruption (no trailing newline) is dropped before the next append, so
+it neither swallows the next row nor breaks the file; resume re-runs that cell.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 from pathlib import Path
+
+
+class ResultsFileError(ValueError):
+    """A results file that cannot be read as JSON lines: file, line and reason."""
+
+
+class ResultsFileBusy(RuntimeError):
+    """Another process is writing to this results file."""
 
 
 def attention_label(name: str, options: dict) -> str:
@@ -14,12 +30,62 @@ def attention_label(name: str, options: dict) -> str:
     return name + "[" + ",".join(f"{k}={v}" for k, v in sorted(options.items())) + "]"
 
 
+def _drop_torn_tail(path: Path) -> None:
+    """Cut an unfinished last line (written by a process killed mid-row) back to the last newline."""
+    with path.open("rb+") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        handle.seek(size - 1)
+        if handle.read(1) == b"\n":
+            return
+        position = size
+        while position > 0:  # walk back in blocks to the last newline
+            step = min(65536, position)
+            handle.seek(position - step)
+            block = handle.read(step)
+            newline = block.rfind(b"\n")
+            if newline >= 0:
+                handle.truncate(position - step + newline + 1)
+                return
+            position -= step
+        handle.truncate(0)
+
+
 def append_row(path: Path, row: dict) -> None:
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        _drop_torn_tail(path)
     with path.open("a") as handle:
         handle.write(json.dumps(row, sort_keys=True) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
+
+
+@contextlib.contextmanager
+def results_writer(path: Path):
+    """Hold an exclusive lock on `path` (via PATH.lock) while a sweep writes to it; refuse a second writer."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = path.with_name(path.name + ".lock")
+    with lock_path.open("a+") as lock:
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise ResultsFileBusy(f"{path} is being written by {holder}; wait for it to finish or write to another --out") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()}")
+        lock.flush()
+        try:
+            yield path
+        finally:
+            lock.seek(0)
+            lock.truncate()
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
 
 def load_rows(path: Path) -> list[dict]:
@@ -27,15 +93,34 @@ def load_rows(path: Path) -> list[dict]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"results file {path} does not exist")
+    if path.is_dir():
+        raise ResultsFileError(f"{path} is a directory; expected a JSON-lines results file")
+    try:
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise ResultsFileError(f"{path}: not a text file (byte {err.start} is not UTF-8); expected JSON lines, one result row per line") from None
     rows = []
-    lines = path.read_text().splitlines()
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError as err:
             if number == len(lines):
                 break  # interrupted while writing the last row: it will be re-run
-            raise ValueError(f"{path}:{number}: not a JSON object ({err.msg})") from None
+            raise ResultsFileError(f"{path}:{number}: not a JSON object ({err.msg}); expected one result row per line") from None
+        if not isinstance(row, dict):
+            raise ResultsFileError(f"{path}:{number}: expected a JSON object (one result row), got {type(row).__name__}")
+        rows.append(row)
     return rows
+
+
+def duplicate_keys(rows: list[dict], key) -> list[str]:
+    """The keys (key(row)) that occur more than once, in order of first repeat."""
+    seen, repeated = set(), []
+    for row in rows:
+        value = key(row)
+        if value in seen and value not in repeated:
+            repeated.append(value)
+        seen.add(value)
+    return repeated

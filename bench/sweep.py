@@ -9,10 +9,12 @@ Ctrl-C stops at once and loses nothing finished.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import itertools
 import multiprocessing as mp
 import resource
+import signal
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,7 +24,7 @@ from tqdm import tqdm
 
 from .cells import Cell, measure_cell, unsupported_reason
 from .environment import environment
-from .results import append_row, load_rows
+from .results import append_row, load_rows, results_writer
 
 
 @dataclass
@@ -147,15 +149,27 @@ class Worker:
         if self._process is None or not self._process.is_alive():
             self._start()
         self._conn.send({"cell": asdict(cell), "seed": seed, "timing": timing})
+        peak_rss = 0
         try:
+            while not self._conn.poll(0.2):  # watch the worker's memory while it measures
+                with contextlib.suppress(psutil.Error):
+                    peak_rss = max(peak_rss, psutil.Process(self._process.pid).memory_info().rss)
+                if not self._process.is_alive():
+                    break
             return self._conn.recv()
         except (EOFError, ConnectionError):
             self._process.join(timeout=5)
-            code = self._process.exitcode
-            self._process = None
-            if code == -9:
-                return {"status": "oom", "message": "worker killed by SIGKILL (out of memory)"}
-            return {"status": "error", "message": f"worker died with exit code {code}"}
+            return self._death(self._process.exitcode, peak_rss)
+
+    def _death(self, code: int | None, peak_rss: int) -> dict:
+        """What is known of a worker that died mid-cell: its signal and memory; 'oom' only when memory was near the limit."""
+        self._process = None
+        limit = self._args[1] or psutil.virtual_memory().total
+        cause = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
+        memory = f"worker RSS up to {peak_rss / 2**30:.2f} GiB of a {limit / 2**30:.1f} GiB limit"
+        if code == -signal.SIGKILL and peak_rss >= 0.5 * limit:
+            return {"status": "oom", "message": f"worker killed by {cause}, out of memory ({memory})"}
+        return {"status": "error", "message": f"worker died with {cause} ({memory})", "worker_died": True}
 
     def close(self):
         if self._process is not None and self._process.is_alive():
@@ -181,6 +195,12 @@ def _series(cell: Cell) -> tuple:
 def run_sweep(cells: list[Cell], out: Path, *, config: dict, seed: int = 0, threads: int | None = None, timing: dict | None = None, max_cell_s: float = 120.0, memory_fraction: float = 0.8, progress: bool = True) -> list[dict]:
     """Measure every cell not yet in `out`; returns the rows written by this call."""
     out = Path(out)
+    with results_writer(out):
+        return _run_locked(cells, out, config=config, seed=seed, threads=threads, timing=timing, max_cell_s=max_cell_s,
+                           memory_fraction=memory_fraction, progress=progress)
+
+
+def _run_locked(cells, out: Path, *, config, seed, threads, timing, max_cell_s, memory_fraction, progress) -> list[dict]:
     done = {Cell(**{k: row[k] for k in Cell.__dataclass_fields__ if k != "device"}, device=row["device_type"]).key() for row in (load_rows(out) if out.exists() else [])}
     todo = sorted((c for c in cells if c.key() not in done), key=lambda c: (_series(c), c.seq_len))
     timing = {"min_time_s": 1.0, "max_time_s": max_cell_s, **(timing or {})}
@@ -200,6 +220,11 @@ def run_sweep(cells: list[Cell], out: Path, *, config: dict, seed: int = 0, thre
                 result = {"status": status, "message": f"not run: {message}"}
             else:
                 result = worker.run(cell, seed, timing)
+                if result.pop("worker_died", False):  # killed from outside or crashed, not for memory: one more try
+                    first = result["message"]
+                    result = worker.run(cell, seed, timing)
+                    result.pop("worker_died", None)
+                    result["message"] = (result.get("message") or "") + f" (retried once after: {first})"
                 if result["status"] == "oom":
                     failed_series[_series(cell)] = f"oom|N={cell.seq_len} ran out of memory"
                 elif result["status"] == "ok" and result["time_ms"] / 1e3 * (1 + result["repeats"]) > max_cell_s:

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from models import BERT4Rec, EncoderConfig, SASRec
 
 from .data import SequenceDataset, leave_one_out, load_dataset
-from .environment import environment
+from .environment import check_device, environment
 from .measure import peak_memory
 from .metrics import RankCollector, exclude_seen
 from .synthetic import synthetic_dataset
@@ -59,6 +59,7 @@ RECIPES: dict[str, dict] = {
 class TrainConfig:
     dataset: str = "ml-1m"  # registered name, a file path, or "synthetic"
     data_dir: str | None = None
+    data_format: str | None = None  # a file's format when its name and lines do not tell (bench.data.FORMATS)
     min_count: int = 0  # k-core filtering (the authors: 5 for Gowalla)
     model: str = "sasrec"  # sasrec | bert4rec
     objective: str = "all_positions"  # SASRec only: all_positions | last_position
@@ -129,7 +130,7 @@ def with_recipe(recipe: str | None, **settings) -> TrainConfig:
 def get_dataset(config: TrainConfig) -> SequenceDataset:
     if config.dataset == "synthetic":
         return synthetic_dataset(config.synthetic_users, config.synthetic_items, seed=config.seed)
-    return load_dataset(config.dataset, config.data_dir, min_count=config.min_count)
+    return load_dataset(config.dataset, config.data_dir, min_count=config.min_count, fmt=config.data_format)
 
 
 def build_model(config: TrainConfig, num_items: int):
@@ -260,14 +261,42 @@ def _train_epoch(model, optimizer, examples, rng, config: TrainConfig, label: st
     return losses, time.time() - started
 
 
-def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, log: bool = True, dataset: SequenceDataset | None = None) -> dict:
+def _load(path: Path) -> dict:
+    """A checkpoint written by this module; tensors and plain containers only (no code runs on load)."""
+    try:
+        return torch.load(path, weights_only=True)
+    except Exception as err:  # noqa: BLE001 -- torn, empty, foreign or crafted files all end here
+        reason = (str(err).strip().splitlines() or [""])[0][:200]
+        raise ValueError(f"{path}: not a readable checkpoint of this suite ({type(err).__name__}: {reason}); "
+                         "delete it (the run restarts) or use another --out") from None
+
+
+def _check_trainable(model, split, dataset: SequenceDataset) -> None:
+    """Refuse, with the counts, data on which nothing can be trained or evaluated."""
+    trainable = sum(len(s) >= model.min_train_length() for s in split.train)
+    evaluable = len(split.valid)
+    if trainable == 0 or evaluable == 0:
+        raise ValueError(f"{dataset.name}: {dataset.num_users} user(s), {trainable} with enough items to train "
+                         f"(>= {model.min_train_length()} after holding out 2), {evaluable} with the 3+ items needed for validation "
+                         "and test; need at least one of each")
+
+
+def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True, log: bool = True,
+          dataset: SequenceDataset | None = None) -> dict:
     """Train to early stopping (or the epoch / time budget), then test the best epoch. Returns the results dict.
 
-    progress: a per-step progress bar; log: one line per epoch (loss, time, valid metrics).
+    resume: continue OUT/checkpoint.pt (a fresh start, said so, when there is none); overwrite: replace a
+    finished or interrupted run in OUT (refused otherwise). progress: a per-step progress bar; log: one line
+    per epoch (loss, time, valid metrics).
     """
+    check_device(config.device)
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     checkpoint_path, best_path = out / "checkpoint.pt", out / "best.pt"
+    earlier = [p.name for p in (checkpoint_path, best_path, out / "results.json") if p.exists()]
+    if earlier and not resume and not overwrite:
+        raise ValueError(f"--out {out} already holds a run ({', '.join(earlier)}): --resume continues it, --overwrite replaces it, "
+                         "or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
     if config.threads:
         torch.set_num_threads(config.threads)
     dataset = dataset or get_dataset(config)
@@ -276,18 +305,21 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, l
 
     torch.manual_seed(config.seed)
     model = build_model(config, dataset.num_items).to(config.device)
+    _check_trainable(model, split, dataset)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     state = {"epoch": 0, "best_valid": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": [], "train_seconds": 0.0}
+    if resume and not checkpoint_path.exists() and log:
+        print(f"--resume: no checkpoint in {out}: starting from scratch", flush=True)
     if resume and checkpoint_path.exists():
-        checkpoint = torch.load(checkpoint_path, weights_only=False)
+        checkpoint = _load(checkpoint_path)
         if _fixed(checkpoint["config"]) != _fixed(asdict(config)):
             raise ValueError(f"--resume: {checkpoint_path} was written with a different configuration; use another --out or drop --resume")
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         torch.set_rng_state(checkpoint["torch_rng"])
         state = checkpoint["state"]
-    elif checkpoint_path.exists() and not resume:
-        for stale in (checkpoint_path, best_path):
+    elif not resume:
+        for stale in (checkpoint_path, best_path, out / "results.json"):
             stale.unlink(missing_ok=True)
 
     started = time.time()
@@ -325,7 +357,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, l
             shown = "  ".join(f"{name} NDCG@10 {m['ndcg@10']:.4f} R@10 {m['recall@10']:.4f}" for name, m in valid.items())
             print(f"epoch {epoch:3d}  loss {record['loss']:.4f}  {epoch_seconds:6.1f} s  valid {shown}{'  *' if improved else ''}", flush=True)
 
-    model.load_state_dict(torch.load(best_path, weights_only=False)["model"])
+    model.load_state_dict(_load(best_path)["model"])
     valid = evaluate(model, split.valid, dataset.num_items, config, item_popularity=popularity, seed=config.seed)
     test = evaluate(model, split.test, dataset.num_items, config, item_popularity=popularity, seed=config.seed + 1)
     epochs = state["history"]

@@ -96,7 +96,7 @@ def test_resume_refuses_a_different_configuration(tmp_path):
 def test_resume_accepts_a_checkpoint_older_than_a_new_setting_at_its_default(tmp_path):
     train(_tiny(tmp_path, epochs=1), progress=False)
     checkpoint_path = tmp_path / "run" / "checkpoint.pt"
-    checkpoint = torch.load(checkpoint_path, weights_only=False)
+    checkpoint = torch.load(checkpoint_path, weights_only=True)
     del checkpoint["config"]["masks_per_user"]  # as written before the setting existed
     torch.save(checkpoint, checkpoint_path)
     assert train(_tiny(tmp_path, epochs=2), resume=True, progress=False)["epochs_run"] == 2

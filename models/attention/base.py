@@ -91,6 +91,8 @@ class AttentionLayer(nn.Module):
 
     def __init__(self, dim: int, heads: int, *, causal: bool = False, max_len: int | None = None, dropout: float = 0.0):
         super().__init__()
+        if dim < 1 or heads < 1:
+            raise ValueError(f"{self.name}: dim and heads must be >= 1, got dim={dim}, heads={heads}")
         if dim % heads:
             raise ValueError(f"{self.name}: dim ({dim}) must be divisible by heads ({heads})")
         self.dim, self.heads, self.head_dim = dim, heads, dim // heads
@@ -116,8 +118,16 @@ class AttentionLayer(nn.Module):
         batch, length, _ = x.shape
         if self.max_len is not None and length > self.max_len:
             raise ValueError(f"{self.name}: sequence length {length} exceeds max_len {self.max_len}")
-        if padding_mask is not None and not self.capabilities.padding_mask:
-            raise UnsupportedAttentionConfig(f"attention {self.name!r} does not support padding masks")
+        if padding_mask is not None:
+            if not self.capabilities.padding_mask:
+                raise UnsupportedAttentionConfig(f"attention {self.name!r} does not support padding masks")
+            if padding_mask.dtype != torch.bool or padding_mask.shape != (batch, length):
+                raise ValueError(f"{self.name}: padding_mask must be a bool tensor of shape (B, N) = {(batch, length)} with True = real item, "
+                                 f"got {padding_mask.dtype} {tuple(padding_mask.shape)}")
+            # padded positions must not reach anything, whatever they hold (a NaN times a zero weight is still NaN)
+            x = x.masked_fill(~padding_mask[..., None], 0.0)
+        if batch == 0 or length == 0:
+            return self.out(x)  # (B, N, dim), empty
         q, k, v = self.qkv(x).view(batch, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 x (B, H, N, d)
         out = self.attend(q, k, v, padding_mask)  # (B, H, N, d)
         return self.out(out.transpose(1, 2).reshape(batch, length, self.dim))  # (B, N, dim)
