@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
+import time
 from pathlib import Path
 
 from .environment import REPO_ROOT
@@ -131,17 +131,23 @@ def cmd_report(args) -> None:
 
 
 def cmd_main(args) -> None:
-    """Quick sweep on this machine, then plots and tables, into results/quick/."""
-    out_dir = Path(args.out)
+    """Quick sweep into a fresh run folder, plots and tables there, then the user's speed-ups against the committed reference."""
+    from .report import compare_speedups
+
+    out_dir = Path(args.out) if args.out else REPO_ROOT / "runs" / f"main-{time.strftime('%Y%m%d-%H%M%S')}"
     results = out_dir / "sweep.jsonl"
     if results.exists() and not args.resume:
-        shutil.move(results, results.with_suffix(".previous.jsonl"))
+        sys.exit(f"main: {results} exists; --resume continues it, or leave out --out for a fresh run folder")
     args.preset = args.preset or "quick"
     _run_sweep(args, results)
     cmd_report(argparse.Namespace(results=[str(results)], out=str(out_dir)))
     table = sorted(out_dir.glob("attention_fwd_bwd_fp32_*_time.md"))
     if table:
         print("\n" + table[0].read_text())
+    reference = REPO_ROOT / "results" / "quick" / "sweep.jsonl"
+    if args.preset == "quick" and reference.exists() and reference.resolve() != results.resolve():
+        print("\n".join(compare_speedups(results, reference)))
+    print(f"\nthis run: {out_dir} (rows, plots, tables); committed reference results are left as they are")
 
 
 def cmd_peers(args) -> None:
@@ -247,10 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description="LinRec attention benchmark suite")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    main = sub.add_parser("main", help="the main job: quick sweep + plots and tables into results/quick")
+    main = sub.add_parser("main", help="the main job: quick sweep + plots and tables into a fresh run folder, compared with the reference")
     _add_sweep_args(main)
-    main.add_argument("--out", default=str(REPO_ROOT / "results" / "quick"))
-    main.add_argument("--resume", action="store_true", help="keep the cells already in OUT/sweep.jsonl")
+    main.add_argument("--out", default=None, help="run folder (default: a fresh runs/main-DATE-TIME)")
+    main.add_argument("--resume", action="store_true", help="continue the cells already in OUT/sweep.jsonl")
     main.set_defaults(func=cmd_main)
 
     sweep = sub.add_parser("sweep", help="measure a grid of cells into a JSON-lines file (resumable)")

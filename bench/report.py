@@ -31,7 +31,7 @@ SERIES_KEYS = ["device", "dtype", "level", "mode", "dim", "heads"]
 PANELS = [(False, "bidirectional"), (True, "causal")]
 
 
-TIMING_KEYS = ("level", "attention", "options", "causal", "seq_len", "batch_size", "dim", "heads", "mode", "dtype", "device", "status", "time_ms",
+TIMING_KEYS = ("level", "attention", "options", "causal", "seq_len", "batch_size", "dim", "heads", "mode", "dtype", "device", "status", "time_ms", "peak_mem_bytes",
                "timestamp")
 TRAIN_KEYS = ("level", "attention", "max_len", "batch_size", "seed", "status", "dataset", "model", "objective", "recipe")
 
@@ -135,6 +135,9 @@ def _line_panels(series: pd.DataFrame, value: str, ylabel: str, title: str, path
             if values.notna().sum() == 0:
                 continue
             ax.plot(line["seq_len"], values, marker="o", label=mechanism, color=colors[mechanism], linewidth=2.5 if mechanism == BASELINE else 1.5)
+            busy = line.apply(_busy, axis=1) if not line.empty else []
+            if any(busy):  # measured while other processes used the CPU: hollow grey rings
+                ax.scatter(line["seq_len"][busy], values[busy], s=110, facecolors="none", edgecolors="grey", linewidths=1.5, zorder=3)
             if speedup and mechanism != BASELINE:
                 cross = crossover(line["seq_len"].tolist(), line["speedup"].tolist())
                 if cross is not None:
@@ -156,13 +159,20 @@ def _line_panels(series: pd.DataFrame, value: str, ylabel: str, title: str, path
     _finish(fig, [p[0] for p in panels], ylabel, title, path)
 
 
+def _busy(row) -> bool:
+    """Measured while other processes used the CPU (see bench.sweep.BUSY_CORES)."""
+    value = row.get("busy") if hasattr(row, "get") else None
+    return bool(value) if value is not None and not (isinstance(value, float) and math.isnan(value)) else False
+
+
 def _table(series: pd.DataFrame) -> pd.DataFrame:
     """Rows: mechanism x causal; columns: N; cells 'time ms (x speed-up)' or the status."""
     def cell(row):
         if row["status"] != "ok":
             return row["status"]
         text = f"{row['time_ms']:.1f}" if row["time_ms"] >= 10 else f"{row['time_ms']:.2f}"
-        return f"{text} ({row['speedup']:.2f}x)" if not math.isnan(row["speedup"]) else text
+        text = f"{text} ({row['speedup']:.2f}x)" if not math.isnan(row["speedup"]) else text
+        return text + " †" if _busy(row) else text
 
     frame = series.assign(text=series.apply(cell, axis=1), attention_mode=series["causal"].map({True: "causal", False: "bidirectional"}))
     table = frame.pivot_table(index=["attention_mode", "mechanism"], columns="seq_len", values="text", aggfunc="first")
@@ -218,7 +228,8 @@ def report(paths: list[Path], out: Path) -> list[Path]:
             _line_panels(series, "time_ms", "median time per step (ms)", _title("Time vs sequence length", key, batch), stem.with_name(stem.name + "_time.png"))
             _line_panels(series, "peak_mem_bytes", "peak memory over inputs (MiB)", _title("Peak memory vs sequence length", key, batch), stem.with_name(stem.name + "_memory.png"), scale=1 / 2**20)
             _line_panels(series, "speedup", "speed-up over sdpa (x, >1 = faster)", _title("Speed-up over torch fused attention (sdpa)", key, batch), stem.with_name(stem.name + "_speedup.png"), speedup=True)
-            _write_tables(_table(series), stem.with_name(stem.name + "_time"), f"Median time in ms (speed-up vs sdpa) — {key['level']} {key['mode']}, {key['dtype']}, batch {batch}, {key['device']}")
+            _write_tables(_table(series), stem.with_name(stem.name + "_time"), f"Median time in ms (speed-up vs sdpa) — {key['level']} {key['mode']}, {key['dtype']}, batch {batch}, {key['device']}"
+                          + (". †: measured while other processes used the CPU (hollow rings in the plots)" if series.apply(_busy, axis=1).any() else ""))
             _write_tables(_memory_table(series), stem.with_name(stem.name + "_memory"), f"Peak memory in MiB over inputs — {key['level']} {key['mode']}, {key['dtype']}, batch {batch}, {key['device']}")
             written += [stem.with_name(stem.name + s) for s in ("_time.png", "_memory.png", "_speedup.png", "_time.md", "_memory.md")]
         for seq_len, series in group.groupby("seq_len"):
@@ -243,3 +254,34 @@ def _batch_plot(series: pd.DataFrame, title: str, path: Path) -> None:
         if lines:
             ax.legend(fontsize=8)
     _finish(fig, [p[0] for p in panels], "throughput (tokens / s)", title, path)
+
+
+GROUP_KEYS = ["level", "causal", "seq_len", "batch_size", "dim", "heads", "mode", "dtype"]
+
+
+def _speedups(frame: pd.DataFrame) -> dict[tuple, float]:
+    """(mechanism, group...) -> time of sdpa / time of the mechanism, for ok rows with an sdpa beside them."""
+    ok = frame[frame["status"] == "ok"]
+    speedups = {}
+    for group, rows in ok.groupby(GROUP_KEYS):
+        base = rows[rows["mechanism"] == BASELINE]["time_ms"]
+        if base.empty:
+            continue
+        for _, row in rows[rows["mechanism"] != BASELINE].iterrows():
+            speedups[(row["mechanism"], *group)] = float(base.iloc[0]) / row["time_ms"]
+    return speedups
+
+
+def compare_speedups(new: Path, reference: Path, tolerance: float = 1.5) -> list[str]:
+    """Lines comparing this run's speed-ups vs sdpa with the reference's, cell by cell (same shapes)."""
+    ours, theirs = _speedups(load_frame([new])), _speedups(load_frame([reference]))
+    common = sorted(set(ours) & set(theirs), key=str)
+    if not common:
+        return [f"no cell in common with the reference {reference}"]
+    differ = [key for key in common if not 1 / tolerance <= ours[key] / theirs[key] <= tolerance]
+    lines = [f"speed-ups vs sdpa against the reference ({reference}): {len(common)} cell(s) compared, "
+             f"{len(differ)} differ by more than {tolerance}x (the noise allowed between machines and runs)"]
+    for key in differ:
+        mechanism, _, causal, n, batch, *_ = key
+        lines.append(f"  {mechanism} {'causal' if causal else 'bidir'} N={n} B={batch}: {ours[key]:.2f}x here, {theirs[key]:.2f}x in the reference")
+    return lines

@@ -12,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import gc
 import itertools
+import math
 import multiprocessing as mp
 import resource
 import signal
+import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,8 +24,9 @@ from pathlib import Path
 import psutil
 from tqdm import tqdm
 
-from .cells import Cell, measure_cell, unsupported_reason
+from .cells import Cell, make_workload, measure_cell, tokens, unsupported_reason
 from .environment import environment
+from .measure import time_interleaved
 from .results import append_row, load_rows, results_writer
 
 
@@ -110,6 +113,10 @@ def _worker_main(conn, threads: int | None, memory_limit_bytes: int | None) -> N
         request = conn.recv()
         if request is None:
             return
+        if "interleave" in request:
+            conn.send(_interleave_in_worker([Cell(**c) for c in request["interleave"]], request["seed"], request["rounds"]))
+            gc.collect()
+            continue
         cell = Cell(**request["cell"])
         try:
             result = measure_cell(cell, seed=request["seed"], timing=request["timing"])
@@ -121,6 +128,16 @@ def _worker_main(conn, threads: int | None, memory_limit_bytes: int | None) -> N
         gc.collect()  # free everything the cell held before the next one
         if cell.device.startswith("cuda"):
             torch.cuda.empty_cache()
+
+
+def _interleave_in_worker(cells: list[Cell], seed: int, rounds: int) -> dict:
+    """Median ms per cell key, timed round by round across the cells of one comparison group."""
+    try:
+        jobs = {cell.key(): make_workload(cell, seed) for cell in cells}
+        medians, errors = time_interleaved(jobs, rounds, cells[0].device)
+    except Exception as err:  # noqa: BLE001 -- e.g. all workloads at once do not fit: the solo times stand
+        return {"medians_ms": {}, "error": _short(err)}
+    return {"medians_ms": {key: seconds * 1e3 for key, seconds in medians.items()}, "error": "; ".join(errors.values())}
 
 
 def _is_oom(err: BaseException) -> bool:
@@ -161,6 +178,18 @@ class Worker:
             self._process.join(timeout=5)
             return self._death(self._process.exitcode, peak_rss)
 
+    def interleave(self, cells: list[Cell], seed: int, rounds: int) -> dict:
+        """Time the cells of one group round by round in this worker; {} medians when it fails or dies."""
+        if self._process is None or not self._process.is_alive():
+            self._start()
+        self._conn.send({"interleave": [asdict(c) for c in cells], "seed": seed, "rounds": rounds})
+        try:
+            return self._conn.recv()
+        except (EOFError, ConnectionError):
+            self._process.join(timeout=5)
+            self._process = None
+            return {"medians_ms": {}, "error": "worker died while interleaving"}
+
     def _death(self, code: int | None, peak_rss: int) -> dict:
         """What is known of a worker that died mid-cell: its signal and memory; 'oom' only when memory was near the limit."""
         self._process = None
@@ -200,9 +229,67 @@ def run_sweep(cells: list[Cell], out: Path, *, config: dict, seed: int = 0, thre
                            memory_fraction=memory_fraction, progress=progress)
 
 
+def comparison_group(cell: Cell) -> tuple:
+    """Cells whose times are compared with each other (speed-ups vs sdpa): all but the mechanism."""
+    d = asdict(cell)
+    d.pop("attention")
+    d.pop("options")
+    return tuple(sorted((k, str(v)) for k, v in d.items()))
+
+
+BUSY_CORES = 0.3  # CPU used by other processes while a group was timed, in cores, above which its rows are flagged
+QUIET_WAIT_S = 60.0  # how long a busy group waits for the machine to quieten before its one re-measurement
+INTERLEAVE_S = 2.0  # interleaved timing per group: rounds enough for this many seconds (5 to 30 rounds)
+
+
+class LoadMonitor:
+    """CPU time used by processes other than this sweep (and its worker) over an interval, in cores."""
+
+    def __init__(self):
+        self.start()
+
+    @staticmethod
+    def _busy_seconds() -> float:
+        times = psutil.cpu_times()
+        return sum(getattr(times, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq", "steal"))
+
+    @staticmethod
+    def _own_seconds() -> float:
+        total = 0.0
+        me = psutil.Process()
+        for process in [me, *me.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                cpu = process.cpu_times()
+                total += cpu.user + cpu.system
+        return total
+
+    def start(self) -> None:
+        self._wall, self._busy, self._own = time.monotonic(), self._busy_seconds(), self._own_seconds()
+
+    def other_cores(self) -> float:
+        wall = max(time.monotonic() - self._wall, 1e-6)
+        return max(0.0, (self._busy_seconds() - self._busy) - (self._own_seconds() - self._own)) / wall
+
+
+def _wait_for_quiet(limit_s: float, window_s: float = 2.0) -> float:
+    """Wait (up to limit_s) until other processes use less than BUSY_CORES; returns the last load seen."""
+    deadline, load = time.monotonic() + limit_s, math.inf
+    while time.monotonic() < deadline:
+        monitor = LoadMonitor()
+        time.sleep(window_s)
+        load = monitor.other_cores()
+        if load < BUSY_CORES:
+            break
+    return load
+
+
 def _run_locked(cells, out: Path, *, config, seed, threads, timing, max_cell_s, memory_fraction, progress) -> list[dict]:
     done = {Cell(**{k: row[k] for k in Cell.__dataclass_fields__ if k != "device"}, device=row["device_type"]).key() for row in (load_rows(out) if out.exists() else [])}
-    todo = sorted((c for c in cells if c.key() not in done), key=lambda c: (_series(c), c.seq_len))
+    todo = [c for c in cells if c.key() not in done]
+    # group by group in increasing N, so each series still grows in N (the OOM / time-budget skip-ahead holds)
+    groups: dict[tuple, list[Cell]] = {}
+    for cell in sorted(todo, key=lambda c: (_series_family(c), c.seq_len, c.label)):
+        groups.setdefault(comparison_group(cell), []).append(cell)
     timing = {"min_time_s": 1.0, "max_time_s": max_cell_s, **(timing or {})}
     memory_limit = int(psutil.virtual_memory().total * memory_fraction) if not any(c.device.startswith("cuda") for c in todo) else None
     worker = Worker(threads, memory_limit)
@@ -210,38 +297,90 @@ def _run_locked(cells, out: Path, *, config, seed, threads, timing, max_cell_s, 
     written = []
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), unit="cell", disable=not progress, dynamic_ncols=True)
     try:
-        for cell in todo:
-            bar.set_postfix_str(f"{cell.label} {'causal' if cell.causal else 'bidir'} N={cell.seq_len} B={cell.batch_size} {cell.mode}")
-            reason = unsupported_reason(cell)
-            if reason:
-                result = {"status": "unsupported", "message": reason}
-            elif _series(cell) in failed_series:
-                status, message = failed_series[_series(cell)].split("|", 1)
-                result = {"status": status, "message": f"not run: {message}"}
-            else:
-                result = worker.run(cell, seed, timing)
-                if result.pop("worker_died", False):  # killed from outside or crashed, not for memory: one more try
-                    first = result["message"]
-                    result = worker.run(cell, seed, timing)
-                    result.pop("worker_died", None)
-                    result["message"] = (result.get("message") or "") + f" (retried once after: {first})"
-                if result["status"] == "oom":
-                    failed_series[_series(cell)] = f"oom|N={cell.seq_len} ran out of memory"
-                elif result["status"] == "ok" and result["time_ms"] / 1e3 * (1 + result["repeats"]) > max_cell_s:
-                    failed_series[_series(cell)] = f"skipped|N={cell.seq_len} already took {result['time_ms'] / 1e3:.1f} s per run (budget {max_cell_s:.0f} s per cell)"
-            env = environment(cell.device)  # per row: timestamp and load average change
-            row = {**_cell_fields(cell), **_empty_measurement(), **result, **env, "seed": seed, "config": config}
-            append_row(out, row)
-            written.append(row)
-            bar.update()
+        for group in groups.values():
+            monitor = LoadMonitor()
+            results = {}
+            for cell in group:
+                bar.set_postfix_str(f"{cell.label} {'causal' if cell.causal else 'bidir'} N={cell.seq_len} B={cell.batch_size} {cell.mode}")
+                results[cell] = _solo(worker, cell, seed, timing, failed_series, max_cell_s)
+                bar.update()
+            solo_load = monitor.other_cores()
+            _interleave_group(worker, group, results, seed, max_cell_s, solo_load)
+            for cell in group:
+                env = environment(cell.device)  # per row: timestamp and load average change
+                row = {**_cell_fields(cell), **_empty_measurement(), **results[cell], **env, "seed": seed, "config": config}
+                append_row(out, row)
+                written.append(row)
     except KeyboardInterrupt:
         bar.close()
         print(f"\ninterrupted: {len(written)} cell(s) written to {out}; run the same command again to resume")
-        raise SystemExit(130)
+        raise SystemExit(130) from None
     finally:
         worker.close()
         bar.close()
     return written
+
+
+def _series_family(cell: Cell) -> tuple:
+    """The series without its mechanism: what orders the groups."""
+    d = asdict(cell)
+    for name in ("seq_len", "attention", "options"):
+        d.pop(name)
+    return tuple(sorted((k, str(v)) for k, v in d.items()))
+
+
+def _solo(worker: Worker, cell: Cell, seed: int, timing: dict, failed_series: dict, max_cell_s: float) -> dict:
+    """One cell alone in the worker: status, memory and a first time (crash- and OOM-isolated)."""
+    reason = unsupported_reason(cell)
+    if reason:
+        return {"status": "unsupported", "message": reason}
+    if _series(cell) in failed_series:
+        status, message = failed_series[_series(cell)].split("|", 1)
+        return {"status": status, "message": f"not run: {message}"}
+    result = worker.run(cell, seed, timing)
+    if result.pop("worker_died", False):  # killed from outside or crashed, not for memory: one more try
+        first = result["message"]
+        result = worker.run(cell, seed, timing)
+        result.pop("worker_died", None)
+        result["message"] = (result.get("message") or "") + f" (retried once after: {first})"
+    if result["status"] == "oom":
+        failed_series[_series(cell)] = f"oom|N={cell.seq_len} ran out of memory"
+    elif result["status"] == "ok" and result["time_ms"] / 1e3 * (1 + result["repeats"]) > max_cell_s:
+        failed_series[_series(cell)] = f"skipped|N={cell.seq_len} already took {result['time_ms'] / 1e3:.1f} s per run (budget {max_cell_s:.0f} s per cell)"
+    return result
+
+
+def _interleave_group(worker: Worker, group: list[Cell], results: dict, seed: int, max_cell_s: float, solo_load: float) -> None:
+    """Re-time the group's ok cells round by round so load that comes and goes hits them alike.
+
+    The interleaved median replaces the solo one (kept as time_ms_solo). When other processes
+    used more than BUSY_CORES meanwhile, the group waits for quiet and is re-timed once; rows
+    still measured under load are flagged busy."""
+    ok = [c for c in group if results[c]["status"] == "ok"]
+    for cell in group:
+        results[cell].update(timing="solo", other_load_cores=round(solo_load, 3), busy=solo_load > BUSY_CORES if cell in ok else False)
+    if len(ok) < 2:
+        return
+    per_round_s = sum(results[c]["time_ms"] for c in ok) / 1e3
+    rounds = min(30, max(5, math.ceil(INTERLEAVE_S / max(per_round_s, 1e-6))))
+    if per_round_s * (rounds + 1) > max_cell_s:  # too slow to interleave within the budget: the solo times stand
+        return
+    for attempt in range(2):
+        monitor = LoadMonitor()
+        measured = worker.interleave(ok, seed, rounds)
+        load = monitor.other_cores()
+        medians = measured["medians_ms"]
+        if not all(c.key() in medians for c in ok):
+            for cell in ok:
+                results[cell]["message"] = (results[cell]["message"] + f" interleaving failed: {measured['error']}").strip()
+            return
+        for cell in ok:
+            solo = results[cell]["time_ms_solo"] if "time_ms_solo" in results[cell] else results[cell]["time_ms"]
+            results[cell].update(time_ms=medians[cell.key()], time_ms_solo=solo, timing=f"interleaved x{rounds}", other_load_cores=round(load, 3),
+                                 busy=load > BUSY_CORES, remeasured=attempt > 0, tokens_per_s=tokens(cell) / (medians[cell.key()] / 1e3))
+        if load <= BUSY_CORES or attempt:
+            return
+        _wait_for_quiet(QUIET_WAIT_S)
 
 
 def _cell_fields(cell: Cell) -> dict:

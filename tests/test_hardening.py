@@ -274,7 +274,7 @@ def test_report_warns_about_cells_written_twice(tmp_path, capsys):
     from bench.report import report
 
     row = {"level": "attention", "attention": "sdpa", "options": {}, "causal": False, "seq_len": 16, "batch_size": 1, "dim": 16, "heads": 2,
-           "mode": "fwd", "dtype": "fp32", "device": "cpu", "status": "ok", "time_ms": 1.0, "timestamp": "t"}
+           "mode": "fwd", "dtype": "fp32", "device": "cpu", "status": "ok", "time_ms": 1.0, "timestamp": "t", "peak_mem_bytes": 1}
     path = tmp_path / "s.jsonl"
     path.write_text(json.dumps(row) + "\n" + json.dumps({**row, "timestamp": "u"}) + "\n")
     report([path], tmp_path / "out")
@@ -288,3 +288,69 @@ def test_report_names_a_file_whose_rows_lack_keys(tmp_path):
     path.write_text(json.dumps({"level": "attention", "status": "ok"}) + "\n")
     with pytest.raises(ResultsFileError, match=r"s.jsonl: row 1 lacks attention"):
         report([path], tmp_path / "out")
+
+
+def test_a_comparison_group_is_timed_interleaved_and_its_load_recorded(tmp_path):
+    from bench.cells import Cell
+    from bench.sweep import run_sweep
+
+    cells = [Cell("attention", name, True, 32, 2, 16, 2, "fwd_bwd", "fp32", "cpu") for name in ("sdpa", "linrec")]
+    rows = run_sweep(cells, tmp_path / "s.jsonl", config={}, timing={"min_time_s": 0.05, "max_time_s": 1.0}, progress=False)
+    for row in rows:
+        assert row["status"] == "ok" and row["timing"].startswith("interleaved x")
+        assert row["time_ms_solo"] > 0 and row["time_ms"] > 0 and row["other_load_cores"] >= 0 and isinstance(row["busy"], bool)
+
+
+def test_load_monitor_sees_another_busy_process():
+    import subprocess
+    import sys
+    import time
+
+    from bench.sweep import LoadMonitor
+
+    hog = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 3\nwhile time.time() < end: pass"])
+    try:
+        time.sleep(0.3)
+        monitor = LoadMonitor()
+        time.sleep(1.0)
+        assert monitor.other_cores() > 0.5  # the hog takes most of a core (generous: CI is busy too)
+    finally:
+        hog.kill()
+        hog.wait()
+
+
+def _timing_row(mechanism, n, time_ms, **extra):
+    return {"level": "attention", "attention": mechanism, "options": {}, "causal": True, "seq_len": n, "batch_size": 4, "dim": 64, "heads": 4,
+            "mode": "fwd_bwd", "dtype": "fp32", "device": "cpu", "status": "ok", "time_ms": time_ms, "timestamp": "t", "peak_mem_bytes": 2**20, **extra}
+
+
+def test_the_main_job_compares_its_speedups_with_the_reference(tmp_path):
+    from bench.report import compare_speedups
+
+    reference, new = tmp_path / "ref.jsonl", tmp_path / "new.jsonl"
+    reference.write_text("".join(json.dumps(r) + "\n" for r in [_timing_row("sdpa", 64, 10), _timing_row("linrec", 64, 10),
+                                                                 _timing_row("sdpa", 256, 40), _timing_row("linrec", 256, 20)]))
+    new.write_text("".join(json.dumps(r) + "\n" for r in [_timing_row("sdpa", 64, 5), _timing_row("linrec", 64, 5.5),
+                                                           _timing_row("sdpa", 256, 40), _timing_row("linrec", 256, 80)]))
+    lines = compare_speedups(new, reference)
+    assert "2 cell(s) compared, 1 differ by more than 1.5x" in lines[0]
+    assert "linrec causal N=256 B=4: 0.50x here, 2.00x in the reference" in lines[1]
+
+
+def test_the_main_job_never_reuses_a_run_folder_silently(tmp_path):
+    from bench.cli import main
+
+    (tmp_path / "sweep.jsonl").write_text("")
+    with pytest.raises(SystemExit, match="exists; --resume continues it"):
+        main(["main", "--out", str(tmp_path), "--no-progress"])
+
+
+def test_busy_rows_are_marked_in_tables(tmp_path):
+    from bench.report import report
+
+    path = tmp_path / "s.jsonl"
+    rows = [_timing_row("sdpa", 64, 10), _timing_row("linrec", 64, 5, busy=True), _timing_row("sdpa", 256, 40), _timing_row("linrec", 256, 20)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report([path], tmp_path / "out")
+    table = next((tmp_path / "out").glob("*_time.md")).read_text()
+    assert "5.00 (2.00x) †" in table and "measured while other processes used the CPU" in table
