@@ -65,6 +65,8 @@ def _add_sweep_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads in the worker (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-cell-s", type=float, default=120.0, help="time budget per cell; longer series stop growing N")
+    parser.add_argument("--quiet-wait-s", type=float, default=None,
+                        help="how long a group timed under load waits for quiet before its one re-measurement (default 60)")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -99,8 +101,12 @@ def _run_sweep(args, out: Path) -> None:
     from .sweep import run_sweep
 
     _check_grid(args)
+    if args.quiet_wait_s is not None:
+        from . import sweep
+
+        sweep.QUIET_WAIT_S = max(0.0, args.quiet_wait_s)
     cells = _sweep_cells(args)
-    config = {k: v for k, v in vars(args).items() if k not in ("func", "no_progress")}
+    config = {k: v for k, v in vars(args).items() if k not in ("func", "no_progress", "quiet_wait_s")}
     config["attention"] = [list(a) for a in config["attention"]] if config.get("attention") else None
     try:
         rows = run_sweep(cells, out, config=config, seed=args.seed, threads=args.threads, max_cell_s=args.max_cell_s, progress=not args.no_progress)

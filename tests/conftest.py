@@ -1,10 +1,15 @@
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+def pytest_addoption(parser):
+    parser.addoption("--benchmark", action="store_true", default=False,
+                     help="run the benchmark suite (tests/benchmarks) as --benchmark-only does; pytest-benchmark's own flags still apply")
+
+
+def pytest_configure(config):
+    if config.getoption("--benchmark"):
+        config.option.benchmark_only = True  # pytest-benchmark then skips every test that is not a benchmark
 
 
 @pytest.fixture(autouse=True)

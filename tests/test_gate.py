@@ -15,7 +15,7 @@ def _restore_threads():
 
 
 def _args(tmp_path, **kw):
-    values = {"baseline": str(tmp_path / "baseline.json"), "update_baseline": False, "rounds": 1, "tolerance": None, "threads": 1}
+    values = {"baseline": str(tmp_path / "baseline.json"), "update_baseline": False, "rounds": 1, "tolerance": None, "threads": 1, "slowdown": None}
     values.update(kw)
     return argparse.Namespace(**values)
 
@@ -29,3 +29,9 @@ def test_gate_writes_a_baseline_then_passes_and_fails_on_a_regression(tmp_path, 
     baseline["ratios"] = {key: ratio / 1e4 for key, ratio in baseline["ratios"].items()}  # as if everything had been 10^4x faster
     (tmp_path / "baseline.json").write_text(json.dumps(baseline))
     assert gate.main(_args(tmp_path, tolerance=1.6)) == 1
+
+
+def test_the_gate_fails_when_it_slows_a_mechanism_down_itself(tmp_path, monkeypatch):
+    monkeypatch.setattr(gate, "SHAPE", {"batch_size": 2, "heads": 2, "head_dim": 8, "seq_len": 256})
+    assert gate.main(_args(tmp_path, update_baseline=True, rounds=3)) == 0
+    assert gate.main(_args(tmp_path, rounds=3, slowdown="linrec=12", tolerance=3.0)) == 1

@@ -12,8 +12,6 @@ backward), compile (opt-in torch.compile of the kernel), backend ("fla": causal 
 product by flash-linear-attention on CUDA).
 """
 
-import os
-
 from .base import AttentionLayer, Capabilities, OutputDropoutMixin, register_attention
 from .functional import CAUSAL_BACKENDS, DEFAULT_CHUNK_SIZE, LINREC_VARIANTS, compiled_linrec_attention, linrec_attention
 
@@ -37,13 +35,6 @@ class LinRecAttention(OutputDropoutMixin, AttentionLayer):
         self.kernel = compiled_linrec_attention() if compile else linrec_attention
 
     def attend(self, q, k, v, key_padding_mask):
-        def run():
-            return self.kernel(q, k, v, causal=self.causal, variant=self.variant, key_padding_mask=key_padding_mask,
-                               chunk_size=self.chunk_size, recompute_heads=self.recompute_heads, backend=self.backend)
-
-        # LINREC_GATE_SLOWDOWN=N averages N copies of the same computation (N x forward and
-        # backward work, same result). It exists only to show that the CI speed gate
-        # (python -m bench gate) catches a regression; never set it otherwise.
-        copies = int(os.environ.get("LINREC_GATE_SLOWDOWN", "1"))
-        out = run() if copies <= 1 else sum(run() for _ in range(copies)) / copies
+        out = self.kernel(q, k, v, causal=self.causal, variant=self.variant, key_padding_mask=key_padding_mask,
+                          chunk_size=self.chunk_size, recompute_heads=self.recompute_heads, backend=self.backend)
         return self._output_dropout(out)
