@@ -44,7 +44,9 @@ class TrainCell:
     model: str = "sasrec"
     objective: str = "all_positions"
     options: dict = field(default_factory=dict, hash=False)  # attention options, e.g. {"variant": "official"}
-    settings: dict = field(default_factory=dict, hash=False)  # any other TrainConfig setting, e.g. {"hidden": 128, "heads": 8}
+    settings: dict = field(
+        default_factory=dict, hash=False
+    )  # any other TrainConfig setting, e.g. {"hidden": 128, "heads": 8}
 
     def key(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -56,19 +58,38 @@ class TrainCell:
     def slug(self) -> str:
         extra = "".join(f"-{k}{v}" for k, v in sorted(self.settings.items()))
         name = self.label.replace("[", "-").replace("]", "").replace("=", "").replace(",", "-")
-        return f"{self.dataset}-{self.model}-{self.objective}-{self.recipe}-{name}-N{self.max_len}-B{self.batch_size}-s{self.seed}{extra}"
+        shape = f"N{self.max_len}-B{self.batch_size}-s{self.seed}"
+        return f"{self.dataset}-{self.model}-{self.objective}-{self.recipe}-{name}-{shape}{extra}"
 
     def train_config(self, out: Path, *, device: str = "cpu", threads: int | None = None, data_dir: str | None = None):
         from .train import with_recipe
 
-        settings = {"dataset": self.dataset, "model": self.model, "objective": self.objective, "attention": self.attention,
-                    "attention_options": dict(self.options), "max_len": self.max_len, "batch_size": self.batch_size, "seed": self.seed,
-                    **self.settings, "device": device, "threads": threads, "data_dir": data_dir, "out": str(out)}
+        settings = {
+            "dataset": self.dataset,
+            "model": self.model,
+            "objective": self.objective,
+            "attention": self.attention,
+            "attention_options": dict(self.options),
+            "max_len": self.max_len,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            **self.settings,
+            "device": device,
+            "threads": threads,
+            "data_dir": data_dir,
+            "out": str(out),
+        }
         return with_recipe(self.recipe, **settings)
 
 
-CAUSAL_MECHANISMS = [("sdpa", {}), ("linrec", {}), ("linrec", {"variant": "official"}), ("linear", {}), ("efficient", {}),
-                     ("performer", {"nb_features": 64})]
+CAUSAL_MECHANISMS = [
+    ("sdpa", {}),
+    ("linrec", {}),
+    ("linrec", {"variant": "official"}),
+    ("linear", {}),
+    ("efficient", {}),
+    ("performer", {"nb_features": 64}),
+]
 
 
 def _paper(dataset: str, settings: dict | None = None) -> list[TrainCell]:
@@ -90,20 +111,36 @@ def _paper(dataset: str, settings: dict | None = None) -> list[TrainCell]:
 
 def _ablation(dataset: str = "ml-100k", seeds=(2000, 2001, 2002)) -> list[TrainCell]:
     """SASRec+ with one choice changed at a time (sdpa; LinRec where attention dropout acts differently)."""
-    changes = [{}, {"norm": "post", "embedding_norm": True}, {"embedding_scale": False}, {"dropout": 0.2}, {"attention_dropout": 0.0},
-               {"inner": 256, "activation": "gelu"}, {"train_windows": "all"}, {"batching": "random"}, {"select_protocol": "all"}]
+    changes = [
+        {},
+        {"norm": "post", "embedding_norm": True},
+        {"embedding_scale": False},
+        {"dropout": 0.2},
+        {"attention_dropout": 0.0},
+        {"inner": 256, "activation": "gelu"},
+        {"train_windows": "all"},
+        {"batching": "random"},
+        {"select_protocol": "all"},
+    ]
     cells = []
     for seed in seeds:  # every variant once before any is repeated: a partial run already covers them all
         cells += [TrainCell(dataset, "sdpa", 200, 128, seed, settings=change) for change in changes]
-        cells += [TrainCell(dataset, "linrec", 200, 128, seed, settings=change) for change in ({}, {"attention_dropout": 0.0})]
+        cells += [
+            TrainCell(dataset, "linrec", 200, 128, seed, settings=change) for change in ({}, {"attention_dropout": 0.0})
+        ]
         cells.append(TrainCell(dataset, "sdpa", 200, 128, seed, recipe="recbole"))
     return cells
 
 
 PRESETS: dict[str, list[TrainCell]] = {
     # minutes on a laptop, no data needed: the whole path (train, both protocols, rows, report)
-    "quick": [TrainCell("synthetic", name, n, 32, recipe="sasrec-plus", options=options, settings={"epochs": 3, "patience": 3})
-              for n in (20, 50) for name, options in (("sdpa", {}), ("linrec", {}))],
+    "quick": [
+        TrainCell(
+            "synthetic", name, n, 32, recipe="sasrec-plus", options=options, settings={"epochs": 3, "patience": 3}
+        )
+        for n in (20, 50)
+        for name, options in (("sdpa", {}), ("linrec", {}))
+    ],
     # ML-1M (3,416 items), SASRec+ recipe, width 64: every causal mechanism, N from 50 to 800, batch 32-512, 3 seeds
     "paper": _paper("ml-1m"),
     # what each SASRec+ choice contributes, on ML-100K (ML-1M is too slow for 3 seeds x 12 variants on a CPU)
@@ -154,8 +191,18 @@ def unsupported_reason(cell: TrainCell) -> str | None:
 # ------------------------------------------------------------------ the driver
 
 
-def run_accuracy_sweep(cells: list[TrainCell], out: Path, *, work_dir: Path = DEFAULT_WORK_DIR, jobs: int = 1, threads: int | None = None,
-                       device: str = "cpu", data_dir: str | None = None, poll_s: float = 2.0, log=print) -> list[dict]:
+def run_accuracy_sweep(
+    cells: list[TrainCell],
+    out: Path,
+    *,
+    work_dir: Path = DEFAULT_WORK_DIR,
+    jobs: int = 1,
+    threads: int | None = None,
+    device: str = "cpu",
+    data_dir: str | None = None,
+    poll_s: float = 2.0,
+    log=print,
+) -> list[dict]:
     """Train every cell not yet in `out`, `jobs` at a time; returns the rows written by this call."""
     out, work_dir = Path(out), Path(work_dir)
     with results_writer(out):
@@ -171,8 +218,10 @@ def _run_locked(cells, out, work_dir, jobs, threads, device, data_dir, poll_s, l
         append_row(out, row)
         written.append(row)
         test = row.get("test", {}).get("seen_excluded", {})
-        log(f"[{len(done) + len(written)}/{len(cells)}] {cell.slug()}: {row['status']}"
-            + (f"  test NDCG@10 seen-excluded {test['ndcg@10']:.4f}" if test else f"  {row['message']}"))
+        log(
+            f"[{len(done) + len(written)}/{len(cells)}] {cell.slug()}: {row['status']}"
+            + (f"  test NDCG@10 seen-excluded {test['ndcg@10']:.4f}" if test else f"  {row['message']}")
+        )
 
     running: dict[subprocess.Popen, tuple[TrainCell, Path]] = {}
     try:
@@ -188,8 +237,12 @@ def _run_locked(cells, out, work_dir, jobs, threads, device, data_dir, poll_s, l
                 config = cell.train_config(cell_dir, device=device, threads=threads, data_dir=data_dir)
                 (cell_dir / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
                 with (cell_dir / "train.log").open("a") as handle:
-                    process = subprocess.Popen([sys.executable, "-m", "bench.accuracy", str(cell_dir)], stdout=handle, stderr=subprocess.STDOUT,
-                                               cwd=REPO_ROOT)
+                    process = subprocess.Popen(
+                        [sys.executable, "-m", "bench.accuracy", str(cell_dir)],
+                        stdout=handle,
+                        stderr=subprocess.STDOUT,
+                        cwd=REPO_ROOT,
+                    )
                 running[process] = (cell, cell_dir)
             time.sleep(poll_s if running else 0)
             for process in [p for p in running if p.poll() is not None]:
@@ -198,7 +251,10 @@ def _run_locked(cells, out, work_dir, jobs, threads, device, data_dir, poll_s, l
     except KeyboardInterrupt:
         for process in running:
             process.terminate()
-        log(f"\ninterrupted: {len(written)} row(s) written to {out}; run the same command again to resume (cells continue from their checkpoints)")
+        log(
+            f"\ninterrupted: {len(written)} row(s) written to {out}; run the same command again to resume (cells "
+            "continue from their checkpoints)"
+        )
         raise SystemExit(130) from None
     return written
 

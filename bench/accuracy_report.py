@@ -30,9 +30,29 @@ from .results import attention_label, duplicate_keys
 
 BASELINE = "sdpa"
 PROTOCOL_NAMES = {"seen_excluded": "seen items excluded", "all": "all items ranked"}
-BUDGET_KEYS = {"epochs", "patience", "max_minutes", "synthetic_users", "synthetic_items", "hidden", "heads"}  # not a variant of the recipe
-RUN_FIELDS = ("test", "valid", "best_epoch", "epochs_run", "stop_reason", "seconds_per_epoch", "train_seconds", "peak_mem_bytes", "mem_method",
-              "history", "protocol", "parameters")
+BUDGET_KEYS = {
+    "epochs",
+    "patience",
+    "max_minutes",
+    "synthetic_users",
+    "synthetic_items",
+    "hidden",
+    "heads",
+}  # not a variant of the recipe
+RUN_FIELDS = (
+    "test",
+    "valid",
+    "best_epoch",
+    "epochs_run",
+    "stop_reason",
+    "seconds_per_epoch",
+    "train_seconds",
+    "peak_mem_bytes",
+    "mem_method",
+    "history",
+    "protocol",
+    "parameters",
+)
 
 
 def train_row(results: dict) -> dict:
@@ -40,13 +60,34 @@ def train_row(results: dict) -> dict:
     config = results["config"]
     test, valid = results["test"], results["valid"]
     if "ndcg@10" in test:  # written before both protocols were reported: one protocol, named by its flag
-        name = "seen_excluded" if config.get("exclude_history") else ("all" if config.get("protocol", "full") == "full" else config["protocol"])
+        name = (
+            "seen_excluded"
+            if config.get("exclude_history")
+            else ("all" if config.get("protocol", "full") == "full" else config["protocol"])
+        )
         test, valid = {name: test}, {name: valid}
-    row = {"level": "train", "dataset": config["dataset"], "model": config["model"], "objective": config["objective"], "attention": config["attention"],
-           "options": config["attention_options"], "max_len": config["max_len"], "batch_size": config["batch_size"], "seed": config["seed"],
-           "recipe": config.get("recipe") or "recbole", "settings": {}, "label": attention_label(config["attention"], config["attention_options"]),
-           "status": "ok", "message": "", **{k: results.get(k) for k in RUN_FIELDS}, "test": test, "valid": valid,
-           "dataset_stats": results["dataset"], "config": config, "run_commit": results.get("commit")}
+    row = {
+        "level": "train",
+        "dataset": config["dataset"],
+        "model": config["model"],
+        "objective": config["objective"],
+        "attention": config["attention"],
+        "options": config["attention_options"],
+        "max_len": config["max_len"],
+        "batch_size": config["batch_size"],
+        "seed": config["seed"],
+        "recipe": config.get("recipe") or "recbole",
+        "settings": {},
+        "label": attention_label(config["attention"], config["attention_options"]),
+        "status": "ok",
+        "message": "",
+        **{k: results.get(k) for k in RUN_FIELDS},
+        "test": test,
+        "valid": valid,
+        "dataset_stats": results["dataset"],
+        "config": config,
+        "run_commit": results.get("commit"),
+    }
     row.update({k: results.get(k) for k in ("torch", "threads", "host", "device", "timestamp", "commit")})
     return row
 
@@ -57,7 +98,8 @@ def train_row(results: dict) -> dict:
 def _setting(row: dict) -> str:
     config, stats = row["config"], row["dataset_stats"]
     objective = row["objective"] if row["model"] == "sasrec" else "cloze"
-    return f"{row['dataset']}-{stats['items']}items_{row['model']}-{objective}_{row['recipe']}_d{config['hidden']}h{config['heads']}"
+    width = f"d{config['hidden']}h{config['heads']}"
+    return f"{row['dataset']}-{stats['items']}items_{row['model']}-{objective}_{row['recipe']}_{width}"
 
 
 def variant(settings: dict) -> str:
@@ -71,11 +113,22 @@ def train_frame(rows: list[dict]) -> pd.DataFrame:
     for row in rows:
         if row.get("level") != "train" or row.get("status") != "ok":
             continue
-        record = {"setting": _setting(row), "variant": variant(row.get("settings")), "mechanism": attention_label(row["attention"], row.get("options") or {}), "seq_len": row["max_len"],
-                  "batch_size": row["batch_size"], "seed": row["seed"], "best_epoch": row["best_epoch"], "epochs_run": row["epochs_run"],
-                  "s_per_epoch": row["seconds_per_epoch"], "train_minutes": (row["train_seconds"] or 0) / 60, "device": row["device"],
-                  "history": row["history"], "selected_on": (row.get("protocol") or {}).get("selected_on", next(iter(row["test"]))),
-                  "timestamp": row.get("timestamp", "")}
+        record = {
+            "setting": _setting(row),
+            "variant": variant(row.get("settings")),
+            "mechanism": attention_label(row["attention"], row.get("options") or {}),
+            "seq_len": row["max_len"],
+            "batch_size": row["batch_size"],
+            "seed": row["seed"],
+            "best_epoch": row["best_epoch"],
+            "epochs_run": row["epochs_run"],
+            "s_per_epoch": row["seconds_per_epoch"],
+            "train_minutes": (row["train_seconds"] or 0) / 60,
+            "device": row["device"],
+            "history": row["history"],
+            "selected_on": (row.get("protocol") or {}).get("selected_on", next(iter(row["test"]))),
+            "timestamp": row.get("timestamp", ""),
+        }
         for protocol, metrics in row["test"].items():
             for metric in ("ndcg@10", "recall@10", "mrr@10"):
                 record[f"{metric}:{protocol}"] = metrics[metric]
@@ -86,13 +139,21 @@ def train_frame(rows: list[dict]) -> pd.DataFrame:
     key = ["setting", "variant", "mechanism", "seq_len", "batch_size", "seed"]
     repeated = duplicate_keys(frame.to_dict("records"), lambda row: tuple(row[k] for k in key))
     if repeated:
-        print(f"report: warning: {len(repeated)} training cell(s) appear more than once (the latest row is used), e.g. {repeated[0]}", file=sys.stderr)
-    return frame.sort_values("timestamp").drop_duplicates(key, keep="last").reset_index(drop=True)  # the latest run wins
+        print(
+            f"report: warning: {len(repeated)} training cell(s) appear more than once (the latest row is used), e.g. "
+            f"{repeated[0]}",
+            file=sys.stderr,
+        )
+    return (
+        frame.sort_values("timestamp").drop_duplicates(key, keep="last").reset_index(drop=True)
+    )  # the latest run wins
 
 
 def _protocols(frame: pd.DataFrame) -> list[str]:
     present = {c.split(":", 1)[1] for c in frame.columns if c.startswith("ndcg@10:")}
-    return [p for p in ("seen_excluded", "all", "uni100", "pop100") if p in present and frame[f"ndcg@10:{p}"].notna().any()]
+    return [
+        p for p in ("seen_excluded", "all", "uni100", "pop100") if p in present and frame[f"ndcg@10:{p}"].notna().any()
+    ]
 
 
 def summary(frame: pd.DataFrame, by=("mechanism", "seq_len", "batch_size")) -> pd.DataFrame:
@@ -130,7 +191,9 @@ def gaps_to_baseline(frame: pd.DataFrame, protocol: str) -> list[str]:
             if len(base) > 1 and len(other) > 1:
                 spread = max(spreads)
                 verdict = "exceeds" if abs(gap) > 2 * spread else "is within"
-                detail = f"{verdict} twice the larger seed-to-seed std ({spread:.4f}; {len(base)} and {len(other)} seeds)"
+                detail = (
+                    f"{verdict} twice the larger seed-to-seed std ({spread:.4f}; {len(base)} and {len(other)} seeds)"
+                )
             else:
                 detail = "cannot be compared with the seed spread yet (one seed on at least one side)"
             lines.append(f"- N={n}, batch {batch}: {mechanism} {gap:+.4f} NDCG@10 vs {BASELINE}; the gap {detail}.")
@@ -147,16 +210,25 @@ def _colors(mechanisms) -> dict[str, str]:
 
 
 def _vs_axis(table: pd.DataFrame, axis: str, protocols: list[str], title: str, path: Path, colors: dict) -> None:
-    panels = [(f"ndcg@10:{p}", f"test NDCG@10 ({PROTOCOL_NAMES.get(p, p)})") for p in protocols] + [("s_per_epoch", "seconds per epoch")]
+    panels = [(f"ndcg@10:{p}", f"test NDCG@10 ({PROTOCOL_NAMES.get(p, p)})") for p in protocols] + [
+        ("s_per_epoch", "seconds per epoch")
+    ]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.2))
-    for ax, (column, ylabel) in zip(axes, panels):
+    for ax, (column, ylabel) in zip(axes, panels, strict=False):
         for mechanism, line in table.groupby("mechanism"):
             line = line.sort_values(axis)
             if column == "s_per_epoch":
                 ax.plot(line[axis], line[column], marker="o", color=colors[mechanism], label=mechanism)
             else:
-                ax.errorbar(line[axis], line[f"{column}|mean"], yerr=line[f"{column}|std"].fillna(0), marker="o", capsize=3,
-                            color=colors[mechanism], label=mechanism)
+                ax.errorbar(
+                    line[axis],
+                    line[f"{column}|mean"],
+                    yerr=line[f"{column}|std"].fillna(0),
+                    marker="o",
+                    capsize=3,
+                    color=colors[mechanism],
+                    label=mechanism,
+                )
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted(table[axis].unique()), [str(v) for v in sorted(table[axis].unique())])
         ax.set_xlabel("sequence length N" if axis == "seq_len" else "batch size (sequences)")
@@ -173,19 +245,25 @@ def _vs_axis(table: pd.DataFrame, axis: str, protocols: list[str], title: str, p
 def _pareto(frame: pd.DataFrame, protocol: str, title: str, path: Path, colors: dict) -> None:
     column = f"ndcg@10:{protocol}"
     points = frame.dropna(subset=[column]).sort_values("train_minutes")
-    markers = dict(zip(sorted(points["seq_len"].unique()), "osD^vP*X"))
+    markers = dict(zip(sorted(points["seq_len"].unique()), "osD^vP*X", strict=False))
     fig, ax = plt.subplots(figsize=(8.5, 4.8))
     for _, run in points.iterrows():
-        ax.scatter(run["train_minutes"], run[column], color=colors[run["mechanism"]], marker=markers[run["seq_len"]], s=36)
+        ax.scatter(
+            run["train_minutes"], run[column], color=colors[run["mechanism"]], marker=markers[run["seq_len"]], s=36
+        )
     best, front = -1.0, []
     for _, run in points.iterrows():
         if run[column] > best:
             best = run[column]
             front.append((run["train_minutes"], run[column]))
-    handles = [plt.Line2D([], [], color=c, marker="o", linestyle="", label=m) for m, c in colors.items() if m in set(points["mechanism"])]
+    handles = [
+        plt.Line2D([], [], color=c, marker="o", linestyle="", label=m)
+        for m, c in colors.items()
+        if m in set(points["mechanism"])
+    ]
     handles += [plt.Line2D([], [], color="black", marker=mk, linestyle="", label=f"N={n}") for n, mk in markers.items()]
     if front:
-        (line,) = ax.plot(*zip(*front), linestyle="--", color="grey", label="Pareto front")
+        (line,) = ax.plot(*zip(*front, strict=False), linestyle="--", color="grey", label="Pareto front")
         handles.append(line)
     ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
     ax.set_xlabel("training time until stopping (min, excluding evaluation)")
@@ -202,8 +280,14 @@ def _learning_curves(frame: pd.DataFrame, title: str, path: Path, colors: dict) 
     styles = ["-", "--", ":", "-."]
     for index, (_, run) in enumerate(frame.sort_values(["mechanism", "seq_len", "batch_size", "seed"]).iterrows()):
         history = run["history"]
-        ax.plot([h["epoch"] for h in history], [h["valid_ndcg@10"] for h in history], color=colors[run["mechanism"]], linestyle=styles[index % 4],
-                linewidth=1, label=f"{run['mechanism']} N={run['seq_len']} B={run['batch_size']} seed {run['seed']}")
+        ax.plot(
+            [h["epoch"] for h in history],
+            [h["valid_ndcg@10"] for h in history],
+            color=colors[run["mechanism"]],
+            linestyle=styles[index % 4],
+            linewidth=1,
+            label=f"{run['mechanism']} N={run['seq_len']} B={run['batch_size']} seed {run['seed']}",
+        )
     ax.set_xlabel("epoch")
     protocols = sorted(set(frame["selected_on"]))
     ax.set_ylabel(f"validation NDCG@10 ({', '.join(PROTOCOL_NAMES.get(p, p) for p in protocols)})")
@@ -223,11 +307,18 @@ def _table(table: pd.DataFrame, protocols: list[str]) -> pd.DataFrame:
     for protocol in protocols:
         short = "seen excl." if protocol == "seen_excluded" else protocol
         for metric, name in (("ndcg@10", "NDCG@10"), ("recall@10", "Recall@10")):
-            out[f"{name} ({short})"] = [_pm(m, s, n) for m, s, n in zip(table[f"{metric}:{protocol}|mean"], table[f"{metric}:{protocol}|std"], table["seeds"])]
+            out[f"{name} ({short})"] = [
+                _pm(m, s, n)
+                for m, s, n in zip(
+                    table[f"{metric}:{protocol}|mean"], table[f"{metric}:{protocol}|std"], table["seeds"], strict=False
+                )
+            ]
     out["best epoch"] = table["best_epoch"].round(1)
     out["s/epoch"] = table["s_per_epoch"].round(1)
     out["train min"] = table["train_minutes"].round(1)
-    return out.sort_values(["N", "batch", "mechanism"], key=lambda c: c.map(lambda v: (v != BASELINE, v)) if c.name == "mechanism" else c)
+    return out.sort_values(
+        ["N", "batch", "mechanism"], key=lambda c: c.map(lambda v: (v != BASELINE, v)) if c.name == "mechanism" else c
+    )
 
 
 def _markdown(table: pd.DataFrame) -> str:
@@ -259,16 +350,31 @@ def accuracy_report(rows: list[dict], out: Path) -> list[Path]:
         by_len = table[table["batch_size"] == common_batch]
         if by_len["seq_len"].nunique() > 1:
             path = out / f"accuracy_vs_len_{setting}.png"
-            _vs_axis(by_len, "seq_len", protocols, f"Accuracy vs sequence length, batch {common_batch} — {title}", path, colors)
+            _vs_axis(
+                by_len,
+                "seq_len",
+                protocols,
+                f"Accuracy vs sequence length, batch {common_batch} — {title}",
+                path,
+                colors,
+            )
             written.append(path)
         by_batch = table[table["seq_len"] == common_len]
         if by_batch["batch_size"].nunique() > 1:
             path = out / f"accuracy_vs_batch_{setting}.png"
-            _vs_axis(by_batch, "batch_size", protocols, f"Accuracy vs batch size, N={common_len} — {title}", path, colors)
+            _vs_axis(
+                by_batch, "batch_size", protocols, f"Accuracy vs batch size, N={common_len} — {title}", path, colors
+            )
             written.append(path)
         for protocol in protocols:
             path = out / f"pareto_{setting}_{protocol}.png"
-            _pareto(runs, protocol, f"Accuracy vs training time ({PROTOCOL_NAMES.get(protocol, protocol)}) — {title}", path, colors)
+            _pareto(
+                runs,
+                protocol,
+                f"Accuracy vs training time ({PROTOCOL_NAMES.get(protocol, protocol)}) — {title}",
+                path,
+                colors,
+            )
             written.append(path)
         path = out / f"learning_curves_{setting}.png"
         _learning_curves(runs, f"Learning curves — {title}", path, colors)
@@ -277,10 +383,19 @@ def accuracy_report(rows: list[dict], out: Path) -> list[Path]:
         shown = _table(table, protocols)
         stem = out / f"accuracy_{setting}"
         shown.to_csv(stem.with_suffix(".csv"), index=False)
-        shown.to_latex(stem.with_suffix(".tex"), index=False, caption=f"Test metrics, leave-one-out, full ranking — {setting}")
-        text = [f"# Accuracy — {setting.replace('_', ', ')}", "", f"Device: {device}. Test metrics of the best validation epoch, full ranking, "
-                "leave-one-out; mean ± std over seeds where several exist. 'seen excl.': items already in the user's history are not "
-                "ranked (the target stays rankable); 'all': every item is ranked.", "", _markdown(shown)]
+        shown.to_latex(
+            stem.with_suffix(".tex"), index=False, caption=f"Test metrics, leave-one-out, full ranking — {setting}"
+        )
+        text = [
+            f"# Accuracy — {setting.replace('_', ', ')}",
+            "",
+            f"Device: {device}. Test metrics of the best validation epoch, full ranking, "
+            "leave-one-out; mean ± std over seeds where several exist. 'seen excl.': items already in the user's "
+            "history are not "
+            "ranked (the target stays rankable); 'all': every item is ranked.",
+            "",
+            _markdown(shown),
+        ]
         for protocol in protocols:
             gaps = gaps_to_baseline(runs, protocol)
             if gaps:
@@ -298,19 +413,35 @@ def _ablation_table(runs: pd.DataFrame, setting: str, out: Path) -> list[Path]:
     for (mechanism, n, batch), group in table.groupby(["mechanism", "seq_len", "batch_size"]):
         base = group[group["variant"] == ""]
         for _, row in group.sort_values("variant").iterrows():
-            line = {"mechanism": mechanism, "N": n, "batch": batch, "change": row["variant"] or "(recipe as named)", "seeds": row["seeds"]}
+            line = {
+                "mechanism": mechanism,
+                "N": n,
+                "batch": batch,
+                "change": row["variant"] or "(recipe as named)",
+                "seeds": row["seeds"],
+            }
             for protocol in protocols:
                 column = f"ndcg@10:{protocol}"
                 short = "seen excl." if protocol == "seen_excluded" else protocol
                 line[f"NDCG@10 ({short})"] = _pm(row[f"{column}|mean"], row[f"{column}|std"], row["seeds"])
-                line[f"Δ ({short})"] = f"{row[f'{column}|mean'] - base[f'{column}|mean'].iloc[0]:+.4f}" if not base.empty and row["variant"] else ""
+                line[f"Δ ({short})"] = (
+                    f"{row[f'{column}|mean'] - base[f'{column}|mean'].iloc[0]:+.4f}"
+                    if not base.empty and row["variant"]
+                    else ""
+                )
             line["best epoch"] = round(row["best_epoch"], 1)
             line["s/epoch"] = round(row["s_per_epoch"], 1)
             lines.append(line)
     shown = pd.DataFrame(lines)
     stem = out / f"ablation_{setting}"
     shown.to_csv(stem.with_suffix(".csv"), index=False)
-    text = [f"# Ablation — {setting.replace('_', ', ')}", "", "Each row changes one setting of the recipe; Δ is the change of mean test NDCG@10 "
-            "against the recipe as named (same mechanism, N, batch, seeds). A Δ smaller than the std is noise.", "", _markdown(shown)]
+    text = [
+        f"# Ablation — {setting.replace('_', ', ')}",
+        "",
+        "Each row changes one setting of the recipe; Δ is the change of mean test NDCG@10 "
+        "against the recipe as named (same mechanism, N, batch, seeds). A Δ smaller than the std is noise.",
+        "",
+        _markdown(shown),
+    ]
     stem.with_suffix(".md").write_text("\n".join(text))
     return [stem.with_suffix(".md"), stem.with_suffix(".csv")]

@@ -79,7 +79,9 @@ def make_workload(cell: Cell, seed: int = 0) -> Callable[[], None]:
     """A zero-argument callable running the cell once (inputs and module prebuilt)."""
     torch.manual_seed(seed)
     device, dtype = torch.device(cell.device), DTYPES[cell.dtype]
-    layer = build_attention(cell.attention, cell.dim, cell.heads, causal=cell.causal, max_len=cell.seq_len, **cell.options)
+    layer = build_attention(
+        cell.attention, cell.dim, cell.heads, causal=cell.causal, max_len=cell.seq_len, **cell.options
+    )
     layer = layer.to(device=device, dtype=dtype).train(cell.mode != "infer")
     grad = cell.mode != "infer"
     if cell.level == "model":
@@ -122,8 +124,17 @@ def _model_workload(cell: Cell, device, dtype) -> Callable[[], None]:
 
     from models import BERT4Rec, EncoderConfig, SASRec
 
-    config = EncoderConfig(num_items=MODEL_ITEMS, max_len=cell.seq_len, hidden=cell.dim, heads=cell.heads, layers=MODEL_LAYERS,
-                           inner=2 * cell.dim, dropout=0.2, attention=cell.attention, attention_options=dict(cell.options))
+    config = EncoderConfig(
+        num_items=MODEL_ITEMS,
+        max_len=cell.seq_len,
+        hidden=cell.dim,
+        heads=cell.heads,
+        layers=MODEL_LAYERS,
+        inner=2 * cell.dim,
+        dropout=0.2,
+        attention=cell.attention,
+        attention_options=dict(cell.options),
+    )
     model = (SASRec(config) if cell.causal else BERT4Rec(config)).to(device=device, dtype=dtype)
     generator = torch.Generator().manual_seed(0)
     sequences = torch.randint(1, MODEL_ITEMS + 1, (cell.batch_size, cell.seq_len + 1), generator=generator).tolist()

@@ -52,7 +52,12 @@ def parse_attention(spec: str) -> tuple[str, dict]:
 
 def _add_sweep_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", help="quick | paper | gpu (axes flags are ignored when given)")
-    parser.add_argument("--attention", type=_csv(parse_attention), default=None, help="e.g. sdpa,linrec,linrec:variant=official,performer:nb_features=64")
+    parser.add_argument(
+        "--attention",
+        type=_csv(parse_attention),
+        default=None,
+        help="e.g. sdpa,linrec,linrec:variant=official,performer:nb_features=64",
+    )
     parser.add_argument("--seq-len", type=_csv(int), default=[64, 256, 1024, 4096])
     parser.add_argument("--batch-size", type=_csv(int), default=[8])
     parser.add_argument("--dim", type=int, default=128)
@@ -64,9 +69,15 @@ def _add_sweep_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", type=_csv(str), default=["fp32"], help="fp32,bf16,fp16")
     parser.add_argument("--threads", type=int, default=None, help="torch threads in the worker (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-cell-s", type=float, default=120.0, help="time budget per cell; longer series stop growing N")
-    parser.add_argument("--quiet-wait-s", type=float, default=None,
-                        help="how long a group timed under load waits for quiet before its one re-measurement (default 60)")
+    parser.add_argument(
+        "--max-cell-s", type=float, default=120.0, help="time budget per cell; longer series stop growing N"
+    )
+    parser.add_argument(
+        "--quiet-wait-s",
+        type=float,
+        default=None,
+        help="how long a group timed under load waits for quiet before its one re-measurement (default 60)",
+    )
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -75,7 +86,17 @@ def _sweep_cells(args) -> list:
 
     if args.preset:
         return preset_cells(args.preset, args.device)
-    grid = Grid(args.attention or ALL_MECHANISMS, args.seq_len, args.batch_size, args.causal, args.mode, args.dtype, args.dim, args.heads, args.level)
+    grid = Grid(
+        args.attention or ALL_MECHANISMS,
+        args.seq_len,
+        args.batch_size,
+        args.causal,
+        args.mode,
+        args.dtype,
+        args.dim,
+        args.heads,
+        args.level,
+    )
     return grid.cells(args.device)
 
 
@@ -83,7 +104,9 @@ def _check_grid(args) -> None:
     """Refuse impossible grids at the command line, before any cell runs."""
     from .environment import check_device
 
-    problems = [f"--seq-len {n}" for n in args.seq_len if n < 1] + [f"--batch-size {b}" for b in args.batch_size if b < 1]
+    problems = [f"--seq-len {n}" for n in args.seq_len if n < 1] + [
+        f"--batch-size {b}" for b in args.batch_size if b < 1
+    ]
     problems += [f"--{name} {getattr(args, name)}" for name in ("dim", "heads") if getattr(args, name) < 1]
     if problems:
         sys.exit(f"sweep: {', '.join(problems)}: sequence lengths, batch sizes, --dim and --heads must be >= 1")
@@ -109,17 +132,33 @@ def _run_sweep(args, out: Path) -> None:
     config = {k: v for k, v in vars(args).items() if k not in ("func", "no_progress", "quiet_wait_s")}
     config["attention"] = [list(a) for a in config["attention"]] if config.get("attention") else None
     try:
-        rows = run_sweep(cells, out, config=config, seed=args.seed, threads=args.threads, max_cell_s=args.max_cell_s, progress=not args.no_progress)
+        rows = run_sweep(
+            cells,
+            out,
+            config=config,
+            seed=args.seed,
+            threads=args.threads,
+            max_cell_s=args.max_cell_s,
+            progress=not args.no_progress,
+        )
     except ResultsFileBusy as err:
         sys.exit(f"sweep: {err}")
     counts = {}
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
-    print(f"{len(rows)} new cell(s) in {out}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) if rows else f"nothing to do: every cell is already in {out}")
+    print(
+        f"{len(rows)} new cell(s) in {out}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+        if rows
+        else f"nothing to do: every cell is already in {out}"
+    )
 
 
 def cmd_sweep(args) -> None:
-    out = Path(args.out) if args.out else REPO_ROOT / "results" / "sweeps" / f"{args.preset or 'custom'}-{args.device.split(':')[0]}.jsonl"
+    out = (
+        Path(args.out)
+        if args.out
+        else REPO_ROOT / "results" / "sweeps" / f"{args.preset or 'custom'}-{args.device.split(':')[0]}.jsonl"
+    )
     _run_sweep(args, out)
 
 
@@ -137,7 +176,7 @@ def cmd_report(args) -> None:
 
 
 def cmd_main(args) -> None:
-    """Quick sweep into a fresh run folder, plots and tables there, then the user's speed-ups against the committed reference."""
+    """Quick sweep into a fresh run folder, plots and tables there, then speed-ups against the committed reference."""
     from .report import compare_speedups
 
     out_dir = Path(args.out) if args.out else REPO_ROOT / "runs" / f"main-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -174,7 +213,11 @@ def cmd_train(args) -> None:
     from .data import DataFormatError, DatasetNotFound
     from .train import TrainConfig, train, with_recipe
 
-    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name) and getattr(args, f.name) is not None}
+    values = {
+        f.name: getattr(args, f.name)
+        for f in fields(TrainConfig)
+        if hasattr(args, f.name) and getattr(args, f.name) is not None
+    }
     options = dict(args.option or [])
     if args.variant:
         options["variant"] = args.variant
@@ -184,10 +227,16 @@ def cmd_train(args) -> None:
         results = train(config, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     except (DataFormatError, DatasetNotFound, ValueError) as err:
         sys.exit(f"train: {err}")
-    print(f"best epoch {results['best_epoch']} of {results['epochs_run']} ({results['stop_reason']}, selected on {config.select_protocol}); "
-          f"-> {Path(config.out) / 'results.json'}")
+    print(
+        f"best epoch {results['best_epoch']} of {results['epochs_run']} ({results['stop_reason']}, selected on "
+        f"{config.select_protocol}); "
+        f"-> {Path(config.out) / 'results.json'}"
+    )
     for name, test in results["test"].items():
-        print(f"  test [{name}]  NDCG@10 {test['ndcg@10']:.4f}  Recall@10 {test['recall@10']:.4f}  MRR@10 {test['mrr@10']:.4f}")
+        print(
+            f"  test [{name}]  NDCG@10 {test['ndcg@10']:.4f}  Recall@10 {test['recall@10']:.4f}  MRR@10 "
+            f"{test['mrr@10']:.4f}"
+        )
 
 
 def cmd_accuracy(args) -> None:
@@ -199,10 +248,21 @@ def cmd_accuracy(args) -> None:
         sys.exit(f"accuracy: {err}")
     if args.only:
         cells = [c for c in cells if any(part in c.slug() for part in args.only)]
-    out = Path(args.out) if args.out else REPO_ROOT / "results" / "sweeps" / f"accuracy-{args.preset}-{args.device.split(':')[0]}.jsonl"
+    out = (
+        Path(args.out)
+        if args.out
+        else REPO_ROOT / "results" / "sweeps" / f"accuracy-{args.preset}-{args.device.split(':')[0]}.jsonl"
+    )
     try:
-        rows = run_accuracy_sweep(cells, out, work_dir=Path(args.work_dir or DEFAULT_WORK_DIR), jobs=args.jobs, threads=args.threads,
-                                  device=args.device, data_dir=args.data_dir)
+        rows = run_accuracy_sweep(
+            cells,
+            out,
+            work_dir=Path(args.work_dir or DEFAULT_WORK_DIR),
+            jobs=args.jobs,
+            threads=args.threads,
+            device=args.device,
+            data_dir=args.data_dir,
+        )
     except ResultsFileBusy as err:
         sys.exit(f"accuracy: {err}")
     print(f"{len(rows)} new training cell(s) in {out}" if rows else f"nothing to do: every cell is already in {out}")
@@ -221,6 +281,23 @@ def cmd_data_stats(args) -> None:
         print(f"{key:{width}}  {value:.6g}" if isinstance(value, float) else f"{key:{width}}  {value}")
 
 
+def cmd_data_prepare(args) -> None:
+    import os
+
+    from .data import DataFormatError, DatasetNotFound, load_dataset
+    from .prepare import prepare
+
+    data_dir = args.data_dir or os.environ.get("LINREC_DATA")
+    if not data_dir:
+        sys.exit("data prepare: say where the datasets live: --data-dir DIR (or set LINREC_DATA)")
+    try:
+        target = prepare(args.dataset, Path(args.source), Path(data_dir))
+        stats = load_dataset(args.dataset, data_dir).stats()
+    except (DataFormatError, DatasetNotFound, OSError) as err:
+        sys.exit(f"data prepare: {err}")
+    print(f"wrote {target}: {stats['users']} users, {stats['items']} items, {stats['interactions']} interactions")
+
+
 def _option_pair(text: str):
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"--option {text!r} must be key=value")
@@ -234,7 +311,9 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
     from .train import TrainConfig
 
     parser.add_argument("--variant", help="attention variant (linrec: paper | official)")
-    parser.add_argument("--option", action="append", type=_option_pair, help="extra attention option key=value (repeatable)")
+    parser.add_argument(
+        "--option", action="append", type=_option_pair, help="extra attention option key=value (repeatable)"
+    )
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     parser.add_argument("--overwrite", action="store_true", help="replace the run already in OUT (refused without it)")
     parser.add_argument("--no-progress", action="store_true")
@@ -244,7 +323,9 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not MISSING else None
         if f.name == "causal":
-            parser.add_argument(flag, action="store_true", default=None, help="causal attention (SASRec all_positions: always)")
+            parser.add_argument(
+                flag, action="store_true", default=None, help="causal attention (SASRec all_positions: always)"
+            )
         elif f.name in ("embedding_scale", "embedding_norm"):
             parser.add_argument(flag, type=_bool, default=None, help=f"true/false (default: {default})")
         elif f.name == "attention_dropout":
@@ -259,7 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description="LinRec attention benchmark suite")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    main = sub.add_parser("main", help="the main job: quick sweep + plots and tables into a fresh run folder, compared with the reference")
+    main = sub.add_parser(
+        "main", help="the main job: quick sweep + plots and tables into a fresh run folder, compared with the reference"
+    )
     _add_sweep_args(main)
     main.add_argument("--out", default=None, help="run folder (default: a fresh runs/main-DATE-TIME)")
     main.add_argument("--resume", action="store_true", help="continue the cells already in OUT/sweep.jsonl")
@@ -279,28 +362,51 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(tr)
     tr.set_defaults(func=cmd_train)
 
-    acc = sub.add_parser("accuracy", help="the sweep's training level: one training run per cell, accuracy rows (resumable)")
-    acc.add_argument("--preset", default="quick", help="quick (synthetic, minutes) | paper (ML-1M, width 64) | gpu (ML-1M, width 128 x 8 heads)")
+    acc = sub.add_parser(
+        "accuracy", help="the sweep's training level: one training run per cell, accuracy rows (resumable)"
+    )
+    acc.add_argument(
+        "--preset",
+        default="quick",
+        help="quick (synthetic, minutes) | paper (ML-1M, width 64) | gpu (ML-1M, width 128 x 8 heads)",
+    )
     acc.add_argument("--out", help="results file (default results/sweeps/accuracy-PRESET-DEVICE.jsonl)")
     acc.add_argument("--work-dir", help="checkpoints and logs per cell (default runs/accuracy)")
     acc.add_argument("--jobs", type=int, default=1, help="cells trained at once (each in its own process)")
     acc.add_argument("--threads", type=int, default=None, help="torch threads per cell (default: torch's)")
     acc.add_argument("--device", default="cpu")
-    acc.add_argument("--data-dir", default=None, help="folder holding the datasets (else $LINREC_DATA, then ../shared/data)")
-    acc.add_argument("--only", type=_csv(str), default=None, help="keep cells whose name contains one of these substrings")
+    acc.add_argument(
+        "--data-dir", default=None, help="folder holding the datasets (else $LINREC_DATA, then ../shared/data)"
+    )
+    acc.add_argument(
+        "--only", type=_csv(str), default=None, help="keep cells whose name contains one of these substrings"
+    )
     acc.set_defaults(func=cmd_accuracy)
 
     data = sub.add_parser("data", help="dataset utilities")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     stats = data_sub.add_parser("stats", help="users, items, interactions, length percentiles")
     stats.add_argument("dataset", help="registered name (e.g. ml-1m) or a file path")
-    stats.add_argument("--data-dir", default=None, help="folder holding the datasets (else $LINREC_DATA, then ../shared/data)")
+    stats.add_argument(
+        "--data-dir", default=None, help="folder holding the datasets (else $LINREC_DATA, then ../shared/data)"
+    )
     stats.add_argument("--min-count", type=int, default=0, help="k-core filtering")
-    stats.add_argument("--format", default=None, help="the file's format when it cannot be told from its name and lines "
-                       "(user_lines, user_item_pairs, recbole_inter, movielens_dat, movielens_udata, checkins)")
+    stats.add_argument(
+        "--format",
+        default=None,
+        help="the file's format when it cannot be told from its name and lines "
+        "(user_lines, user_item_pairs, recbole_inter, movielens_dat, movielens_udata, checkins)",
+    )
     stats.set_defaults(func=cmd_data_stats)
+    prep = data_sub.add_parser("prepare", help="turn a dataset's public download into the file the suite reads")
+    prep.add_argument("dataset", help="registered name (ml-1m, ml-100k, beauty, ...)")
+    prep.add_argument("source", help="the downloaded file (e.g. ml-1m.zip, ml-100k.zip, Beauty.txt)")
+    prep.add_argument("--data-dir", default=None, help="where datasets live (else $LINREC_DATA)")
+    prep.set_defaults(func=cmd_data_prepare)
 
-    peers = sub.add_parser("peers", help="ours vs performer-pytorch / linformer / sdpa, interleaved; --limits for bandwidth and FLOP rate")
+    peers = sub.add_parser(
+        "peers", help="ours vs performer-pytorch / linformer / sdpa, interleaved; --limits for bandwidth and FLOP rate"
+    )
     from .peers import add_arguments as add_peer_arguments
 
     add_peer_arguments(peers)

@@ -38,6 +38,11 @@ DATASETS: dict[str, tuple[str, str]] = {
     "lastfm": ("lastfm-hetrec/LastFM.txt.gz", "user_lines"),
     "gowalla-subset": ("gowalla-subset/Gowalla_checkins_u1000.txt.gz", "checkins"),
 }
+_FIELDS = {
+    "checkins": "user poi timestamp",
+    "movielens_dat": "user item rating timestamp",
+    "movielens_udata": "user item rating timestamp",
+}
 FORMATS = ("user_lines", "user_item_pairs", "recbole_inter", "movielens_dat", "movielens_udata", "checkins")
 
 
@@ -71,7 +76,9 @@ def locate(name: str, data_dir=None) -> tuple[Path, str | None]:
         if path.is_file():
             return path, fmt
         looked.append(f"{path} ({source})")
-    raise DatasetNotFound(f"dataset {name!r} not found: expected the file {relative} ({fmt} format); looked in: " + "; ".join(looked))
+    raise DatasetNotFound(
+        f"dataset {name!r} not found: expected the file {relative} ({fmt} format); looked in: " + "; ".join(looked)
+    )
 
 
 GUESS_SAMPLE_LINES = 100_000
@@ -108,14 +115,19 @@ def guess_format(path: Path) -> str:
         raise DataFormatError(f"{path}: no interactions found")
     if not repeated:
         if field_counts == {3} or field_counts == {4}:
-            raise DataFormatError(f"{path}: every line has {field_counts.pop()} fields and no user repeats, so the format is ambiguous "
-                                  f"(one line per user, or one event per line); name it with --format (one of {', '.join(FORMATS)})")
+            raise DataFormatError(
+                f"{path}: every line has {field_counts.pop()} fields and no user repeats, so the format is ambiguous "
+                f"(one line per user, or one event per line); name it with --format (one of {', '.join(FORMATS)})"
+            )
         return "user_item_pairs" if field_counts == {2} else "user_lines"
     by_count = {2: "user_item_pairs", 3: "checkins", 4: "movielens_udata"}
     if len(field_counts) == 1 and field_counts <= by_count.keys():
         return by_count[next(iter(field_counts))]
-    raise DataFormatError(f"{path}: users repeat across lines but lines have {sorted(field_counts)} fields: not a format this suite reads; "
-                          f"expected one of {', '.join(FORMATS)} (name it with --format)")
+    raise DataFormatError(
+        f"{path}: users repeat across lines but lines have {sorted(field_counts)} fields: not a format this suite "
+        "reads; "
+        f"expected one of {', '.join(FORMATS)} (name it with --format)"
+    )
 
 
 def _open(path: Path):
@@ -132,9 +144,13 @@ def _lines(path: Path, handle):
         for number, line in enumerate(handle, 1):  # noqa: B007 -- number is read after the loop on failure
             yield line
     except UnicodeDecodeError:
-        raise DataFormatError(f"{path}: line {number + 1} is not UTF-8 text; expected a text data file (plain or gzip)") from None
+        raise DataFormatError(
+            f"{path}: line {number + 1} is not UTF-8 text; expected a text data file (plain or gzip)"
+        ) from None
     except (EOFError, gzip.BadGzipFile, OSError, zlib.error) as err:
-        raise DataFormatError(f"{path}: damaged or truncated gzip after line {number} ({type(err).__name__}: {err})") from None
+        raise DataFormatError(
+            f"{path}: damaged or truncated gzip after line {number} ({type(err).__name__}: {err})"
+        ) from None
 
 
 # ------------------------------------------------------------------ parsers: raw user -> items
@@ -186,13 +202,19 @@ def read_interactions(path: Path, fmt: str) -> dict[str, list[str]]:
                 fields = line.split("\t")
                 if len(fields) != len(header):
                     _fail(path, number, f"expected {len(header)} tab-separated fields, got {len(fields)}")
-                events[fields[columns["user_id"]]].append((_number(path, number, fields[columns["timestamp"]]), number, fields[columns["item_id"]]))
+                events[fields[columns["user_id"]]].append(
+                    (_number(path, number, fields[columns["timestamp"]]), number, fields[columns["item_id"]])
+                )
             else:
                 separator = "::" if fmt == "movielens_dat" else None
                 fields = line.split(separator) if separator else line.split()
                 expected = 3 if fmt == "checkins" else 4
                 if len(fields) != expected:
-                    _fail(path, number, f"expected {expected} fields ({'user poi timestamp' if fmt == 'checkins' else 'user item rating timestamp'}), got {len(fields)}")
+                    _fail(
+                        path,
+                        number,
+                        f"expected {expected} fields ({_FIELDS[fmt]}), got {len(fields)}",
+                    )
                 user, item, stamp = fields[0], fields[1], fields[-1]
                 _check_ids(path, number, [user, item])
                 events[user].append((_number(path, number, stamp), number, item))
@@ -278,7 +300,9 @@ def _id_key(value: str):
     return (0, int(value), "") if value.lstrip("-").isdigit() else (1, 0, value)
 
 
-def build_dataset(name: str, raw: dict[str, list[str]], *, source: str = "", min_count: int = 0, fmt: str = "") -> SequenceDataset:
+def build_dataset(
+    name: str, raw: dict[str, list[str]], *, source: str = "", min_count: int = 0, fmt: str = ""
+) -> SequenceDataset:
     if min_count > 1:
         raw = k_core(raw, min_count)
         if not raw:

@@ -18,8 +18,16 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def git_commit() -> str:
     """HEAD's hash, with '-dirty' when tracked files differ from it; 'unknown' outside git."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -56,6 +64,8 @@ def check_device(device: str) -> None:
     """One line when the device cannot be used: what was asked and what this torch has."""
     if device.startswith("cuda") and not torch.cuda.is_available():
         built = f"CUDA {torch.version.cuda}" if torch.version.cuda else "no CUDA support (a CPU build)"
-        raise ValueError(f"--device {device}: this torch {torch.__version__} has {built} and sees no CUDA device; use --device cpu")
+        raise ValueError(
+            f"--device {device}: this torch {torch.__version__} has {built} and sees no CUDA device; use --device cpu"
+        )
     if device != "cpu" and not device.startswith("cuda"):
         raise ValueError(f"--device must be cpu, cuda or cuda:N, got {device!r}")

@@ -46,20 +46,36 @@ REFERENCES = [("sdpa", {}, causal, mode) for mode in ("fwd_bwd", "infer") for ca
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--baseline", default=str(BASELINE_PATH), help="baseline JSON (default results/gate/baseline.json)")
-    parser.add_argument("--update-baseline", action="store_true", help="measure and write the baseline instead of checking")
+    parser.add_argument(
+        "--baseline", default=str(BASELINE_PATH), help="baseline JSON (default results/gate/baseline.json)"
+    )
+    parser.add_argument(
+        "--update-baseline", action="store_true", help="measure and write the baseline instead of checking"
+    )
     parser.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds (after one warm-up round)")
-    parser.add_argument("--tolerance", type=float, default=None, help="allowed growth of a ratio (default: the baseline's, else 1.6)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (default 1: with several, OpenMP threads that lose their core to another "
-                             "process spin at barriers and many-op kernels suffer far more than one fused op)")
-    parser.add_argument("--slowdown", default=None, metavar="MECHANISM=N",
-                        help="demonstration only: run every workload of MECHANISM N times, so the gate must fail")
+    parser.add_argument(
+        "--tolerance", type=float, default=None, help="allowed growth of a ratio (default: the baseline's, else 1.6)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: with several, OpenMP threads that lose their core to another "
+        "process spin at barriers and many-op kernels suffer far more than one fused op)",
+    )
+    parser.add_argument(
+        "--slowdown",
+        default=None,
+        metavar="MECHANISM=N",
+        help="demonstration only: run every workload of MECHANISM N times, so the gate must fail",
+    )
 
 
 def _key(name: str, options: dict, causal: bool, mode: str = "fwd_bwd") -> str:
     """Baseline key; fwd_bwd keys keep their original form so older baselines still match."""
-    return f"{attention_label(name, options)}|{'causal' if causal else 'bidir'}" + ("" if mode == "fwd_bwd" else f"|{mode}")
+    return f"{attention_label(name, options)}|{'causal' if causal else 'bidir'}" + (
+        "" if mode == "fwd_bwd" else f"|{mode}"
+    )
 
 
 def _workloads(slowdown: str | None = None) -> dict[str, callable]:
@@ -108,8 +124,16 @@ def main(args) -> int:
         return 2
     ratios, medians = measure_ratios(args.rounds, slowdown)
     if args.update_baseline:
-        payload = {"shape": SHAPE, "mode": "kernel fp32, fwd_bwd (keys without a mode) and infer", "rounds": args.rounds, "tolerance": args.tolerance or 1.6, "gate_threads": args.threads,
-                   "ratios": ratios, "medians_ms": {k: v * 1e3 for k, v in medians.items()}, **environment("cpu")}
+        payload = {
+            "shape": SHAPE,
+            "mode": "kernel fp32, fwd_bwd (keys without a mode) and infer",
+            "rounds": args.rounds,
+            "tolerance": args.tolerance or 1.6,
+            "gate_threads": args.threads,
+            "ratios": ratios,
+            "medians_ms": {k: v * 1e3 for k, v in medians.items()},
+            **environment("cpu"),
+        }
         baseline_path.parent.mkdir(parents=True, exist_ok=True)
         baseline_path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
         print(f"baseline written to {baseline_path}")
@@ -120,7 +144,10 @@ def main(args) -> int:
         return 2
     baseline = json.loads(baseline_path.read_text())
     if baseline.get("gate_threads", args.threads) != args.threads:
-        print(f"gate: the baseline was measured with {baseline['gate_threads']} thread(s), this run uses {args.threads}: ratios differ; pass --threads {baseline['gate_threads']}")
+        print(
+            f"gate: the baseline was measured with {baseline['gate_threads']} thread(s), this run uses "
+            f"{args.threads}: ratios differ; pass --threads {baseline['gate_threads']}"
+        )
         return 2
     tolerance = args.tolerance or baseline.get("tolerance", 1.6)
     failures = _print_table(ratios, baseline["ratios"], tolerance, medians)
@@ -150,7 +177,10 @@ def _print_table(ratios: dict, baseline: dict, tolerance: float, medians: dict) 
             status = "ok" if ratio <= limit else "SLOWER"
             if status != "ok":
                 failures.append(key)
-        print(f"{key:38} {medians[key] * 1e3:9.2f} {ratio:11.3f} {base if base is not None else float('nan'):9.3f} {limit:8.3f}  {status}")
+        print(
+            f"{key:38} {medians[key] * 1e3:9.2f} {ratio:11.3f} {base if base is not None else float('nan'):9.3f} "
+            f"{limit:8.3f}  {status}"
+        )
     for reference in REFERENCES:
         key = _key(*reference)
         print(f"{key:38} {medians[key] * 1e3:9.2f}")

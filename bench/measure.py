@@ -40,7 +40,16 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_callable(fn: Callable[[], object], device: str = "cpu", *, warmup: int = 1, min_repeats: int = 3, max_repeats: int = 30, min_time_s: float = 1.0, max_time_s: float = 60.0) -> Timing:
+def time_callable(
+    fn: Callable[[], object],
+    device: str = "cpu",
+    *,
+    warmup: int = 1,
+    min_repeats: int = 3,
+    max_repeats: int = 30,
+    min_time_s: float = 1.0,
+    max_time_s: float = 60.0,
+) -> Timing:
     for _ in range(warmup):
         fn()
     synchronize(device)
@@ -67,7 +76,9 @@ def summarize(times_s: list[float]) -> Timing:
     return Timing(statistics.median(ms), q1, q3, len(ms))
 
 
-def time_interleaved(jobs: dict[str, Callable[[], object]], rounds: int, device: str = "cpu") -> tuple[dict[str, float], dict[str, str]]:
+def time_interleaved(
+    jobs: dict[str, Callable[[], object]], rounds: int, device: str = "cpu"
+) -> tuple[dict[str, float], dict[str, str]]:
     """Time several jobs round by round (round 0 warms up), so machine noise hits all alike.
 
     Returns (median seconds per job, error message per job that raised: it is dropped, not fatal).

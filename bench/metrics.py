@@ -15,7 +15,9 @@ import torch
 def pessimistic_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """scores (U, I), targets (U,) column indices -> ranks (U,) counted from 1."""
     if scores.dim() != 2 or targets.shape != scores.shape[:1]:
-        raise ValueError(f"scores must be (U, I) and targets (U,); got {tuple(scores.shape)} and {tuple(targets.shape)}")
+        raise ValueError(
+            f"scores must be (U, I) and targets (U,); got {tuple(scores.shape)} and {tuple(targets.shape)}"
+        )
     target_scores = scores.gather(1, targets[:, None].long())
     if torch.isnan(scores).any():
         raise ValueError("scores contain NaN")

@@ -46,7 +46,17 @@ def _optional(module: str):
         return None
 
 
-def peer_jobs(seq_len: int, batch: int, dim: int, heads: int, mode: str, device: str, nb_features: int, linformer_k: int, compiled: bool = False) -> dict:
+def peer_jobs(
+    seq_len: int,
+    batch: int,
+    dim: int,
+    heads: int,
+    mode: str,
+    device: str,
+    nb_features: int,
+    linformer_k: int,
+    compiled: bool = False,
+) -> dict:
     """name ("level/implementation/causal|bidir") -> zero-arg callable."""
     torch.manual_seed(0)
     head_dim = dim // heads
@@ -78,30 +88,53 @@ def peer_jobs(seq_len: int, batch: int, dim: int, heads: int, mode: str, device:
         add(f"kernel/sdpa/{tag}", lambda c=causal: F.scaled_dot_product_attention(q, k, v, is_causal=c), (q, k, v))
         add(f"kernel/linrec/{tag}", lambda c=causal: linrec_attention(q, k, v, causal=c), (q, k, v))
         if compiled:
-            add(f"kernel/linrec-compiled/{tag}", lambda c=causal: compiled_linrec_attention()(q, k, v, causal=c), (q, k, v))
+            add(
+                f"kernel/linrec-compiled/{tag}",
+                lambda c=causal: compiled_linrec_attention()(q, k, v, causal=c),
+                (q, k, v),
+            )
         ours_sdpa = build_attention("sdpa", dim, heads, causal=causal).to(device)
         add(f"layer/sdpa/{tag}", lambda m=ours_sdpa: m(x), (x,))
-        ours_performer = build_attention("performer", dim, heads, causal=causal, nb_features=nb_features, redraw_interval=0).to(device)
+        ours_performer = build_attention(
+            "performer", dim, heads, causal=causal, nb_features=nb_features, redraw_interval=0
+        ).to(device)
         add(f"layer/performer/{tag}", lambda m=ours_performer: m(x), (x,))
         add(f"kernel/performer/{tag}", lambda m=ours_performer: m.attend(q, k, v, None), (q, k, v))
         performer_pytorch = _optional("performer_pytorch")
         if performer_pytorch is not None:
-            peer = performer_pytorch.SelfAttention(dim=dim, heads=heads, dim_head=head_dim, causal=causal, nb_features=nb_features,
-                                                   feature_redraw_interval=10**9).to(device)  # fixed features, like ours with redraw_interval=0
+            peer = performer_pytorch.SelfAttention(
+                dim=dim,
+                heads=heads,
+                dim_head=head_dim,
+                causal=causal,
+                nb_features=nb_features,
+                feature_redraw_interval=10**9,
+            ).to(device)  # fixed features, like ours with redraw_interval=0
             add(f"layer/performer-pytorch/{tag}", lambda m=peer: m(x), (x,))
-            fast = performer_pytorch.FastAttention(dim_heads=head_dim, nb_features=nb_features, causal=causal).to(device)
+            fast = performer_pytorch.FastAttention(dim_heads=head_dim, nb_features=nb_features, causal=causal).to(
+                device
+            )
             add(f"kernel/performer-pytorch/{tag}", lambda m=fast: m(q, k, v), (q, k, v))
         if device.startswith("cuda") and causal:
             fla = _optional("fla.ops.linear_attn")
             if fla is not None:  # fla takes (B, N, H, d): the transposes are part of what a user would pay
-                add(f"kernel/fla-chunk-linear/{tag}",
-                    lambda fla=fla: fla.chunk_linear_attn(*(x.transpose(1, 2) for x in (q, k, v)), scale=1.0, normalize=False)[0], (q, k, v))
-                add(f"kernel/linrec-fla/{tag}", lambda: linrec_attention(q, k, v, causal=True, backend="fla"), (q, k, v))
+                add(
+                    f"kernel/fla-chunk-linear/{tag}",
+                    lambda fla=fla: fla.chunk_linear_attn(
+                        *(x.transpose(1, 2) for x in (q, k, v)), scale=1.0, normalize=False
+                    )[0],
+                    (q, k, v),
+                )
+                add(
+                    f"kernel/linrec-fla/{tag}", lambda: linrec_attention(q, k, v, causal=True, backend="fla"), (q, k, v)
+                )
     ours_linformer = build_attention("linformer", dim, heads, max_len=seq_len, k=linformer_k).to(device)
     add("layer/linformer/bidir", lambda m=ours_linformer: m(x), (x,))
     linformer = _optional("linformer")
     if linformer is not None:
-        peer = linformer.LinformerSelfAttention(dim=dim, seq_len=seq_len, k=linformer_k, heads=heads, dim_head=head_dim).to(device)
+        peer = linformer.LinformerSelfAttention(
+            dim=dim, seq_len=seq_len, k=linformer_k, heads=heads, dim_head=head_dim
+        ).to(device)
         add("layer/linformer-lucidrains/bidir", lambda m=peer: m(x), (x,))
     return jobs
 
@@ -123,8 +156,21 @@ def _selected(jobs: dict, only: tuple[str, ...] | None) -> dict:
     return {name: job for name, job in jobs.items() if "/sdpa/" in name or any(word in name for word in only)}
 
 
-def run_peers(seq_lens, *, batch=8, dim=128, heads=8, modes=("fwd_bwd", "infer"), rounds=5, device="cpu", nb_features=64, linformer_k=256,
-              out: Path = DEFAULT_OUT, compiled: bool = False, only: tuple[str, ...] | None = None) -> list[dict]:
+def run_peers(
+    seq_lens,
+    *,
+    batch=8,
+    dim=128,
+    heads=8,
+    modes=("fwd_bwd", "infer"),
+    rounds=5,
+    device="cpu",
+    nb_features=64,
+    linformer_k=256,
+    out: Path = DEFAULT_OUT,
+    compiled: bool = False,
+    only: tuple[str, ...] | None = None,
+) -> list[dict]:
     rows = []
     env = environment(device)
     for mode in modes:
@@ -134,10 +180,24 @@ def run_peers(seq_lens, *, batch=8, dim=128, heads=8, modes=("fwd_bwd", "infer")
             for name, seconds in medians.items():
                 level, impl, tag = name.split("/")
                 sdpa = medians.get(f"{level}/sdpa/{tag}")
-                row = {"kind": "peers", "level": level, "implementation": impl, "causal": tag == "causal", "seq_len": n, "batch_size": batch,
-                       "dim": dim, "heads": heads, "mode": mode, "dtype": "fp32", "time_ms": seconds * 1e3,
-                       "ratio_vs_sdpa": seconds / sdpa if sdpa else None, "rounds": rounds, "nb_features": nb_features, "linformer_k": linformer_k,
-                       **env}
+                row = {
+                    "kind": "peers",
+                    "level": level,
+                    "implementation": impl,
+                    "causal": tag == "causal",
+                    "seq_len": n,
+                    "batch_size": batch,
+                    "dim": dim,
+                    "heads": heads,
+                    "mode": mode,
+                    "dtype": "fp32",
+                    "time_ms": seconds * 1e3,
+                    "ratio_vs_sdpa": seconds / sdpa if sdpa else None,
+                    "rounds": rounds,
+                    "nb_features": nb_features,
+                    "linformer_k": linformer_k,
+                    **env,
+                }
                 for ours, peer in PAIRS:
                     if f"{level}/{impl}" == ours and f"{peer}/{tag}" in medians:
                         row["peer"] = peer.split("/")[1]
@@ -145,7 +205,15 @@ def run_peers(seq_lens, *, batch=8, dim=128, heads=8, modes=("fwd_bwd", "infer")
                 rows.append(row)
                 append_row(out, row)
             for name, message in errors.items():
-                row = {"kind": "peers", "implementation": name, "seq_len": n, "mode": mode, "status": "error", "message": message, **env}
+                row = {
+                    "kind": "peers",
+                    "implementation": name,
+                    "seq_len": n,
+                    "mode": mode,
+                    "status": "error",
+                    "message": message,
+                    **env,
+                }
                 rows.append(row)
                 append_row(out, row)
             print(f"N={n} {mode}: " + ", ".join(f"{k}={v * 1e3:.1f}ms" for k, v in medians.items()), flush=True)
@@ -166,7 +234,9 @@ def peers_table(rows: list[dict]) -> str:
     measured = [r for r in rows if "time_ms" in r]
     frame = pd.DataFrame(measured)
     frame["cell"] = [cell(r) for r in measured]
-    frame["what"] = frame["level"] + " " + frame["implementation"] + " " + frame["causal"].map({True: "causal", False: "bidir"})
+    frame["what"] = (
+        frame["level"] + " " + frame["implementation"] + " " + frame["causal"].map({True: "causal", False: "bidir"})
+    )
     table = frame.pivot_table(index=["mode", "what"], columns="seq_len", values="cell", aggfunc="first")
     table.columns = [f"N={c}" for c in table.columns]
     return markdown_table(table.fillna("—"))
@@ -175,7 +245,15 @@ def peers_table(rows: list[dict]) -> str:
 # ------------------------------------------------------------------ limits
 
 
-def measure_limits(seq_len: int = 8192, batch: int = 8, heads: int = 8, head_dim: int = 16, rounds: int = 7, device: str = "cpu", compiled: bool = False) -> dict:
+def measure_limits(
+    seq_len: int = 8192,
+    batch: int = 8,
+    heads: int = 8,
+    head_dim: int = 16,
+    rounds: int = 7,
+    device: str = "cpu",
+    compiled: bool = False,
+) -> dict:
     """LinRec forward against a plain copy and a plain matmul measured in the same run."""
     torch.manual_seed(0)
     q, k, v = (torch.randn(batch, heads, seq_len, head_dim, device=device) for _ in range(3))
@@ -186,7 +264,10 @@ def measure_limits(seq_len: int = 8192, batch: int = 8, heads: int = 8, head_dim
     a, b = torch.randn(side, side, device=device), torch.randn(side, side, device=device)
     per_head = batch * heads
     chunk = 32
-    flops = {False: per_head * 4 * seq_len * head_dim**2, True: per_head * (4 * seq_len * head_dim**2 + 4 * seq_len * chunk * head_dim)}
+    flops = {
+        False: per_head * 4 * seq_len * head_dim**2,
+        True: per_head * (4 * seq_len * head_dim**2 + 4 * seq_len * chunk * head_dim),
+    }
     jobs = {
         "copy": lambda: dst.copy_(src),
         "matmul": lambda: torch.mm(a, b),
@@ -200,8 +281,17 @@ def measure_limits(seq_len: int = 8192, batch: int = 8, heads: int = 8, head_dim
     medians, _ = time_interleaved({name: torch.inference_mode()(f) for name, f in jobs.items()}, rounds, device)
     copy_bw = bytes_min / medians["copy"]
     matmul_rate = 2 * side**3 / medians["matmul"]
-    result = {"kind": "limits", "seq_len": seq_len, "batch_size": batch, "heads": heads, "head_dim": head_dim, "min_bytes": bytes_min,
-              "copy_GBps": copy_bw / 1e9, "matmul_GFLOPs": matmul_rate / 1e9, **environment(device)}
+    result = {
+        "kind": "limits",
+        "seq_len": seq_len,
+        "batch_size": batch,
+        "heads": heads,
+        "head_dim": head_dim,
+        "min_bytes": bytes_min,
+        "copy_GBps": copy_bw / 1e9,
+        "matmul_GFLOPs": matmul_rate / 1e9,
+        **environment(device),
+    }
     for name, seconds in medians.items():
         if not name.startswith("linrec-"):
             continue
@@ -225,20 +315,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nb-features", type=int, default=64)
     parser.add_argument("--linformer-k", type=int, default=256)
     parser.add_argument("--limits", action="store_true", help="also measure the bandwidth / FLOP-rate limit figure")
-    parser.add_argument("--compiled", action="store_true", help="also time LinRec's torch.compile path (peers and limit figure)")
+    parser.add_argument(
+        "--compiled", action="store_true", help="also time LinRec's torch.compile path (peers and limit figure)"
+    )
     parser.add_argument("--only", help="comma-separated name parts, e.g. performer,linformer (sdpa is always kept)")
     parser.add_argument("--out", default=str(DEFAULT_OUT))
 
 
 def main(args) -> int:
     out = Path(args.out)
-    rows = run_peers([int(n) for n in args.seq_len.split(",")], batch=args.batch_size, dim=args.dim, heads=args.heads,
-                     modes=tuple(args.mode.split(",")), rounds=args.rounds, device=args.device, nb_features=args.nb_features,
-                     linformer_k=args.linformer_k, out=out, compiled=args.compiled, only=tuple(args.only.split(",")) if args.only else None)
+    rows = run_peers(
+        [int(n) for n in args.seq_len.split(",")],
+        batch=args.batch_size,
+        dim=args.dim,
+        heads=args.heads,
+        modes=tuple(args.mode.split(",")),
+        rounds=args.rounds,
+        device=args.device,
+        nb_features=args.nb_features,
+        linformer_k=args.linformer_k,
+        out=out,
+        compiled=args.compiled,
+        only=tuple(args.only.split(",")) if args.only else None,
+    )
     table = peers_table(rows)
     print("\n" + table)
-    out.with_suffix(".md").write_text(f"Peers, {rows[0]['device']}, torch {rows[0]['torch']}, {rows[0]['threads']} threads; "
-                                      "cells: median time (ours / peer) [/sdpa]\n\n" + table + "\n")
+    out.with_suffix(".md").write_text(
+        f"Peers, {rows[0]['device']}, torch {rows[0]['torch']}, {rows[0]['threads']} threads; "
+        "cells: median time (ours / peer) [/sdpa]\n\n" + table + "\n"
+    )
     if args.limits:
         limits = measure_limits(device=args.device, compiled=args.compiled)
         append_row(out.with_name("limits.jsonl"), limits)

@@ -31,9 +31,35 @@ SERIES_KEYS = ["device", "dtype", "level", "mode", "dim", "heads"]
 PANELS = [(False, "bidirectional"), (True, "causal")]
 
 
-TIMING_KEYS = ("level", "attention", "options", "causal", "seq_len", "batch_size", "dim", "heads", "mode", "dtype", "device", "status", "time_ms", "peak_mem_bytes",
-               "timestamp")
-TRAIN_KEYS = ("level", "attention", "max_len", "batch_size", "seed", "status", "dataset", "model", "objective", "recipe")
+TIMING_KEYS = (
+    "level",
+    "attention",
+    "options",
+    "causal",
+    "seq_len",
+    "batch_size",
+    "dim",
+    "heads",
+    "mode",
+    "dtype",
+    "device",
+    "status",
+    "time_ms",
+    "peak_mem_bytes",
+    "timestamp",
+)
+TRAIN_KEYS = (
+    "level",
+    "attention",
+    "max_len",
+    "batch_size",
+    "seed",
+    "status",
+    "dataset",
+    "model",
+    "objective",
+    "recipe",
+)
 
 
 def _rows(path: Path) -> list[dict]:
@@ -48,7 +74,10 @@ def _rows(path: Path) -> list[dict]:
         required = TRAIN_KEYS if row.get("level") == "train" else TIMING_KEYS
         missing = [key for key in required if key not in row]
         if missing and row.get("status", "ok") == "ok" or missing and "level" not in row:
-            raise ResultsFileError(f"{path}: row {number} lacks {', '.join(missing)}; expected rows written by 'python -m bench sweep' or 'accuracy'")
+            raise ResultsFileError(
+                f"{path}: row {number} lacks {', '.join(missing)}; expected rows written by 'python -m bench sweep' "
+                "or 'accuracy'"
+            )
     return rows
 
 
@@ -57,12 +86,20 @@ def load_frame(paths: list[Path]) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame()
     frame = pd.DataFrame(rows)
-    frame["mechanism"] = [attention_label(a, o or {}) for a, o in zip(frame["attention"], frame["options"])]
-    identity = ["level", "mechanism", "causal", "seq_len", "batch_size", "dim", "heads", "mode", "dtype", "device"] + (["dataset"] if "dataset" in frame else [])
+    frame["mechanism"] = [
+        attention_label(a, o or {}) for a, o in zip(frame["attention"], frame["options"], strict=True)
+    ]
+    identity = ["level", "mechanism", "causal", "seq_len", "batch_size", "dim", "heads", "mode", "dtype", "device"] + (
+        ["dataset"] if "dataset" in frame else []
+    )
     frame["cell"] = frame[identity].astype(object).fillna("").astype(str).agg("|".join, axis=1)
     repeated = duplicate_keys(frame.to_dict("records"), lambda row: row["cell"])
     if repeated:
-        print(f"report: warning: {len(repeated)} cell(s) measured more than once (the latest row is used), e.g. {repeated[0]}", file=sys.stderr)
+        print(
+            f"report: warning: {len(repeated)} cell(s) measured more than once (the latest row is used), e.g. "
+            f"{repeated[0]}",
+            file=sys.stderr,
+        )
     return frame.sort_values("timestamp").drop_duplicates("cell", keep="last")  # the latest measurement wins
 
 
@@ -77,7 +114,7 @@ def _title(kind: str, key: dict, batch: int | None = None) -> str:
 
 def crossover(seq_lens: list[int], speedups: list[float]) -> float | None:
     """First N (log-interpolated) where the speed-up over sdpa reaches 1."""
-    points = [(n, s) for n, s in zip(seq_lens, speedups) if s is not None and not math.isnan(s)]
+    points = [(n, s) for n, s in zip(seq_lens, speedups, strict=False) if s is not None and not math.isnan(s)]
     for (n0, s0), (n1, s1) in itertools.pairwise(points):
         if s0 < 1 <= s1:
             t = (0 - math.log(s0)) / (math.log(s1) - math.log(s0))
@@ -93,7 +130,9 @@ def _with_speedup(series: pd.DataFrame) -> pd.DataFrame:
     series = series.copy()
     series["speedup"] = [
         base.get((c, n, b), float("nan")) / t if s == "ok" else float("nan")
-        for c, n, b, t, s in zip(series["causal"], series["seq_len"], series["batch_size"], series["time_ms"], series["status"])
+        for c, n, b, t, s in zip(
+            series["causal"], series["seq_len"], series["batch_size"], series["time_ms"], series["status"], strict=False
+        )
     ]
     return series
 
@@ -112,7 +151,7 @@ def _panels(series: pd.DataFrame, order_by: str):
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
     colors = _colors(series["mechanism"])
     panels = []
-    for ax, (causal, name) in zip(axes, PANELS):
+    for ax, (causal, name) in zip(axes, PANELS, strict=False):
         panel = series[(series["causal"] == causal) & (series["status"] == "ok")]
         lines = {m: rows.sort_values(order_by) for m, rows in sorted(panel.groupby("mechanism"), key=lambda kv: kv[0])}
         panels.append((ax, causal, name, lines))
@@ -127,17 +166,34 @@ def _finish(fig, axes, ylabel: str, title: str, path: Path) -> None:
     plt.close(fig)
 
 
-def _line_panels(series: pd.DataFrame, value: str, ylabel: str, title: str, path: Path, *, scale: float = 1.0, speedup: bool = False) -> None:
+def _line_panels(
+    series: pd.DataFrame, value: str, ylabel: str, title: str, path: Path, *, scale: float = 1.0, speedup: bool = False
+) -> None:
     fig, panels, colors = _panels(series, "seq_len")
     for ax, causal, name, lines in panels:
         for mechanism, line in lines.items():
             values = line[value] * scale
             if values.notna().sum() == 0:
                 continue
-            ax.plot(line["seq_len"], values, marker="o", label=mechanism, color=colors[mechanism], linewidth=2.5 if mechanism == BASELINE else 1.5)
+            ax.plot(
+                line["seq_len"],
+                values,
+                marker="o",
+                label=mechanism,
+                color=colors[mechanism],
+                linewidth=2.5 if mechanism == BASELINE else 1.5,
+            )
             busy = line.apply(_busy, axis=1) if not line.empty else []
             if any(busy):  # measured while other processes used the CPU: hollow grey rings
-                ax.scatter(line["seq_len"][busy], values[busy], s=110, facecolors="none", edgecolors="grey", linewidths=1.5, zorder=3)
+                ax.scatter(
+                    line["seq_len"][busy],
+                    values[busy],
+                    s=110,
+                    facecolors="none",
+                    edgecolors="grey",
+                    linewidths=1.5,
+                    zorder=3,
+                )
             if speedup and mechanism != BASELINE:
                 cross = crossover(line["seq_len"].tolist(), line["speedup"].tolist())
                 if cross is not None:
@@ -145,8 +201,18 @@ def _line_panels(series: pd.DataFrame, value: str, ylabel: str, title: str, path
         failed = series[(series["causal"] == causal) & series["status"].isin(["oom", "skipped", "error"])]
         if not failed.empty:
             first = failed.groupby("mechanism")["seq_len"].min()
-            ax.text(0.01, 0.01, "not measured: " + ", ".join(f"{m} N>={n} ({failed[failed['mechanism'] == m]['status'].iloc[0]})" for m, n in first.items()),
-                    transform=ax.transAxes, fontsize=7, va="bottom", wrap=True)
+            ax.text(
+                0.01,
+                0.01,
+                "not measured: "
+                + ", ".join(
+                    f"{m} N>={n} ({failed[failed['mechanism'] == m]['status'].iloc[0]})" for m, n in first.items()
+                ),
+                transform=ax.transAxes,
+                fontsize=7,
+                va="bottom",
+                wrap=True,
+            )
         if speedup:
             ax.axhline(1.0, color="black", linewidth=1)
         ax.set_xscale("log", base=2)
@@ -167,6 +233,7 @@ def _busy(row) -> bool:
 
 def _table(series: pd.DataFrame) -> pd.DataFrame:
     """Rows: mechanism x causal; columns: N; cells 'time ms (x speed-up)' or the status."""
+
     def cell(row):
         if row["status"] != "ok":
             return row["status"]
@@ -174,15 +241,22 @@ def _table(series: pd.DataFrame) -> pd.DataFrame:
         text = f"{text} ({row['speedup']:.2f}x)" if not math.isnan(row["speedup"]) else text
         return text + " †" if _busy(row) else text
 
-    frame = series.assign(text=series.apply(cell, axis=1), attention_mode=series["causal"].map({True: "causal", False: "bidirectional"}))
+    frame = series.assign(
+        text=series.apply(cell, axis=1), attention_mode=series["causal"].map({True: "causal", False: "bidirectional"})
+    )
     table = frame.pivot_table(index=["attention_mode", "mechanism"], columns="seq_len", values="text", aggfunc="first")
     table.columns = [f"N={n}" for n in table.columns]
     return table.fillna("—")
 
 
 def _memory_table(series: pd.DataFrame) -> pd.DataFrame:
-    frame = series.assign(mb=[f"{b / 2**20:.0f}" if s == "ok" and b is not None and not pd.isna(b) else s for b, s in zip(series["peak_mem_bytes"], series["status"])],
-                          attention_mode=series["causal"].map({True: "causal", False: "bidirectional"}))
+    frame = series.assign(
+        mb=[
+            f"{b / 2**20:.0f}" if s == "ok" and b is not None and not pd.isna(b) else s
+            for b, s in zip(series["peak_mem_bytes"], series["status"], strict=False)
+        ],
+        attention_mode=series["causal"].map({True: "causal", False: "bidirectional"}),
+    )
     table = frame.pivot_table(index=["attention_mode", "mechanism"], columns="seq_len", values="mb", aggfunc="first")
     table.columns = [f"N={n}" for n in table.columns]
     return table.fillna("—")
@@ -206,6 +280,10 @@ def _write_tables(table: pd.DataFrame, stem: Path, caption: str) -> None:
     stem.with_suffix(".tex").write_text(latex)
 
 
+def _stem_prefix(key: dict) -> str:
+    return f"{key['level']}_{key['mode']}_{key['dtype']}_d{key['dim']}h{key['heads']}"
+
+
 def report(paths: list[Path], out: Path) -> list[Path]:
     """Write every plot and table for the given results files into `out`; returns the files."""
     all_rows = [row for path in paths for row in _rows(Path(path))]
@@ -219,23 +297,61 @@ def report(paths: list[Path], out: Path) -> list[Path]:
         return written
     measured = frame[frame["level"].isin(["attention", "kernel", "model"])]
     for key_values, group in measured.groupby(SERIES_KEYS):
-        key = dict(zip(SERIES_KEYS, key_values))
+        key = dict(zip(SERIES_KEYS, key_values, strict=False))
         for batch, series in group.groupby("batch_size"):
             if series["seq_len"].nunique() < 2:
                 continue
             series = _with_speedup(series)
-            stem = out / f"{key['level']}_{key['mode']}_{key['dtype']}_d{key['dim']}h{key['heads']}_B{batch}_{'cuda' if 'cpu' not in key['device'].lower() else 'cpu'}"
-            _line_panels(series, "time_ms", "median time per step (ms)", _title("Time vs sequence length", key, batch), stem.with_name(stem.name + "_time.png"))
-            _line_panels(series, "peak_mem_bytes", "peak memory over inputs (MiB)", _title("Peak memory vs sequence length", key, batch), stem.with_name(stem.name + "_memory.png"), scale=1 / 2**20)
-            _line_panels(series, "speedup", "speed-up over sdpa (x, >1 = faster)", _title("Speed-up over torch fused attention (sdpa)", key, batch), stem.with_name(stem.name + "_speedup.png"), speedup=True)
-            _write_tables(_table(series), stem.with_name(stem.name + "_time"), f"Median time in ms (speed-up vs sdpa) — {key['level']} {key['mode']}, {key['dtype']}, batch {batch}, {key['device']}"
-                          + (". †: measured while other processes used the CPU (hollow rings in the plots)" if series.apply(_busy, axis=1).any() else ""))
-            _write_tables(_memory_table(series), stem.with_name(stem.name + "_memory"), f"Peak memory in MiB over inputs — {key['level']} {key['mode']}, {key['dtype']}, batch {batch}, {key['device']}")
-            written += [stem.with_name(stem.name + s) for s in ("_time.png", "_memory.png", "_speedup.png", "_time.md", "_memory.md")]
+            device = "cuda" if "cpu" not in key["device"].lower() else "cpu"
+            stem = out / f"{_stem_prefix(key)}_B{batch}_{device}"
+            _line_panels(
+                series,
+                "time_ms",
+                "median time per step (ms)",
+                _title("Time vs sequence length", key, batch),
+                stem.with_name(stem.name + "_time.png"),
+            )
+            _line_panels(
+                series,
+                "peak_mem_bytes",
+                "peak memory over inputs (MiB)",
+                _title("Peak memory vs sequence length", key, batch),
+                stem.with_name(stem.name + "_memory.png"),
+                scale=1 / 2**20,
+            )
+            _line_panels(
+                series,
+                "speedup",
+                "speed-up over sdpa (x, >1 = faster)",
+                _title("Speed-up over torch fused attention (sdpa)", key, batch),
+                stem.with_name(stem.name + "_speedup.png"),
+                speedup=True,
+            )
+            _write_tables(
+                _table(series),
+                stem.with_name(stem.name + "_time"),
+                f"Median time in ms (speed-up vs sdpa) — {key['level']} {key['mode']}, {key['dtype']}, batch "
+                f"{batch}, {key['device']}"
+                + (
+                    ". †: measured while other processes used the CPU (hollow rings in the plots)"
+                    if series.apply(_busy, axis=1).any()
+                    else ""
+                ),
+            )
+            _write_tables(
+                _memory_table(series),
+                stem.with_name(stem.name + "_memory"),
+                f"Peak memory in MiB over inputs — {key['level']} {key['mode']}, {key['dtype']}, batch {batch}, "
+                f"{key['device']}",
+            )
+            written += [
+                stem.with_name(stem.name + s)
+                for s in ("_time.png", "_memory.png", "_speedup.png", "_time.md", "_memory.md")
+            ]
         for seq_len, series in group.groupby("seq_len"):
             if series["batch_size"].nunique() < 2:
                 continue
-            path = out / f"{key['level']}_{key['mode']}_{key['dtype']}_d{key['dim']}h{key['heads']}_N{seq_len}_batch_scaling.png"
+            path = out / f"{_stem_prefix(key)}_N{seq_len}_batch_scaling.png"
             _batch_plot(series, _title(f"Throughput vs batch size at N={seq_len}", key), path)
             written.append(path)
     return written
@@ -279,9 +395,14 @@ def compare_speedups(new: Path, reference: Path, tolerance: float = 1.5) -> list
     if not common:
         return [f"no cell in common with the reference {reference}"]
     differ = [key for key in common if not 1 / tolerance <= ours[key] / theirs[key] <= tolerance]
-    lines = [f"speed-ups vs sdpa against the reference ({reference}): {len(common)} cell(s) compared, "
-             f"{len(differ)} differ by more than {tolerance}x (the noise allowed between machines and runs)"]
+    lines = [
+        f"speed-ups vs sdpa against the reference ({reference}): {len(common)} cell(s) compared, "
+        f"{len(differ)} differ by more than {tolerance}x (the noise allowed between machines and runs)"
+    ]
     for key in differ:
         mechanism, _, causal, n, batch, *_ = key
-        lines.append(f"  {mechanism} {'causal' if causal else 'bidir'} N={n} B={batch}: {ours[key]:.2f}x here, {theirs[key]:.2f}x in the reference")
+        lines.append(
+            f"  {mechanism} {'causal' if causal else 'bidir'} N={n} B={batch}: {ours[key]:.2f}x here, "
+            f"{theirs[key]:.2f}x in the reference"
+        )
     return lines

@@ -75,7 +75,9 @@ def results_writer(path: Path):
         except BlockingIOError:
             lock.seek(0)
             holder = lock.read().strip() or "another process"
-            raise ResultsFileBusy(f"{path} is being written by {holder}; wait for it to finish or write to another --out") from None
+            raise ResultsFileBusy(
+                f"{path} is being written by {holder}; wait for it to finish or write to another --out"
+            ) from None
         lock.seek(0)
         lock.truncate()
         lock.write(f"pid {os.getpid()}")
@@ -98,7 +100,9 @@ def load_rows(path: Path) -> list[dict]:
     try:
         lines = path.read_bytes().decode("utf-8").splitlines()
     except UnicodeDecodeError as err:
-        raise ResultsFileError(f"{path}: not a text file (byte {err.start} is not UTF-8); expected JSON lines, one result row per line") from None
+        raise ResultsFileError(
+            f"{path}: not a text file (byte {err.start} is not UTF-8); expected JSON lines, one result row per line"
+        ) from None
     rows = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -108,9 +112,13 @@ def load_rows(path: Path) -> list[dict]:
         except json.JSONDecodeError as err:
             if number == len(lines):
                 break  # interrupted while writing the last row: it will be re-run
-            raise ResultsFileError(f"{path}:{number}: not a JSON object ({err.msg}); expected one result row per line") from None
+            raise ResultsFileError(
+                f"{path}:{number}: not a JSON object ({err.msg}); expected one result row per line"
+            ) from None
         if not isinstance(row, dict):
-            raise ResultsFileError(f"{path}:{number}: expected a JSON object (one result row), got {type(row).__name__}")
+            raise ResultsFileError(
+                f"{path}:{number}: expected a JSON object (one result row), got {type(row).__name__}"
+            )
         rows.append(row)
     return rows
 

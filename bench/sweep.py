@@ -76,16 +76,45 @@ PRESETS: dict[str, list[Grid]] = {
         Grid(ALL_MECHANISMS, seq_len=[50, 200, 512, 1024, 2048, 4096, 8192], batch_size=[8], mode=["fwd_bwd", "infer"]),
         Grid(ALL_MECHANISMS, seq_len=[200], batch_size=[1, 32, 128], mode=["fwd_bwd"]),
         # kernel level (projections excluded) out to N=16384, for the memory comparison with fused attention
-        Grid([("sdpa", {}), ("linrec", {}), ("linrec", {"variant": "official"}), ("linear", {})], seq_len=[256, 1024, 4096, 16384], batch_size=[8], level="kernel"),
+        Grid(
+            [("sdpa", {}), ("linrec", {}), ("linrec", {"variant": "official"}), ("linear", {})],
+            seq_len=[256, 1024, 4096, 16384],
+            batch_size=[8],
+            level="kernel",
+        ),
         # whole recommender steps (SASRec causal / BERT4Rec bidirectional, 3,706 items), the authors' width
-        Grid([("sdpa", {}), ("softmax", {}), ("linrec", {}), ("linear", {}), ("efficient", {}), ("performer", {"nb_features": 64})],
-             seq_len=[50, 200, 1024, 4096], batch_size=[32], level="model", mode=["fwd_bwd", "infer"]),
+        Grid(
+            [
+                ("sdpa", {}),
+                ("softmax", {}),
+                ("linrec", {}),
+                ("linear", {}),
+                ("efficient", {}),
+                ("performer", {"nb_features": 64}),
+            ],
+            seq_len=[50, 200, 1024, 4096],
+            batch_size=[32],
+            level="model",
+            mode=["fwd_bwd", "infer"],
+        ),
     ],
     # for a lent GPU: longer sequences, bigger batches, bf16 too
     "gpu": [
-        Grid(ALL_MECHANISMS, seq_len=[50, 200, 512, 1024, 2048, 4096, 8192, 16384, 32768], batch_size=[8], mode=["fwd_bwd", "infer"], dtype=["fp32", "bf16"]),
+        Grid(
+            ALL_MECHANISMS,
+            seq_len=[50, 200, 512, 1024, 2048, 4096, 8192, 16384, 32768],
+            batch_size=[8],
+            mode=["fwd_bwd", "infer"],
+            dtype=["fp32", "bf16"],
+        ),
         Grid(ALL_MECHANISMS, seq_len=[200], batch_size=[1, 32, 256, 2048], mode=["fwd_bwd"]),
-        Grid([("sdpa", {}), ("linrec", {}), ("linear", {})], seq_len=[1024, 4096, 16384, 65536], batch_size=[8], level="kernel", mode=["fwd_bwd"]),
+        Grid(
+            [("sdpa", {}), ("linrec", {}), ("linear", {})],
+            seq_len=[1024, 4096, 16384, 65536],
+            batch_size=[8],
+            level="kernel",
+            mode=["fwd_bwd"],
+        ),
     ],
 }
 
@@ -114,7 +143,9 @@ def _worker_main(conn, threads: int | None, memory_limit_bytes: int | None) -> N
         if request is None:
             return
         if "interleave" in request:
-            conn.send(_interleave_in_worker([Cell(**c) for c in request["interleave"]], request["seed"], request["rounds"]))
+            conn.send(
+                _interleave_in_worker([Cell(**c) for c in request["interleave"]], request["seed"], request["rounds"])
+            )
             gc.collect()
             continue
         cell = Cell(**request["cell"])
@@ -142,7 +173,12 @@ def _interleave_in_worker(cells: list[Cell], seed: int, rounds: int) -> dict:
 
 def _is_oom(err: BaseException) -> bool:
     text = str(err).lower()
-    return type(err).__name__ == "OutOfMemoryError" or "out of memory" in text or "can't allocate memory" in text or isinstance(err, MemoryError)
+    return (
+        type(err).__name__ == "OutOfMemoryError"
+        or "out of memory" in text
+        or "can't allocate memory" in text
+        or isinstance(err, MemoryError)
+    )
 
 
 def _short(err: BaseException) -> str:
@@ -191,7 +227,7 @@ class Worker:
             return {"medians_ms": {}, "error": "worker died while interleaving"}
 
     def _death(self, code: int | None, peak_rss: int) -> dict:
-        """What is known of a worker that died mid-cell: its signal and memory; 'oom' only when memory was near the limit."""
+        """What is known of a worker that died mid-cell: its signal and memory; 'oom' only near the memory limit."""
         self._process = None
         limit = self._args[1] or psutil.virtual_memory().total
         cause = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
@@ -221,12 +257,32 @@ def _series(cell: Cell) -> tuple:
     return tuple(sorted((k, str(v)) for k, v in d.items()))
 
 
-def run_sweep(cells: list[Cell], out: Path, *, config: dict, seed: int = 0, threads: int | None = None, timing: dict | None = None, max_cell_s: float = 120.0, memory_fraction: float = 0.8, progress: bool = True) -> list[dict]:
+def run_sweep(
+    cells: list[Cell],
+    out: Path,
+    *,
+    config: dict,
+    seed: int = 0,
+    threads: int | None = None,
+    timing: dict | None = None,
+    max_cell_s: float = 120.0,
+    memory_fraction: float = 0.8,
+    progress: bool = True,
+) -> list[dict]:
     """Measure every cell not yet in `out`; returns the rows written by this call."""
     out = Path(out)
     with results_writer(out):
-        return _run_locked(cells, out, config=config, seed=seed, threads=threads, timing=timing, max_cell_s=max_cell_s,
-                           memory_fraction=memory_fraction, progress=progress)
+        return _run_locked(
+            cells,
+            out,
+            config=config,
+            seed=seed,
+            threads=threads,
+            timing=timing,
+            max_cell_s=max_cell_s,
+            memory_fraction=memory_fraction,
+            progress=progress,
+        )
 
 
 def comparison_group(cell: Cell) -> tuple:
@@ -283,15 +339,24 @@ def _wait_for_quiet(limit_s: float, window_s: float = 2.0) -> float:
     return load
 
 
-def _run_locked(cells, out: Path, *, config, seed, threads, timing, max_cell_s, memory_fraction, progress) -> list[dict]:
-    done = {Cell(**{k: row[k] for k in Cell.__dataclass_fields__ if k != "device"}, device=row["device_type"]).key() for row in (load_rows(out) if out.exists() else [])}
+def _run_locked(
+    cells, out: Path, *, config, seed, threads, timing, max_cell_s, memory_fraction, progress
+) -> list[dict]:
+    done = {
+        Cell(**{k: row[k] for k in Cell.__dataclass_fields__ if k != "device"}, device=row["device_type"]).key()
+        for row in (load_rows(out) if out.exists() else [])
+    }
     todo = [c for c in cells if c.key() not in done]
     # group by group in increasing N, so each series still grows in N (the OOM / time-budget skip-ahead holds)
     groups: dict[tuple, list[Cell]] = {}
     for cell in sorted(todo, key=lambda c: (_series_family(c), c.seq_len, c.label)):
         groups.setdefault(comparison_group(cell), []).append(cell)
     timing = {"min_time_s": 1.0, "max_time_s": max_cell_s, **(timing or {})}
-    memory_limit = int(psutil.virtual_memory().total * memory_fraction) if not any(c.device.startswith("cuda") for c in todo) else None
+    memory_limit = (
+        int(psutil.virtual_memory().total * memory_fraction)
+        if not any(c.device.startswith("cuda") for c in todo)
+        else None
+    )
     worker = Worker(threads, memory_limit)
     failed_series: dict[tuple, str] = {}
     written = []
@@ -301,14 +366,24 @@ def _run_locked(cells, out: Path, *, config, seed, threads, timing, max_cell_s, 
             monitor = LoadMonitor()
             results = {}
             for cell in group:
-                bar.set_postfix_str(f"{cell.label} {'causal' if cell.causal else 'bidir'} N={cell.seq_len} B={cell.batch_size} {cell.mode}")
+                bar.set_postfix_str(
+                    f"{cell.label} {'causal' if cell.causal else 'bidir'} N={cell.seq_len} B={cell.batch_size} "
+                    f"{cell.mode}"
+                )
                 results[cell] = _solo(worker, cell, seed, timing, failed_series, max_cell_s)
                 bar.update()
             solo_load = monitor.other_cores()
             _interleave_group(worker, group, results, seed, max_cell_s, solo_load)
             for cell in group:
                 env = environment(cell.device)  # per row: timestamp and load average change
-                row = {**_cell_fields(cell), **_empty_measurement(), **results[cell], **env, "seed": seed, "config": config}
+                row = {
+                    **_cell_fields(cell),
+                    **_empty_measurement(),
+                    **results[cell],
+                    **env,
+                    "seed": seed,
+                    "config": config,
+                }
                 append_row(out, row)
                 written.append(row)
     except KeyboardInterrupt:
@@ -346,11 +421,16 @@ def _solo(worker: Worker, cell: Cell, seed: int, timing: dict, failed_series: di
     if result["status"] == "oom":
         failed_series[_series(cell)] = f"oom|N={cell.seq_len} ran out of memory"
     elif result["status"] == "ok" and result["time_ms"] / 1e3 * (1 + result["repeats"]) > max_cell_s:
-        failed_series[_series(cell)] = f"skipped|N={cell.seq_len} already took {result['time_ms'] / 1e3:.1f} s per run (budget {max_cell_s:.0f} s per cell)"
+        failed_series[_series(cell)] = (
+            f"skipped|N={cell.seq_len} already took {result['time_ms'] / 1e3:.1f} s per run (budget {max_cell_s:.0f} "
+            "s per cell)"
+        )
     return result
 
 
-def _interleave_group(worker: Worker, group: list[Cell], results: dict, seed: int, max_cell_s: float, solo_load: float) -> None:
+def _interleave_group(
+    worker: Worker, group: list[Cell], results: dict, seed: int, max_cell_s: float, solo_load: float
+) -> None:
     """Re-time the group's ok cells round by round so load that comes and goes hits them alike.
 
     The interleaved median replaces the solo one (kept as time_ms_solo). When other processes
@@ -358,7 +438,9 @@ def _interleave_group(worker: Worker, group: list[Cell], results: dict, seed: in
     still measured under load are flagged busy."""
     ok = [c for c in group if results[c]["status"] == "ok"]
     for cell in group:
-        results[cell].update(timing="solo", other_load_cores=round(solo_load, 3), busy=solo_load > BUSY_CORES if cell in ok else False)
+        results[cell].update(
+            timing="solo", other_load_cores=round(solo_load, 3), busy=solo_load > BUSY_CORES if cell in ok else False
+        )
     if len(ok) < 2:
         return
     per_round_s = sum(results[c]["time_ms"] for c in ok) / 1e3
@@ -372,12 +454,21 @@ def _interleave_group(worker: Worker, group: list[Cell], results: dict, seed: in
         medians = measured["medians_ms"]
         if not all(c.key() in medians for c in ok):
             for cell in ok:
-                results[cell]["message"] = (results[cell]["message"] + f" interleaving failed: {measured['error']}").strip()
+                results[cell]["message"] = (
+                    results[cell]["message"] + f" interleaving failed: {measured['error']}"
+                ).strip()
             return
         for cell in ok:
             solo = results[cell]["time_ms_solo"] if "time_ms_solo" in results[cell] else results[cell]["time_ms"]
-            results[cell].update(time_ms=medians[cell.key()], time_ms_solo=solo, timing=f"interleaved x{rounds}", other_load_cores=round(load, 3),
-                                 busy=load > BUSY_CORES, remeasured=attempt > 0, tokens_per_s=tokens(cell) / (medians[cell.key()] / 1e3))
+            results[cell].update(
+                time_ms=medians[cell.key()],
+                time_ms_solo=solo,
+                timing=f"interleaved x{rounds}",
+                other_load_cores=round(load, 3),
+                busy=load > BUSY_CORES,
+                remeasured=attempt > 0,
+                tokens_per_s=tokens(cell) / (medians[cell.key()] / 1e3),
+            )
         if load <= BUSY_CORES or attempt:
             return
         _wait_for_quiet(QUIET_WAIT_S)
@@ -390,5 +481,13 @@ def _cell_fields(cell: Cell) -> dict:
 
 
 def _empty_measurement() -> dict:
-    return {"message": "", "time_ms": None, "time_ms_p25": None, "time_ms_p75": None, "repeats": 0, "peak_mem_bytes": None, "mem_method": None, "tokens_per_s": None}
-
+    return {
+        "message": "",
+        "time_ms": None,
+        "time_ms_p25": None,
+        "time_ms_p75": None,
+        "repeats": 0,
+        "peak_mem_bytes": None,
+        "mem_method": None,
+        "tokens_per_s": None,
+    }

@@ -13,8 +13,17 @@ import torch
 from .data import SequenceDataset
 
 
-def synthetic_dataset(num_users: int = 500, num_items: int = 200, *, num_clusters: int = 10, min_len: int = 20, max_len: int = 60,
-                      successors: int = 3, stay: float = 0.85, seed: int = 0) -> SequenceDataset:
+def synthetic_dataset(
+    num_users: int = 500,
+    num_items: int = 200,
+    *,
+    num_clusters: int = 10,
+    min_len: int = 20,
+    max_len: int = 60,
+    successors: int = 3,
+    stay: float = 0.85,
+    seed: int = 0,
+) -> SequenceDataset:
     if num_items < num_clusters * successors:
         raise ValueError(f"num_items ({num_items}) must be >= num_clusters * successors ({num_clusters * successors})")
     if not 1 <= min_len <= max_len:
@@ -22,7 +31,12 @@ def synthetic_dataset(num_users: int = 500, num_items: int = 200, *, num_cluster
     g = torch.Generator().manual_seed(seed)
     cluster_of = torch.arange(num_items) % num_clusters  # item index 0..I-1
     members = [torch.nonzero(cluster_of == c).flatten() for c in range(num_clusters)]
-    next_items = torch.stack([members[cluster_of[i]][torch.randint(len(members[cluster_of[i]]), (successors,), generator=g)] for i in range(num_items)])
+    next_items = torch.stack(
+        [
+            members[cluster_of[i]][torch.randint(len(members[cluster_of[i]]), (successors,), generator=g)]
+            for i in range(num_items)
+        ]
+    )
     sequences = []
     for _ in range(num_users):
         favourite = int(torch.randint(num_clusters, (1,), generator=g))
@@ -36,4 +50,10 @@ def synthetic_dataset(num_users: int = 500, num_items: int = 200, *, num_cluster
                 item = int(members[favourite][torch.randint(len(members[favourite]), (1,), generator=g)])
             seq.append(item)
         sequences.append([i + 1 for i in seq])  # 0 is padding
-    return SequenceDataset(f"synthetic-u{num_users}-i{num_items}", sequences, num_items, [str(u) for u in range(num_users)], source=f"synthetic seed={seed}")
+    return SequenceDataset(
+        f"synthetic-u{num_users}-i{num_items}",
+        sequences,
+        num_items,
+        [str(u) for u in range(num_users)],
+        source=f"synthetic seed={seed}",
+    )

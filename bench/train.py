@@ -48,9 +48,22 @@ BATCHING = ("random", "by_length")
 RECIPES: dict[str, dict] = {
     "recbole": {},
     "sasrec-plus": {
-        "norm": "pre", "embedding_scale": True, "embedding_norm": False, "hidden": 64, "heads": 1, "layers": 2, "inner": 64,
-        "activation": "relu", "dropout": 0.1, "min_count": 5, "batch_size": 128, "lr": 1e-3, "epochs": 200, "patience": 10,
-        "select_protocol": "seen_excluded", "batching": "by_length",
+        "norm": "pre",
+        "embedding_scale": True,
+        "embedding_norm": False,
+        "hidden": 64,
+        "heads": 1,
+        "layers": 2,
+        "inner": 64,
+        "activation": "relu",
+        "dropout": 0.1,
+        "min_count": 5,
+        "batch_size": 128,
+        "lr": 1e-3,
+        "epochs": 200,
+        "patience": 10,
+        "select_protocol": "seen_excluded",
+        "batching": "by_length",
     },
 }
 
@@ -77,11 +90,17 @@ class TrainConfig:
     activation: str = "gelu"
     embedding_scale: bool = False  # item embeddings x sqrt(hidden)
     embedding_norm: bool = True  # LayerNorm on the summed embeddings
-    train_windows: str = "last"  # SASRec all_positions: "last" N+1 items of each user, or "all": windows covering the whole history
-    batching: str = "random"  # "random" batches, or "by_length": similar lengths together, each batch cut to its longest sequence
+    train_windows: str = (
+        "last"  # SASRec all_positions: "last" N+1 items of each user, or "all": windows covering the whole history
+    )
+    batching: str = (
+        "random"  # "random" batches, or "by_length": similar lengths together, each batch cut to its longest sequence
+    )
     mask_ratio: float = 0.2  # BERT4Rec
     prefixes_per_user: int = 4  # SASRec last_position: training prefixes sampled per user and epoch
-    masks_per_user: int = 1  # BERT4Rec: copies of each sequence per epoch, each masked afresh (the original's dupe factor)
+    masks_per_user: int = (
+        1  # BERT4Rec: copies of each sequence per epoch, each masked afresh (the original's dupe factor)
+    )
     epochs: int = 100
     batch_size: int = 128
     lr: float = 1e-3
@@ -90,7 +109,9 @@ class TrainConfig:
     max_minutes: float | None = None  # wall-clock budget; stops after the epoch that crosses it
     eval_batch_size: int = 512
     protocol: str = "full"
-    select_protocol: str | None = None  # early stopping reads this protocol's NDCG@10; None: "all" (full) or the sampled one
+    select_protocol: str | None = (
+        None  # early stopping reads this protocol's NDCG@10; None: "all" (full) or the sampled one
+    )
     recipe: str | None = None  # the named recipe these settings started from (recorded; applied by with_recipe)
     seed: int = 2000
     device: str = "cpu"
@@ -114,8 +135,20 @@ class TrainConfig:
         if self.select_protocol is None:
             self.select_protocol = allowed[0]
         if self.select_protocol not in allowed:
-            raise ValueError(f"--select-protocol must be one of {allowed} with --protocol {self.protocol}, got {self.select_protocol!r}")
-        for name in ("epochs", "batch_size", "max_len", "hidden", "heads", "layers", "prefixes_per_user", "masks_per_user"):
+            raise ValueError(
+                f"--select-protocol must be one of {allowed} with --protocol {self.protocol}, got "
+                f"{self.select_protocol!r}"
+            )
+        for name in (
+            "epochs",
+            "batch_size",
+            "max_len",
+            "hidden",
+            "heads",
+            "layers",
+            "prefixes_per_user",
+            "masks_per_user",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
 
@@ -134,10 +167,22 @@ def get_dataset(config: TrainConfig) -> SequenceDataset:
 
 
 def build_model(config: TrainConfig, num_items: int):
-    encoder = EncoderConfig(num_items=num_items, max_len=config.max_len, hidden=config.hidden, heads=config.heads, layers=config.layers,
-                            inner=config.inner, dropout=config.dropout, attention_dropout=config.attention_dropout, attention=config.attention,
-                            attention_options=dict(config.attention_options), norm=config.norm, activation=config.activation,
-                            embedding_scale=config.embedding_scale, embedding_norm=config.embedding_norm)
+    encoder = EncoderConfig(
+        num_items=num_items,
+        max_len=config.max_len,
+        hidden=config.hidden,
+        heads=config.heads,
+        layers=config.layers,
+        inner=config.inner,
+        dropout=config.dropout,
+        attention_dropout=config.attention_dropout,
+        attention=config.attention,
+        attention_options=dict(config.attention_options),
+        norm=config.norm,
+        activation=config.activation,
+        embedding_scale=config.embedding_scale,
+        embedding_norm=config.embedding_norm,
+    )
     if config.model == "bert4rec":
         return BERT4Rec(encoder, mask_ratio=config.mask_ratio)
     return SASRec(encoder, objective=config.objective, causal=config.causal)
@@ -147,8 +192,16 @@ def build_model(config: TrainConfig, num_items: int):
 
 
 @torch.no_grad()
-def evaluate(model, examples: list[tuple[list[int], int]], num_items: int, config: TrainConfig, *, item_popularity: torch.Tensor | None = None,
-             seed: int = 0, ks=(5, 10, 20)) -> dict[str, dict]:
+def evaluate(
+    model,
+    examples: list[tuple[list[int], int]],
+    num_items: int,
+    config: TrainConfig,
+    *,
+    item_popularity: torch.Tensor | None = None,
+    seed: int = 0,
+    ks=(5, 10, 20),
+) -> dict[str, dict]:
     """Metrics per protocol over (history, target) pairs, scored in batches of eval_batch_size users.
 
     Full ranking: {"all": ..., "seen_excluded": ...} from the same scores; sampled: {protocol: ...}.
@@ -168,7 +221,9 @@ def evaluate(model, examples: list[tuple[list[int], int]], num_items: int, confi
             collectors["all"].add(scores, targets)
             collectors["seen_excluded"].add(exclude_seen(scores, histories, targets), targets)
         else:
-            candidates = _sampled_candidates(histories, targets, num_items, config.protocol, item_popularity, generator)  # (b, 101), target first
+            candidates = _sampled_candidates(
+                histories, targets, num_items, config.protocol, item_popularity, generator
+            )  # (b, 101), target first
             collectors[config.protocol].add(scores.gather(1, candidates), torch.zeros(len(chunk), dtype=torch.long))
     return {name: collector.metrics(ks) for name, collector in collectors.items()}
 
@@ -176,12 +231,15 @@ def evaluate(model, examples: list[tuple[list[int], int]], num_items: int, confi
 def _sampled_candidates(histories, targets, num_items, protocol, popularity, generator, negatives=100):
     weights = popularity.double() if protocol == "pop100" else torch.ones(num_items, dtype=torch.float64)
     rows = []
-    for history, target in zip(histories, targets.tolist()):
+    for history, target in zip(histories, targets.tolist(), strict=False):
         w = weights.clone()
         w[torch.tensor(sorted(set(history))) - 1] = 0
         w[target] = 0
         if int((w > 0).sum()) < negatives:
-            raise ValueError(f"--protocol {protocol}: a user has fewer than {negatives} items left to sample as negatives ({num_items} items in all)")
+            raise ValueError(
+                f"--protocol {protocol}: a user has fewer than {negatives} items left to sample as negatives "
+                f"({num_items} items in all)"
+            )
         picked = torch.multinomial(w, negatives, replacement=False, generator=generator)
         rows.append(torch.cat([torch.tensor([target]), picked]))
     return torch.stack(rows)
@@ -245,7 +303,9 @@ def _save(path: Path, payload: dict) -> None:
     tmp.replace(path)  # atomic: an interruption never leaves a torn checkpoint
 
 
-def _train_epoch(model, optimizer, examples, rng, config: TrainConfig, label: str, progress: bool) -> tuple[list[float], float]:
+def _train_epoch(
+    model, optimizer, examples, rng, config: TrainConfig, label: str, progress: bool
+) -> tuple[list[float], float]:
     """One pass over the shuffled examples; returns the batch losses and the seconds it took."""
     model.train()
     started, losses = time.time(), []
@@ -267,8 +327,10 @@ def _load(path: Path) -> dict:
         return torch.load(path, weights_only=True)
     except Exception as err:  # noqa: BLE001 -- torn, empty, foreign or crafted files all end here
         reason = (str(err).strip().splitlines() or [""])[0][:200]
-        raise ValueError(f"{path}: not a readable checkpoint of this suite ({type(err).__name__}: {reason}); "
-                         "delete it (the run restarts) or use another --out") from None
+        raise ValueError(
+            f"{path}: not a readable checkpoint of this suite ({type(err).__name__}: {reason}); "
+            "delete it (the run restarts) or use another --out"
+        ) from None
 
 
 def _check_trainable(model, split, dataset: SequenceDataset) -> None:
@@ -276,13 +338,22 @@ def _check_trainable(model, split, dataset: SequenceDataset) -> None:
     trainable = sum(len(s) >= model.min_train_length() for s in split.train)
     evaluable = len(split.valid)
     if trainable == 0 or evaluable == 0:
-        raise ValueError(f"{dataset.name}: {dataset.num_users} user(s), {trainable} with enough items to train "
-                         f"(>= {model.min_train_length()} after holding out 2), {evaluable} with the 3+ items needed for validation "
-                         "and test; need at least one of each")
+        raise ValueError(
+            f"{dataset.name}: {dataset.num_users} user(s), {trainable} with enough items to train "
+            f"(>= {model.min_train_length()} after holding out 2), {evaluable} with the 3+ items needed for validation "
+            "and test; need at least one of each"
+        )
 
 
-def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True, log: bool = True,
-          dataset: SequenceDataset | None = None) -> dict:
+def train(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    log: bool = True,
+    dataset: SequenceDataset | None = None,
+) -> dict:
     """Train to early stopping (or the epoch / time budget), then test the best epoch. Returns the results dict.
 
     resume: continue OUT/checkpoint.pt (a fresh start, said so, when there is none); overwrite: replace a
@@ -294,8 +365,10 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     checkpoint_path, best_path = out / "checkpoint.pt", out / "best.pt"
     earlier = [p.name for p in (checkpoint_path, best_path, out / "results.json") if p.exists()]
     if earlier and not resume and not overwrite:
-        raise ValueError(f"--out {out} already holds a run ({', '.join(earlier)}): --resume continues it, --overwrite replaces it, "
-                         "or choose another --out")
+        raise ValueError(
+            f"--out {out} already holds a run ({', '.join(earlier)}): --resume continues it, --overwrite replaces it, "
+            "or choose another --out"
+        )
     out.mkdir(parents=True, exist_ok=True)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -313,7 +386,10 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     if resume and checkpoint_path.exists():
         checkpoint = _load(checkpoint_path)
         if _fixed(checkpoint["config"]) != _fixed(asdict(config)):
-            raise ValueError(f"--resume: {checkpoint_path} was written with a different configuration; use another --out or drop --resume")
+            raise ValueError(
+                f"--resume: {checkpoint_path} was written with a different configuration; use another --out or drop "
+                "--resume"
+            )
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         torch.set_rng_state(checkpoint["torch_rng"])
@@ -337,12 +413,23 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
         rng.shuffle(examples)
         with peak_memory(config.device) as peak:  # per epoch, so a resumed run still reports the whole run's peak
             losses, epoch_seconds = _train_epoch(model, optimizer, examples, rng, config, f"epoch {epoch}", progress)
-            valid = evaluate(model, split.valid, dataset.num_items, config, item_popularity=popularity, seed=config.seed)
+            valid = evaluate(
+                model, split.valid, dataset.num_items, config, item_popularity=popularity, seed=config.seed
+            )
         state["train_seconds"] += epoch_seconds
         selected = valid[config.select_protocol]["ndcg@10"]
-        record = {"epoch": epoch, "loss": sum(losses) / len(losses), "epoch_seconds": epoch_seconds, "valid_ndcg@10": selected,
-                  "valid": {name: {m: metrics[m] for m in ("ndcg@10", "recall@10", "mrr@10")} for name, metrics in valid.items()},
-                  "elapsed_train_seconds": state["train_seconds"], "peak_mem_bytes": peak["bytes"], "mem_method": peak["method"]}
+        record = {
+            "epoch": epoch,
+            "loss": sum(losses) / len(losses),
+            "epoch_seconds": epoch_seconds,
+            "valid_ndcg@10": selected,
+            "valid": {
+                name: {m: metrics[m] for m in ("ndcg@10", "recall@10", "mrr@10")} for name, metrics in valid.items()
+            },
+            "elapsed_train_seconds": state["train_seconds"],
+            "peak_mem_bytes": peak["bytes"],
+            "mem_method": peak["method"],
+        }
         state["history"].append(record)
         improved = selected > state["best_valid"]
         if improved:
@@ -351,11 +438,25 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch
-        _save(checkpoint_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
-                                "state": state, "config": asdict(config)})
+        _save(
+            checkpoint_path,
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "state": state,
+                "config": asdict(config),
+            },
+        )
         if log:
-            shown = "  ".join(f"{name} NDCG@10 {m['ndcg@10']:.4f} R@10 {m['recall@10']:.4f}" for name, m in valid.items())
-            print(f"epoch {epoch:3d}  loss {record['loss']:.4f}  {epoch_seconds:6.1f} s  valid {shown}{'  *' if improved else ''}", flush=True)
+            shown = "  ".join(
+                f"{name} NDCG@10 {m['ndcg@10']:.4f} R@10 {m['recall@10']:.4f}" for name, m in valid.items()
+            )
+            print(
+                f"epoch {epoch:3d}  loss {record['loss']:.4f}  {epoch_seconds:6.1f} s  valid "
+                f"{shown}{'  *' if improved else ''}",
+                flush=True,
+            )
 
     model.load_state_dict(_load(best_path)["model"])
     valid = evaluate(model, split.valid, dataset.num_items, config, item_popularity=popularity, seed=config.seed)
@@ -371,13 +472,22 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
         "seconds_per_epoch": statistics.median(e["epoch_seconds"] for e in epochs) if epochs else None,
         "train_seconds": state["train_seconds"],
         "wall_seconds_this_call": time.time() - started,
-        "peak_mem_bytes": max((e.get("peak_mem_bytes") or 0 for e in epochs), default=None),  # over all epochs, resumed ones included
+        "peak_mem_bytes": max(
+            (e.get("peak_mem_bytes") or 0 for e in epochs), default=None
+        ),  # over all epochs, resumed ones included
         "mem_method": epochs[-1].get("mem_method") if epochs else None,
         "history": epochs,
-        "protocol": {"split": "leave-one-out by time", "ranking": config.protocol, "reported": list(test), "selected_on": config.select_protocol,
-                     "ties": "pessimistic", "test_input": "the whole history before the test item, validation item included",
-                     "note": "full ranking: 'all' ranks every item, 'seen_excluded' drops the history's items (target kept)"
-                     if config.protocol == "full" else "SAMPLED: 100 negatives, not comparable with full ranking"},
+        "protocol": {
+            "split": "leave-one-out by time",
+            "ranking": config.protocol,
+            "reported": list(test),
+            "selected_on": config.select_protocol,
+            "ties": "pessimistic",
+            "test_input": "the whole history before the test item, validation item included",
+            "note": "full ranking: 'all' ranks every item, 'seen_excluded' drops the history's items (target kept)"
+            if config.protocol == "full"
+            else "SAMPLED: 100 negatives, not comparable with full ranking",
+        },
         "config": asdict(config),
         "dataset": dataset.stats(),
         "parameters": sum(p.numel() for p in model.parameters()),

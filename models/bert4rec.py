@@ -48,7 +48,7 @@ class BERT4Rec(nn.Module):
 
     def score_next(self, histories: list[list[int]], device=None) -> torch.Tensor:
         n = self.config.max_len
-        with_mask = [list(h[-(n - 1):]) + [self.mask_token] for h in histories]
+        with_mask = [list(h[-(n - 1) :]) + [self.mask_token] for h in histories]
         states = self.encoder(left_pad(with_mask, n, device))
         return self.encoder.item_scores(states[:, -1])
 

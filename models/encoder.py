@@ -52,8 +52,15 @@ class TransformerBlock(nn.Module):
         super().__init__()
         self.pre_norm = config.norm == "pre"
         attention_dropout = config.dropout if config.attention_dropout is None else config.attention_dropout
-        self.attention = build_attention(config.attention, config.hidden, config.heads, causal=causal, max_len=config.max_len,
-                                         dropout=attention_dropout, **config.attention_options)
+        self.attention = build_attention(
+            config.attention,
+            config.hidden,
+            config.heads,
+            causal=causal,
+            max_len=config.max_len,
+            dropout=attention_dropout,
+            **config.attention_options,
+        )
         self.feed_forward = nn.Sequential(
             nn.Linear(config.hidden, config.inner),
             nn.GELU() if config.activation == "gelu" else nn.ReLU(),
@@ -79,11 +86,15 @@ class SequenceEncoder(nn.Module):
         self.config = config
         self.item_embedding = nn.Embedding(config.num_items + 1 + config.extra_tokens, config.hidden, padding_idx=0)
         self.position_embedding = nn.Embedding(config.max_len, config.hidden)
-        self.embedding_norm = nn.LayerNorm(config.hidden, eps=config.layer_norm_eps) if config.embedding_norm else nn.Identity()
+        self.embedding_norm = (
+            nn.LayerNorm(config.hidden, eps=config.layer_norm_eps) if config.embedding_norm else nn.Identity()
+        )
         self.embedding_multiplier = config.hidden**0.5 if config.embedding_scale else 1.0
         self.dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(TransformerBlock(config, causal) for _ in range(config.layers))
-        self.final_norm = nn.LayerNorm(config.hidden, eps=config.layer_norm_eps) if config.norm == "pre" else nn.Identity()
+        self.final_norm = (
+            nn.LayerNorm(config.hidden, eps=config.layer_norm_eps) if config.norm == "pre" else nn.Identity()
+        )
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -101,7 +112,9 @@ class SequenceEncoder(nn.Module):
         padding_mask = items != 0  # (B, N) True = real item
         # absolute positions aligned to the right end, so the most recent item always has the last position
         positions = torch.arange(self.config.max_len - length, self.config.max_len, device=items.device)
-        x = self.item_embedding(items) * self.embedding_multiplier + self.position_embedding(positions)[None]  # (B, N, hidden)
+        x = (
+            self.item_embedding(items) * self.embedding_multiplier + self.position_embedding(positions)[None]
+        )  # (B, N, hidden)
         x = self.dropout(self.embedding_norm(x))
         for block in self.blocks:
             x = block(x, padding_mask)
@@ -126,5 +139,5 @@ def left_pad(sequences: list[list[int]], length: int, device=None) -> torch.Tens
     for row, seq in enumerate(sequences):
         tail = seq[-length:] if length else []
         if tail:
-            out[row, length - len(tail):] = torch.as_tensor(tail)
+            out[row, length - len(tail) :] = torch.as_tensor(tail)
     return out.to(device) if device is not None else out

@@ -47,8 +47,15 @@ class _FullSoftmaxCrossEntropy(torch.autograd.Function):
         return grad_states * scale, grad_items * scale, None, None
 
 
-def full_softmax_cross_entropy(states: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> torch.Tensor:
-    """mean over rows of -log softmax(states @ items.T)[row, target]; states (T, d), items (I, d), targets (T,) in [0, I)."""
+def full_softmax_cross_entropy(
+    states: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, chunk_rows: int = DEFAULT_CHUNK_ROWS
+) -> torch.Tensor:
+    """mean over rows of -log softmax(states @ items.T)[row, target].
+
+    states (T, d), items (I, d), targets (T,) in [0, I)."""
     if states.dim() != 2 or items.dim() != 2 or states.shape[1] != items.shape[1] or targets.shape != states.shape[:1]:
-        raise ValueError(f"expected states (T, d), items (I, d), targets (T,); got {tuple(states.shape)}, {tuple(items.shape)}, {tuple(targets.shape)}")
+        raise ValueError(
+            f"expected states (T, d), items (I, d), targets (T,); got {tuple(states.shape)}, {tuple(items.shape)}, "
+            f"{tuple(targets.shape)}"
+        )
     return _FullSoftmaxCrossEntropy.apply(states, items, targets, chunk_rows)

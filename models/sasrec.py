@@ -33,10 +33,15 @@ class SASRec(nn.Module):
         if causal is None:
             causal = objective == "all_positions"
         if objective == "all_positions" and not causal:
-            raise ValueError("SASRec objective='all_positions' needs causal attention: without it every position sees the item it must predict")
+            raise ValueError(
+                "SASRec objective='all_positions' needs causal attention: without it every position sees the item "
+                "it must predict"
+            )
         if causal and not available_attentions()[config.attention]["causal"]:
-            raise ValueError(f"SASRec objective={objective!r} with causal attention: {config.attention!r} has no causal form; "
-                             "use objective='last_position' (any attention) or a causal-capable mechanism")
+            raise ValueError(
+                f"SASRec objective={objective!r} with causal attention: {config.attention!r} has no causal form; "
+                "use objective='last_position' (any attention) or a causal-capable mechanism"
+            )
         self.config, self.objective, self.causal = config, objective, causal
         # a batch shorter than max_len is cut to its longest sequence: exact, since positions are counted
         # from the right and padded keys are masked; not for mechanisms tied to one length (Linformer)

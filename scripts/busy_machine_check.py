@@ -26,8 +26,23 @@ HOG = "import time\nend = time.time() + 3600\nwhile time.time() < end: pass"
 def sweep(out: Path, quiet_wait_s: float) -> float:
     out.unlink(missing_ok=True)
     started = time.time()
-    subprocess.run([sys.executable, "-m", "bench", "sweep", "--preset", "quick", "--out", str(out), "--no-progress",
-                    "--quiet-wait-s", str(quiet_wait_s)], check=True, cwd=REPO_ROOT)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "sweep",
+            "--preset",
+            "quick",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--quiet-wait-s",
+            str(quiet_wait_s),
+        ],
+        check=True,
+        cwd=REPO_ROOT,
+    )
     return time.time() - started
 
 
@@ -36,9 +51,14 @@ def ratio_lines(ours: dict, theirs: dict, label: str, tolerance: float) -> list[
     ratios = {key: ours[key] / theirs[key] for key in common}
     outside = [key for key, r in ratios.items() if not 1 / tolerance <= r <= tolerance]
     worst = max(ratios.values(), key=lambda r: max(r, 1 / r))
-    lines = [f"- {label}: {len(common)} speed-ups compared; median ratio {statistics.median(ratios.values()):.2f}, "
-             f"worst {worst:.2f}, {len(outside)} outside {tolerance}x"]
-    lines += [f"  - {k[0]} {'causal' if k[2] else 'bidir'} N={k[3]} B={k[4]}: {ours[k]:.2f}x vs {theirs[k]:.2f}x" for k in outside]
+    lines = [
+        f"- {label}: {len(common)} speed-ups compared; median ratio {statistics.median(ratios.values()):.2f}, "
+        f"worst {worst:.2f}, {len(outside)} outside {tolerance}x"
+    ]
+    lines += [
+        f"  - {k[0]} {'causal' if k[2] else 'bidir'} N={k[3]} B={k[4]}: {ours[k]:.2f}x vs {theirs[k]:.2f}x"
+        for k in outside
+    ]
     return lines
 
 
@@ -46,7 +66,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="results/robustness")
     parser.add_argument("--hogs", type=int, default=2)
-    parser.add_argument("--quiet-wait-s", type=float, default=5.0, help="passed to the loaded sweep (the load never goes away)")
+    parser.add_argument(
+        "--quiet-wait-s", type=float, default=5.0, help="passed to the loaded sweep (the load never goes away)"
+    )
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -61,13 +83,25 @@ def main() -> None:
     quiet, busy = _speedups(load_frame([out / "quiet.jsonl"])), _speedups(load_frame([out / "busy.jsonl"]))
     flagged = int(load_frame([out / "busy.jsonl"]).get("busy", False).fillna(False).astype(bool).sum())
     env = environment("cpu")
-    lines = ["# Speed-ups on a busy machine", "", f"Quick preset, {env['device']}, torch {env['torch']}, {env['threads']} threads, "
-             f"commit {env['commit']}, {env['timestamp']}.", "", f"Quiet run {quiet_s / 60:.1f} min; with {args.hogs} CPU hogs "
-             f"(busy Python loops, one per core) {busy_s / 60:.1f} min, {flagged} rows flagged busy.", ""]
+    lines = [
+        "# Speed-ups on a busy machine",
+        "",
+        f"Quick preset, {env['device']}, torch {env['torch']}, {env['threads']} threads, "
+        f"commit {env['commit']}, {env['timestamp']}.",
+        "",
+        f"Quiet run {quiet_s / 60:.1f} min; with {args.hogs} CPU hogs "
+        f"(busy Python loops, one per core) {busy_s / 60:.1f} min, {flagged} rows flagged busy.",
+        "",
+    ]
     lines += ratio_lines(busy, quiet, f"busy / quiet (with {args.hogs} hogs)", 1.5)
     reference = REPO_ROOT / "results" / "quick" / "sweep.jsonl"
     if reference.exists():
-        lines += ratio_lines(quiet, _speedups(load_frame([reference])), "quiet (groups interleaved) / committed reference (cells one by one)", 1.5)
+        lines += ratio_lines(
+            quiet,
+            _speedups(load_frame([reference])),
+            "quiet (groups interleaved) / committed reference (cells one by one)",
+            1.5,
+        )
     (out / "busy-machine.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -23,8 +23,13 @@ from models.attention import functional as fn
 def elu_costs() -> None:
     block = torch.randn(4, 8192, 16)  # 2 MB, cache-sized
     out = torch.empty_like(block)
-    jobs = {"F.elu": lambda: F.elu(block), "expm1": lambda: torch.expm1(block), "exp": lambda: torch.exp(block),
-            "exp-based elu (into a buffer)": lambda: fn._elu_into(block, out), "copy": lambda: out.copy_(block)}
+    jobs = {
+        "F.elu": lambda: F.elu(block),
+        "expm1": lambda: torch.expm1(block),
+        "exp": lambda: torch.exp(block),
+        "exp-based elu (into a buffer)": lambda: fn._elu_into(block, out),
+        "copy": lambda: out.copy_(block),
+    }
     times = {name: [] for name in jobs}
     for _ in range(200):
         for name, job in jobs.items():
@@ -70,6 +75,7 @@ def causal_ab() -> None:
                 t.grad = None
             fq, fk = F.elu(q), F.elu(k)
             fn.causal_linear_attention(scale(fq, fk, inv_n_prefix), fk, v).backward(grad)
+
         return run
 
     def sdpa():
@@ -77,17 +83,28 @@ def causal_ab() -> None:
             t.grad = None
         F.scaled_dot_product_attention(q, k, v, is_causal=True).backward(grad)
 
-    same = torch.allclose(fn._CausalLinRecQueries.apply(F.elu(q), F.elu(k), inv_n_prefix), autograd_query_scaling(F.elu(q), F.elu(k), inv_n_prefix), atol=1e-6)
-    medians, _ = time_interleaved({"fused": step(fn._CausalLinRecQueries.apply), "autograd": step(autograd_query_scaling), "sdpa": sdpa}, rounds=7)
+    same = torch.allclose(
+        fn._CausalLinRecQueries.apply(F.elu(q), F.elu(k), inv_n_prefix),
+        autograd_query_scaling(F.elu(q), F.elu(k), inv_n_prefix),
+        atol=1e-6,
+    )
+    medians, _ = time_interleaved(
+        {"fused": step(fn._CausalLinRecQueries.apply), "autograd": step(autograd_query_scaling), "sdpa": sdpa}, rounds=7
+    )
     print("\n3. Causal LinRec fwd+bwd, B=8, H=8, N=4096, d=16 (kernel level), median of 7 interleaved rounds:")
     for name, seconds in medians.items():
         print(f"   {name:10} {seconds * 1e3:8.1f} ms")
-    print(f"   same output: {same}; autograd / fused {medians['autograd'] / medians['fused']:.2f}; sdpa / fused {medians['sdpa'] / medians['fused']:.2f}")
+    print(
+        f"   same output: {same}; autograd / fused {medians['autograd'] / medians['fused']:.2f}; sdpa / fused "
+        f"{medians['sdpa'] / medians['fused']:.2f}"
+    )
 
 
 if __name__ == "__main__":
     env = environment("cpu")
-    print(f"{env['device']}, torch {env['torch']}, {env['threads']} threads, commit {env['commit']}, {env['timestamp']}\n")
+    print(
+        f"{env['device']}, torch {env['torch']}, {env['threads']} threads, commit {env['commit']}, {env['timestamp']}\n"
+    )
     elu_costs()
     blocked_forward_profile()
     causal_ab()

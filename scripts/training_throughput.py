@@ -31,7 +31,10 @@ from bench.data import leave_one_out
 from bench.environment import environment
 from bench.train import _batches, _epoch_examples, build_model, evaluate, get_dataset, with_recipe
 
-VARIANTS = {"before": {"batching": "random", "trim": False, "chunked_loss": False}, "after": {"batching": "by_length", "trim": True, "chunked_loss": True}}
+VARIANTS = {
+    "before": {"batching": "random", "trim": False, "chunked_loss": False},
+    "after": {"batching": "by_length", "trim": True, "chunked_loss": True},
+}
 
 
 def one_epoch(config, dataset, split, trim: bool, chunked_loss: bool, seed: int) -> dict:
@@ -62,12 +65,17 @@ def one_epoch(config, dataset, split, trim: bool, chunked_loss: bool, seed: int)
         t4 = time.perf_counter()
         optimizer.step()
         t5 = time.perf_counter()
-        for name, (a, b) in zip(parts, ((t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5))):
+        for name, (a, b) in zip(parts, ((t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5)), strict=False):
             parts[name] += b - a
     train_seconds = time.perf_counter() - started
     started = time.perf_counter()
     valid = evaluate(model, split.valid, dataset.num_items, config)
-    return {"train_s": train_seconds, "eval_s": time.perf_counter() - started, "parts_s": parts, "valid_ndcg@10_all": valid["all"]["ndcg@10"]}
+    return {
+        "train_s": train_seconds,
+        "eval_s": time.perf_counter() - started,
+        "parts_s": parts,
+        "valid_ndcg@10_all": valid["all"]["ndcg@10"],
+    }
 
 
 def main() -> None:
@@ -87,23 +95,46 @@ def main() -> None:
             for threads in map(int, args.threads.split(",")):
                 torch.set_num_threads(threads)
                 for name, variant in VARIANTS.items():
-                    run_config = with_recipe("sasrec-plus", dataset=args.dataset, attention=attention, batching=variant["batching"])
-                    result = one_epoch(run_config, dataset, split, variant["trim"], variant["chunked_loss"], seed=round_)
-                    rows.append({"attention": attention, "threads": threads, "variant": name, "round": round_, **result})
-                    print(f"{attention:8s} {threads} thread(s) {name:6s} train {result['train_s']:6.1f} s  eval {result['eval_s']:5.1f} s  "
-                          + "  ".join(f"{k} {v:.1f}" for k, v in result["parts_s"].items()), flush=True)
+                    run_config = with_recipe(
+                        "sasrec-plus", dataset=args.dataset, attention=attention, batching=variant["batching"]
+                    )
+                    result = one_epoch(
+                        run_config, dataset, split, variant["trim"], variant["chunked_loss"], seed=round_
+                    )
+                    rows.append(
+                        {"attention": attention, "threads": threads, "variant": name, "round": round_, **result}
+                    )
+                    print(
+                        f"{attention:8s} {threads} thread(s) {name:6s} train {result['train_s']:6.1f} s  eval "
+                        f"{result['eval_s']:5.1f} s  "
+                        + "  ".join(f"{k} {v:.1f}" for k, v in result["parts_s"].items()),
+                        flush=True,
+                    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"dataset": dataset.stats(), "recipe": "sasrec-plus", "max_len": 200, "batch_size": 128, "variants": VARIANTS, **environment("cpu")}
+    meta = {
+        "dataset": dataset.stats(),
+        "recipe": "sasrec-plus",
+        "max_len": 200,
+        "batch_size": 128,
+        "variants": VARIANTS,
+        **environment("cpu"),
+    }
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    lines = ["| attention | threads | before: train + eval s/epoch | after: train + eval s/epoch | speed-up |", "|---|---|---|---|---|"]
+    lines = [
+        "| attention | threads | before: train + eval s/epoch | after: train + eval s/epoch | speed-up |",
+        "|---|---|---|---|---|",
+    ]
     for attention in args.attention.split(","):
         for threads in map(int, args.threads.split(",")):
             total = {}
             for name in VARIANTS:
                 runs = [r for r in rows if (r["attention"], r["threads"], r["variant"]) == (attention, threads, name)]
                 total[name] = statistics.median(r["train_s"] + r["eval_s"] for r in runs)
-            lines.append(f"| {attention} | {threads} | {total['before']:.1f} | {total['after']:.1f} | {total['before'] / total['after']:.2f}x |")
+            lines.append(
+                f"| {attention} | {threads} | {total['before']:.1f} | {total['after']:.1f} | "
+                f"{total['before'] / total['after']:.2f}x |"
+            )
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

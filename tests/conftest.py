@@ -3,8 +3,12 @@ import torch
 
 
 def pytest_addoption(parser):
-    parser.addoption("--benchmark", action="store_true", default=False,
-                     help="run the benchmark suite (tests/benchmarks) as --benchmark-only does; pytest-benchmark's own flags still apply")
+    parser.addoption(
+        "--benchmark",
+        action="store_true",
+        default=False,
+        help="run the benchmark suite (tests/benchmarks) as --benchmark-only does; pytest-benchmark's flags apply",
+    )
 
 
 def pytest_configure(config):

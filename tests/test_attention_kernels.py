@@ -31,11 +31,19 @@ PAIRS = {
         dense.linrec_paper,
     ),
     "linrec-official": (
-        lambda q, k, v, c, m, cs: fn.linrec_attention(q, k, v, causal=c, variant="official", key_padding_mask=m, chunk_size=cs),
+        lambda q, k, v, c, m, cs: fn.linrec_attention(
+            q, k, v, causal=c, variant="official", key_padding_mask=m, chunk_size=cs
+        ),
         dense.linrec_official,
     ),
-    "linear": (lambda q, k, v, c, m, cs: fn.linear_attention(q, k, v, causal=c, key_padding_mask=m, chunk_size=cs), dense.linear),
-    "efficient": (lambda q, k, v, c, m, cs: fn.efficient_attention(q, k, v, causal=c, key_padding_mask=m, chunk_size=cs), dense.efficient),
+    "linear": (
+        lambda q, k, v, c, m, cs: fn.linear_attention(q, k, v, causal=c, key_padding_mask=m, chunk_size=cs),
+        dense.linear,
+    ),
+    "efficient": (
+        lambda q, k, v, c, m, cs: fn.efficient_attention(q, k, v, causal=c, key_padding_mask=m, chunk_size=cs),
+        dense.efficient,
+    ),
 }
 
 
@@ -81,7 +89,10 @@ def test_linformer_kernel_matches_dense_reference(padded):
     q, k, v, real = _inputs()
     mask = real if padded else None
     e_proj, f_proj = torch.randn(5, 20), torch.randn(5, 20)
-    _close(fn.linformer_attention(q, k, v, e_proj, f_proj, key_padding_mask=mask), dense.linformer(q, k, v, e_proj, f_proj, mask))
+    _close(
+        fn.linformer_attention(q, k, v, e_proj, f_proj, key_padding_mask=mask),
+        dense.linformer(q, k, v, e_proj, f_proj, mask),
+    )
 
 
 def test_causal_paper_linrec_at_last_real_position_equals_bidirectional():
@@ -161,10 +172,15 @@ def test_linrec_gradients_match_the_dense_reference(variant, causal):
     for t in (q, k, v):
         t.requires_grad_(True)
     weights = torch.randn(B, H, N, D, dtype=torch.float64)
-    got = torch.autograd.grad((fn.linrec_attention(q, k, v, causal=causal, variant=variant, key_padding_mask=real, chunk_size=4) * weights).sum(), (q, k, v))
+    got = torch.autograd.grad(
+        (
+            fn.linrec_attention(q, k, v, causal=causal, variant=variant, key_padding_mask=real, chunk_size=4) * weights
+        ).sum(),
+        (q, k, v),
+    )
     reference = dense.linrec_paper if variant == "paper" else dense.linrec_official
     expected = torch.autograd.grad((reference(q, k, v, causal, real) * weights).sum(), (q, k, v))
-    for g, e in zip(got, expected):
+    for g, e in zip(got, expected, strict=False):
         _close(g, e, rtol=1e-8)
 
 
@@ -175,14 +191,18 @@ def test_blockwise_recompute_gives_the_same_output_and_gradients(variant, causal
     grads = []
     for recompute in (None, 1):
         inputs = [t.clone().requires_grad_(True) for t in (q, k, v)]
-        out = fn.linrec_attention(*inputs, causal=causal, variant=variant, key_padding_mask=real, chunk_size=4, recompute_heads=recompute)
+        out = fn.linrec_attention(
+            *inputs, causal=causal, variant=variant, key_padding_mask=real, chunk_size=4, recompute_heads=recompute
+        )
         grads.append((out, *torch.autograd.grad((out * torch.arange(D, dtype=out.dtype)).sum(), inputs)))
-    for plain, blockwise in zip(*grads):
+    for plain, blockwise in zip(*grads, strict=False):
         _close(blockwise, plain, rtol=1e-10)
 
 
 @pytest.mark.parametrize("padded", [False, True])
-@pytest.mark.parametrize("block_bytes", [1, 2 * N * D * 4, 1 << 30], ids=["one-head-blocks", "two-head-blocks", "one-block"])
+@pytest.mark.parametrize(
+    "block_bytes", [1, 2 * N * D * 4, 1 << 30], ids=["one-head-blocks", "two-head-blocks", "one-block"]
+)
 def test_linrec_inference_path_matches_the_autograd_path(monkeypatch, padded, block_bytes):
     """Without autograd, bidirectional LinRec runs a cache-blocked path; it must give the same numbers."""
     monkeypatch.setattr(fn, "_CACHE_BLOCK_BYTES", block_bytes)
@@ -208,9 +228,11 @@ def test_linformer_blockwise_gradients_match_the_dense_reference(monkeypatch, pa
     inputs = [t.requires_grad_(True) for t in (q, k, v, e_proj, f_proj)]
     mask = real if padded else None
     weights = torch.randn(B, H, N, D, dtype=torch.float64)
-    got = torch.autograd.grad((fn.linformer_attention(q, k, v, e_proj, f_proj, key_padding_mask=mask) * weights).sum(), inputs)
+    got = torch.autograd.grad(
+        (fn.linformer_attention(q, k, v, e_proj, f_proj, key_padding_mask=mask) * weights).sum(), inputs
+    )
     expected = torch.autograd.grad((dense.linformer(q, k, v, e_proj, f_proj, mask) * weights).sum(), inputs)
-    for g, e in zip(got, expected):
+    for g, e in zip(got, expected, strict=False):
         _close(g, e, rtol=1e-9)
 
 
@@ -219,7 +241,9 @@ def test_linformer_dropout_path_drops_and_keeps_the_expectation():
     e_proj, f_proj = torch.randn(5, 20), torch.randn(5, 20)
     plain = fn.linformer_attention(q, k, v, e_proj, f_proj)
     torch.manual_seed(0)
-    dropped = torch.stack([fn.linformer_attention(q, k, v, e_proj, f_proj, dropout_p=0.5, training=True) for _ in range(400)])
+    dropped = torch.stack(
+        [fn.linformer_attention(q, k, v, e_proj, f_proj, dropout_p=0.5, training=True) for _ in range(400)]
+    )
     assert not torch.allclose(dropped[0], plain)
     assert (dropped.mean(0) - plain).abs().mean() < 0.1 * plain.abs().mean()
 
@@ -249,7 +273,11 @@ def test_fla_backend_maps_causal_linrec_onto_chunk_linear_attn(monkeypatch, vari
     import types
 
     calls = []
-    for name, module in (("fla", types.ModuleType("fla")), ("fla.ops", types.ModuleType("fla.ops")), ("fla.ops.linear_attn", _stand_in_fla(calls))):
+    for name, module in (
+        ("fla", types.ModuleType("fla")),
+        ("fla.ops", types.ModuleType("fla.ops")),
+        ("fla.ops.linear_attn", _stand_in_fla(calls)),
+    ):
         monkeypatch.setitem(sys.modules, name, module)
     monkeypatch.setattr(fn, "_FLA_DEVICE_TYPES", ("cpu",))
     q, k, v, real = _inputs()

@@ -1,6 +1,5 @@
 """Every registered mechanism, in every mode it claims, through build_attention."""
 
-
 import dense_reference as dense
 import pytest
 import torch
@@ -172,7 +171,16 @@ def test_cuda_matches_cpu(key, causal):
 
 def test_capabilities_listing_has_every_field():
     for name, info in available_attentions().items():
-        for field in ("causal", "padding_mask", "needs_max_len", "exact_softmax", "time", "memory", "reference", "options"):
+        for field in (
+            "causal",
+            "padding_mask",
+            "needs_max_len",
+            "exact_softmax",
+            "time",
+            "memory",
+            "reference",
+            "options",
+        ):
             assert field in info, (name, field)
 
 
@@ -231,4 +239,3 @@ def test_dropout_is_applied_in_training_only():
         assert not torch.equal(layer(x), layer(x))
         layer.eval()
         assert torch.equal(layer(x), layer(x))
-

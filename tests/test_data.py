@@ -2,7 +2,16 @@ import gzip
 
 import pytest
 
-from bench.data import DataFormatError, DatasetNotFound, build_dataset, k_core, leave_one_out, load_dataset, locate, read_interactions
+from bench.data import (
+    DataFormatError,
+    DatasetNotFound,
+    build_dataset,
+    k_core,
+    leave_one_out,
+    load_dataset,
+    locate,
+    read_interactions,
+)
 from bench.synthetic import synthetic_dataset
 
 
@@ -26,7 +35,10 @@ def test_user_item_pairs_keep_file_order(tmp_path):
 
 
 def test_recbole_inter_sorted_by_time_ties_keep_file_order(tmp_path):
-    text = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t10\t5\t300\n1\t11\t3\t100\n1\t12\t4\t100\n2\t10\t1\t5\n"
+    text = (
+        "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+        "1\t10\t5\t300\n1\t11\t3\t100\n1\t12\t4\t100\n2\t10\t1\t5\n"
+    )
     path = _write(tmp_path / "d.inter", text)
     assert read_interactions(path, "recbole_inter") == {"1": ["11", "12", "10"], "2": ["10"]}
 
@@ -51,7 +63,11 @@ def test_checkins_sorted_by_time(tmp_path):
         ("user_lines", "1 2 a\n", r"x:1: id 'a' is not an integer"),
         ("user_item_pairs", "1 2\n1 2 3\n", r"x:2: expected 'user item', got 3 fields"),
         ("recbole_inter", "user_id:token\titem_id:token\n1\t2\n", r"x:1: RecBole header lacks \['timestamp'\]"),
-        ("recbole_inter", "user_id:token\titem_id:token\ttimestamp:float\n1\t2\n", r"x:2: expected 3 tab-separated fields"),
+        (
+            "recbole_inter",
+            "user_id:token\titem_id:token\ttimestamp:float\n1\t2\n",
+            r"x:2: expected 3 tab-separated fields",
+        ),
         ("movielens_dat", "1::2::3\n", r"x:1: expected 4 fields"),
         ("checkins", "1\t2\tyesterday\n", r"x:1: timestamp 'yesterday' is not a number"),
         ("user_lines", "\n\n", r"x: no interactions found"),
@@ -130,3 +146,35 @@ def test_ml_1m_matches_published_statistics():
 def test_ml_100k_matches_published_statistics():
     stats = load_dataset("ml-100k").stats()
     assert (stats["users"], stats["items"], stats["interactions"]) == (943, 1682, 100_000)
+
+
+def _zip(path, member, text):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as bundle:
+        bundle.writestr(member, text)
+    return path
+
+
+def test_prepare_ml_1m_from_the_official_archive(tmp_path):
+    from bench.prepare import prepare
+
+    ratings = "2::30::4::500\n1::20::5::300\n1::10::3::100\n2::10::1::400\n1::30::2::100\n"
+    target = prepare("ml-1m", _zip(tmp_path / "ml-1m.zip", "ml-1m/ratings.dat", ratings), tmp_path / "data")
+    assert gzip.open(target, "rt").read() == "1 10 30 20\n2 10 30\n"  # by time, ties in file order
+    assert load_dataset("ml-1m", tmp_path / "data").stats()["interactions"] == 5
+
+
+def test_prepare_ml_100k_and_a_preprocessed_file(tmp_path):
+    from bench.prepare import prepare
+
+    udata = "7\t3\t4\t99\n7\t2\t4\t98\n8\t2\t5\t97\n"
+    prepare("ml-100k", _zip(tmp_path / "ml-100k.zip", "ml-100k/u.data", udata), tmp_path / "data")
+    assert load_dataset("ml-100k", tmp_path / "data").sequences == [[1, 2], [1]]  # item 2 (first by time) -> 1
+    beauty = _write(tmp_path / "Beauty.txt", "1 5 6 7\n2 6 8\n")
+    prepare("beauty", beauty, tmp_path / "data")
+    assert load_dataset("beauty", tmp_path / "data").num_users == 2
+    with pytest.raises(DataFormatError, match="unknown dataset 'nope'"):
+        prepare("nope", beauty, tmp_path / "data")
+    with pytest.raises(DataFormatError, match="no ratings.dat inside"):
+        prepare("ml-1m", _zip(tmp_path / "wrong.zip", "README", "x"), tmp_path / "data")

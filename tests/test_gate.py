@@ -15,7 +15,14 @@ def _restore_threads():
 
 
 def _args(tmp_path, **kw):
-    values = {"baseline": str(tmp_path / "baseline.json"), "update_baseline": False, "rounds": 1, "tolerance": None, "threads": 1, "slowdown": None}
+    values = {
+        "baseline": str(tmp_path / "baseline.json"),
+        "update_baseline": False,
+        "rounds": 1,
+        "tolerance": None,
+        "threads": 1,
+        "slowdown": None,
+    }
     values.update(kw)
     return argparse.Namespace(**values)
 
@@ -26,7 +33,9 @@ def test_gate_writes_a_baseline_then_passes_and_fails_on_a_regression(tmp_path, 
     baseline = json.loads((tmp_path / "baseline.json").read_text())
     assert "linrec|bidir|infer" in baseline["ratios"] and "linrec|bidir" in baseline["ratios"]
     assert gate.main(_args(tmp_path, tolerance=1000.0)) == 0
-    baseline["ratios"] = {key: ratio / 1e4 for key, ratio in baseline["ratios"].items()}  # as if everything had been 10^4x faster
+    baseline["ratios"] = {
+        key: ratio / 1e4 for key, ratio in baseline["ratios"].items()
+    }  # as if everything had been 10^4x faster
     (tmp_path / "baseline.json").write_text(json.dumps(baseline))
     assert gate.main(_args(tmp_path, tolerance=1.6)) == 1
 

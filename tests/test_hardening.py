@@ -10,7 +10,6 @@ import torch
 from bench.data import DataFormatError, guess_format, load_dataset
 from bench.results import ResultsFileBusy, ResultsFileError, append_row, load_rows, results_writer
 
-
 # ------------------------------------------------------------------ results files
 
 
@@ -35,8 +34,14 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_file(tmp_path):
         pass
 
 
-@pytest.mark.parametrize(("content", "message"), [(b"\x89PNG\r\n\x1a\n\x00\xff", "not a text file"), (b'{"a": 1}\n[1, 2]\n{"b": 2}\n', r":2: expected a JSON object"),
-                                                  (b'{"a": 1}\nnot json\n{"b": 2}\n', r":2: not a JSON object")])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\x89PNG\r\n\x1a\n\x00\xff", "not a text file"),
+        (b'{"a": 1}\n[1, 2]\n{"b": 2}\n', r":2: expected a JSON object"),
+        (b'{"a": 1}\nnot json\n{"b": 2}\n', r":2: not a JSON object"),
+    ],
+)
 def test_unreadable_results_files_name_the_file_and_line(tmp_path, content, message):
     path = tmp_path / "r.jsonl"
     path.write_bytes(content)
@@ -165,8 +170,20 @@ def test_zero_heads_is_refused_clearly():
 def _tiny_config(tmp_path, **kw):
     from bench.train import TrainConfig
 
-    values = {"dataset": "synthetic", "synthetic_users": 60, "synthetic_items": 30, "max_len": 10, "hidden": 16, "heads": 2, "layers": 1,
-              "inner": 16, "epochs": 1, "batch_size": 32, "out": str(tmp_path / "run"), "threads": 1}
+    values = {
+        "dataset": "synthetic",
+        "synthetic_users": 60,
+        "synthetic_items": 30,
+        "max_len": 10,
+        "hidden": 16,
+        "heads": 2,
+        "layers": 1,
+        "inner": 16,
+        "epochs": 1,
+        "batch_size": 32,
+        "out": str(tmp_path / "run"),
+        "threads": 1,
+    }
     return TrainConfig(**{**values, **kw})
 
 
@@ -210,8 +227,13 @@ def test_a_crafted_checkpoint_does_not_run_code(tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
-@pytest.mark.parametrize(("sequences", "message"), [([[1]], r"1 user\(s\), 0 with enough items to train"),
-                                                    ([[1, 2], [2, 1]], r"0 with the 3\+ items needed for validation")])
+@pytest.mark.parametrize(
+    ("sequences", "message"),
+    [
+        ([[1]], r"1 user\(s\), 0 with enough items to train"),
+        ([[1, 2], [2, 1]], r"0 with the 3\+ items needed for validation"),
+    ],
+)
 def test_data_that_cannot_train_or_evaluate_is_refused_up_front(tmp_path, sequences, message):
     from bench.data import SequenceDataset
     from bench.train import train
@@ -234,9 +256,16 @@ def test_cuda_without_cuda_is_one_clear_line(tmp_path):
 # ------------------------------------------------------------------ the sweep
 
 
-@pytest.mark.parametrize(("flags", "message"), [(["--seq-len", "0"], "--seq-len 0"), (["--batch-size", "-2"], "--batch-size -2"),
-                                                (["--heads", "0"], "--heads 0"), (["--dim", "10", "--heads", "3"], "not divisible"),
-                                                (["--device", "cuda"] if not torch.cuda.is_available() else ["--seq-len", "0"], "--")])
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--seq-len", "0"], "--seq-len 0"),
+        (["--batch-size", "-2"], "--batch-size -2"),
+        (["--heads", "0"], "--heads 0"),
+        (["--dim", "10", "--heads", "3"], "not divisible"),
+        (["--device", "cuda"] if not torch.cuda.is_available() else ["--seq-len", "0"], "--"),
+    ],
+)
 def test_impossible_grids_are_refused_at_the_command_line(tmp_path, flags, message):
     from bench.cli import main
 
@@ -265,7 +294,12 @@ def test_a_worker_killed_from_outside_is_not_called_out_of_memory():
 
     worker = Worker(threads=1, memory_limit_bytes=8 * 2**30)
     killed = worker._death(-signal.SIGKILL, peak_rss=200 * 2**20)
-    assert killed["status"] == "error" and killed["worker_died"] and "SIGKILL" in killed["message"] and "0.20 GiB" in killed["message"]
+    assert (
+        killed["status"] == "error"
+        and killed["worker_died"]
+        and "SIGKILL" in killed["message"]
+        and "0.20 GiB" in killed["message"]
+    )
     assert worker._death(-signal.SIGTERM, peak_rss=0)["status"] == "error"
     assert worker._death(-signal.SIGKILL, peak_rss=7 * 2**30)["status"] == "oom"
 
@@ -273,8 +307,23 @@ def test_a_worker_killed_from_outside_is_not_called_out_of_memory():
 def test_report_warns_about_cells_written_twice(tmp_path, capsys):
     from bench.report import report
 
-    row = {"level": "attention", "attention": "sdpa", "options": {}, "causal": False, "seq_len": 16, "batch_size": 1, "dim": 16, "heads": 2,
-           "mode": "fwd", "dtype": "fp32", "device": "cpu", "status": "ok", "time_ms": 1.0, "timestamp": "t", "peak_mem_bytes": 1}
+    row = {
+        "level": "attention",
+        "attention": "sdpa",
+        "options": {},
+        "causal": False,
+        "seq_len": 16,
+        "batch_size": 1,
+        "dim": 16,
+        "heads": 2,
+        "mode": "fwd",
+        "dtype": "fp32",
+        "device": "cpu",
+        "status": "ok",
+        "time_ms": 1.0,
+        "timestamp": "t",
+        "peak_mem_bytes": 1,
+    }
     path = tmp_path / "s.jsonl"
     path.write_text(json.dumps(row) + "\n" + json.dumps({**row, "timestamp": "u"}) + "\n")
     report([path], tmp_path / "out")
@@ -295,10 +344,17 @@ def test_a_comparison_group_is_timed_interleaved_and_its_load_recorded(tmp_path)
     from bench.sweep import run_sweep
 
     cells = [Cell("attention", name, True, 32, 2, 16, 2, "fwd_bwd", "fp32", "cpu") for name in ("sdpa", "linrec")]
-    rows = run_sweep(cells, tmp_path / "s.jsonl", config={}, timing={"min_time_s": 0.05, "max_time_s": 1.0}, progress=False)
+    rows = run_sweep(
+        cells, tmp_path / "s.jsonl", config={}, timing={"min_time_s": 0.05, "max_time_s": 1.0}, progress=False
+    )
     for row in rows:
         assert row["status"] == "ok" and row["timing"].startswith("interleaved x")
-        assert row["time_ms_solo"] > 0 and row["time_ms"] > 0 and row["other_load_cores"] >= 0 and isinstance(row["busy"], bool)
+        assert (
+            row["time_ms_solo"] > 0
+            and row["time_ms"] > 0
+            and row["other_load_cores"] >= 0
+            and isinstance(row["busy"], bool)
+        )
 
 
 def test_load_monitor_sees_another_busy_process():
@@ -320,18 +376,52 @@ def test_load_monitor_sees_another_busy_process():
 
 
 def _timing_row(mechanism, n, time_ms, **extra):
-    return {"level": "attention", "attention": mechanism, "options": {}, "causal": True, "seq_len": n, "batch_size": 4, "dim": 64, "heads": 4,
-            "mode": "fwd_bwd", "dtype": "fp32", "device": "cpu", "status": "ok", "time_ms": time_ms, "timestamp": "t", "peak_mem_bytes": 2**20, **extra}
+    return {
+        "level": "attention",
+        "attention": mechanism,
+        "options": {},
+        "causal": True,
+        "seq_len": n,
+        "batch_size": 4,
+        "dim": 64,
+        "heads": 4,
+        "mode": "fwd_bwd",
+        "dtype": "fp32",
+        "device": "cpu",
+        "status": "ok",
+        "time_ms": time_ms,
+        "timestamp": "t",
+        "peak_mem_bytes": 2**20,
+        **extra,
+    }
 
 
 def test_the_main_job_compares_its_speedups_with_the_reference(tmp_path):
     from bench.report import compare_speedups
 
     reference, new = tmp_path / "ref.jsonl", tmp_path / "new.jsonl"
-    reference.write_text("".join(json.dumps(r) + "\n" for r in [_timing_row("sdpa", 64, 10), _timing_row("linrec", 64, 10),
-                                                                 _timing_row("sdpa", 256, 40), _timing_row("linrec", 256, 20)]))
-    new.write_text("".join(json.dumps(r) + "\n" for r in [_timing_row("sdpa", 64, 5), _timing_row("linrec", 64, 5.5),
-                                                           _timing_row("sdpa", 256, 40), _timing_row("linrec", 256, 80)]))
+    reference.write_text(
+        "".join(
+            json.dumps(r) + "\n"
+            for r in [
+                _timing_row("sdpa", 64, 10),
+                _timing_row("linrec", 64, 10),
+                _timing_row("sdpa", 256, 40),
+                _timing_row("linrec", 256, 20),
+            ]
+        )
+    )
+    new.write_text(
+        "".join(
+            json.dumps(r) + "\n"
+            for r in [
+                _timing_row("sdpa", 64, 5),
+                _timing_row("linrec", 64, 5.5),
+                _timing_row("sdpa", 256, 40),
+                _timing_row("linrec", 256, 80),
+            ]
+        )
+    )
     lines = compare_speedups(new, reference)
     assert "2 cell(s) compared, 1 differ by more than 1.5x" in lines[0]
     assert "linrec causal N=256 B=4: 0.50x here, 2.00x in the reference" in lines[1]
@@ -349,7 +439,12 @@ def test_busy_rows_are_marked_in_tables(tmp_path):
     from bench.report import report
 
     path = tmp_path / "s.jsonl"
-    rows = [_timing_row("sdpa", 64, 10), _timing_row("linrec", 64, 5, busy=True), _timing_row("sdpa", 256, 40), _timing_row("linrec", 256, 20)]
+    rows = [
+        _timing_row("sdpa", 64, 10),
+        _timing_row("linrec", 64, 5, busy=True),
+        _timing_row("sdpa", 256, 40),
+        _timing_row("linrec", 256, 20),
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     report([path], tmp_path / "out")
     table = next((tmp_path / "out").glob("*_time.md")).read_text()

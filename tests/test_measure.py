@@ -51,7 +51,11 @@ def test_every_level_and_mode_runs(level, mode):
 
 
 def test_unsupported_cells_are_explained():
-    assert "no causal form" in unsupported_reason(Cell("attention", "linformer", True, 32, 1, 16, 2, "fwd", "fp32", "cpu"))
-    assert "unknown attention" in unsupported_reason(Cell("attention", "nope", False, 32, 1, 16, 2, "fwd", "fp32", "cpu"))
+    assert "no causal form" in unsupported_reason(
+        Cell("attention", "linformer", True, 32, 1, 16, 2, "fwd", "fp32", "cpu")
+    )
+    assert "unknown attention" in unsupported_reason(
+        Cell("attention", "nope", False, 32, 1, 16, 2, "fwd", "fp32", "cpu")
+    )
     assert "mode" in unsupported_reason(Cell("attention", "sdpa", False, 32, 1, 16, 2, "train", "fp32", "cpu"))
     assert unsupported_reason(Cell("attention", "sdpa", False, 32, 1, 16, 2, "fwd", "fp32", "cpu")) is None

@@ -2,7 +2,17 @@ from bench.peers import measure_limits, peers_table, run_peers
 
 
 def test_peer_comparison_writes_ratios(tmp_path):
-    rows = run_peers([32], batch=2, dim=16, heads=2, modes=("fwd_bwd",), rounds=1, linformer_k=8, nb_features=8, out=tmp_path / "p.jsonl")
+    rows = run_peers(
+        [32],
+        batch=2,
+        dim=16,
+        heads=2,
+        modes=("fwd_bwd",),
+        rounds=1,
+        linformer_k=8,
+        nb_features=8,
+        out=tmp_path / "p.jsonl",
+    )
     ours = {(r["level"], r["implementation"], r["causal"]): r for r in rows if "time_ms" in r}
     assert ours[("kernel", "linrec", True)]["ratio_vs_sdpa"] > 0
     assert ours[("kernel", "sdpa", False)]["ratio_vs_sdpa"] == 1.0
@@ -19,7 +29,18 @@ def test_limit_figure_has_fractions():
 
 
 def test_only_keeps_the_named_jobs_and_sdpa(tmp_path):
-    rows = run_peers([32], batch=2, dim=16, heads=2, modes=("infer",), rounds=1, linformer_k=8, nb_features=8, out=tmp_path / "p.jsonl", only=("linformer",))
+    rows = run_peers(
+        [32],
+        batch=2,
+        dim=16,
+        heads=2,
+        modes=("infer",),
+        rounds=1,
+        linformer_k=8,
+        nb_features=8,
+        out=tmp_path / "p.jsonl",
+        only=("linformer",),
+    )
     names = {r["implementation"] for r in rows if "time_ms" in r}
     assert "linformer" in names and "sdpa" in names
     assert not names & {"linrec", "performer"}

@@ -58,14 +58,36 @@ def test_scores_ignore_batch_mates_and_padding_length(attention):
 
 
 def _tiny(tmp_path, **kw):
-    values = {"dataset": "synthetic", "synthetic_users": 300, "synthetic_items": 60, "max_len": 20, "hidden": 32, "heads": 2, "layers": 1, "inner": 64,
-                  "dropout": 0.1, "epochs": 6, "batch_size": 64, "lr": 3e-3, "seed": 5, "out": str(tmp_path / "run"), "eval_batch_size": 128}
+    values = {
+        "dataset": "synthetic",
+        "synthetic_users": 300,
+        "synthetic_items": 60,
+        "max_len": 20,
+        "hidden": 32,
+        "heads": 2,
+        "layers": 1,
+        "inner": 64,
+        "dropout": 0.1,
+        "epochs": 6,
+        "batch_size": 64,
+        "lr": 3e-3,
+        "seed": 5,
+        "out": str(tmp_path / "run"),
+        "eval_batch_size": 128,
+    }
     values.update(kw)
     return TrainConfig(**values)
 
 
-@pytest.mark.parametrize("kw", [{"model": "sasrec", "attention": "linrec"}, {"model": "sasrec", "objective": "last_position", "attention": "linformer", "attention_options": {"k": 8}},
-                                {"model": "bert4rec", "attention": "linrec", "epochs": 20, "lr": 5e-3}], ids=["sasrec-all", "sasrec-last", "bert4rec"])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"model": "sasrec", "attention": "linrec"},
+        {"model": "sasrec", "objective": "last_position", "attention": "linformer", "attention_options": {"k": 8}},
+        {"model": "bert4rec", "attention": "linrec", "epochs": 20, "lr": 5e-3},
+    ],
+    ids=["sasrec-all", "sasrec-last", "bert4rec"],
+)
 def test_training_beats_popularity(tmp_path, kw):
     config = _tiny(tmp_path, **kw)
     results = train(config, progress=False)
@@ -75,7 +97,19 @@ def test_training_beats_popularity(tmp_path, kw):
     pop = rank_metrics(popularity.expand(len(split.test), -1), torch.tensor([t - 1 for _, t in split.test]))
     assert results["test"]["all"]["ndcg@10"] > pop["ndcg@10"] * 1.5, (results["test"]["all"]["ndcg@10"], pop["ndcg@10"])
     stored = json.loads((tmp_path / "run" / "results.json").read_text())
-    for field in ("test", "valid", "best_epoch", "seconds_per_epoch", "peak_mem_bytes", "config", "dataset", "commit", "torch", "device", "history"):
+    for field in (
+        "test",
+        "valid",
+        "best_epoch",
+        "seconds_per_epoch",
+        "peak_mem_bytes",
+        "config",
+        "dataset",
+        "commit",
+        "torch",
+        "device",
+        "history",
+    ):
         assert field in stored
 
 
@@ -119,7 +153,9 @@ def test_sampled_protocols_are_labelled_and_full_ranking_is_harder(tmp_path):
     sampled = train(_tiny(tmp_path / "s", epochs=2, protocol="pop100", synthetic_items=300), progress=False)
     assert "SAMPLED" in sampled["protocol"]["note"] and list(sampled["test"]) == ["pop100"]
     full = train(_tiny(tmp_path / "f", epochs=2, protocol="full", synthetic_items=300), progress=False)
-    assert full["test"]["seen_excluded"]["ndcg@10"] < sampled["test"]["pop100"]["ndcg@10"]  # same model, 101 candidates vs 300
+    assert (
+        full["test"]["seen_excluded"]["ndcg@10"] < sampled["test"]["pop100"]["ndcg@10"]
+    )  # same model, 101 candidates vs 300
     with pytest.raises(ValueError, match="fewer than 100 items"):
         train(_tiny(tmp_path / "x", epochs=1, protocol="uni100"), progress=False)
 
@@ -146,7 +182,9 @@ def test_exclude_seen_leaves_the_input_scores_alone():
     from bench.metrics import exclude_seen
 
     scores = torch.arange(6, dtype=torch.float32).expand(2, -1).clone()
-    excluded = exclude_seen(scores, [[1, 6], [2, 2, 3]], torch.tensor([5, 2]))  # user 0's target item 6 is also in its history
+    excluded = exclude_seen(
+        scores, [[1, 6], [2, 2, 3]], torch.tensor([5, 2])
+    )  # user 0's target item 6 is also in its history
     assert torch.equal(scores, torch.arange(6, dtype=torch.float32).expand(2, -1))
     assert excluded[0].tolist() == [-math.inf, 1, 2, 3, 4, 5]
     assert excluded[1].tolist() == [0, -math.inf, 2, 3, 4, 5]
@@ -221,7 +259,12 @@ def test_training_results_become_accuracy_rows_in_the_report(tmp_path):
     written = report([tmp_path / "run" / "results.json"], tmp_path / "report")
     names = {p.name for p in written}
     setting = "synthetic-60items_sasrec-all_positions_recbole_d32h2"
-    assert {f"accuracy_{setting}.md", f"learning_curves_{setting}.png", f"pareto_{setting}_seen_excluded.png", f"pareto_{setting}_all.png"} <= names
+    assert {
+        f"accuracy_{setting}.md",
+        f"learning_curves_{setting}.png",
+        f"pareto_{setting}_seen_excluded.png",
+        f"pareto_{setting}_all.png",
+    } <= names
     table = (tmp_path / "report" / f"accuracy_{setting}.md").read_text()
     assert "NDCG@10 (seen excl.)" in table and "NDCG@10 (all)" in table
 

@@ -9,13 +9,39 @@ from bench.results import load_rows
 from bench.sweep import Grid, preset_cells, run_sweep
 
 FAST = {"min_time_s": 0.0, "min_repeats": 1, "max_repeats": 2}
-REQUIRED = ["level", "attention", "options", "causal", "seq_len", "batch_size", "dim", "heads", "mode", "dtype", "device", "status",
-            "message", "time_ms", "time_ms_p25", "time_ms_p75", "peak_mem_bytes", "tokens_per_s", "commit", "torch", "threads", "host",
-            "timestamp", "seed", "config"]
+REQUIRED = [
+    "level",
+    "attention",
+    "options",
+    "causal",
+    "seq_len",
+    "batch_size",
+    "dim",
+    "heads",
+    "mode",
+    "dtype",
+    "device",
+    "status",
+    "message",
+    "time_ms",
+    "time_ms_p25",
+    "time_ms_p75",
+    "peak_mem_bytes",
+    "tokens_per_s",
+    "commit",
+    "torch",
+    "threads",
+    "host",
+    "timestamp",
+    "seed",
+    "config",
+]
 
 
 def _grid(**kw):
-    return Grid([("sdpa", {}), ("linrec", {}), ("linformer", {"k": 8})], seq_len=[16, 32], batch_size=[2], dim=16, heads=2, **kw)
+    return Grid(
+        [("sdpa", {}), ("linrec", {}), ("linformer", {"k": 8})], seq_len=[16, 32], batch_size=[2], dim=16, heads=2, **kw
+    )
 
 
 def test_sweep_writes_complete_rows_and_resumes(tmp_path):
@@ -74,7 +100,17 @@ def test_presets_are_well_formed():
 
 
 def test_cli_parses_axes_and_attention_options():
-    args = build_parser().parse_args(["sweep", "--attention", "sdpa,performer:nb_features=32:redraw_interval=0", "--seq-len", "64,256", "--causal", "false,true"])
+    args = build_parser().parse_args(
+        [
+            "sweep",
+            "--attention",
+            "sdpa,performer:nb_features=32:redraw_interval=0",
+            "--seq-len",
+            "64,256",
+            "--causal",
+            "false,true",
+        ]
+    )
     assert args.attention == [("sdpa", {}), ("performer", {"nb_features": 32, "redraw_interval": 0})]
     assert args.seq_len == [64, 256] and args.causal == [False, True]
     assert parse_attention("linrec:variant=official") == ("linrec", {"variant": "official"})

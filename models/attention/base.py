@@ -54,7 +54,9 @@ def register_attention(name: str):
 
 def available_attentions() -> dict[str, dict]:
     """Every registered mechanism -> its capabilities and options (with defaults)."""
-    return {name: {**asdict(cls.capabilities), "options": cls.option_defaults()} for name, cls in sorted(_REGISTRY.items())}
+    return {
+        name: {**asdict(cls.capabilities), "options": cls.option_defaults()} for name, cls in sorted(_REGISTRY.items())
+    }
 
 
 def attention_class(name: str) -> type[AttentionLayer]:
@@ -67,19 +69,32 @@ class UnsupportedAttentionConfig(ValueError):
     """A mechanism was asked for something it cannot do (never silently replaced)."""
 
 
-def build_attention(name: str, dim: int, heads: int, *, causal: bool = False, max_len: int | None = None, dropout: float = 0.0, **options) -> AttentionLayer:
+def build_attention(
+    name: str,
+    dim: int,
+    heads: int,
+    *,
+    causal: bool = False,
+    max_len: int | None = None,
+    dropout: float = 0.0,
+    **options,
+) -> AttentionLayer:
     """Multi-head self-attention layer `name` with its projections: (B, N, dim) -> (B, N, dim)."""
     cls = attention_class(name)
     caps = cls.capabilities
     if causal and not caps.causal:
         raise UnsupportedAttentionConfig(f"attention {name!r} has no causal form (capabilities: causal=False)")
     if caps.needs_max_len and max_len is None:
-        raise UnsupportedAttentionConfig(f"attention {name!r} needs max_len (its parameters are sized by the maximum sequence length)")
+        raise UnsupportedAttentionConfig(
+            f"attention {name!r} needs max_len (its parameters are sized by the maximum sequence length)"
+        )
     known = cls.option_defaults()
     unknown = sorted(set(options) - set(known))
     if unknown:
         valid = ", ".join(known) or "none"
-        raise UnsupportedAttentionConfig(f"attention {name!r} does not take option(s) {', '.join(unknown)}; valid options: {valid}")
+        raise UnsupportedAttentionConfig(
+            f"attention {name!r} does not take option(s) {', '.join(unknown)}; valid options: {valid}"
+        )
     return cls(dim, heads, causal=causal, max_len=max_len, dropout=dropout, **options)
 
 
@@ -107,7 +122,9 @@ class AttentionLayer(nn.Module):
         params = inspect.signature(cls.__init__).parameters.values()
         return {p.name: p.default for p in params if p.name not in common and p.kind is p.KEYWORD_ONLY}
 
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None) -> torch.Tensor:
+    def attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None
+    ) -> torch.Tensor:
         """(B, H, N, d) x3 -> (B, H, N, d). Implemented by each mechanism."""
         raise NotImplementedError
 
@@ -122,13 +139,18 @@ class AttentionLayer(nn.Module):
             if not self.capabilities.padding_mask:
                 raise UnsupportedAttentionConfig(f"attention {self.name!r} does not support padding masks")
             if padding_mask.dtype != torch.bool or padding_mask.shape != (batch, length):
-                raise ValueError(f"{self.name}: padding_mask must be a bool tensor of shape (B, N) = {(batch, length)} with True = real item, "
-                                 f"got {padding_mask.dtype} {tuple(padding_mask.shape)}")
+                raise ValueError(
+                    f"{self.name}: padding_mask must be a bool tensor of shape (B, N) = {(batch, length)} with True "
+                    "= real item, "
+                    f"got {padding_mask.dtype} {tuple(padding_mask.shape)}"
+                )
             # padded positions must not reach anything, whatever they hold (a NaN times a zero weight is still NaN)
             x = x.masked_fill(~padding_mask[..., None], 0.0)
         if batch == 0 or length == 0:
             return self.out(x)  # (B, N, dim), empty
-        q, k, v = self.qkv(x).view(batch, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 x (B, H, N, d)
+        q, k, v = (
+            self.qkv(x).view(batch, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        )  # 3 x (B, H, N, d)
         out = self.attend(q, k, v, padding_mask)  # (B, H, N, d)
         return self.out(out.transpose(1, 2).reshape(batch, length, self.dim))  # (B, N, dim)
 

@@ -13,8 +13,13 @@ from .functional import DEFAULT_CHUNK_SIZE, efficient_attention
 @register_attention("efficient")
 class EfficientAttention(OutputDropoutMixin, AttentionLayer):
     capabilities = Capabilities(
-        causal=True, padding_mask=True, needs_max_len=False, exact_softmax=False,
-        family="linear, row/column softmax", time="O(N d^2)", memory="O(N d + d^2)",
+        causal=True,
+        padding_mask=True,
+        needs_max_len=False,
+        exact_softmax=False,
+        family="linear, row/column softmax",
+        time="O(N d^2)",
+        memory="O(N d + d^2)",
         reference="Shen et al., WACV 2021 (arXiv:1812.01243)",
     )
 
@@ -23,5 +28,7 @@ class EfficientAttention(OutputDropoutMixin, AttentionLayer):
         self.chunk_size = chunk_size
 
     def attend(self, q, k, v, key_padding_mask):
-        out = efficient_attention(q, k, v, causal=self.causal, key_padding_mask=key_padding_mask, chunk_size=self.chunk_size)
+        out = efficient_attention(
+            q, k, v, causal=self.causal, key_padding_mask=key_padding_mask, chunk_size=self.chunk_size
+        )
         return self._output_dropout(out)

@@ -62,7 +62,9 @@ def _real_positions(key_padding_mask: torch.Tensor | None, like: torch.Tensor) -
         raise TypeError(f"key_padding_mask must be a bool tensor (True = real item), got {key_padding_mask.dtype}")
     batch, _, length, _ = like.shape
     if key_padding_mask.shape != (batch, length):
-        raise ValueError(f"key_padding_mask must have shape (B, N) = {(batch, length)}, got {tuple(key_padding_mask.shape)}")
+        raise ValueError(
+            f"key_padding_mask must have shape (B, N) = {(batch, length)}, got {tuple(key_padding_mask.shape)}"
+        )
     return key_padding_mask[:, None, :, None].to(like.dtype)
 
 
@@ -75,7 +77,9 @@ def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
         raise ValueError(f"q, k, v must be (B, H, N, d); got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
     if q.shape != k.shape or q.shape[:3] != v.shape[:3]:
-        raise ValueError(f"q and k must match and v must share (B, H, N); got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+        raise ValueError(
+            f"q and k must match and v must share (B, H, N); got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+        )
 
 
 def _safe_norm(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -109,7 +113,9 @@ CAUSAL_BACKENDS = ("torch", "fla")
 _FLA_DEVICE_TYPES = ("cuda",)  # flash-linear-attention's kernels are Triton (GPU) kernels
 
 
-def causal_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE, backend: str = "torch") -> torch.Tensor:
+def causal_linear_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE, backend: str = "torch"
+) -> torch.Tensor:
     """out_i = sum_{j <= i} (q_i . k_j) v_j, chunk by chunk, with a hand-written backward.
 
     backend="fla" hands the same product to flash-linear-attention's chunked kernel
@@ -133,7 +139,10 @@ def causal_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, c
 def _fla_causal_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """flash-linear-attention's chunk_linear_attn with scale 1 and no normalisation: the same sum."""
     if q.device.type not in _FLA_DEVICE_TYPES:
-        raise ValueError(f"backend='fla' runs on {'/'.join(_FLA_DEVICE_TYPES)} tensors only, got {q.device.type}; use backend='torch'")
+        raise ValueError(
+            f"backend='fla' runs on {'/'.join(_FLA_DEVICE_TYPES)} tensors only, got {q.device.type}; use "
+            "backend='torch'"
+        )
     try:
         from fla.ops.linear_attn import chunk_linear_attn
     except ImportError as err:
@@ -169,9 +178,17 @@ class _CausalLinearAttention(torch.autograd.Function):
         state_grads = qc.transpose(-1, -2) @ gc  # (B, H, n, d, e): Q_t^T dO_t
         # R_t = sum over later chunks t' > t (reverse exclusive prefix)
         later_grads = state_grads.sum(dim=2, keepdim=True) - state_grads.cumsum(dim=2)  # (B, H, n, d, e)
-        grad_q = torch.baddbmm((grad_scores @ kc).flatten(0, 2), gc.flatten(0, 2), prefix_states.transpose(-1, -2).flatten(0, 2))
-        grad_k = torch.baddbmm((grad_scores.transpose(-1, -2) @ qc).flatten(0, 2), vc.flatten(0, 2), later_grads.transpose(-1, -2).flatten(0, 2))
-        grad_v = torch.baddbmm((scores.transpose(-1, -2) @ gc).flatten(0, 2), kc.flatten(0, 2), later_grads.flatten(0, 2))
+        grad_q = torch.baddbmm(
+            (grad_scores @ kc).flatten(0, 2), gc.flatten(0, 2), prefix_states.transpose(-1, -2).flatten(0, 2)
+        )
+        grad_k = torch.baddbmm(
+            (grad_scores.transpose(-1, -2) @ qc).flatten(0, 2),
+            vc.flatten(0, 2),
+            later_grads.transpose(-1, -2).flatten(0, 2),
+        )
+        grad_v = torch.baddbmm(
+            (scores.transpose(-1, -2) @ gc).flatten(0, 2), kc.flatten(0, 2), later_grads.flatten(0, 2)
+        )
         length = ctx.length
         return (
             _merge_chunks(grad_q.view_as(qc), length),
@@ -181,7 +198,9 @@ class _CausalLinearAttention(torch.autograd.Function):
         )
 
 
-def _linear_attention_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, chunk_size: int, backend: str = "torch") -> torch.Tensor:
+def _linear_attention_core(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, chunk_size: int, backend: str = "torch"
+) -> torch.Tensor:
     """Unnormalised linear attention: q (k^T v) or its causal prefix form."""
     if causal:
         return causal_linear_attention(q, k, v, chunk_size, backend)
@@ -202,7 +221,9 @@ def _normalised_linear_attention(fq, fk, v, causal: bool, chunk_size: int, eps: 
 # --------------------------------------------------------------------------- softmax baselines
 
 
-def softmax_attention(q, k, v, *, causal: bool = False, key_padding_mask=None, dropout_p: float = 0.0, training: bool = False):
+def softmax_attention(
+    q, k, v, *, causal: bool = False, key_padding_mask=None, dropout_p: float = 0.0, training: bool = False
+):
     """Materialised softmax(q k^T / sqrt(d) + masks) v: the dense reference (O(N^2) memory)."""
     _check_qkv(q, k, v)
     length, dim = q.shape[-2], q.shape[-1]
@@ -230,7 +251,9 @@ def _allowed_pairs(key_padding_mask, causal: bool, length: int, device) -> torch
     return allowed
 
 
-def sdpa_attention(q, k, v, *, causal: bool = False, key_padding_mask=None, dropout_p: float = 0.0, training: bool = False):
+def sdpa_attention(
+    q, k, v, *, causal: bool = False, key_padding_mask=None, dropout_p: float = 0.0, training: bool = False
+):
     """The same maths through torch's fused scaled_dot_product_attention.
 
     Without padding it passes is_causal and no mask, so the flash kernels stay eligible;
@@ -249,7 +272,14 @@ def sdpa_attention(q, k, v, *, causal: bool = False, key_padding_mask=None, drop
 # --------------------------------------------------------------------------- memory-saving backward
 
 
-def recompute_in_blocks(kernel, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None, heads_per_block: int) -> torch.Tensor:
+def recompute_in_blocks(
+    kernel,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_padding_mask: torch.Tensor | None,
+    heads_per_block: int,
+) -> torch.Tensor:
     """Run `kernel(q, k, v, mask)` one (batch element, head group) block at a time, keeping
     nothing but q, k, v for the backward, which recomputes each block's forward.
 
@@ -288,7 +318,7 @@ class _BlockwiseRecompute(torch.autograd.Function):
                 inputs = [t[batch, heads].detach().requires_grad_(True) for t in (q, k, v)]
                 out = ctx.kernel(*inputs, block_mask)
                 block_grads = torch.autograd.grad(out, inputs, grad_out[batch, heads])
-            for grad, block_grad in zip(grads, block_grads):
+            for grad, block_grad in zip(grads, block_grads, strict=False):
                 grad[batch, heads] = block_grad
         return None, None, None, *grads
 
@@ -336,14 +366,29 @@ def linrec_attention(
             _real_positions(key_padding_mask, q)  # validate before the blocks slice it
 
         def kernel(q_, k_, v_, mask_):
-            return linrec_attention(q_, k_, v_, causal=causal, variant=variant, key_padding_mask=mask_, chunk_size=chunk_size, backend=backend)
+            return linrec_attention(
+                q_,
+                k_,
+                v_,
+                causal=causal,
+                variant=variant,
+                key_padding_mask=mask_,
+                chunk_size=chunk_size,
+                backend=backend,
+            )
 
         return recompute_in_blocks(kernel, q, k, v, key_padding_mask, recompute_heads)
     real = _real_positions(key_padding_mask, q)
     # The blocked loop is for eager CPU: under torch.compile the general form below is what
     # Inductor fuses, and on a GPU the loop would only add kernel launches.
-    if (variant == "paper" and not causal and q.device.type == "cpu" and q.dtype == torch.float32 and not _tracks_grad(q, k, v)
-            and not torch.compiler.is_compiling()):
+    if (
+        variant == "paper"
+        and not causal
+        and q.device.type == "cpu"
+        and q.dtype == torch.float32
+        and not _tracks_grad(q, k, v)
+        and not torch.compiler.is_compiling()
+    ):
         return _linrec_bidirectional_inference(q, k, v, real)
     dim = q.shape[-1]
     # Statistics (norms, prefix sums) in float32 so bf16/fp16 inputs stay accurate.
@@ -354,7 +399,9 @@ def linrec_attention(
     if variant == "official":
         q_hat = fq / _safe_norm(fq, -1)
         k_hat = fk / _safe_norm(fk, -1)
-        out = _linear_attention_core(q_hat.to(q.dtype), k_hat.to(k.dtype), v, causal, chunk_size, backend) / math.sqrt(dim)
+        out = _linear_attention_core(q_hat.to(q.dtype), k_hat.to(k.dtype), v, causal, chunk_size, backend) / math.sqrt(
+            dim
+        )
         return _zero_padded_rows(out, real)
 
     if real is None:
@@ -367,7 +414,9 @@ def linrec_attention(
             n_real = torch.full_like(n_real, q.shape[2])
         # rho_col scales key column c: applied to row c of the (d, e) state instead of to (N, d) keys;
         # rho_row scales query row i: applied to output row i. Same maths, two fewer passes over N.
-        inv_col_norm = fk.square().sum(dim=-2).mul(n_real[..., 0]).clamp_min(NORM_EPS**2).rsqrt()  # (B, H, d): 1/(sqrt(n) |col|)
+        inv_col_norm = (
+            fk.square().sum(dim=-2).mul(n_real[..., 0]).clamp_min(NORM_EPS**2).rsqrt()
+        )  # (B, H, d): 1/(sqrt(n) |col|)
         state = (fk.to(k.dtype).transpose(-1, -2) @ v) * inv_col_norm[..., None].to(v.dtype)  # (B, H, d, e)
         inv_row_norm = fq.square().sum(dim=-1, keepdim=True).mul(dim).clamp_min(NORM_EPS**2).rsqrt()  # (B, H, N, 1)
         out = (fq.to(q.dtype) @ state) * inv_row_norm.to(v.dtype)  # (B, H, N, e)
@@ -410,7 +459,9 @@ class _CausalLinRecQueries(torch.autograd.Function):
         dim = fq.shape[-1]
         grad_s = grad * inv_col  # G S
         weighted = grad_s * fq  # G S q
-        row_term = torch.where(row_clamped, 0.0, weighted.sum(dim=-1, keepdim=True) * inv_row.square() * (-dim) * row_scale)  # -d r^3 a sum_c
+        row_term = torch.where(
+            row_clamped, 0.0, weighted.sum(dim=-1, keepdim=True) * inv_row.square() * (-dim) * row_scale
+        )  # -d r^3 a sum_c
         grad_q = torch.addcmul(grad_s * row_scale, fq, row_term)
         per_prefix = weighted.mul_(inv_col.square()).mul_(row_scale).masked_fill_(col_clamped, 0.0)  # G q S^3 r a
         suffix_sum = per_prefix.flip(-2).cumsum(dim=-2).flip(-2)  # sum over i >= j
@@ -438,7 +489,9 @@ def _elu_into(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     return torch.maximum(x, out, out=out)
 
 
-def _linrec_bidirectional_inference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, real: torch.Tensor | None) -> torch.Tensor:
+def _linrec_bidirectional_inference(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, real: torch.Tensor | None
+) -> torch.Tensor:
     """The bidirectional paper form without autograd, run over blocks that fit in cache.
 
     Same maths as the general path (rho_col on the (d, e) state, rho_row on the output), but
@@ -448,7 +501,9 @@ def _linrec_bidirectional_inference(q: torch.Tensor, k: torch.Tensor, v: torch.T
     """
     batch, heads, length, dim = q.shape
     out = torch.empty(batch, heads, length, v.shape[-1], dtype=q.dtype, device=q.device)
-    n_real = torch.full((batch, 1, 1), float(length), device=q.device) if real is None else real.sum(dim=2).clamp_min(1.0)  # (B, 1, 1)
+    n_real = (
+        torch.full((batch, 1, 1), float(length), device=q.device) if real is None else real.sum(dim=2).clamp_min(1.0)
+    )  # (B, 1, 1)
     per_head = length * dim * q.element_size()
     heads_step = min(heads, max(1, _CACHE_BLOCK_BYTES // per_head))
     batch_step = max(1, _CACHE_BLOCK_BYTES // (heads * per_head)) if heads_step == heads else 1
@@ -463,9 +518,16 @@ def _linrec_bidirectional_inference(q: torch.Tensor, k: torch.Tensor, v: torch.T
             fk = _elu_into(k[rows, cols], fk_buffer[: shape[0], : shape[1]])
             if real is not None:
                 fk.mul_(real[rows])
-            inv_col_norm = torch.linalg.vector_norm(fk, dim=2).mul_(n_real[rows].sqrt()).clamp_min_(NORM_EPS).reciprocal_()  # (b, h, d)
+            inv_col_norm = (
+                torch.linalg.vector_norm(fk, dim=2).mul_(n_real[rows].sqrt()).clamp_min_(NORM_EPS).reciprocal_()
+            )  # (b, h, d)
             state = torch.matmul(fk.transpose(-1, -2), v[rows, cols]).mul_(inv_col_norm[..., None])  # (b, h, d, e)
-            inv_row_norm = torch.linalg.vector_norm(fq, dim=-1, keepdim=True).mul_(math.sqrt(dim)).clamp_min_(NORM_EPS).reciprocal_()  # (b, h, N, 1)
+            inv_row_norm = (
+                torch.linalg.vector_norm(fq, dim=-1, keepdim=True)
+                .mul_(math.sqrt(dim))
+                .clamp_min_(NORM_EPS)
+                .reciprocal_()
+            )  # (b, h, N, 1)
             block_out = out[rows, cols]
             torch.matmul(fq, state, out=block_out)
             block_out.mul_(inv_row_norm)
@@ -487,7 +549,9 @@ def compiled_linrec_attention():
 # --------------------------------------------------------------------------- Katharopoulos linear
 
 
-def linear_attention(q, k, v, *, causal: bool = False, key_padding_mask=None, chunk_size: int = DEFAULT_CHUNK_SIZE, eps: float = 1e-6):
+def linear_attention(
+    q, k, v, *, causal: bool = False, key_padding_mask=None, chunk_size: int = DEFAULT_CHUNK_SIZE, eps: float = 1e-6
+):
     """Linear Transformer (Katharopoulos et al., ICML 2020): phi = elu + 1."""
     _check_qkv(q, k, v)
     real = _real_positions(key_padding_mask, q)
@@ -554,7 +618,9 @@ def efficient_attention(q, k, v, *, causal: bool = False, key_padding_mask=None,
     if key_exponent.max() <= _EFFICIENT_MAX_EXPONENT:
         intra = torch.tril(a @ b.transpose(-1, -2)) @ vc  # (B, H, n, C, e)
     else:
-        causal_pairs = torch.ones(chunk_size, chunk_size, dtype=torch.bool, device=q.device).tril()[..., None]  # (C, C, 1)
+        causal_pairs = torch.ones(chunk_size, chunk_size, dtype=torch.bool, device=q.device).tril()[
+            ..., None
+        ]  # (C, C, 1)
         pair_exponent = kc[:, :, :, None, :, :] - log_zc[:, :, :, :, None, :]  # (B, H, n, C_i, C_j, d): k_j - logZ_i
         weights = torch.where(causal_pairs, pair_exponent, very_negative).exp()  # <= 1 where j <= i
         intra = torch.einsum("bhnid,bhnijd,bhnje->bhnie", qc, weights, vc)
@@ -565,7 +631,9 @@ def efficient_attention(q, k, v, *, causal: bool = False, key_padding_mask=None,
 # --------------------------------------------------------------------------- Performer (FAVOR+)
 
 
-def orthogonal_random_features(nb_features: int, dim: int, *, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+def orthogonal_random_features(
+    nb_features: int, dim: int, *, generator: torch.Generator | None = None, device=None
+) -> torch.Tensor:
     """(m, d) Gaussian projection with orthogonal blocks, rows rescaled to chi(d) norms (FAVOR+)."""
     blocks = []
     for _ in range(math.ceil(nb_features / dim)):
@@ -601,11 +669,23 @@ def performer_features(x: torch.Tensor, projection: torch.Tensor, *, is_query: b
         weights = torch.cat([projection.T * dim**-0.25, half_sq_w[None]], dim=0)  # (d + 1, m)
         return (inputs @ weights).softmax(dim=-1).view(*x.shape[:-1], -1)
     inputs = torch.cat([rows, rows.square().sum(dim=-1, keepdim=True), ones], dim=-1)  # (B*H*N, d + 2)
-    weights = torch.cat([projection.T * dim**-0.25, torch.full_like(half_sq_w, -0.5 * dim**-0.5)[None], -half_sq_w[None]], dim=0)  # (d + 2, m)
+    weights = torch.cat(
+        [projection.T * dim**-0.25, torch.full_like(half_sq_w, -0.5 * dim**-0.5)[None], -half_sq_w[None]], dim=0
+    )  # (d + 2, m)
     return (inputs @ weights).exp_().view(*x.shape[:-1], -1)
 
 
-def performer_attention(q, k, v, projection: torch.Tensor, *, causal: bool = False, key_padding_mask=None, chunk_size: int = DEFAULT_CHUNK_SIZE, eps: float = 1e-15):
+def performer_attention(
+    q,
+    k,
+    v,
+    projection: torch.Tensor,
+    *,
+    causal: bool = False,
+    key_padding_mask=None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    eps: float = 1e-15,
+):
     """Performer FAVOR+ (Choromanski et al., ICLR 2021) with fixed projection (m, d)."""
     _check_qkv(q, k, v)
     real = _real_positions(key_padding_mask, q)
@@ -633,7 +713,17 @@ def _project_positions(projection: torch.Tensor, x: torch.Tensor) -> torch.Tenso
     return (projection @ by_position).view(batch, -1, heads, dim).transpose(1, 2)  # (B, H, k_proj, d)
 
 
-def linformer_attention(q, k, v, key_projection: torch.Tensor, value_projection: torch.Tensor, *, key_padding_mask=None, dropout_p: float = 0.0, training: bool = False):
+def linformer_attention(
+    q,
+    k,
+    v,
+    key_projection: torch.Tensor,
+    value_projection: torch.Tensor,
+    *,
+    key_padding_mask=None,
+    dropout_p: float = 0.0,
+    training: bool = False,
+):
     """Linformer (Wang et al., 2020): softmax(q (E k)^T / sqrt(d)) (F v), E, F (k_proj, N_max).
 
     Padded keys and values are zeroed before the projection; the projection is
@@ -658,7 +748,9 @@ def linformer_attention(q, k, v, key_projection: torch.Tensor, value_projection:
             probs = F.dropout(probs, dropout_p)
         return _zero_padded_rows(probs @ v_proj, real)
     batch, heads = q.shape[:2]
-    out = _BlockwiseLowRankSoftmax.apply(*(x.reshape(batch * heads, *x.shape[2:]) for x in (q, k_proj, v_proj)))  # (B*H, N, e)
+    out = _BlockwiseLowRankSoftmax.apply(
+        *(x.reshape(batch * heads, *x.shape[2:]) for x in (q, k_proj, v_proj))
+    )  # (B*H, N, e)
     return _zero_padded_rows(out.view(batch, heads, length, -1), real)
 
 
@@ -697,7 +789,9 @@ class _BlockwiseLowRankSoftmax(torch.autograd.Function):
             block = slice(start, start + step)
             probs = torch.bmm(q[block], kp[block].transpose(1, 2)).softmax(dim=-1)  # (g, N, P), recomputed
             torch.bmm(probs.transpose(1, 2), grad_out[block], out=grad_vp[block])
-            grad_scores = torch.bmm(grad_out[block], vp[block].transpose(1, 2)).sub_(row_dot[block]).mul_(probs)  # softmax backward
+            grad_scores = (
+                torch.bmm(grad_out[block], vp[block].transpose(1, 2)).sub_(row_dot[block]).mul_(probs)
+            )  # softmax backward
             torch.bmm(grad_scores, kp[block], out=grad_q[block])
             torch.bmm(grad_scores.transpose(1, 2), q[block], out=grad_kp[block])
         return grad_q, grad_kp, grad_vp

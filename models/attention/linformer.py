@@ -19,8 +19,13 @@ from .functional import linformer_attention
 @register_attention("linformer")
 class LinformerAttention(AttentionLayer):
     capabilities = Capabilities(
-        causal=False, padding_mask=True, needs_max_len=True, exact_softmax=False,
-        family="approximate softmax, low-rank", time="O(N k d)", memory="O(N k)",
+        causal=False,
+        padding_mask=True,
+        needs_max_len=True,
+        exact_softmax=False,
+        family="approximate softmax, low-rank",
+        time="O(N k d)",
+        memory="O(N k)",
         reference="Wang et al., 2020 (arXiv:2006.04768)",
     )
 
@@ -34,7 +39,16 @@ class LinformerAttention(AttentionLayer):
         self.value_projection = self.key_projection if share_kv else nn.Parameter(torch.randn(k, max_len) * std)  # F
 
     def attend(self, q, k, v, key_padding_mask):
-        return linformer_attention(q, k, v, self.key_projection, self.value_projection, key_padding_mask=key_padding_mask, dropout_p=self.dropout, training=self.training)
+        return linformer_attention(
+            q,
+            k,
+            v,
+            self.key_projection,
+            self.value_projection,
+            key_padding_mask=key_padding_mask,
+            dropout_p=self.dropout,
+            training=self.training,
+        )
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", k={self.k}, share_kv={self.share_kv}"

@@ -13,28 +13,65 @@ product by flash-linear-attention on CUDA).
 """
 
 from .base import AttentionLayer, Capabilities, OutputDropoutMixin, register_attention
-from .functional import CAUSAL_BACKENDS, DEFAULT_CHUNK_SIZE, LINREC_VARIANTS, compiled_linrec_attention, linrec_attention
+from .functional import (
+    CAUSAL_BACKENDS,
+    DEFAULT_CHUNK_SIZE,
+    LINREC_VARIANTS,
+    compiled_linrec_attention,
+    linrec_attention,
+)
 
 
 @register_attention("linrec")
 class LinRecAttention(OutputDropoutMixin, AttentionLayer):
     capabilities = Capabilities(
-        causal=True, padding_mask=True, needs_max_len=False, exact_softmax=False,
-        family="linear, L2-normalised elu features", time="O(N d^2)", memory="O(N d + d^2)",
+        causal=True,
+        padding_mask=True,
+        needs_max_len=False,
+        exact_softmax=False,
+        family="linear, L2-normalised elu features",
+        time="O(N d^2)",
+        memory="O(N d + d^2)",
         reference="Liu et al., SIGIR 2023 (arXiv:2411.01537)",
     )
 
-    def __init__(self, dim, heads, *, causal=False, max_len=None, dropout=0.0, variant: str = "paper", chunk_size: int = DEFAULT_CHUNK_SIZE,
-                 recompute_heads: int | None = None, compile: bool = False, backend: str = "torch"):
+    def __init__(
+        self,
+        dim,
+        heads,
+        *,
+        causal=False,
+        max_len=None,
+        dropout=0.0,
+        variant: str = "paper",
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        recompute_heads: int | None = None,
+        compile: bool = False,
+        backend: str = "torch",
+    ):
         super().__init__(dim, heads, causal=causal, max_len=max_len, dropout=dropout)
         if variant not in LINREC_VARIANTS:
             raise ValueError(f"linrec: unknown variant {variant!r}; expected one of {LINREC_VARIANTS}")
         if backend not in CAUSAL_BACKENDS:
             raise ValueError(f"linrec: unknown backend {backend!r}; expected one of {CAUSAL_BACKENDS}")
-        self.variant, self.chunk_size, self.recompute_heads, self.backend = variant, chunk_size, recompute_heads, backend
+        self.variant, self.chunk_size, self.recompute_heads, self.backend = (
+            variant,
+            chunk_size,
+            recompute_heads,
+            backend,
+        )
         self.kernel = compiled_linrec_attention() if compile else linrec_attention
 
     def attend(self, q, k, v, key_padding_mask):
-        out = self.kernel(q, k, v, causal=self.causal, variant=self.variant, key_padding_mask=key_padding_mask,
-                          chunk_size=self.chunk_size, recompute_heads=self.recompute_heads, backend=self.backend)
+        out = self.kernel(
+            q,
+            k,
+            v,
+            causal=self.causal,
+            variant=self.variant,
+            key_padding_mask=key_padding_mask,
+            chunk_size=self.chunk_size,
+            recompute_heads=self.recompute_heads,
+            backend=self.backend,
+        )
         return self._output_dropout(out)

@@ -16,12 +16,28 @@ from .functional import DEFAULT_CHUNK_SIZE, orthogonal_random_features, performe
 @register_attention("performer")
 class PerformerAttention(OutputDropoutMixin, AttentionLayer):
     capabilities = Capabilities(
-        causal=True, padding_mask=True, needs_max_len=False, exact_softmax=False,
-        family="approximate softmax, random features", time="O(N m d)", memory="O(N m + m d)",
+        causal=True,
+        padding_mask=True,
+        needs_max_len=False,
+        exact_softmax=False,
+        family="approximate softmax, random features",
+        time="O(N m d)",
+        memory="O(N m + m d)",
         reference="Choromanski et al., ICLR 2021 (arXiv:2009.14794)",
     )
 
-    def __init__(self, dim, heads, *, causal=False, max_len=None, dropout=0.0, nb_features: int = 64, redraw_interval: int = 1000, chunk_size: int = DEFAULT_CHUNK_SIZE):
+    def __init__(
+        self,
+        dim,
+        heads,
+        *,
+        causal=False,
+        max_len=None,
+        dropout=0.0,
+        nb_features: int = 64,
+        redraw_interval: int = 1000,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ):
         super().__init__(dim, heads, causal=causal, max_len=max_len, dropout=dropout)
         if nb_features < 1:
             raise ValueError(f"performer: nb_features must be >= 1, got {nb_features}")
@@ -33,7 +49,9 @@ class PerformerAttention(OutputDropoutMixin, AttentionLayer):
 
     @torch.no_grad()
     def redraw_features(self) -> None:
-        self.projection.copy_(orthogonal_random_features(self.nb_features, self.head_dim, device=self.projection.device))
+        self.projection.copy_(
+            orthogonal_random_features(self.nb_features, self.head_dim, device=self.projection.device)
+        )
         self.calls_since_redraw = 0
 
     def attend(self, q, k, v, key_padding_mask):
@@ -41,5 +59,7 @@ class PerformerAttention(OutputDropoutMixin, AttentionLayer):
             if self.calls_since_redraw >= self.redraw_interval:
                 self.redraw_features()
             self.calls_since_redraw += 1
-        out = performer_attention(q, k, v, self.projection, causal=self.causal, key_padding_mask=key_padding_mask, chunk_size=self.chunk_size)
+        out = performer_attention(
+            q, k, v, self.projection, causal=self.causal, key_padding_mask=key_padding_mask, chunk_size=self.chunk_size
+        )
         return self._output_dropout(out)

@@ -15,20 +15,48 @@ _VASWANI = "Vaswani et al., NeurIPS 2017 (arXiv:1706.03762)"
 @register_attention("softmax")
 class SoftmaxAttention(AttentionLayer):
     capabilities = Capabilities(
-        causal=True, padding_mask=True, needs_max_len=False, exact_softmax=True,
-        family="softmax, materialised N x N", time="O(N^2 d)", memory="O(N^2)", reference=_VASWANI,
+        causal=True,
+        padding_mask=True,
+        needs_max_len=False,
+        exact_softmax=True,
+        family="softmax, materialised N x N",
+        time="O(N^2 d)",
+        memory="O(N^2)",
+        reference=_VASWANI,
     )
 
     def attend(self, q, k, v, key_padding_mask):
-        return softmax_attention(q, k, v, causal=self.causal, key_padding_mask=key_padding_mask, dropout_p=self.dropout, training=self.training)
+        return softmax_attention(
+            q,
+            k,
+            v,
+            causal=self.causal,
+            key_padding_mask=key_padding_mask,
+            dropout_p=self.dropout,
+            training=self.training,
+        )
 
 
 @register_attention("sdpa")
 class SdpaAttention(AttentionLayer):
     capabilities = Capabilities(
-        causal=True, padding_mask=True, needs_max_len=False, exact_softmax=True,
-        family="softmax, torch fused kernel", time="O(N^2 d)", memory="O(N) (flash / mem-efficient)", reference=_VASWANI,
+        causal=True,
+        padding_mask=True,
+        needs_max_len=False,
+        exact_softmax=True,
+        family="softmax, torch fused kernel",
+        time="O(N^2 d)",
+        memory="O(N) (flash / mem-efficient)",
+        reference=_VASWANI,
     )
 
     def attend(self, q, k, v, key_padding_mask):
-        return sdpa_attention(q, k, v, causal=self.causal, key_padding_mask=key_padding_mask, dropout_p=self.dropout, training=self.training)
+        return sdpa_attention(
+            q,
+            k,
+            v,
+            causal=self.causal,
+            key_padding_mask=key_padding_mask,
+            dropout_p=self.dropout,
+            training=self.training,
+        )

@@ -17,7 +17,11 @@ from bench.environment import environment
 from bench.measure import peak_memory
 
 MECHANISMS = ["sdpa", "softmax", "linrec", "linrec:official", "linear", "efficient", "performer", "linformer"]
-OPTIONS = {"linrec:official": ("linrec", {"variant": "official"}), "performer": ("performer", {"nb_features": 64}), "linformer": ("linformer", {"k": 256})}
+OPTIONS = {
+    "linrec:official": ("linrec", {"variant": "official"}),
+    "performer": ("performer", {"nb_features": 64}),
+    "linformer": ("linformer", {"k": 256}),
+}
 BATCH, DIM, HEADS = 4, 128, 8
 
 
@@ -38,8 +42,19 @@ def test_attention_layer(benchmark, mechanism, causal, seq_len, mode):
         run()
     benchmark.group = f"{'causal' if causal else 'bidir'} N={seq_len} {mode}"
     benchmark.extra_info.update(
-        {"batch_size": BATCH, "seq_len": seq_len, "dim": DIM, "heads": HEADS, "mode": mode, "causal": causal,
-         "options": options, "peak_mem_bytes": peak["bytes"], "mem_method": peak["method"],
-         "torch": torch.__version__, "threads": torch.get_num_threads(), "device": environment()["device"]}
+        {
+            "batch_size": BATCH,
+            "seq_len": seq_len,
+            "dim": DIM,
+            "heads": HEADS,
+            "mode": mode,
+            "causal": causal,
+            "options": options,
+            "peak_mem_bytes": peak["bytes"],
+            "mem_method": peak["method"],
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "device": environment()["device"],
+        }
     )
     benchmark.pedantic(run, rounds=5, warmup_rounds=1, iterations=1)

@@ -14,8 +14,17 @@ import torch
 from bench.environment import environment
 from bench.peers import peer_jobs
 
-IMPLEMENTATIONS = ["kernel/sdpa", "kernel/linrec", "kernel/performer", "kernel/performer-pytorch",
-                   "layer/sdpa", "layer/performer", "layer/performer-pytorch", "layer/linformer", "layer/linformer-lucidrains"]
+IMPLEMENTATIONS = [
+    "kernel/sdpa",
+    "kernel/linrec",
+    "kernel/performer",
+    "kernel/performer-pytorch",
+    "layer/sdpa",
+    "layer/performer",
+    "layer/performer-pytorch",
+    "layer/linformer",
+    "layer/linformer-lucidrains",
+]
 
 
 @functools.cache
@@ -34,6 +43,17 @@ def test_peer(benchmark, implementation, causal, seq_len, mode):
         pytest.skip(f"{name}: not available (optional peer not installed, or no causal form)")
     level = implementation.split("/")[0]
     benchmark.group = f"peers {level} {'causal' if causal else 'bidir'} N={seq_len} {mode}"
-    benchmark.extra_info.update({"seq_len": seq_len, "mode": mode, "causal": causal, "batch_size": 8, "dim": 128, "heads": 8,
-                                 "torch": torch.__version__, "threads": torch.get_num_threads(), "device": environment()["device"]})
+    benchmark.extra_info.update(
+        {
+            "seq_len": seq_len,
+            "mode": mode,
+            "causal": causal,
+            "batch_size": 8,
+            "dim": 128,
+            "heads": 8,
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "device": environment()["device"],
+        }
+    )
     benchmark.pedantic(run, rounds=5, warmup_rounds=1, iterations=1)
