@@ -28,6 +28,7 @@ from pathlib import Path
 
 from .accuracy_report import train_row
 from .environment import REPO_ROOT, environment, git_commit
+from .plugins import load_plugins
 from .results import append_row, attention_label, load_rows, results_writer
 
 DEFAULT_WORK_DIR = REPO_ROOT / "runs" / "accuracy"
@@ -82,14 +83,13 @@ class TrainCell:
         return with_recipe(self.recipe, **settings)
 
 
-CAUSAL_MECHANISMS = [
-    ("sdpa", {}),
-    ("linrec", {}),
-    ("linrec", {"variant": "official"}),
-    ("linear", {}),
-    ("efficient", {}),
-    ("performer", {"nb_features": 64}),
-]
+def causal_mechanisms() -> list[tuple[str, dict]]:
+    """Every registered configuration with a causal form (plugins included), the materialised softmax left out
+    (the same function as sdpa)."""
+    from models.attention import available_attentions, list_attentions
+
+    capable = available_attentions()
+    return [(n, o) for n, o in list_attentions().values() if capable[n]["causal"] and n != "softmax"]
 
 
 def _paper(dataset: str, settings: dict | None = None) -> list[TrainCell]:
@@ -102,10 +102,15 @@ def _paper(dataset: str, settings: dict | None = None) -> list[TrainCell]:
 
     cells = [cell("sdpa"), cell("linrec")]
     cells += [cell(name, seed=seed) for seed in (2001, 2002) for name in ("sdpa", "linrec")]
-    cells += [cell(name, **options) for name, options in CAUSAL_MECHANISMS[2:]]
+    others = [
+        (name, options)
+        for name, options in causal_mechanisms()
+        if (name, options) not in (("sdpa", {}), ("linrec", {}))
+    ]
+    cells += [cell(name, **options) for name, options in others]
     cells += [cell(name, n=n) for n in (50, 800, 100, 400) for name in ("sdpa", "linrec")]
     cells += [cell(name, batch=b) for b in (32, 512) for name in ("sdpa", "linrec")]
-    cells += [cell(name, n=n, **options) for n in (50, 100, 400, 800) for name, options in CAUSAL_MECHANISMS[2:]]
+    cells += [cell(name, n=n, **options) for n in (50, 100, 400, 800) for name, options in others]
     return cells
 
 
@@ -132,28 +137,31 @@ def _ablation(dataset: str = "ml-100k", seeds=(2000, 2001, 2002)) -> list[TrainC
     return cells
 
 
-PRESETS: dict[str, list[TrainCell]] = {
-    # minutes on a laptop, no data needed: the whole path (train, both protocols, rows, report)
-    "quick": [
-        TrainCell(
-            "synthetic", name, n, 32, recipe="sasrec-plus", options=options, settings={"epochs": 3, "patience": 3}
-        )
-        for n in (20, 50)
-        for name, options in (("sdpa", {}), ("linrec", {}))
-    ],
-    # ML-1M (3,416 items), SASRec+ recipe, width 64: every causal mechanism, N from 50 to 800, batch 32-512, 3 seeds
-    "paper": _paper("ml-1m"),
-    # what each SASRec+ choice contributes, on ML-100K (ML-1M is too slow for 3 seeds x 12 variants on a CPU)
-    "ablation": _ablation(),
-    # the same at the LinRec authors' width (hidden 128, 8 heads of 16), for a lent GPU
-    "gpu": _paper("ml-1m", {"hidden": 128, "heads": 8, "inner": 256}),
-}
+def presets() -> dict[str, list[TrainCell]]:
+    """Built when asked, so mechanisms registered by plugins are in the presets."""
+    return {
+        # minutes on a laptop, no data needed: the whole path (train, both protocols, rows, report)
+        "quick": [
+            TrainCell(
+                "synthetic", name, n, 32, recipe="sasrec-plus", options=options, settings={"epochs": 3, "patience": 3}
+            )
+            for n in (20, 50)
+            for name, options in (("sdpa", {}), ("linrec", {}))
+        ],
+        # ML-1M (3,416 items), SASRec+ recipe, width 64: every causal mechanism, N from 50 to 800, batch 32-512, 3 seeds
+        "paper": _paper("ml-1m"),
+        # what each SASRec+ choice contributes, on ML-100K (ML-1M is too slow for 3 seeds x 12 variants on a CPU)
+        "ablation": _ablation(),
+        # the same at the LinRec authors' width (hidden 128, 8 heads of 16), for a lent GPU
+        "gpu": _paper("ml-1m", {"hidden": 128, "heads": 8, "inner": 256}),
+    }
 
 
 def preset_cells(name: str) -> list[TrainCell]:
-    if name not in PRESETS:
-        raise ValueError(f"--preset: unknown accuracy preset {name!r}; expected one of {', '.join(PRESETS)}")
-    return list(PRESETS[name])
+    every = presets()
+    if name not in every:
+        raise ValueError(f"--preset: unknown accuracy preset {name!r}; expected one of {', '.join(every)}")
+    return every[name]
 
 
 # ------------------------------------------------------------------ rows
@@ -274,6 +282,7 @@ def _run_cell(cell_dir: Path) -> None:
     """Child process: train (resuming when a checkpoint exists) and write results.json."""
     from .train import TrainConfig, train
 
+    load_plugins()  # the driver's --plugin modules, passed through the environment
     config = TrainConfig(**json.loads((cell_dir / "config.json").read_text()))
     (cell_dir / "results.json").unlink(missing_ok=True)
     train(config, resume=True, progress=False, log=True)

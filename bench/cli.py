@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 from .environment import REPO_ROOT
-from .results import ResultsFileBusy, ResultsFileError
+from .plugins import PluginError, load_plugins
+from .results import ResultsFileBusy, ResultsFileError, parse_attention_spec
 
 
 def _csv(cast):
@@ -31,23 +31,17 @@ def _bool(text: str) -> bool:
     raise ValueError(f"{text!r} is not true/false")
 
 
-def _option_value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 def parse_attention(spec: str) -> tuple[str, dict]:
-    """'performer:nb_features=64:redraw_interval=0' -> ('performer', {...})."""
-    name, *pairs = spec.split(":")
-    options = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise argparse.ArgumentTypeError(f"--attention {spec!r}: option {pair!r} must be key=value")
-        key, value = pair.split("=", 1)
-        options[key] = _option_value(value)
-    return name, options
+    """A named configuration ('linrec-official') or 'name:key=value:...' -> (mechanism, options)."""
+    from models.attention import list_attentions
+
+    named = list_attentions()
+    if spec in named:
+        return named[spec]
+    try:
+        return parse_attention_spec(spec)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"--attention {err}") from None
 
 
 def _add_sweep_args(parser: argparse.ArgumentParser) -> None:
@@ -82,12 +76,12 @@ def _add_sweep_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _sweep_cells(args) -> list:
-    from .sweep import ALL_MECHANISMS, Grid, preset_cells
+    from .sweep import Grid, mechanisms, preset_cells
 
     if args.preset:
         return preset_cells(args.preset, args.device)
     grid = Grid(
-        args.attention or ALL_MECHANISMS,
+        args.attention or mechanisms(),
         args.seq_len,
         args.batch_size,
         args.causal,
@@ -302,7 +296,7 @@ def _option_pair(text: str):
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"--option {text!r} must be key=value")
     key, value = text.split("=", 1)
-    return key, _option_value(value)
+    return parse_attention_spec(f"option:{key}={value}")[1].popitem()
 
 
 def _add_train_args(parser: argparse.ArgumentParser) -> None:
@@ -339,16 +333,25 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description="LinRec attention benchmark suite")
     sub = parser.add_subparsers(dest="command", required=True)
+    plugin = argparse.ArgumentParser(add_help=False)
+    plugin.add_argument(
+        "--plugin",
+        action="append",
+        metavar="MODULE",
+        help="import MODULE (repeatable) here and in every worker: mechanisms it registers join the run",
+    )
 
     main = sub.add_parser(
-        "main", help="the main job: quick sweep + plots and tables into a fresh run folder, compared with the reference"
+        "main",
+        parents=[plugin],
+        help="the main job: quick sweep + plots and tables into a fresh run folder, compared with the reference",
     )
     _add_sweep_args(main)
     main.add_argument("--out", default=None, help="run folder (default: a fresh runs/main-DATE-TIME)")
     main.add_argument("--resume", action="store_true", help="continue the cells already in OUT/sweep.jsonl")
     main.set_defaults(func=cmd_main)
 
-    sweep = sub.add_parser("sweep", help="measure a grid of cells into a JSON-lines file (resumable)")
+    sweep = sub.add_parser("sweep", parents=[plugin], help="measure a grid of cells into a JSON-lines file (resumable)")
     _add_sweep_args(sweep)
     sweep.add_argument("--out", help="results file (default results/sweeps/PRESET-DEVICE.jsonl)")
     sweep.set_defaults(func=cmd_sweep)
@@ -358,12 +361,16 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", required=True, help="output folder")
     rep.set_defaults(func=cmd_report)
 
-    tr = sub.add_parser("train", help="train SASRec / BERT4Rec with any attention; leave-one-out evaluation")
+    tr = sub.add_parser(
+        "train", parents=[plugin], help="train SASRec / BERT4Rec with any attention; leave-one-out evaluation"
+    )
     _add_train_args(tr)
     tr.set_defaults(func=cmd_train)
 
     acc = sub.add_parser(
-        "accuracy", help="the sweep's training level: one training run per cell, accuracy rows (resumable)"
+        "accuracy",
+        parents=[plugin],
+        help="the sweep's training level: one training run per cell, accuracy rows (resumable)",
     )
     acc.add_argument(
         "--preset",
@@ -405,14 +412,18 @@ def build_parser() -> argparse.ArgumentParser:
     prep.set_defaults(func=cmd_data_prepare)
 
     peers = sub.add_parser(
-        "peers", help="ours vs performer-pytorch / linformer / sdpa, interleaved; --limits for bandwidth and FLOP rate"
+        "peers",
+        parents=[plugin],
+        help="ours vs performer-pytorch / linformer / sdpa, interleaved; --limits for bandwidth and FLOP rate",
     )
     from .peers import add_arguments as add_peer_arguments
 
     add_peer_arguments(peers)
     peers.set_defaults(func=cmd_peers)
 
-    gate = sub.add_parser("gate", help="CI speed gate: time ratios vs sdpa against a committed baseline")
+    gate = sub.add_parser(
+        "gate", parents=[plugin], help="CI speed gate: time ratios vs sdpa against a committed baseline"
+    )
     from .gate import add_arguments
 
     add_arguments(gate)
@@ -422,4 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
+    try:
+        load_plugins(getattr(args, "plugin", None) or [])
+    except PluginError as err:
+        sys.exit(str(err))
     args.func(args)

@@ -27,21 +27,27 @@ from .results import attention_label
 
 BASELINE_PATH = REPO_ROOT / "results" / "gate" / "baseline.json"
 SHAPE = {"batch_size": 4, "heads": 8, "head_dim": 16, "seq_len": 1024}
-# (mechanism, options, causal, mode): "fwd_bwd" is a training step, "infer" a forward
-# without autograd (which takes other code paths, e.g. LinRec's cache-blocked one).
-GATED = [
-    ("linrec", {}, True, "fwd_bwd"),
-    ("linrec", {}, False, "fwd_bwd"),
-    ("linrec", {"variant": "official"}, True, "fwd_bwd"),
-    ("linear", {}, True, "fwd_bwd"),
-    ("efficient", {}, True, "fwd_bwd"),
-    ("performer", {"nb_features": 64}, True, "fwd_bwd"),
-    ("performer", {"nb_features": 64}, False, "fwd_bwd"),
-    ("linformer", {"k": 128}, False, "fwd_bwd"),
-    ("linrec", {}, True, "infer"),
-    ("linrec", {}, False, "infer"),
-    ("linformer", {"k": 128}, False, "infer"),
-]
+GATE_OPTIONS = {"linformer": {"k": 128}}  # the gate's shape (N = 1024) takes a smaller Linformer rank
+FAST_INFERENCE = ("linrec", "linformer")  # mechanisms whose inference takes its own code path: gated in infer mode too
+
+
+def gated() -> list[tuple[str, dict, bool, str]]:
+    """(mechanism, options, causal, mode) for every registered configuration (plugins included) but the baselines:
+    a training step in each direction it supports, and inference where it has its own path."""
+    from models.attention import available_attentions, list_attentions
+
+    capable = available_attentions()
+    jobs = []
+    for label, (name, options) in list_attentions().items():
+        if name in ("sdpa", "softmax"):
+            continue
+        options = {**options, **GATE_OPTIONS.get(name, {})}
+        directions = [True, False] if capable[name]["causal"] else [False]
+        modes = ["fwd_bwd", "infer"] if name in FAST_INFERENCE and label == name else ["fwd_bwd"]
+        jobs += [(name, options, causal, mode) for mode in modes for causal in directions]
+    return jobs
+
+
 REFERENCES = [("sdpa", {}, causal, mode) for mode in ("fwd_bwd", "infer") for causal in (True, False)]
 
 
@@ -84,7 +90,7 @@ def _workloads(slowdown: str | None = None) -> dict[str, callable]:
     q, k, v = (torch.randn(b, h, n, d, requires_grad=True) for _ in range(3))
     grad = torch.randn(b, h, n, d)
     jobs = {}
-    for name, options, causal, mode in REFERENCES + GATED:
+    for name, options, causal, mode in REFERENCES + gated():
         layer = build_attention(name, h * d, h, causal=causal, max_len=n, **options)
 
         def run(layer=layer, mode=mode):
@@ -109,7 +115,7 @@ def measure_ratios(rounds: int, slowdown: str | None = None) -> tuple[dict[str, 
     if errors:
         raise RuntimeError(f"gate: workloads failed: {errors}")
     ratios = {}
-    for name, options, causal, mode in GATED:
+    for name, options, causal, mode in gated():
         key = _key(name, options, causal, mode)
         ratios[key] = medians[key] / medians[_key("sdpa", {}, causal, mode)]
     return ratios, medians

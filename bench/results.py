@@ -30,6 +30,21 @@ def attention_label(name: str, options: dict) -> str:
     return name + "[" + ",".join(f"{k}={v}" for k, v in sorted(options.items())) + "]"
 
 
+def parse_attention_spec(spec: str) -> tuple[str, dict]:
+    """'performer:nb_features=64:redraw_interval=0' -> ('performer', {...}); values are JSON when they parse."""
+    name, *pairs = spec.split(":")
+    options = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"{spec!r}: option {pair!r} must be key=value")
+        key, value = pair.split("=", 1)
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return name, options
+
+
 def _drop_torn_tail(path: Path) -> None:
     """Cut an unfinished last line (written by a process killed mid-row) back to the last newline."""
     with path.open("rb+") as handle:

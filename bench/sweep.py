@@ -24,9 +24,12 @@ from pathlib import Path
 import psutil
 from tqdm import tqdm
 
+from models.attention import list_attentions
+
 from .cells import Cell, make_workload, measure_cell, tokens, unsupported_reason
 from .environment import environment
 from .measure import time_interleaved
+from .plugins import load_plugins
 from .results import append_row, load_rows, results_writer
 
 
@@ -53,77 +56,68 @@ class Grid:
         ]
 
 
-ALL_MECHANISMS = [
-    ("sdpa", {}),
-    ("softmax", {}),
-    ("linrec", {}),
-    ("linrec", {"variant": "official"}),
-    ("linear", {}),
-    ("efficient", {}),
-    ("performer", {"nb_features": 64}),
-    ("linformer", {"k": 256}),
-]
-QUICK_MECHANISMS = [m if m[0] != "linformer" else ("linformer", {"k": 64}) for m in ALL_MECHANISMS]
+def mechanisms(overrides: dict[str, dict] | None = None) -> list[tuple[str, dict]]:
+    """Every registered configuration (plugins included), with per-preset option overrides by mechanism."""
+    overrides = overrides or {}
+    return [(name, {**options, **overrides.get(name, {})}) for name, options in list_attentions().values()]
 
-PRESETS: dict[str, list[Grid]] = {
-    # ~2-3 minutes on a 2-core CPU: every mechanism once, the crossover region, a batch sweep
-    "quick": [
-        Grid(QUICK_MECHANISMS, seq_len=[64, 256, 1024, 4096], batch_size=[4], dim=64, heads=4),
-        Grid([("sdpa", {}), ("linrec", {})], seq_len=[256], batch_size=[1, 16], dim=64, heads=4, causal=[True]),
-    ],
-    # the paper-style study (hidden 128, 8 heads of 16): N from 50 to 8192 at B=8, and a batch sweep
-    "paper": [
-        Grid(ALL_MECHANISMS, seq_len=[50, 200, 512, 1024, 2048, 4096, 8192], batch_size=[8], mode=["fwd_bwd", "infer"]),
-        Grid(ALL_MECHANISMS, seq_len=[200], batch_size=[1, 32, 128], mode=["fwd_bwd"]),
-        # kernel level (projections excluded) out to N=16384, for the memory comparison with fused attention
-        Grid(
-            [("sdpa", {}), ("linrec", {}), ("linrec", {"variant": "official"}), ("linear", {})],
-            seq_len=[256, 1024, 4096, 16384],
-            batch_size=[8],
-            level="kernel",
-        ),
-        # whole recommender steps (SASRec causal / BERT4Rec bidirectional, 3,706 items), the authors' width
-        Grid(
-            [
-                ("sdpa", {}),
-                ("softmax", {}),
-                ("linrec", {}),
-                ("linear", {}),
-                ("efficient", {}),
-                ("performer", {"nb_features": 64}),
-            ],
-            seq_len=[50, 200, 1024, 4096],
-            batch_size=[32],
-            level="model",
-            mode=["fwd_bwd", "infer"],
-        ),
-    ],
-    # for a lent GPU: longer sequences, bigger batches, bf16 too
-    "gpu": [
-        Grid(
-            ALL_MECHANISMS,
-            seq_len=[50, 200, 512, 1024, 2048, 4096, 8192, 16384, 32768],
-            batch_size=[8],
-            mode=["fwd_bwd", "infer"],
-            dtype=["fp32", "bf16"],
-        ),
-        Grid(ALL_MECHANISMS, seq_len=[200], batch_size=[1, 32, 256, 2048], mode=["fwd_bwd"]),
-        Grid(
-            [("sdpa", {}), ("linrec", {}), ("linear", {})],
-            seq_len=[1024, 4096, 16384, 65536],
-            batch_size=[8],
-            level="kernel",
-            mode=["fwd_bwd"],
-        ),
-    ],
-}
+
+def presets() -> dict[str, list[Grid]]:
+    """Built when asked, so mechanisms registered by plugins are in every preset."""
+    every = mechanisms()
+    return {
+        # a few minutes on a 2-core CPU: every mechanism once, the crossover region, a batch sweep
+        "quick": [
+            Grid(mechanisms({"linformer": {"k": 64}}), seq_len=[64, 256, 1024, 4096], batch_size=[4], dim=64, heads=4),
+            Grid([("sdpa", {}), ("linrec", {})], seq_len=[256], batch_size=[1, 16], dim=64, heads=4, causal=[True]),
+        ],
+        # the paper-style study (hidden 128, 8 heads of 16): N from 50 to 8192 at B=8, and a batch sweep
+        "paper": [
+            Grid(every, seq_len=[50, 200, 512, 1024, 2048, 4096, 8192], batch_size=[8], mode=["fwd_bwd", "infer"]),
+            Grid(every, seq_len=[200], batch_size=[1, 32, 128], mode=["fwd_bwd"]),
+            # kernel level (projections excluded) out to N=16384, for the memory comparison with fused attention
+            Grid(
+                [("sdpa", {}), ("linrec", {}), ("linrec", {"variant": "official"}), ("linear", {})],
+                seq_len=[256, 1024, 4096, 16384],
+                batch_size=[8],
+                level="kernel",
+            ),
+            # whole recommender steps (SASRec causal / BERT4Rec bidirectional, 3,706 items), the authors' width
+            Grid(
+                [m for m in every if m[0] != "linformer"],
+                seq_len=[50, 200, 1024, 4096],
+                batch_size=[32],
+                level="model",
+                mode=["fwd_bwd", "infer"],
+            ),
+        ],
+        # for a lent GPU: longer sequences, bigger batches, bf16 too
+        "gpu": [
+            Grid(
+                every,
+                seq_len=[50, 200, 512, 1024, 2048, 4096, 8192, 16384, 32768],
+                batch_size=[8],
+                mode=["fwd_bwd", "infer"],
+                dtype=["fp32", "bf16"],
+            ),
+            Grid(every, seq_len=[200], batch_size=[1, 32, 256, 2048], mode=["fwd_bwd"]),
+            Grid(
+                [("sdpa", {}), ("linrec", {}), ("linear", {})],
+                seq_len=[1024, 4096, 16384, 65536],
+                batch_size=[8],
+                level="kernel",
+                mode=["fwd_bwd"],
+            ),
+        ],
+    }
 
 
 def preset_cells(preset: str, device: str) -> list[Cell]:
-    if preset not in PRESETS:
-        raise ValueError(f"--preset: unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
+    grids = presets()
+    if preset not in grids:
+        raise ValueError(f"--preset: unknown preset {preset!r}; expected one of {', '.join(grids)}")
     cells = []
-    for grid in PRESETS[preset]:
+    for grid in grids[preset]:
         cells += [c for c in grid.cells(device) if c not in cells]
     return cells
 
@@ -133,6 +127,8 @@ def preset_cells(preset: str, device: str) -> list[Cell]:
 
 def _worker_main(conn, threads: int | None, memory_limit_bytes: int | None) -> None:
     import torch
+
+    load_plugins()  # the parent's --plugin modules, passed through the environment
 
     if threads:
         torch.set_num_threads(threads)

@@ -1,5 +1,14 @@
+import os
+from pathlib import Path
+
 import pytest
 import torch
+
+from bench.plugins import load_plugins
+
+# a mechanism defined outside models/, loaded as users load theirs: every registry-driven test sees it
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
+load_plugins(["outside_mechanism"])
 
 
 def pytest_addoption(parser):

@@ -10,7 +10,7 @@ from dataclasses import asdict
 
 import pytest
 
-from bench.accuracy import PRESETS, TrainCell, done_keys, preset_cells, run_accuracy_sweep
+from bench.accuracy import TrainCell, done_keys, preset_cells, run_accuracy_sweep
 from bench.accuracy_report import gaps_to_baseline, train_frame
 from bench.report import report
 from bench.results import load_rows
@@ -19,7 +19,7 @@ from bench.results import load_rows
 def test_quick_preset_end_to_end_then_resume_skips_everything(tmp_path):
     out, work = tmp_path / "acc.jsonl", tmp_path / "work"
     rows = run_accuracy_sweep(preset_cells("quick"), out, work_dir=work, jobs=2, threads=1, log=lambda *_: None)
-    assert len(rows) == len(PRESETS["quick"]) and {r["status"] for r in rows} == {"ok"}
+    assert len(rows) == len(preset_cells("quick")) and {r["status"] for r in rows} == {"ok"}
     for row in rows:
         assert set(row["test"]) == {"all", "seen_excluded"} and row["protocol"]["selected_on"] == "seen_excluded"
         assert (

@@ -5,22 +5,33 @@ import pytest
 import torch
 from attention_properties import causality_violation, extra_padding_violation, padded_content_violation
 
-from models.attention import UnsupportedAttentionConfig, available_attentions, build_attention
+from models.attention import (
+    UnsupportedAttentionConfig,
+    attention_class,
+    available_attentions,
+    build_attention,
+    list_attentions,
+)
 
 DIM, HEADS, N, MAX_LEN = 16, 2, 12, 40
 TOL = 1e-5
 
-CONFIGS = {
-    "softmax": ("softmax", {}),
-    "sdpa": ("sdpa", {}),
-    "linrec-paper": ("linrec", {"variant": "paper", "chunk_size": 4}),
-    "linrec-official": ("linrec", {"variant": "official", "chunk_size": 4}),
-    "linrec-recompute": ("linrec", {"chunk_size": 4, "recompute_heads": 1}),
-    "linear": ("linear", {"chunk_size": 4}),
-    "efficient": ("efficient", {"chunk_size": 4}),
-    "performer": ("performer", {"nb_features": 16, "chunk_size": 4}),
-    "linformer": ("linformer", {"k": 6}),
-}
+SMALL = {"performer": {"nb_features": 16}, "linformer": {"k": 6}}  # test-sized options of the named configurations
+
+
+def _test_configs() -> dict[str, tuple[str, dict]]:
+    """Every registered configuration (plugins included) at test size, plus LinRec's recompute path."""
+    configs = {}
+    for label, (name, options) in list_attentions().items():
+        options = {**options, **SMALL.get(name, {})}
+        if "chunk_size" in attention_class(name).option_defaults():
+            options["chunk_size"] = 4  # several chunks even at N = 12
+        configs[label] = (name, options)
+    configs["linrec-recompute"] = ("linrec", {"chunk_size": 4, "recompute_heads": 1})
+    return configs
+
+
+CONFIGS = _test_configs()
 CASES = [
     pytest.param(key, causal, id=f"{key}-{'causal' if causal else 'bidir'}")
     for key, (name, _) in CONFIGS.items()

@@ -1,8 +1,11 @@
 """How the suite is used from the outside: the console script, `pytest --benchmark`, light reports."""
 
+import json
+import os
 import subprocess
 import sys
 from importlib.metadata import entry_points
+from pathlib import Path
 
 from bench.environment import REPO_ROOT
 
@@ -38,3 +41,65 @@ def test_reports_need_only_the_rows_not_the_models():
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+def test_a_mechanism_registered_outside_the_package_is_everywhere():
+    from bench.gate import gated
+    from bench.sweep import preset_cells
+    from models.attention import list_attentions
+
+    assert "outside-relu" in list_attentions()  # registered by tests/outside_mechanism.py via conftest
+    assert "outside-relu" in {cell.attention for cell in preset_cells("quick", "cpu")}
+    assert ("outside-relu", {}, True, "fwd_bwd") in gated()
+    from test_attention_layers import CONFIGS
+
+    assert "outside-relu" in CONFIGS
+
+
+def test_dash_dash_plugin_reaches_the_sweep_workers(tmp_path):
+    out = tmp_path / "s.jsonl"
+    command = [
+        sys.executable,
+        "-m",
+        "bench",
+        "sweep",
+        "--plugin",
+        "outside_mechanism",
+        "--attention",
+        "sdpa,outside-relu",
+        "--seq-len",
+        "16",
+        "--batch-size",
+        "1",
+        "--dim",
+        "16",
+        "--heads",
+        "2",
+        "--mode",
+        "fwd",
+        "--causal",
+        "true",
+        "--max-cell-s",
+        "5",
+        "--quiet-wait-s",
+        "0",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "LINREC_BENCH_PLUGINS"}
+    result = subprocess.run(command, cwd=Path(__file__).parent, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {(r["attention"], r["status"]) for r in rows} == {("sdpa", "ok"), ("outside-relu", "ok")}
+
+
+def test_an_unimportable_plugin_is_one_clear_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "gate", "--plugin", "no_such_module_here"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0 and "--plugin no_such_module_here: cannot import it" in result.stderr

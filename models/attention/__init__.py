@@ -7,7 +7,8 @@
 Kernels for your own model: `models.attention.functional` (q, k, v as (B, H, N, d)).
 """
 
-from . import efficient, functional, linear, linformer, linrec, performer, softmax  # noqa: F401  (registers)
+from . import softmax  # noqa: F401, I001  (registers sdpa and softmax first: the baselines lead every list)
+from . import efficient, functional, linear, linformer, linrec, performer  # noqa: F401  (registers)
 from .base import (
     AttentionLayer,
     Capabilities,
@@ -15,6 +16,7 @@ from .base import (
     attention_class,
     available_attentions,
     build_attention,
+    list_attentions,
     register_attention,
 )
 
@@ -26,5 +28,6 @@ __all__ = [
     "available_attentions",
     "build_attention",
     "functional",
+    "list_attentions",
     "register_attention",
 ]

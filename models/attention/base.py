@@ -15,6 +15,7 @@ model code only ever calls `layer(x, padding_mask)`.
 
 from __future__ import annotations
 
+import fnmatch
 import inspect
 from dataclasses import asdict, dataclass
 
@@ -35,21 +36,40 @@ class Capabilities:
 
 
 _REGISTRY: dict[str, type[AttentionLayer]] = {}
+_CONFIGS: dict[str, tuple[str, dict]] = {}  # label -> (mechanism, options), in registration order
 
 
-def register_attention(name: str):
-    """Class decorator: make a mechanism buildable by name."""
+def register_attention(name: str, *, configs: dict[str, dict] | None = None):
+    """Class decorator: make a mechanism buildable by name.
+
+    configs: its named configurations (label -> options) that the sweep presets, the CI gate, the
+    benchmarks and the tests run; default {name: {}}. Registering is all it takes to appear there.
+    """
 
     def decorator(cls: type[AttentionLayer]) -> type[AttentionLayer]:
         if name in _REGISTRY:
             raise ValueError(f"attention {name!r} is already registered by {_REGISTRY[name].__name__}")
         if not isinstance(getattr(cls, "capabilities", None), Capabilities):
             raise TypeError(f"{cls.__name__} must define a Capabilities record as `capabilities`")
+        for label in configs or {}:
+            if label in _CONFIGS:
+                raise ValueError(f"configuration {label!r} is already registered for {_CONFIGS[label][0]!r}")
         cls.name = name
         _REGISTRY[name] = cls
+        for label, options in (configs or {name: {}}).items():
+            _CONFIGS[label] = (name, dict(options))
         return cls
 
     return decorator
+
+
+def list_attentions(pattern: str = "*") -> dict[str, tuple[str, dict]]:
+    """Named configurations whose label matches the shell-style pattern: label -> (mechanism, options)."""
+    return {
+        label: (name, dict(options))
+        for label, (name, options) in _CONFIGS.items()
+        if fnmatch.fnmatchcase(label, pattern)
+    }
 
 
 def available_attentions() -> dict[str, dict]:

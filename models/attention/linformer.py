@@ -16,7 +16,7 @@ from .base import AttentionLayer, Capabilities, register_attention
 from .functional import linformer_attention
 
 
-@register_attention("linformer")
+@register_attention("linformer", configs={"linformer": {"k": 256}})
 class LinformerAttention(AttentionLayer):
     capabilities = Capabilities(
         causal=False,

@@ -22,7 +22,7 @@ from .functional import (
 )
 
 
-@register_attention("linrec")
+@register_attention("linrec", configs={"linrec": {}, "linrec-official": {"variant": "official"}})
 class LinRecAttention(OutputDropoutMixin, AttentionLayer):
     capabilities = Capabilities(
         causal=True,

@@ -13,7 +13,7 @@ from .base import AttentionLayer, Capabilities, OutputDropoutMixin, register_att
 from .functional import DEFAULT_CHUNK_SIZE, orthogonal_random_features, performer_attention
 
 
-@register_attention("performer")
+@register_attention("performer", configs={"performer": {"nb_features": 64}})
 class PerformerAttention(OutputDropoutMixin, AttentionLayer):
     capabilities = Capabilities(
         causal=True,
