@@ -119,6 +119,7 @@ def _ablation(dataset: str = "ml-100k", seeds=(2000, 2001, 2002)) -> list[TrainC
     changes = [
         {},
         {"norm": "post", "embedding_norm": True},
+        {"norm": "sasrec"},
         {"embedding_scale": False},
         {"dropout": 0.2},
         {"attention_dropout": 0.0},

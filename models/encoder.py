@@ -30,7 +30,7 @@ class EncoderConfig:
     # a probability matrix drop their output before the output projection (see AttentionLayer)
     attention: str = "sdpa"  # any name from models.attention.available_attentions()
     attention_options: dict = field(default_factory=dict)  # e.g. {"variant": "official"}
-    norm: str = "post"  # "post" (RecBole / the LinRec authors) or "pre" (SASRec paper, more stable)
+    norm: str = "post"  # "post" (RecBole / the LinRec authors), "pre" (more stable) or "sasrec" (see TransformerBlock)
     activation: str = "gelu"  # "gelu" or "relu"
     embedding_scale: bool = False  # item embeddings x sqrt(hidden) (SASRec paper, SASRec+); RecBole: off
     embedding_norm: bool = True  # LayerNorm on the summed embeddings (RecBole); pre-LN recipes drop it
@@ -41,8 +41,8 @@ class EncoderConfig:
     def __post_init__(self):
         if self.attention not in available_attentions():
             raise ValueError(f"attention: unknown {self.attention!r}; registered: {', '.join(available_attentions())}")
-        if self.norm not in ("pre", "post"):
-            raise ValueError(f"norm must be 'pre' or 'post', got {self.norm!r}")
+        if self.norm not in ("pre", "post", "sasrec"):
+            raise ValueError(f"norm must be 'pre', 'post' or 'sasrec', got {self.norm!r}")
         if self.activation not in ("gelu", "relu"):
             raise ValueError(f"activation must be 'gelu' or 'relu', got {self.activation!r}")
 
@@ -50,7 +50,7 @@ class EncoderConfig:
 class TransformerBlock(nn.Module):
     def __init__(self, config: EncoderConfig, causal: bool):
         super().__init__()
-        self.pre_norm = config.norm == "pre"
+        self.norm = config.norm
         attention_dropout = config.dropout if config.attention_dropout is None else config.attention_dropout
         self.attention = build_attention(
             config.attention,
@@ -71,9 +71,18 @@ class TransformerBlock(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
-        if self.pre_norm:
+        if self.norm == "pre":
             x = x + self.dropout(self.attention(self.norm_attention(x), padding_mask))
             return x + self.dropout(self.feed_forward(self.norm_feed_forward(x)))
+        if self.norm == "sasrec":
+            # the SASRec reference implementations (Kang & McAuley's, and the PyTorch port SASRec+ builds on): each
+            # sublayer's residual starts from the normalised input, not from x.
+            # NOTE: there keys and values come from the un-normalised x and only queries are normalised; here
+            # the attention layer projects q, k, v from one input, the normalised one.
+            x = self.norm_attention(x)
+            x = x + self.dropout(self.attention(x, padding_mask))
+            x = self.norm_feed_forward(x)
+            return x + self.dropout(self.feed_forward(x))
         x = self.norm_attention(x + self.dropout(self.attention(x, padding_mask)))
         return self.norm_feed_forward(x + self.dropout(self.feed_forward(x)))
 
@@ -93,7 +102,7 @@ class SequenceEncoder(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(TransformerBlock(config, causal) for _ in range(config.layers))
         self.final_norm = (
-            nn.LayerNorm(config.hidden, eps=config.layer_norm_eps) if config.norm == "pre" else nn.Identity()
+            nn.LayerNorm(config.hidden, eps=config.layer_norm_eps) if config.norm in ("pre", "sasrec") else nn.Identity()
         )
         self.apply(self._init_weights)
 

@@ -293,3 +293,19 @@ def test_chunked_item_loss_refuses_mismatched_shapes():
 
     with pytest.raises(ValueError, match=r"expected states \(T, d\)"):
         full_softmax_cross_entropy(torch.zeros(3, 4), torch.zeros(5, 6), torch.zeros(3, dtype=torch.long))
+
+
+def test_the_sasrec_block_form_is_causal_and_trains():
+    torch.manual_seed(0)
+    model = SASRec(_config(attention="linrec", norm="sasrec")).eval()
+    items = torch.tensor([[0, 0, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]])
+    changed = items.clone()
+    changed[0, 8:] = torch.tensor([20, 21, 22, 23])
+    with torch.no_grad():
+        assert torch.allclose(model.encoder(items)[0, :8], model.encoder(changed)[0, :8], atol=1e-5)
+    model.train()
+    loss = model.training_loss(model.make_batch([[1, 2, 3, 4], [5, 6, 7]], random.Random(0)))
+    loss.backward()
+    assert torch.isfinite(loss)
+    with pytest.raises(ValueError, match="norm must be 'pre', 'post' or 'sasrec'"):
+        _config(attention="sdpa", norm="sideways")
