@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from models import BERT4Rec, EncoderConfig, SASRec
+from models import EncoderConfig, recommender_class
+from models.sasrec import TRAIN_WINDOWS
 
 from .data import SequenceDataset, leave_one_out, load_dataset
 from .environment import check_device, environment
@@ -37,7 +38,6 @@ from .synthetic import synthetic_dataset
 
 PROTOCOLS = ("full", "uni100", "pop100")
 FULL_RANKING = ("all", "seen_excluded")  # the two protocols every full-ranking evaluation reports
-WINDOWS = ("last", "all")
 BATCHING = ("random", "by_length")
 
 # Published training settings by name. `recbole` is the LinRec authors' RecBole setting (the
@@ -90,17 +90,14 @@ class TrainConfig:
     activation: str = "gelu"
     embedding_scale: bool = False  # item embeddings x sqrt(hidden)
     embedding_norm: bool = True  # LayerNorm on the summed embeddings
-    train_windows: str = (
-        "last"  # SASRec all_positions: "last" N+1 items of each user, or "all": windows covering the whole history
-    )
-    batching: str = (
-        "random"  # "random" batches, or "by_length": similar lengths together, each batch cut to its longest sequence
-    )
+    # SASRec all_positions: the "last" N + 1 items of each user, or "all": windows covering the whole history
+    train_windows: str = "last"
+    # "random" batches, or "by_length": similar lengths together, each batch cut to its longest sequence
+    batching: str = "random"
     mask_ratio: float = 0.2  # BERT4Rec
     prefixes_per_user: int = 4  # SASRec last_position: training prefixes sampled per user and epoch
-    masks_per_user: int = (
-        1  # BERT4Rec: copies of each sequence per epoch, each masked afresh (the original's dupe factor)
-    )
+    # BERT4Rec: copies of each sequence per epoch, each masked afresh (the original's dupe factor)
+    masks_per_user: int = 1
     epochs: int = 100
     batch_size: int = 128
     lr: float = 1e-3
@@ -109,9 +106,8 @@ class TrainConfig:
     max_minutes: float | None = None  # wall-clock budget; stops after the epoch that crosses it
     eval_batch_size: int = 512
     protocol: str = "full"
-    select_protocol: str | None = (
-        None  # early stopping reads this protocol's NDCG@10; None: "all" (full) or the sampled one
-    )
+    # early stopping reads this protocol's NDCG@10; None: "all" (full ranking) or the sampled one
+    select_protocol: str | None = None
     recipe: str | None = None  # the named recipe these settings started from (recorded; applied by with_recipe)
     seed: int = 2000
     device: str = "cpu"
@@ -121,12 +117,11 @@ class TrainConfig:
     synthetic_items: int = 200
 
     def __post_init__(self):
-        if self.model not in ("sasrec", "bert4rec"):
-            raise ValueError(f"--model must be sasrec or bert4rec, got {self.model!r}")
+        recommender_class(self.model)  # a clear error for an unknown --model
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"--protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
-        if self.train_windows not in WINDOWS:
-            raise ValueError(f"--train-windows must be one of {WINDOWS}, got {self.train_windows!r}")
+        if self.train_windows not in TRAIN_WINDOWS:
+            raise ValueError(f"--train-windows must be one of {TRAIN_WINDOWS}, got {self.train_windows!r}")
         if self.batching not in BATCHING:
             raise ValueError(f"--batching must be one of {BATCHING}, got {self.batching!r}")
         if self.recipe is not None and self.recipe not in RECIPES:
@@ -183,9 +178,8 @@ def build_model(config: TrainConfig, num_items: int):
         embedding_scale=config.embedding_scale,
         embedding_norm=config.embedding_norm,
     )
-    if config.model == "bert4rec":
-        return BERT4Rec(encoder, mask_ratio=config.mask_ratio)
-    return SASRec(encoder, objective=config.objective, causal=config.causal)
+    recommender = recommender_class(config.model)
+    return recommender(encoder, **{name: getattr(config, name) for name in recommender.train_options})
 
 
 # ------------------------------------------------------------------ evaluation
@@ -246,28 +240,6 @@ def _sampled_candidates(histories, targets, num_items, protocol, popularity, gen
 
 
 # ------------------------------------------------------------------ training
-
-
-def _epoch_examples(model, train: list[list[int]], config: TrainConfig) -> list[list[int]]:
-    min_len = model.min_train_length()
-    sequences = [s for s in train if len(s) >= min_len]
-    if config.model == "sasrec" and config.objective == "all_positions" and config.train_windows == "all":
-        sequences = [w for s in sequences for w in history_windows(s, config.max_len) if len(w) >= min_len]
-    if config.model == "sasrec" and config.objective == "last_position":
-        sequences = sequences * config.prefixes_per_user
-    if config.model == "bert4rec":
-        sequences = sequences * config.masks_per_user
-    return sequences
-
-
-def history_windows(sequence: list[int], max_len: int) -> list[list[int]]:
-    """Windows of max_len + 1 items from the end, each sharing one item with the next older one,
-    so every item after the first is a training target exactly once (inputs of max_len items)."""
-    windows, end = [], len(sequence)
-    while end > 1:
-        windows.append(sequence[max(0, end - max_len - 1) : end])
-        end -= max_len
-    return windows
 
 
 def _batches(examples: list[list[int]], config: TrainConfig, rng: random.Random) -> list[list[list[int]]]:
@@ -409,7 +381,7 @@ def train(
             break
         epoch = state["epoch"] + 1
         rng = random.Random(config.seed * 1000 + epoch)  # batches depend on (seed, epoch) only: resumable
-        examples = _epoch_examples(model, split.train, config)
+        examples = model.epoch_examples(split.train)
         rng.shuffle(examples)
         with peak_memory(config.device) as peak:  # per epoch, so a resumed run still reports the whole run's peak
             losses, epoch_seconds = _train_epoch(model, optimizer, examples, rng, config, f"epoch {epoch}", progress)

@@ -11,23 +11,32 @@ least one item per sequence is always masked.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import torch
-from torch import nn
 
 from .encoder import EncoderConfig, SequenceEncoder, left_pad
+from .recommender import Recommender, register_recommender
 
 
-class BERT4Rec(nn.Module):
-    def __init__(self, config: EncoderConfig, mask_ratio: float = 0.2):
+@register_recommender("bert4rec")
+class BERT4Rec(Recommender):
+    train_options = ("mask_ratio", "masks_per_user")
+
+    def __init__(self, config: EncoderConfig, mask_ratio: float = 0.2, masks_per_user: int = 1):
         super().__init__()
         if not 0.0 < mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}")
-        config.extra_tokens = max(config.extra_tokens, 1)
+        config = dataclasses.replace(config, extra_tokens=max(config.extra_tokens, 1))  # [MASK]; the caller's stays
         self.config, self.mask_ratio, self.causal = config, mask_ratio, False
+        self.masks_per_user = masks_per_user
         self.mask_token = config.num_items + 1
         self.encoder = SequenceEncoder(config, causal=False)
+
+    def epoch_examples(self, sequences: list[list[int]]) -> list[list[int]]:
+        """Each user masks_per_user times, each copy masked afresh (the original's dupe factor)."""
+        return super().epoch_examples(sequences) * self.masks_per_user
 
     def make_batch(self, sequences: list[list[int]], rng: random.Random, device=None) -> dict:
         items = left_pad(sequences, self.config.max_len)

@@ -102,7 +102,9 @@ class SequenceEncoder(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(TransformerBlock(config, causal) for _ in range(config.layers))
         self.final_norm = (
-            nn.LayerNorm(config.hidden, eps=config.layer_norm_eps) if config.norm in ("pre", "sasrec") else nn.Identity()
+            nn.LayerNorm(config.hidden, eps=config.layer_norm_eps)
+            if config.norm in ("pre", "sasrec")
+            else nn.Identity()
         )
         self.apply(self._init_weights)
 

@@ -17,16 +17,37 @@ from __future__ import annotations
 import random
 
 import torch
-from torch import nn
 
 from .attention import available_attentions
 from .encoder import EncoderConfig, SequenceEncoder, left_pad
+from .recommender import Recommender, register_recommender
 
 OBJECTIVES = ("all_positions", "last_position")
+TRAIN_WINDOWS = ("last", "all")
 
 
-class SASRec(nn.Module):
-    def __init__(self, config: EncoderConfig, objective: str = "all_positions", causal: bool | None = None):
+def history_windows(sequence: list[int], max_len: int) -> list[list[int]]:
+    """Windows of max_len + 1 items from the end, each sharing one item with the next older one,
+    so every item after the first is a training target exactly once (inputs of max_len items)."""
+    windows, end = [], len(sequence)
+    while end > 1:
+        windows.append(sequence[max(0, end - max_len - 1) : end])
+        end -= max_len
+    return windows
+
+
+@register_recommender("sasrec")
+class SASRec(Recommender):
+    train_options = ("objective", "causal", "prefixes_per_user", "train_windows")
+
+    def __init__(
+        self,
+        config: EncoderConfig,
+        objective: str = "all_positions",
+        causal: bool | None = None,
+        prefixes_per_user: int = 4,
+        train_windows: str = "last",
+    ):
         super().__init__()
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
@@ -42,13 +63,26 @@ class SASRec(nn.Module):
                 f"SASRec objective={objective!r} with causal attention: {config.attention!r} has no causal form; "
                 "use objective='last_position' (any attention) or a causal-capable mechanism"
             )
+        if train_windows not in TRAIN_WINDOWS:
+            raise ValueError(f"train_windows must be one of {TRAIN_WINDOWS}, got {train_windows!r}")
         self.config, self.objective, self.causal = config, objective, causal
+        self.prefixes_per_user, self.train_windows = prefixes_per_user, train_windows
         # a batch shorter than max_len is cut to its longest sequence: exact, since positions are counted
         # from the right and padded keys are masked; not for mechanisms tied to one length (Linformer)
         self.trim_batches = not available_attentions()[config.attention]["needs_max_len"]
         self.encoder = SequenceEncoder(config, causal=causal)
 
     # -- training batches ---------------------------------------------------------
+
+    def epoch_examples(self, sequences: list[list[int]]) -> list[list[int]]:
+        """all_positions: each user's last N + 1 items, or (train_windows="all") windows covering the whole
+        history; last_position: each user prefixes_per_user times (a prefix is drawn per batch)."""
+        sequences = super().epoch_examples(sequences)
+        if self.objective == "last_position":
+            return sequences * self.prefixes_per_user
+        if self.train_windows == "all":
+            return [w for s in sequences for w in history_windows(s, self.config.max_len) if len(w) >= 2]
+        return sequences
 
     def make_batch(self, sequences: list[list[int]], rng: random.Random, device=None) -> dict:
         """Training tensors for a list of training sequences (items chronological)."""

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from bench.data import leave_one_out
 from bench.environment import environment
-from bench.train import _batches, _epoch_examples, build_model, evaluate, get_dataset, with_recipe
+from bench.train import _batches, build_model, evaluate, get_dataset, with_recipe
 
 VARIANTS = {
     "before": {"batching": "random", "trim": False, "chunked_loss": False},
@@ -43,7 +43,7 @@ def one_epoch(config, dataset, split, trim: bool, chunked_loss: bool, seed: int)
     model.trim_batches = trim
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     rng = random.Random(seed)
-    examples = _epoch_examples(model, split.train, config)
+    examples = model.epoch_examples(split.train)
     rng.shuffle(examples)
     parts = dict.fromkeys(("batch", "encoder", "scores+ce", "backward", "step"), 0.0)
     model.train()

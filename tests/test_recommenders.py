@@ -139,12 +139,23 @@ def test_resume_accepts_a_checkpoint_older_than_a_new_setting_at_its_default(tmp
 
 
 def test_bert4rec_sees_each_user_masks_per_user_times_an_epoch():
-    from bench.train import _epoch_examples
+    from bench.train import build_model
 
     sequences = [[1, 2, 3], [4, 5]]
-    model = BERT4Rec(_config(attention="sdpa"))
-    config = TrainConfig(dataset="synthetic", model="bert4rec", masks_per_user=3)
-    assert sorted(map(tuple, _epoch_examples(model, sequences, config))) == sorted(map(tuple, sequences * 3))
+    config = TrainConfig(dataset="synthetic", model="bert4rec", masks_per_user=3, attention="sdpa", max_len=12)
+    model = build_model(config, num_items=30)
+    assert sorted(map(tuple, model.epoch_examples(sequences))) == sorted(map(tuple, sequences * 3))
+
+
+def test_recommenders_are_built_by_name_and_leave_the_given_config_alone():
+    from models import available_recommenders
+
+    assert available_recommenders() == ["bert4rec", "sasrec"]
+    config = _config(attention="sdpa")
+    BERT4Rec(config)
+    assert config.extra_tokens == 0  # BERT4Rec's [MASK] token lives in its own copy
+    with pytest.raises(ValueError, match="unknown recommender 'gru4rec'"):
+        TrainConfig(dataset="synthetic", model="gru4rec")
     with pytest.raises(ValueError, match="--masks-per-user must be >= 1"):
         TrainConfig(dataset="synthetic", model="bert4rec", masks_per_user=0)
 
@@ -209,7 +220,7 @@ def test_test_input_includes_the_validation_item():
 
 
 def test_history_windows_make_every_item_a_target_once():
-    from bench.train import history_windows
+    from models.sasrec import history_windows
 
     sequence = list(range(1, 12))  # 11 items, 10 targets
     windows = history_windows(sequence, 4)
