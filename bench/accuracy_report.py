@@ -97,7 +97,7 @@ def train_row(results: dict) -> dict:
 
 def _setting(row: dict) -> str:
     config, stats = row["config"], row["dataset_stats"]
-    objective = row["objective"] if row["model"] == "sasrec" else "cloze"
+    objective = row["objective"].replace("_", "-") if row["model"] == "sasrec" else "cloze"
     width = f"d{config['hidden']}h{config['heads']}"
     return f"{row['dataset']}-{stats['items']}items_{row['model']}-{objective}_{row['recipe']}_{width}"
 

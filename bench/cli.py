@@ -157,12 +157,18 @@ def cmd_sweep(args) -> None:
 
 
 def cmd_report(args) -> None:
-    from .report import report
+    from .report import regenerate_committed, report
 
-    missing = [p for p in args.results if not Path(p).exists()]
-    if missing:
-        sys.exit(f"report: results file(s) not found: {', '.join(missing)}")
     try:
+        if args.committed:
+            for name, written in regenerate_committed(REPO_ROOT / "results").items():
+                print(f"results/reports/{name}: {len(written)} plot(s)/table(s)")
+            return
+        if not args.results or not args.out:
+            sys.exit("report: give results files and --out, or --committed")
+        missing = [p for p in args.results if not Path(p).exists()]
+        if missing:
+            sys.exit(f"report: results file(s) not found: {', '.join(missing)}")
         written = report([Path(p) for p in args.results], Path(args.out))
     except ResultsFileError as err:
         sys.exit(f"report: {err}")
@@ -179,11 +185,11 @@ def cmd_main(args) -> None:
         sys.exit(f"main: {results} exists; --resume continues it, or leave out --out for a fresh run folder")
     args.preset = args.preset or "quick"
     _run_sweep(args, results)
-    cmd_report(argparse.Namespace(results=[str(results)], out=str(out_dir)))
+    cmd_report(argparse.Namespace(results=[str(results)], out=str(out_dir), committed=False))
     table = sorted(out_dir.glob("attention_fwd_bwd_fp32_*_time.md"))
     if table:
         print("\n" + table[0].read_text())
-    reference = REPO_ROOT / "results" / "quick" / "sweep.jsonl"
+    reference = REPO_ROOT / "results" / "sweeps" / "quick-cpu.jsonl"
     if args.preset == "quick" and reference.exists() and reference.resolve() != results.resolve():
         print("\n".join(compare_speedups(results, reference)))
     print(f"\nthis run: {out_dir} (rows, plots, tables); committed reference results are left as they are")
@@ -357,8 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.set_defaults(func=cmd_sweep)
 
     rep = sub.add_parser("report", help="plots and tables from stored results")
-    rep.add_argument("results", nargs="+", help="JSON-lines results files")
-    rep.add_argument("--out", required=True, help="output folder")
+    rep.add_argument("results", nargs="*", help="JSON-lines results files (or training results.json)")
+    rep.add_argument("--out", help="output folder")
+    rep.add_argument("--committed", action="store_true", help="regenerate every committed report (results/reports/)")
     rep.set_defaults(func=cmd_report)
 
     tr = sub.add_parser(

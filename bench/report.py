@@ -1,6 +1,7 @@
 """Plots and tables regenerated from stored results only (nothing is re-measured).
 
-    python -m bench report results/sweeps/cpu-paper.jsonl --out results/cpu-paper
+    python -m bench report results/sweeps/paper-cpu.jsonl --out results/reports/paper-cpu
+    python -m bench report --committed        # every committed report, from the committed rows (COMMITTED_REPORTS)
 
 For every series over sequence length (same device, dtype, level, mode, width,
 batch): time vs N and peak memory vs N (log-log, one line per mechanism, bidirectional
@@ -278,6 +279,30 @@ def _write_tables(table: pd.DataFrame, stem: Path, caption: str) -> None:
     stem.with_suffix(".md").write_text(f"{caption}\n\n" + markdown_table(table) + "\n")
     latex = table.to_latex(escape=True, caption=caption)
     stem.with_suffix(".tex").write_text(latex)
+
+
+# results/reports/<name>/ is generated from these rows (globs under results/); raw rows never live beside reports
+COMMITTED_REPORTS: dict[str, list[str]] = {
+    "paper-cpu": ["sweeps/paper-cpu.jsonl"],
+    "short-n-cpu": ["sweeps/short-n-cpu.jsonl"],
+    "quick-cpu": ["sweeps/quick-cpu.jsonl"],
+    "accuracy": ["sweeps/accuracy-*-cpu.jsonl", "runs/*/*/results.json"],
+}
+
+
+def committed_sources(name: str, root: Path) -> list[Path]:
+    return sorted(path for pattern in COMMITTED_REPORTS[name] for path in root.glob(pattern))
+
+
+def regenerate_committed(root: Path, out_root: Path | None = None) -> dict[str, list[Path]]:
+    """Every committed report from its committed rows (into out_root/<name>, default root/reports/<name>)."""
+    out_root = out_root or root / "reports"
+    written = {}
+    for name in COMMITTED_REPORTS:
+        sources = committed_sources(name, root)
+        if sources:
+            written[name] = report(sources, out_root / name)
+    return written
 
 
 def _stem_prefix(key: dict) -> str:

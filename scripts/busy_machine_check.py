@@ -4,7 +4,7 @@
 
 Writes quiet.jsonl and busy.jsonl (the two runs) and busy-machine.md: for every cell measured
 in both, the speed-up over sdpa under load divided by the quiet one, and the quiet run against
-the committed reference results/quick/sweep.jsonl (measured before groups were interleaved).
+the committed reference results/sweeps/quick-cpu.jsonl (measured before groups were interleaved).
 Run it on an otherwise quiet machine: it starts and stops its own load.
 """
 
@@ -94,7 +94,7 @@ def main() -> None:
         "",
     ]
     lines += ratio_lines(busy, quiet, f"busy / quiet (with {args.hogs} hogs)", 1.5)
-    reference = REPO_ROOT / "results" / "quick" / "sweep.jsonl"
+    reference = REPO_ROOT / "results" / "sweeps" / "quick-cpu.jsonl"
     if reference.exists():
         lines += ratio_lines(
             quiet,

@@ -21,6 +21,6 @@ print({k: round(v, 3) for k, v in row.items() if k.endswith(('_ms', '_fraction_o
 $PY -m bench sweep --attention sdpa,linrec,linrec:variant=official,linear,efficient,performer:nb_features=64,linformer:k=64 \
     --seq-len 200,256 --batch-size 8 --dim 128 --heads 8 --mode fwd_bwd,infer --causal false,true --level attention \
     --no-progress --out results/sweeps/short-n-cpu.jsonl
-$PY -m bench report results/sweeps/short-n-cpu.jsonl --out results/short-n
+$PY -m bench report results/sweeps/short-n-cpu.jsonl --out results/reports/short-n-cpu
 $PY -m bench gate --update-baseline
 PYTHONPATH=. $PY scripts/linrec_kernel_notes.py > results/peers/linrec-kernel-notes.txt

@@ -5,7 +5,7 @@
 # budget, at two batch sizes: 128 sequences (47 steps per epoch; the first budget) and 16 sequences
 # (~2,600 next-item targets per step, close to the authors' 2,048, 378 steps per epoch).
 # ML-100K: BERT4Rec (10 masked copies of each user per epoch) and SASRec last_position, two
-# mechanisms each. Results (results.json, checkpoints for --resume) go to results/ml-1m and results/ml-100k.
+# mechanisms each. Results (results.json, checkpoints for --resume) go to results/runs/ml-1m and results/runs/ml-100k.
 set -uo pipefail
 MINUTES=${1:-200}
 RESUME=${2:-}
@@ -14,20 +14,20 @@ common=(--dataset ml-1m --model sasrec --max-len 200 --hidden 64 --heads 2 --lay
         --epochs 200 --patience 10 --seed 2000 --threads 1 --no-progress --max-minutes "$MINUTES" $RESUME)
 for attention in sdpa linrec; do
   $PY -m bench train "${common[@]}" --attention "$attention" --batch-size 128 \
-      --out "results/ml-1m/sasrec-all-$attention" >> "results/ml-1m/sasrec-all-$attention.log" 2>&1 &
+      --out "results/runs/ml-1m/sasrec-all-$attention" >> "results/runs/ml-1m/sasrec-all-$attention.log" 2>&1 &
   $PY -m bench train "${common[@]}" --attention "$attention" --batch-size 16 \
-      --out "results/ml-1m/sasrec-all-$attention-b16" >> "results/ml-1m/sasrec-all-$attention-b16.log" 2>&1 &
+      --out "results/runs/ml-1m/sasrec-all-$attention-b16" >> "results/runs/ml-1m/sasrec-all-$attention-b16.log" 2>&1 &
 done
 small=(--dataset ml-100k --max-len 100 --hidden 64 --heads 2 --layers 2 --inner 256 --dropout 0.2 --batch-size 128 --lr 1e-3
        --seed 2000 --threads 1 --no-progress $RESUME)
 for attention in sdpa linrec; do
   $PY -m bench train "${small[@]}" --model bert4rec --masks-per-user 10 --epochs 60 --patience 15 --max-minutes 60 \
-      --attention "$attention" --out "results/ml-100k/bert4rec-$attention" >> "results/ml-100k/bert4rec-$attention.log" 2>&1 &
+      --attention "$attention" --out "results/runs/ml-100k/bert4rec-$attention" >> "results/runs/ml-100k/bert4rec-$attention.log" 2>&1 &
 done
 (
   $PY -m bench train "${small[@]}" --epochs 60 --patience 8 --max-minutes 6 --model sasrec --objective last_position \
-      --attention linrec --variant official --out results/ml-100k/sasrec-last-linrec-official > results/ml-100k/sasrec-last-linrec-official.log 2>&1
+      --attention linrec --variant official --out results/runs/ml-100k/sasrec-last-linrec-official > results/runs/ml-100k/sasrec-last-linrec-official.log 2>&1
   $PY -m bench train "${small[@]}" --epochs 60 --patience 8 --max-minutes 6 --model sasrec --objective last_position \
-      --attention linformer --option k=32 --out results/ml-100k/sasrec-last-linformer > results/ml-100k/sasrec-last-linformer.log 2>&1
+      --attention linformer --option k=32 --out results/runs/ml-100k/sasrec-last-linformer > results/runs/ml-100k/sasrec-last-linformer.log 2>&1
 ) &
 wait
