@@ -18,6 +18,7 @@ from torch.profiler import profile
 from bench.environment import environment
 from bench.measure import time_interleaved
 from models.attention import functional as fn
+from models.attention.kernels import linrec as linrec_kernels
 
 
 def elu_costs() -> None:
@@ -27,7 +28,7 @@ def elu_costs() -> None:
         "F.elu": lambda: F.elu(block),
         "expm1": lambda: torch.expm1(block),
         "exp": lambda: torch.exp(block),
-        "exp-based elu (into a buffer)": lambda: fn._elu_into(block, out),
+        "exp-based elu (into a buffer)": lambda: linrec_kernels._elu_into(block, out),
         "copy": lambda: out.copy_(block),
     }
     times = {name: [] for name in jobs}
@@ -84,12 +85,17 @@ def causal_ab() -> None:
         F.scaled_dot_product_attention(q, k, v, is_causal=True).backward(grad)
 
     same = torch.allclose(
-        fn._CausalLinRecQueries.apply(F.elu(q), F.elu(k), inv_n_prefix),
+        linrec_kernels._CausalLinRecQueries.apply(F.elu(q), F.elu(k), inv_n_prefix),
         autograd_query_scaling(F.elu(q), F.elu(k), inv_n_prefix),
         atol=1e-6,
     )
     medians, _ = time_interleaved(
-        {"fused": step(fn._CausalLinRecQueries.apply), "autograd": step(autograd_query_scaling), "sdpa": sdpa}, rounds=7
+        {
+            "fused": step(linrec_kernels._CausalLinRecQueries.apply),
+            "autograd": step(autograd_query_scaling),
+            "sdpa": sdpa,
+        },
+        rounds=7,
     )
     print("\n3. Causal LinRec fwd+bwd, B=8, H=8, N=4096, d=16 (kernel level), median of 7 interleaved rounds:")
     for name, seconds in medians.items():

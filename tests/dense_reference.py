@@ -1,4 +1,4 @@
-"""Direct dense transcriptions of ../shared/docs/SPEC.md, for tests only.
+"""Direct dense transcriptions of the formulas in docs/mechanisms.md, for tests only.
 
 Written for clarity, not speed: N x N matrices and Python loops over positions.
 Shapes: q, k, v (B, H, N, d); real (B, N) bool (True = real item) or None.
@@ -43,7 +43,7 @@ def softmax(q, k, v, causal=False, real=None):
 
 
 def linrec_paper(q, k, v, causal=False, real=None):
-    """SPEC 1a (bidirectional) and 1c (causal, exact prefix), one query at a time."""
+    """The paper form, bidirectional and causal (exact prefix), one query at a time."""
     real = _real(real, q)
     d = q.shape[-1]
     fq, fk = F.elu(q), F.elu(k)
@@ -58,7 +58,7 @@ def linrec_paper(q, k, v, causal=False, real=None):
 
 
 def linrec_official(q, k, v, causal=False, real=None):
-    """SPEC 1b with masks honoured: per-token L2 norms of elu(Q), elu(K), / sqrt(d)."""
+    """The authors' released form with masks honoured: per-token L2 norms of elu(Q), elu(K), / sqrt(d)."""
     real = _real(real, q)
     qh, kh = F.normalize(F.elu(q), dim=-1), F.normalize(F.elu(k), dim=-1)
     weights = (qh @ kh.transpose(-1, -2)) / math.sqrt(q.shape[-1])

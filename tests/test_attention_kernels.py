@@ -1,10 +1,12 @@
-"""Kernels against direct dense transcriptions of the SPEC formulas (fp32, rtol 1e-4)."""
+"""Kernels against direct dense transcriptions of the formulas (fp32, rtol 1e-4)."""
 
 import dense_reference as dense
 import pytest
 import torch
 
+import models.attention.kernels.causal  # noqa: F401  (patched below as kernels.causal)
 from models.attention import functional as fn
+from models.attention import kernels
 
 B, H, N, D = 2, 2, 13, 8
 
@@ -205,7 +207,7 @@ def test_blockwise_recompute_gives_the_same_output_and_gradients(variant, causal
 )
 def test_linrec_inference_path_matches_the_autograd_path(monkeypatch, padded, block_bytes):
     """Without autograd, bidirectional LinRec runs a cache-blocked path; it must give the same numbers."""
-    monkeypatch.setattr(fn, "_CACHE_BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(kernels.common, "CACHE_BLOCK_BYTES", block_bytes)
     q, k, v, real = _inputs()
     q_strided = torch.randn(B, N, H, D).transpose(1, 2)  # (B, H, N, d) view, as split from a projection
     mask = real if padded else None
@@ -222,7 +224,7 @@ def test_linrec_inference_path_matches_the_autograd_path(monkeypatch, padded, bl
 @pytest.mark.parametrize("block_bytes", [1, 1 << 30], ids=["one-head-blocks", "one-block"])
 def test_linformer_blockwise_gradients_match_the_dense_reference(monkeypatch, padded, block_bytes):
     """The blockwise Linformer recomputes its probabilities in the backward; gradients must be exact."""
-    monkeypatch.setattr(fn, "_CACHE_BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(kernels.common, "CACHE_BLOCK_BYTES", block_bytes)
     q, k, v, real = (t.double() if t.is_floating_point() else t for t in _inputs())
     e_proj, f_proj = torch.randn(5, 20, dtype=torch.float64), torch.randn(5, 20, dtype=torch.float64)
     inputs = [t.requires_grad_(True) for t in (q, k, v, e_proj, f_proj)]
@@ -279,7 +281,7 @@ def test_fla_backend_maps_causal_linrec_onto_chunk_linear_attn(monkeypatch, vari
         ("fla.ops.linear_attn", _stand_in_fla(calls)),
     ):
         monkeypatch.setitem(sys.modules, name, module)
-    monkeypatch.setattr(fn, "_FLA_DEVICE_TYPES", ("cpu",))
+    monkeypatch.setattr(kernels.causal, "_FLA_DEVICE_TYPES", ("cpu",))
     q, k, v, real = _inputs()
     got = fn.linrec_attention(q, k, v, causal=True, variant=variant, key_padding_mask=real, backend="fla")
     _close(got, fn.linrec_attention(q, k, v, causal=True, variant=variant, key_padding_mask=real))
