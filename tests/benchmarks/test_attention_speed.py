@@ -15,13 +15,9 @@ import torch
 from bench.cells import Cell, make_workload
 from bench.environment import environment
 from bench.measure import peak_memory
+from models.attention import available_attentions, list_attentions
 
-MECHANISMS = ["sdpa", "softmax", "linrec", "linrec:official", "linear", "efficient", "performer", "linformer"]
-OPTIONS = {
-    "linrec:official": ("linrec", {"variant": "official"}),
-    "performer": ("performer", {"nb_features": 64}),
-    "linformer": ("linformer", {"k": 256}),
-}
+MECHANISMS = list_attentions()  # every registered configuration (plugins included), label -> (name, options)
 BATCH, DIM, HEADS = 4, 128, 8
 
 
@@ -30,9 +26,9 @@ BATCH, DIM, HEADS = 4, 128, 8
 @pytest.mark.parametrize("causal", [False, True], ids=["bidir", "causal"])
 @pytest.mark.parametrize("mechanism", MECHANISMS)
 def test_attention_layer(benchmark, mechanism, causal, seq_len, mode):
-    name, options = OPTIONS.get(mechanism, (mechanism, {}))
-    if causal and name == "linformer":
-        pytest.skip("linformer has no causal form")
+    name, options = MECHANISMS[mechanism]
+    if causal and not available_attentions()[name]["causal"]:
+        pytest.skip(f"{name} has no causal form")
     if name == "softmax" and seq_len > 1024 and mode == "fwd_bwd":
         pytest.skip("materialised softmax at N=4096 fwd+bwd takes minutes here; see the sweep")
     cell = Cell("attention", name, causal, seq_len, BATCH, DIM, HEADS, mode, "fp32", "cpu", options)

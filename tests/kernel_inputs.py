@@ -1,0 +1,19 @@
+"""Inputs and a relative-error check shared by the kernel tests."""
+
+import torch
+
+B, H, N, D = 2, 2, 13, 8
+
+
+def _inputs(dtype=torch.float32):
+    q, k, v = (torch.randn(B, H, N, D, dtype=dtype) for _ in range(3))
+    real = torch.ones(B, N, dtype=torch.bool)
+    real[0, :4] = False  # left padding (SASRec style)
+    real[1, -3:] = False  # right padding (RecBole / BERT4Rec style)
+    return q, k, v, real
+
+
+def _close(actual, expected, rtol=1e-4):
+    scale = expected.abs().max().clamp_min(1e-6)
+    err = ((actual - expected).abs().max() / scale).item()
+    assert err < rtol, f"relative error {err:.2e} >= {rtol}"
