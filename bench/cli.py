@@ -123,6 +123,16 @@ def _run_sweep(args, out: Path) -> None:
 
         sweep.QUIET_WAIT_S = max(0.0, args.quiet_wait_s)
     cells = _sweep_cells(args)
+    if getattr(args, "shard", None):
+        from .shard import parse_shard, shard_cells, shard_path
+
+        try:
+            index, count = parse_shard(args.shard)
+            cells = shard_cells(cells, index, count, args.shard_by)
+        except ValueError as err:
+            sys.exit(f"sweep: {err}")
+        out = shard_path(out, index, count)
+        print(f"shard {index} of {count}: {len(cells)} cell(s) -> {out}")
     config = {k: v for k, v in vars(args).items() if k not in ("func", "no_progress", "quiet_wait_s")}
     config["attention"] = [list(a) for a in config["attention"]] if config.get("attention") else None
     try:
@@ -281,6 +291,19 @@ def cmd_data_stats(args) -> None:
         print(f"{key:{width}}  {value:.6g}" if isinstance(value, float) else f"{key:{width}}  {value}")
 
 
+def cmd_merge(args) -> None:
+    from .shard import merge
+
+    missing = [p for p in args.sources if not Path(p).is_file()]
+    if missing:
+        sys.exit(f"merge: not found: {', '.join(missing)}")
+    try:
+        count = merge(Path(args.out), [Path(p) for p in args.sources])
+    except ResultsFileError as err:
+        sys.exit(f"merge: {err}")
+    print(f"{count} row(s), one per cell, in {args.out}")
+
+
 def cmd_data_prepare(args) -> None:
     import os
 
@@ -360,7 +383,26 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", parents=[plugin], help="measure a grid of cells into a JSON-lines file (resumable)")
     _add_sweep_args(sweep)
     sweep.add_argument("--out", help="results file (default results/sweeps/PRESET-DEVICE.jsonl)")
+    sweep.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="measure shard I of N (0-based; a SLURM array task) into OUT.shard-I-of-N.jsonl",
+    )
+    sweep.add_argument(
+        "--shard-by",
+        default="series",
+        choices=["series", "family"],
+        help="deal series round robin, or keep every mechanism of a shape on one host",
+    )
     sweep.set_defaults(func=cmd_sweep)
+
+    merge = sub.add_parser(
+        "merge", help="one results file from shards or several runs: one row per cell, the latest wins"
+    )
+    merge.add_argument("out", help="the merged results file")
+    merge.add_argument("sources", nargs="+", help="results files to merge (e.g. OUT.shard-*-of-N.jsonl)")
+    merge.set_defaults(func=cmd_merge)
 
     rep = sub.add_parser("report", help="plots and tables from stored results")
     rep.add_argument("results", nargs="*", help="JSON-lines results files (or training results.json)")

@@ -352,6 +352,15 @@ def report(paths: list[Path], out: Path) -> list[Path]:
     if frame.empty:
         return written
     measured = frame[frame["level"].isin(["attention", "kernel", "model"])]
+    if "host" in measured:
+        mixed = [g for g, rows in measured.groupby(GROUP_KEYS) if rows["host"].nunique() > 1]
+        if mixed:
+            print(
+                f"report: warning: {len(mixed)} speed-up group(s) compare cells measured on different hosts "
+                "(shard with --shard-by family to keep a group on one host), e.g. "
+                + str(dict(zip(GROUP_KEYS, mixed[0], strict=True))),
+                file=sys.stderr,
+            )
     for key_values, group in measured.groupby(SERIES_KEYS):
         key = dict(zip(SERIES_KEYS, key_values, strict=False))
         for batch, series in group.groupby("batch_size"):

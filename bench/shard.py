@@ -1,0 +1,112 @@
+"""Sweeps beyond one machine without a scheduler of our own: deterministic shards and a merge.
+
+    # a SLURM array of N tasks (--array=0-3), each measuring its share into its own resumable file
+    python -m bench sweep --preset paper --out results/sweeps/paper.jsonl \
+        --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT
+    # -> results/sweeps/paper.shard-0-of-4.jsonl ... ; then one file, one row per cell:
+    python -m bench merge results/sweeps/paper.jsonl results/sweeps/paper.shard-*-of-4.jsonl
+
+Shards split the sorted list of series (a series is one cell across sequence lengths) round
+robin, so every N-curve — and the sweep's OOM / time-budget skip-ahead — stays on one host;
+`--shard-by family` keeps whole comparison families (every mechanism of a shape) together
+instead, so speed-ups compare cells timed on one host, interleaved.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from .results import load_rows
+
+SHARD_BY = ("series", "family")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'I/N' with 0 <= I < N (SLURM: --array=0-(N-1), then $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard {text!r}: expected I/N, e.g. 0/4") from None
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"--shard {text}: need 0 <= I < N (a SLURM array over 0-{max(count - 1, 0)})")
+    return index, count
+
+
+def _key_of(cell, shard_by: str) -> str:
+    fields = asdict(cell)
+    fields.pop("seq_len")
+    if shard_by == "family":
+        fields.pop("attention")
+        fields.pop("options")
+    return json.dumps(fields, sort_keys=True)
+
+
+def shard_cells(cells: list, index: int, count: int, shard_by: str = "series") -> list:
+    """The cells of shard `index` of `count`: series (or families) sorted, then dealt round robin."""
+    if shard_by not in SHARD_BY:
+        raise ValueError(f"--shard-by must be one of {SHARD_BY}, got {shard_by!r}")
+    keys = sorted({_key_of(c, shard_by) for c in cells})
+    mine = {key for position, key in enumerate(keys) if position % count == index}
+    return [c for c in cells if _key_of(c, shard_by) in mine]
+
+
+def shard_path(out: Path, index: int, count: int) -> Path:
+    stem = out.name[: -len(".jsonl")] if out.name.endswith(".jsonl") else out.name
+    return out.with_name(f"{stem}.shard-{index}-of-{count}.jsonl")
+
+
+def row_key(row: dict) -> str:
+    """The identity of a row's cell, the rule `report` uses (timing cells and training cells)."""
+    if row.get("level") == "train":
+        from .accuracy import TrainCell  # noqa: PLC0415 -- training rows only
+
+        return "train|" + TrainCell(**{k: row[k] for k in TrainCell.__dataclass_fields__}).key()
+    fields = (
+        "level",
+        "attention",
+        "options",
+        "causal",
+        "seq_len",
+        "batch_size",
+        "dim",
+        "heads",
+        "mode",
+        "dtype",
+        "device_type",
+    )
+    return json.dumps({k: row.get(k) for k in fields}, sort_keys=True)
+
+
+def merge(out: Path, sources: list[Path], warn=lambda text: print(text, file=sys.stderr)) -> int:
+    """Write one row per cell of the sources into `out` (the latest timestamp wins); returns the row count.
+
+    Warns when one comparison group mixes commits, torch versions or devices (its ratios then
+    compare unlike things)."""
+    latest: dict[str, dict] = {}
+    for source in sources:
+        for row in load_rows(source):
+            key = row_key(row)
+            if key not in latest or str(row.get("timestamp", "")) >= str(latest[key].get("timestamp", "")):
+                latest[key] = row
+    groups: dict[str, list[dict]] = {}
+    for row in latest.values():
+        if row.get("level") != "train":
+            group = {
+                k: row.get(k) for k in ("level", "causal", "seq_len", "batch_size", "dim", "heads", "mode", "dtype")
+            }
+            groups.setdefault(json.dumps(group, sort_keys=True), []).append(row)
+    for group, rows in groups.items():
+        for field in ("commit", "torch", "device", "host"):
+            values = {str(r.get(field)) for r in rows}
+            if len(values) > 1:
+                warn(f"merge: warning: one comparison group mixes {field}s {sorted(values)}: {group}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    ordered = sorted(latest.values(), key=lambda r: str(r.get("timestamp", "")))
+    tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in ordered))
+    os.replace(tmp, out)
+    return len(ordered)
