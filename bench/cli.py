@@ -194,6 +194,10 @@ def cmd_main(args) -> None:
     if results.exists() and not args.resume:
         sys.exit(f"main: {results} exists; --resume continues it, or leave out --out for a fresh run folder")
     args.preset = args.preset or "quick"
+    if args.threads is None:
+        # one thread, as the gate: with several, an OpenMP thread that loses its core to another process stalls
+        # the rest at every barrier, and many-op kernels suffer far more than one fused op (speed-ups go wrong)
+        args.threads = 1
     _run_sweep(args, results)
     cmd_report(argparse.Namespace(results=[str(results)], out=str(out_dir), committed=False))
     table = sorted(out_dir.glob("attention_fwd_bwd_fp32_*_time.md"))

@@ -23,26 +23,12 @@ from bench.report import _speedups, load_frame
 HOG = "import time\nend = time.time() + 3600\nwhile time.time() < end: pass"
 
 
-def sweep(out: Path, quiet_wait_s: float) -> float:
+def sweep(out: Path, quiet_wait_s: float, threads: int) -> float:
     out.unlink(missing_ok=True)
     started = time.time()
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "sweep",
-            "--preset",
-            "quick",
-            "--out",
-            str(out),
-            "--no-progress",
-            "--quiet-wait-s",
-            str(quiet_wait_s),
-        ],
-        check=True,
-        cwd=REPO_ROOT,
-    )
+    command = [sys.executable, "-m", "bench", "sweep", "--preset", "quick", "--out", str(out), "--no-progress"]
+    command += ["--quiet-wait-s", str(quiet_wait_s), "--threads", str(threads)]
+    subprocess.run(command, check=True, cwd=REPO_ROOT)
     return time.time() - started
 
 
@@ -66,16 +52,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="results/robustness")
     parser.add_argument("--hogs", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per measurement (the main job uses 1)")
+    parser.add_argument("--reference", default=None, help="committed rows to compare the quiet run with")
     parser.add_argument(
         "--quiet-wait-s", type=float, default=5.0, help="passed to the loaded sweep (the load never goes away)"
     )
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    quiet_s = sweep(out / "quiet.jsonl", 60.0)
+    quiet_s = sweep(out / "quiet.jsonl", 60.0, args.threads)
     hogs = [subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(args.hogs)]
     try:
-        busy_s = sweep(out / "busy.jsonl", args.quiet_wait_s)
+        busy_s = sweep(out / "busy.jsonl", args.quiet_wait_s, args.threads)
     finally:
         for hog in hogs:
             hog.kill()
@@ -86,7 +74,7 @@ def main() -> None:
     lines = [
         "# Speed-ups on a busy machine",
         "",
-        f"Quick preset, {env['device']}, torch {env['torch']}, {env['threads']} threads, "
+        f"Quick preset, {env['device']}, torch {env['torch']}, {args.threads} thread(s) per measurement, "
         f"commit {env['commit']}, {env['timestamp']}.",
         "",
         f"Quiet run {quiet_s / 60:.1f} min; with {args.hogs} CPU hogs "
@@ -94,7 +82,7 @@ def main() -> None:
         "",
     ]
     lines += ratio_lines(busy, quiet, f"busy / quiet (with {args.hogs} hogs)", 1.5)
-    reference = REPO_ROOT / "results" / "sweeps" / "quick-cpu.jsonl"
+    reference = Path(args.reference) if args.reference else REPO_ROOT / "results" / "sweeps" / "quick-cpu.jsonl"
     if reference.exists():
         lines += ratio_lines(
             quiet,
