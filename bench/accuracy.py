@@ -188,6 +188,46 @@ def done_keys(path: Path) -> set[str]:
     return keys
 
 
+def snapshot_unfinished(
+    cells: list[TrainCell],
+    out: Path,
+    *,
+    work_dir: Path = DEFAULT_WORK_DIR,
+    threads: int | None = None,
+    device: str = "cpu",
+    data_dir: str | None = None,
+    log=print,
+) -> list[dict]:
+    """Rows with status 'partial' for cells stopped mid-training: their best epoch so far, tested.
+
+    Run it when no driver is running (it evaluates in this process). A partial row does not count
+    as done: the next run of the sweep continues the cell from its checkpoint and writes its 'ok'
+    row, which then supersedes the snapshot in reports."""
+    import dataclasses
+
+    from .train import train
+
+    done, written = done_keys(out), []
+    with results_writer(out):
+        for cell in cells:
+            cell_dir = work_dir / cell.slug()
+            if cell.key() in done or not (cell_dir / "checkpoint.pt").exists():
+                continue
+            config = dataclasses.replace(
+                cell.train_config(cell_dir, device=device, threads=threads, data_dir=data_dir), max_minutes=0.0
+            )
+            results = train(config, resume=True, progress=False, log=False)  # no epoch runs: the best one is tested
+            results["stop_reason"] = (
+                f"snapshot after {results['epochs_run']} epoch(s); training continues on the next run"
+            )
+            (cell_dir / "results.json").unlink(missing_ok=True)  # the cell is not finished
+            row = _row(cell, "partial", results["stop_reason"], results=results)
+            append_row(out, row)
+            written.append(row)
+            log(f"{cell.slug()}: partial after {results['epochs_run']} epochs, best {results['best_epoch']}")
+    return written
+
+
 def unsupported_reason(cell: TrainCell) -> str | None:
     from models.attention import available_attentions
 

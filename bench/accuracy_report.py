@@ -111,9 +111,10 @@ def train_frame(rows: list[dict]) -> pd.DataFrame:
     """One line per finished run, metrics flattened as '<metric>:<protocol>'."""
     records = []
     for row in rows:
-        if row.get("level") != "train" or row.get("status") != "ok":
+        if row.get("level") != "train" or row.get("status") not in ("ok", "partial"):
             continue
         record = {
+            "partial": row.get("status") == "partial",
             "setting": _setting(row),
             "variant": variant(row.get("settings")),
             "mechanism": attention_label(row["attention"], row.get("options") or {}),
@@ -163,6 +164,7 @@ def summary(frame: pd.DataFrame, by=("mechanism", "seq_len", "batch_size")) -> p
     table = grouped[metrics].agg(["mean", "std"])
     table.columns = [f"{m}|{stat}" for m, stat in table.columns]
     table["seeds"] = grouped.size()
+    table["partial"] = grouped["partial"].any() if "partial" in frame else False
     table["best_epoch"] = grouped["best_epoch"].mean()
     table["s_per_epoch"] = grouped["s_per_epoch"].median()
     table["train_minutes"] = grouped["train_minutes"].mean()
@@ -304,6 +306,9 @@ def _learning_curves(frame: pd.DataFrame, title: str, path: Path, colors: dict) 
 
 def _table(table: pd.DataFrame, protocols: list[str]) -> pd.DataFrame:
     out = table[["mechanism", "seq_len", "batch_size", "seeds"]].rename(columns={"seq_len": "N", "batch_size": "batch"})
+    out["seeds"] = [
+        f"{n} †" if partial else str(n) for n, partial in zip(table["seeds"], table["partial"], strict=True)
+    ]
     for protocol in protocols:
         short = "seen excl." if protocol == "seen_excluded" else protocol
         for metric, name in (("ndcg@10", "NDCG@10"), ("recall@10", "Recall@10")):
@@ -392,7 +397,8 @@ def accuracy_report(rows: list[dict], out: Path) -> list[Path]:
             f"Device: {device}. Test metrics of the best validation epoch, full ranking, "
             "leave-one-out; mean ± std over seeds where several exist. 'seen excl.': items already in the user's "
             "history are not "
-            "ranked (the target stays rankable); 'all': every item is ranked.",
+            "ranked (the target stays rankable); 'all': every item is ranked. †: a run still training (snapshot of its "
+            "best epoch so far).",
             "",
             _markdown(shown),
         ]

@@ -267,6 +267,19 @@ def cmd_accuracy(args) -> None:
         if args.out
         else REPO_ROOT / "results" / "sweeps" / f"accuracy-{args.preset}-{args.device.split(':')[0]}.jsonl"
     )
+    if args.snapshot:
+        from .accuracy import snapshot_unfinished
+
+        rows = snapshot_unfinished(
+            cells,
+            out,
+            work_dir=Path(args.work_dir or DEFAULT_WORK_DIR),
+            threads=args.threads,
+            device=args.device,
+            data_dir=args.data_dir,
+        )
+        print(f"{len(rows)} partial row(s) in {out}")
+        return
     try:
         rows = run_accuracy_sweep(
             cells,
@@ -440,6 +453,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     acc.add_argument(
         "--only", type=_csv(str), default=None, help="keep cells whose name contains one of these substrings"
+    )
+    acc.add_argument(
+        "--snapshot",
+        action="store_true",
+        help="no training: a 'partial' row (best epoch so far, tested) for each cell stopped mid-training",
     )
     acc.set_defaults(func=cmd_accuracy)
 

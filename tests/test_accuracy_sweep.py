@@ -125,3 +125,27 @@ def test_gap_to_sdpa_is_judged_against_the_seed_spread(linrec, verdict):
 def test_one_seed_is_said_to_be_one_seed():
     (line,) = gaps_to_baseline(train_frame([_row("sdpa", 1, 0.18), _row("linrec", 1, 0.17)]), "seen_excluded")
     assert "one seed" in line and "-0.0100" in line
+
+
+def test_a_snapshot_of_an_unfinished_cell_is_partial_and_the_finished_row_supersedes_it(tmp_path):
+    import dataclasses
+
+    from bench.accuracy import snapshot_unfinished
+    from bench.accuracy_report import train_frame
+    from bench.train import train
+
+    cell = TrainCell("synthetic", "sdpa", 20, 16, settings={"epochs": 3, "patience": 3, "synthetic_users": 200})
+    out, work = tmp_path / "acc.jsonl", tmp_path / "work"
+    cell_dir = work / cell.slug()
+    cell_dir.mkdir(parents=True)
+    stopped_early = dataclasses.replace(cell.train_config(cell_dir, threads=1), epochs=1)
+    train(stopped_early, progress=False, log=False)
+    (cell_dir / "results.json").unlink()
+    (partial,) = snapshot_unfinished([cell], out, work_dir=work, threads=1, log=lambda *_: None)
+    assert partial["status"] == "partial" and partial["epochs_run"] == 1 and "snapshot" in partial["stop_reason"]
+    assert cell.key() not in done_keys(out)
+    assert train_frame(load_rows(out))["partial"].tolist() == [True]
+    (finished,) = run_accuracy_sweep([cell], out, work_dir=work, threads=1, log=lambda *_: None)
+    assert finished["status"] == "ok" and finished["epochs_run"] == 3
+    frame = train_frame(load_rows(out))
+    assert frame["partial"].tolist() == [False] and frame["epochs_run"].tolist() == [3]
