@@ -40,7 +40,7 @@ def test_quick_preset_end_to_end_then_resume_skips_everything(tmp_path):
             assert row[key] is not None, key
     assert run_accuracy_sweep(preset_cells("quick"), out, work_dir=work, log=lambda *_: None) == []
     written = {p.name for p in report([out], tmp_path / "report")}
-    setting = "synthetic-200items_sasrec-all_positions_sasrec-plus_d64h1"
+    setting = "synthetic-200items_sasrec-all-positions_sasrec-plus_d64h1"
     assert f"accuracy_vs_len_{setting}.png" in written and f"accuracy_{setting}.md" in written
     assert "Gap to sdpa" in (tmp_path / "report" / f"accuracy_{setting}.md").read_text()
 

@@ -269,7 +269,7 @@ def test_training_results_become_accuracy_rows_in_the_report(tmp_path):
     train(_tiny(tmp_path, epochs=1), progress=False)
     written = report([tmp_path / "run" / "results.json"], tmp_path / "report")
     names = {p.name for p in written}
-    setting = "synthetic-60items_sasrec-all_positions_recbole_d32h2"
+    setting = "synthetic-60items_sasrec-all-positions_recbole_d32h2"
     assert {
         f"accuracy_{setting}.md",
         f"learning_curves_{setting}.png",
