@@ -424,7 +424,7 @@ def _ablation_table(runs: pd.DataFrame, setting: str, out: Path) -> list[Path]:
                 "N": n,
                 "batch": batch,
                 "change": row["variant"] or "(recipe as named)",
-                "seeds": row["seeds"],
+                "seeds": f"{row['seeds']} †" if row.get("partial") else str(row["seeds"]),
             }
             for protocol in protocols:
                 column = f"ndcg@10:{protocol}"
@@ -445,7 +445,8 @@ def _ablation_table(runs: pd.DataFrame, setting: str, out: Path) -> list[Path]:
         f"# Ablation — {setting.replace('_', ', ')}",
         "",
         "Each row changes one setting of the recipe; Δ is the change of mean test NDCG@10 "
-        "against the recipe as named (same mechanism, N, batch, seeds). A Δ smaller than the std is noise.",
+        "against the recipe as named (same mechanism, N, batch, seeds). A Δ smaller than the std is noise. "
+        "†: includes a run still training (snapshot of its best epoch so far).",
         "",
         _markdown(shown),
     ]
