@@ -52,6 +52,10 @@ class TrainCell:
     def key(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
+    @classmethod
+    def of_row(cls, row: dict) -> TrainCell:
+        return cls(**{k: row[k] for k in cls.__dataclass_fields__})
+
     @property
     def label(self) -> str:
         return attention_label(self.attention, self.options)
@@ -184,7 +188,7 @@ def done_keys(path: Path) -> set[str]:
     keys = set()
     for row in load_rows(path):
         if row.get("level") == "train" and row.get("status") in ("ok", "oom", "unsupported"):
-            keys.add(TrainCell(**{k: row[k] for k in TrainCell.__dataclass_fields__}).key())
+            keys.add(TrainCell.of_row(row).key())
     return keys
 
 

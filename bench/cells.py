@@ -49,6 +49,11 @@ class Cell:
         """Identity of the cell in a results file (what resume compares)."""
         return json.dumps(asdict(self), sort_keys=True)
 
+    @classmethod
+    def of_row(cls, row: dict) -> Cell:
+        """The cell a result row measured (rows store the device kind as device_type)."""
+        return cls(**{k: row[k] for k in cls.__dataclass_fields__ if k != "device"}, device=row["device_type"])
+
     @property
     def label(self) -> str:
         return attention_label(self.attention, self.options)

@@ -60,25 +60,14 @@ def shard_path(out: Path, index: int, count: int) -> Path:
 
 
 def row_key(row: dict) -> str:
-    """The identity of a row's cell, the rule `report` uses (timing cells and training cells)."""
+    """The identity of a row's cell: what resume compares (timing cells and training cells)."""
     if row.get("level") == "train":
-        from .accuracy import TrainCell  # noqa: PLC0415 -- training rows only
+        from .accuracy import TrainCell
 
-        return "train|" + TrainCell(**{k: row[k] for k in TrainCell.__dataclass_fields__}).key()
-    fields = (
-        "level",
-        "attention",
-        "options",
-        "causal",
-        "seq_len",
-        "batch_size",
-        "dim",
-        "heads",
-        "mode",
-        "dtype",
-        "device_type",
-    )
-    return json.dumps({k: row.get(k) for k in fields}, sort_keys=True)
+        return "train|" + TrainCell.of_row(row).key()
+    from .cells import Cell
+
+    return Cell.of_row(row).key()
 
 
 def merge(out: Path, sources: list[Path], warn=lambda text: print(text, file=sys.stderr)) -> int:

@@ -338,10 +338,7 @@ def _wait_for_quiet(limit_s: float, window_s: float = 2.0) -> float:
 def _run_locked(
     cells, out: Path, *, config, seed, threads, timing, max_cell_s, memory_fraction, progress
 ) -> list[dict]:
-    done = {
-        Cell(**{k: row[k] for k in Cell.__dataclass_fields__ if k != "device"}, device=row["device_type"]).key()
-        for row in (load_rows(out) if out.exists() else [])
-    }
+    done = {Cell.of_row(row).key() for row in (load_rows(out) if out.exists() else [])}
     todo = [c for c in cells if c.key() not in done]
     # group by group in increasing N, so each series still grows in N (the OOM / time-budget skip-ahead holds)
     groups: dict[tuple, list[Cell]] = {}

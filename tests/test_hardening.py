@@ -358,21 +358,27 @@ def test_a_comparison_group_is_timed_interleaved_and_its_load_recorded(tmp_path)
 
 
 def test_load_monitor_sees_another_busy_process():
+    import os
+    import signal
     import subprocess
     import sys
     import time
 
     from bench.sweep import LoadMonitor
 
-    hog = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 3\nwhile time.time() < end: pass"])
+    # the hog must not be our child: the monitor counts this process tree as its own work
+    loop = "import time\nend = time.time() + 5\nwhile time.time() < end: pass"
+    launcher = subprocess.run(
+        ["sh", "-c", f'{sys.executable} -c "{loop}" >/dev/null 2>&1 & echo $!'], capture_output=True, text=True
+    )
+    hog = int(launcher.stdout.split()[0])
     try:
         time.sleep(0.3)
         monitor = LoadMonitor()
         time.sleep(1.0)
         assert monitor.other_cores() > 0.5  # the hog takes most of a core (generous: CI is busy too)
     finally:
-        hog.kill()
-        hog.wait()
+        os.kill(hog, signal.SIGKILL)
 
 
 def _timing_row(mechanism, n, time_ms, **extra):
