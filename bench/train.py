@@ -45,6 +45,11 @@ BATCHING = ("random", "by_length")
 # (Klenitskiy & Vasilev, RecSys 2023, arXiv:2309.07602): pre-LN with a final LayerNorm, item
 # embeddings x sqrt(d), no embedding LayerNorm, one head, ReLU feed-forward of the model width,
 # dropout 0.1, ML-1M as preprocessed for BERT4Rec (items with >= 5 ratings: 3,416).
+# `sasrec-plus-port` is SASRec+ as its code runs (the PyTorch SASRec port it adapts, trained by its
+# scripts): the reference block (only queries normalised, residuals from the normalised input),
+# dropout inside the feed-forward too, xavier q/k/v weights, LayerNorm eps 1e-8, random batches.
+# NOTE: that code numbers positions from the oldest item of a right-padded window; here positions
+# count from the most recent item (left padding), which lets a batch be cut to its longest sequence.
 RECIPES: dict[str, dict] = {
     "recbole": {},
     "sasrec-plus": {
@@ -65,6 +70,14 @@ RECIPES: dict[str, dict] = {
         "select_protocol": "seen_excluded",
         "batching": "by_length",
     },
+}
+RECIPES["sasrec-plus-port"] = {
+    **RECIPES["sasrec-plus"],
+    "norm": "sasrec",
+    "feed_forward_dropout": True,
+    "attention_init": "xavier",
+    "layer_norm_eps": 1e-8,
+    "batching": "random",
 }
 
 
@@ -90,6 +103,9 @@ class TrainConfig:
     activation: str = "gelu"
     embedding_scale: bool = False  # item embeddings x sqrt(hidden)
     embedding_norm: bool = True  # LayerNorm on the summed embeddings
+    feed_forward_dropout: bool = False  # dropout inside the feed-forward too (SASRec's code)
+    layer_norm_eps: float = 1e-12
+    attention_init: str = "normal"  # q/k/v weights: "normal" (std 0.02) or "xavier" (nn.MultiheadAttention's)
     # SASRec all_positions: the "last" N + 1 items of each user, or "all": windows covering the whole history
     train_windows: str = "last"
     # "random" batches, or "by_length": similar lengths together, each batch cut to its longest sequence
@@ -175,6 +191,9 @@ def build_model(config: TrainConfig, num_items: int):
         activation=config.activation,
         embedding_scale=config.embedding_scale,
         embedding_norm=config.embedding_norm,
+        feed_forward_dropout=config.feed_forward_dropout,
+        layer_norm_eps=config.layer_norm_eps,
+        attention_init=config.attention_init,
     )
     recommender = recommender_class(config.model)
     return recommender(encoder, **{name: getattr(config, name) for name in recommender.train_options})

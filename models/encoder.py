@@ -34,8 +34,11 @@ class EncoderConfig:
     activation: str = "gelu"  # "gelu" or "relu"
     embedding_scale: bool = False  # item embeddings x sqrt(hidden) (SASRec paper, SASRec+); RecBole: off
     embedding_norm: bool = True  # LayerNorm on the summed embeddings (RecBole); pre-LN recipes drop it
-    layer_norm_eps: float = 1e-12
+    feed_forward_dropout: bool = False  # also drop inside the feed-forward, after the activation (SASRec's code)
+    layer_norm_eps: float = 1e-12  # SASRec's code: 1e-8
     init_std: float = 0.02
+    attention_init: str = "normal"  # q/k/v weights: "normal" (std init_std, RecBole) or "xavier" (uniform over the
+    # stacked (3 dim, dim) matrix: nn.MultiheadAttention's default, which the SASRec PyTorch ports inherit)
     extra_tokens: int = 0  # ids after num_items with embeddings (BERT4Rec's [MASK])
 
     def __post_init__(self):
@@ -45,6 +48,8 @@ class EncoderConfig:
             raise ValueError(f"norm must be 'pre', 'post' or 'sasrec', got {self.norm!r}")
         if self.activation not in ("gelu", "relu"):
             raise ValueError(f"activation must be 'gelu' or 'relu', got {self.activation!r}")
+        if self.attention_init not in ("normal", "xavier"):
+            raise ValueError(f"attention_init must be 'normal' or 'xavier', got {self.attention_init!r}")
 
 
 class TransformerBlock(nn.Module):
@@ -64,6 +69,7 @@ class TransformerBlock(nn.Module):
         self.feed_forward = nn.Sequential(
             nn.Linear(config.hidden, config.inner),
             nn.GELU() if config.activation == "gelu" else nn.ReLU(),
+            nn.Dropout(config.dropout) if config.feed_forward_dropout else nn.Identity(),
             nn.Linear(config.inner, config.hidden),
         )
         self.norm_attention = nn.LayerNorm(config.hidden, eps=config.layer_norm_eps)
@@ -75,12 +81,11 @@ class TransformerBlock(nn.Module):
             x = x + self.dropout(self.attention(self.norm_attention(x), padding_mask))
             return x + self.dropout(self.feed_forward(self.norm_feed_forward(x)))
         if self.norm == "sasrec":
-            # the SASRec reference implementations (Kang & McAuley's, and the PyTorch port SASRec+ builds on): each
-            # sublayer's residual starts from the normalised input, not from x.
-            # NOTE: there keys and values come from the un-normalised x and only queries are normalised; here
-            # the attention layer projects q, k, v from one input, the normalised one.
-            x = self.norm_attention(x)
-            x = x + self.dropout(self.attention(x, padding_mask))
+            # the SASRec reference implementations (Kang & McAuley's, and the PyTorch port SASRec+ builds on): only
+            # the queries are normalised (keys and values come from x itself), and each sublayer's residual starts
+            # from the normalised input, not from x
+            queries = self.norm_attention(x)
+            x = queries + self.dropout(self.attention(queries, padding_mask, context=x))
             x = self.norm_feed_forward(x)
             return x + self.dropout(self.feed_forward(x))
         x = self.norm_attention(x + self.dropout(self.attention(x, padding_mask)))
@@ -115,6 +120,8 @@ class SequenceEncoder(nn.Module):
                 nn.init.zeros_(module.bias)
             if isinstance(module, nn.Embedding) and module.padding_idx is not None:
                 module.weight.data[module.padding_idx].zero_()
+        if self.config.attention_init == "xavier" and hasattr(module, "qkv"):
+            nn.init.xavier_uniform_(module.qkv.weight)  # after the Linear rule above: apply() visits children first
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         length = items.shape[1]

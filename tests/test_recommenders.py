@@ -13,7 +13,8 @@ from models import BERT4Rec, EncoderConfig, SASRec
 
 
 def _config(**kw):
-    return EncoderConfig(num_items=30, max_len=12, hidden=16, heads=2, layers=1, inner=32, dropout=0.0, **kw)
+    values = {"num_items": 30, "max_len": 12, "hidden": 16, "heads": 2, "layers": 1, "inner": 32, "dropout": 0.0}
+    return EncoderConfig(**{**values, **kw})
 
 
 def test_all_positions_refuses_a_non_causal_attention():
@@ -46,11 +47,12 @@ def test_bert4rec_masks_and_appends_mask_at_inference():
     assert model.score_next([[1, 2, 3]]).shape == (1, 30)
 
 
+@pytest.mark.parametrize("norm", ["post", "sasrec"])
 @pytest.mark.parametrize("attention", ["sdpa", "linrec"])
-def test_scores_ignore_batch_mates_and_padding_length(attention):
+def test_scores_ignore_batch_mates_and_padding_length(attention, norm):
     """A history scores the same alone or next to a longer one (more padding in its row)."""
     torch.manual_seed(0)
-    model = SASRec(_config(attention=attention)).eval()
+    model = SASRec(_config(attention=attention, norm=norm)).eval()
     with torch.no_grad():
         alone = model.score_next([[4, 5, 6]])
         batched = model.score_next([[4, 5, 6], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]])
@@ -320,3 +322,70 @@ def test_the_sasrec_block_form_is_causal_and_trains():
     assert torch.isfinite(loss)
     with pytest.raises(ValueError, match="norm must be 'pre', 'post' or 'sasrec'"):
         _config(attention="sdpa", norm="sideways")
+
+
+def test_the_sasrec_block_equals_the_reference_form_built_on_torch_multihead_attention():
+    """The SASRec code's block: Q = LN(x); x = Q + MHA(Q, x, x); x = LN(x); x = x + FFN(x), with
+    nn.MultiheadAttention (keys and values from the un-normalised x) as the independent reference."""
+    from models.encoder import TransformerBlock
+
+    torch.manual_seed(0)
+    config = _config(attention="sdpa", norm="sasrec", feed_forward_dropout=True, attention_init="xavier")
+    block = TransformerBlock(config, causal=True).eval()
+    reference = torch.nn.MultiheadAttention(config.hidden, config.heads, batch_first=True).eval()
+    with torch.no_grad():
+        reference.in_proj_weight.copy_(block.attention.qkv.weight)
+        reference.in_proj_bias.copy_(block.attention.qkv.bias)
+        reference.out_proj.weight.copy_(block.attention.out.weight)
+        reference.out_proj.bias.copy_(block.attention.out.bias)
+    x = torch.randn(3, 12, config.hidden)
+    future = torch.triu(torch.ones(12, 12, dtype=torch.bool), diagonal=1)
+    with torch.no_grad():
+        queries = block.norm_attention(x)
+        attended, _ = reference(queries, x, x, attn_mask=future, need_weights=False)
+        expected = block.norm_feed_forward(queries + attended)
+        expected = expected + block.feed_forward(expected)
+        got = block(x, torch.ones(3, 12, dtype=torch.bool))
+    assert torch.allclose(got, expected, atol=1e-5)
+    # keys and values really come from x: normalising them too gives something else
+    with torch.no_grad():
+        attended_normalised, _ = reference(queries, queries, queries, attn_mask=future, need_weights=False)
+    assert not torch.allclose(attended, attended_normalised, atol=1e-3)
+
+
+def test_attention_context_is_the_same_function_as_self_attention_when_it_is_x():
+    from models.attention import build_attention
+
+    torch.manual_seed(0)
+    for name in ("sdpa", "linrec", "efficient"):
+        layer = build_attention(name, 16, 2, causal=True, max_len=12).eval()
+        x, mask = torch.randn(2, 12, 16), torch.ones(2, 12, dtype=torch.bool)
+        mask[0, :4] = False
+        with torch.no_grad():
+            assert torch.allclose(layer(x, mask, context=x), layer(x, mask), atol=1e-6), name
+    with pytest.raises(ValueError, match="context must have x's shape"):
+        layer(x, mask, context=x[:, :5])
+
+
+def test_the_port_recipe_sets_its_initialisation_and_feed_forward_dropout():
+    from bench.train import build_model, with_recipe
+
+    config = with_recipe("sasrec-plus-port", dataset="synthetic")
+    assert (config.norm, config.batching, config.attention_init, config.feed_forward_dropout) == (
+        "sasrec",
+        "random",
+        "xavier",
+        True,
+    )
+    torch.manual_seed(0)
+    port = build_model(config, num_items=100)
+    plain = build_model(with_recipe("sasrec-plus", dataset="synthetic"), num_items=100)
+    bound = math.sqrt(6 / (64 + 3 * 64))  # xavier uniform over the stacked (3d, d) matrix
+    for block_port, block_plain in zip(port.encoder.blocks, plain.encoder.blocks, strict=True):
+        weight = block_port.attention.qkv.weight
+        assert weight.abs().max() <= bound and weight.std() > 0.6 * bound / math.sqrt(3)
+        assert block_plain.attention.qkv.weight.std() < 0.03  # normal(0, 0.02)
+        assert any(isinstance(m, torch.nn.Dropout) for m in block_port.feed_forward)
+        assert not any(isinstance(m, torch.nn.Dropout) for m in block_plain.feed_forward)
+    with pytest.raises(ValueError, match="attention_init must be"):
+        _config(attention="sdpa", attention_init="kaiming")

@@ -148,10 +148,17 @@ class AttentionLayer(nn.Module):
         """(B, H, N, d) x3 -> (B, H, N, d). Implemented by each mechanism."""
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, N, dim); padding_mask (B, N) bool, True = real item. Returns (B, N, dim)."""
+    def forward(
+        self, x: torch.Tensor, padding_mask: torch.Tensor | None = None, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x (B, N, dim); padding_mask (B, N) bool, True = real item. Returns (B, N, dim).
+
+        context (B, N, dim), optional: keys and values are projected from it instead of x (queries from x), as in
+        SASRec's reference block, where only the queries see the LayerNorm."""
         if x.dim() != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"{self.name}: x must be (B, N, {self.dim}), got {tuple(x.shape)}")
+        if context is not None and context.shape != x.shape:
+            raise ValueError(f"{self.name}: context must have x's shape {tuple(x.shape)}, got {tuple(context.shape)}")
         batch, length, _ = x.shape
         if self.max_len is not None and length > self.max_len:
             raise ValueError(f"{self.name}: sequence length {length} exceeds max_len {self.max_len}")
@@ -166,11 +173,18 @@ class AttentionLayer(nn.Module):
                 )
             # padded positions must not reach anything, whatever they hold (a NaN times a zero weight is still NaN)
             x = x.masked_fill(~padding_mask[..., None], 0.0)
+            if context is not None:
+                context = context.masked_fill(~padding_mask[..., None], 0.0)
         if batch == 0 or length == 0:
             return self.out(x)  # (B, N, dim), empty
-        q, k, v = (
-            self.qkv(x).view(batch, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        )  # 3 x (B, H, N, d)
+        if context is None:
+            qkv = self.qkv(x)  # (B, N, 3 dim), one matmul
+        else:
+            weight, bias = self.qkv.weight, self.qkv.bias  # rows: q, then k and v
+            q_part = nn.functional.linear(x, weight[: self.dim], bias[: self.dim])  # (B, N, dim)
+            kv_part = nn.functional.linear(context, weight[self.dim :], bias[self.dim :])  # (B, N, 2 dim)
+            qkv = torch.cat([q_part, kv_part], dim=-1)  # (B, N, 3 dim)
+        q, k, v = qkv.view(batch, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 x (B, H, N, d)
         out = self.attend(q, k, v, padding_mask)  # (B, H, N, d)
         return self.out(out.transpose(1, 2).reshape(batch, length, self.dim))  # (B, N, dim)
 
