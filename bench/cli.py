@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -133,18 +134,33 @@ def _run_sweep(args, out: Path) -> None:
             sys.exit(f"sweep: {err}")
         out = shard_path(out, index, count)
         print(f"shard {index} of {count}: {len(cells)} cell(s) -> {out}")
-    config = {k: v for k, v in vars(args).items() if k not in ("func", "no_progress", "quiet_wait_s")}
+    config = {
+        k: v
+        for k, v in vars(args).items()
+        if k not in ("func", "no_progress", "quiet_wait_s", "executor", "address", "cpus_per_task", "gpus_per_task")
+    }
     config["attention"] = [list(a) for a in config["attention"]] if config.get("attention") else None
+    common = {
+        "config": config,
+        "seed": args.seed,
+        "threads": args.threads,
+        "max_cell_s": args.max_cell_s,
+        "progress": not args.no_progress,
+    }
     try:
-        rows = run_sweep(
-            cells,
-            out,
-            config=config,
-            seed=args.seed,
-            threads=args.threads,
-            max_cell_s=args.max_cell_s,
-            progress=not args.no_progress,
-        )
+        if getattr(args, "executor", "local") == "ray":
+            from .ray_executor import run_sweep_on_ray
+
+            rows = run_sweep_on_ray(
+                cells,
+                out,
+                **common,
+                address=args.address,
+                cpus_per_task=args.cpus_per_task,
+                gpus_per_task=args.gpus_per_task,
+            )
+        else:
+            rows = run_sweep(cells, out, **common)
     except ResultsFileBusy as err:
         sys.exit(f"sweep: {err}")
     counts = {}
@@ -241,6 +257,8 @@ def cmd_train(args) -> None:
         results = train(config, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     except (DataFormatError, DatasetNotFound, ValueError) as err:
         sys.exit(f"train: {err}")
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
+        return
     print(
         f"best epoch {results['best_epoch']} of {results['epochs_run']} ({results['stop_reason']}, selected on "
         f"{config.select_protocol}); "
@@ -412,6 +430,19 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["series", "family"],
         help="deal series round robin, or keep every mechanism of a shape on one host",
     )
+    sweep.add_argument(
+        "--executor",
+        default="local",
+        choices=["local", "ray"],
+        help="local: one worker process here; ray: one task per family on a Ray cluster (pip install ray)",
+    )
+    sweep.add_argument(
+        "--address", default=None, help="ray: the cluster to join (e.g. auto); default: start a local instance"
+    )
+    sweep.add_argument(
+        "--cpus-per-task", type=float, default=None, help="ray: CPUs each task reserves (default: --threads or 1)"
+    )
+    sweep.add_argument("--gpus-per-task", type=float, default=None, help="ray: GPUs each task reserves (e.g. 1)")
     sweep.set_defaults(func=cmd_sweep)
 
     merge = sub.add_parser(

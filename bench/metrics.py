@@ -41,25 +41,6 @@ def rank_metrics(scores: torch.Tensor, targets: torch.Tensor, ks=(5, 10, 20)) ->
     return metrics_from_ranks(pessimistic_ranks(scores, targets), ks)
 
 
-class RankCollector:
-    """Collects ranks batch by batch so full ranking never needs the whole U x I matrix."""
-
-    def __init__(self):
-        self._ranks = []
-
-    def add(self, scores: torch.Tensor, targets: torch.Tensor) -> None:
-        self._ranks.append(pessimistic_ranks(scores, targets).cpu())
-
-    def ranks(self) -> torch.Tensor:
-        return torch.cat(self._ranks) if self._ranks else torch.empty(0, dtype=torch.long)
-
-    def metrics(self, ks=(5, 10, 20)) -> dict[str, float]:
-        ranks = self.ranks()
-        if ranks.numel() == 0:
-            return {f"{m}@{k}": math.nan for k in ks for m in ("recall", "hit", "mrr", "ndcg")}
-        return metrics_from_ranks(ranks, ks)
-
-
 def exclude_seen(scores: torch.Tensor, histories: list[list[int]], targets: torch.Tensor) -> torch.Tensor:
     """A copy of scores (U, I) with every item of each user's history set to -inf, except the target.
 

@@ -287,6 +287,7 @@ COMMITTED_REPORTS: dict[str, list[str]] = {
     "short-n-cpu": ["sweeps/short-n-cpu.jsonl"],
     "quick-cpu": ["sweeps/quick-cpu.jsonl"],
     "accuracy": ["sweeps/accuracy-*-cpu.jsonl", "runs/*/*/results.json"],
+    "two-shards-cpu": ["distributed/two-shards/quick.jsonl"],
 }
 
 

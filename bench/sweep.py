@@ -340,36 +340,67 @@ def _run_locked(
 ) -> list[dict]:
     done = {Cell.of_row(row).key() for row in (load_rows(out) if out.exists() else [])}
     todo = [c for c in cells if c.key() not in done]
-    # group by group in increasing N, so each series still grows in N (the OOM / time-budget skip-ahead holds)
+    written = []
+    bar = tqdm(total=len(cells), initial=len(cells) - len(todo), unit="cell", disable=not progress, dynamic_ncols=True)
+    try:
+        for row in measured_rows(
+            todo,
+            config=config,
+            seed=seed,
+            threads=threads,
+            timing=timing,
+            max_cell_s=max_cell_s,
+            memory_fraction=memory_fraction,
+            on_cell=lambda cell: _show(bar, cell),
+        ):
+            append_row(out, row)
+            written.append(row)
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"\ninterrupted: {len(written)} cell(s) written to {out}; run the same command again to resume")
+        raise SystemExit(130) from None
+    finally:
+        bar.close()
+    return written
+
+
+def _show(bar, cell: Cell) -> None:
+    bar.set_postfix_str(
+        f"{cell.label} {'causal' if cell.causal else 'bidir'} N={cell.seq_len} B={cell.batch_size} {cell.mode}"
+    )
+    bar.update()
+
+
+def measured_rows(
+    cells: list[Cell], *, config, seed, threads, timing, max_cell_s, memory_fraction, on_cell=lambda cell: None
+):
+    """Measure `cells` in one isolated worker, yielding each comparison group's rows when the group is done.
+
+    Groups run in increasing N within each family, so each series grows in N (the OOM / time-budget
+    skip-ahead holds). The local sweep writes what this yields; a Ray task streams it to its driver."""
     groups: dict[tuple, list[Cell]] = {}
-    for cell in sorted(todo, key=lambda c: (_series_family(c), c.seq_len, c.label)):
+    for cell in sorted(cells, key=lambda c: (_series_family(c), c.seq_len, c.label)):
         groups.setdefault(comparison_group(cell), []).append(cell)
     timing = {"min_time_s": 1.0, "max_time_s": max_cell_s, **(timing or {})}
     memory_limit = (
         int(psutil.virtual_memory().total * memory_fraction)
-        if not any(c.device.startswith("cuda") for c in todo)
+        if not any(c.device.startswith("cuda") for c in cells)
         else None
     )
     worker = Worker(threads, memory_limit)
     failed_series: dict[tuple, str] = {}
-    written = []
-    bar = tqdm(total=len(cells), initial=len(cells) - len(todo), unit="cell", disable=not progress, dynamic_ncols=True)
     try:
         for group in groups.values():
             monitor = LoadMonitor()
             results = {}
             for cell in group:
-                bar.set_postfix_str(
-                    f"{cell.label} {'causal' if cell.causal else 'bidir'} N={cell.seq_len} B={cell.batch_size} "
-                    f"{cell.mode}"
-                )
                 results[cell] = _solo(worker, cell, seed, timing, failed_series, max_cell_s)
-                bar.update()
+                on_cell(cell)
             solo_load = monitor.other_cores()
             _interleave_group(worker, group, results, seed, max_cell_s, solo_load)
             for cell in group:
                 env = environment(cell.device)  # per row: timestamp and load average change
-                row = {
+                yield {
                     **_cell_fields(cell),
                     **_empty_measurement(),
                     **results[cell],
@@ -377,16 +408,8 @@ def _run_locked(
                     "seed": seed,
                     "config": config,
                 }
-                append_row(out, row)
-                written.append(row)
-    except KeyboardInterrupt:
-        bar.close()
-        print(f"\ninterrupted: {len(written)} cell(s) written to {out}; run the same command again to resume")
-        raise SystemExit(130) from None
     finally:
         worker.close()
-        bar.close()
-    return written
 
 
 def _series_family(cell: Cell) -> tuple:

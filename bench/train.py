@@ -30,10 +30,11 @@ from tqdm import tqdm
 from models import EncoderConfig, recommender_class
 from models.sasrec import TRAIN_WINDOWS
 
+from . import distributed
 from .data import SequenceDataset, leave_one_out, load_dataset
 from .environment import check_device, environment
 from .measure import peak_memory
-from .metrics import RankCollector, exclude_seen
+from .metrics import exclude_seen, metrics_from_ranks, pessimistic_ranks
 from .synthetic import synthetic_dataset
 
 PROTOCOLS = ("full", "uni100", "pop100")
@@ -212,31 +213,52 @@ def evaluate(
     item_popularity: torch.Tensor | None = None,
     seed: int = 0,
     ks=(5, 10, 20),
+    device: str | None = None,
+    replicas: distributed.Replicas | None = None,
 ) -> dict[str, dict]:
     """Metrics per protocol over (history, target) pairs, scored in batches of eval_batch_size users.
 
     Full ranking: {"all": ..., "seen_excluded": ...} from the same scores; sampled: {protocol: ...}.
+    With replicas, batches are dealt round robin and their ranks gathered back in order: every
+    rank returns the same metrics, equal to one process's.
     """
     model.eval()
+    device = device or config.device
+    replicas = replicas or distributed.Replicas()
     full = config.protocol == "full"
-    collectors = {name: RankCollector() for name in (FULL_RANKING if full else (config.protocol,))}
-    generator = torch.Generator().manual_seed(seed)
     if full:  # similar lengths together: batches are cut to their longest history (metrics are means, order-free)
         examples = sorted(examples, key=lambda example: len(example[0]))
-    for start in range(0, len(examples), config.eval_batch_size):
-        chunk = examples[start : start + config.eval_batch_size]
+    chunks = [
+        examples[start : start + config.eval_batch_size] for start in range(0, len(examples), config.eval_batch_size)
+    ]
+    ranks_by_chunk = {}
+    for index, chunk in enumerate(chunks):
+        if not distributed.mine(index, replicas):
+            continue
         histories = [h for h, _ in chunk]
         targets = torch.tensor([t - 1 for _, t in chunk])  # item id -> score column
-        scores = model.score_next(histories, config.device).float().cpu()  # (b, I)
+        scores = model.score_next(histories, device).float().cpu()  # (b, I)
         if full:
-            collectors["all"].add(scores, targets)
-            collectors["seen_excluded"].add(exclude_seen(scores, histories, targets), targets)
+            ranks_by_chunk[index] = {
+                "all": pessimistic_ranks(scores, targets),
+                "seen_excluded": pessimistic_ranks(exclude_seen(scores, histories, targets), targets),
+            }
         else:
+            generator = torch.Generator().manual_seed(seed * 1_000_003 + index)  # per batch: the same on any rank
             candidates = _sampled_candidates(
                 histories, targets, num_items, config.protocol, item_popularity, generator
             )  # (b, 101), target first
-            collectors[config.protocol].add(scores.gather(1, candidates), torch.zeros(len(chunk), dtype=torch.long))
-    return {name: collector.metrics(ks) for name, collector in collectors.items()}
+            ranks_by_chunk[index] = {
+                config.protocol: pessimistic_ranks(
+                    scores.gather(1, candidates), torch.zeros(len(chunk), dtype=torch.long)
+                )
+            }
+    ordered = distributed.gather_in_order(ranks_by_chunk, len(chunks), replicas)
+    names = FULL_RANKING if full else (config.protocol,)
+    return {
+        name: metrics_from_ranks(torch.cat([ranks[name] for ranks in ordered]) if ordered else torch.empty(0), ks)
+        for name in names
+    }
 
 
 def _sampled_candidates(histories, targets, num_items, protocol, popularity, generator, negatives=100):
@@ -293,20 +315,35 @@ def _save(path: Path, payload: dict) -> None:
 
 
 def _train_epoch(
-    model, optimizer, examples, rng, config: TrainConfig, label: str, progress: bool
+    model,
+    trainer,
+    optimizer,
+    examples,
+    rng,
+    config: TrainConfig,
+    label: str,
+    progress: bool,
+    device: str,
+    replicas: distributed.Replicas,
 ) -> tuple[list[float], float]:
-    """One pass over the shuffled examples; returns the batch losses and the seconds it took."""
+    """One pass over the shuffled examples; returns the batch losses and the seconds it took.
+
+    trainer is the model itself or its DistributedDataParallel wrapper: the loss goes through it."""
     model.train()
     started, losses = time.time(), []
-    bar = tqdm(_batches(examples, config, rng), desc=label, disable=not progress, leave=False, dynamic_ncols=True)
+    batches = _batches(examples, config, rng)
+    bar = tqdm(batches, desc=label, disable=not progress or not replicas.writer, leave=False, dynamic_ncols=True)
     for sequences in bar:
-        batch = model.make_batch(sequences, rng, config.device)
-        loss = model.training_loss(batch)
+        batch = model.make_batch(sequences, rng, device)  # the global batch, identical on every rank
+        share, weight = distributed.share(batch, replicas)
+        loss = trainer(share, weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    if replicas.world > 1:  # the weighted shares add up to world x the global batch's mean loss
+        losses = [total / replicas.world for total in distributed.all_reduce(losses, replicas)]
     return losses, time.time() - started
 
 
@@ -347,9 +384,20 @@ def train(
 
     resume: continue OUT/checkpoint.pt (a fresh start, said so, when there is none); overwrite: replace a
     finished or interrupted run in OUT (refused otherwise). progress: a per-step progress bar; log: one line
-    per epoch (loss, time, valid metrics).
+    per epoch (loss, time, valid metrics). Under torchrun, one data-parallel replica (bench.distributed).
     """
     check_device(config.device)
+    replicas, device = distributed.setup(config.device)
+    try:
+        return _train(
+            config, replicas, device, resume=resume, overwrite=overwrite, progress=progress, log=log, dataset=dataset
+        )
+    finally:
+        distributed.teardown(replicas)
+
+
+def _train(config, replicas, device, *, resume, overwrite, progress, log, dataset) -> dict:
+    log = log and replicas.writer
     out = Path(config.out)
     checkpoint_path, best_path = out / "checkpoint.pt", out / "best.pt"
     earlier = [p.name for p in (checkpoint_path, best_path, out / "results.json") if p.exists()]
@@ -358,17 +406,22 @@ def train(
             f"--out {out} already holds a run ({', '.join(earlier)}): --resume continues it, --overwrite replaces it, "
             "or choose another --out"
         )
+    distributed.barrier(replicas)  # every rank has looked before rank 0 clears anything
     out.mkdir(parents=True, exist_ok=True)
     if config.threads:
         torch.set_num_threads(config.threads)
+    elif replicas.launched:
+        torch.set_num_threads(distributed.default_threads(replicas))
     dataset = dataset or get_dataset(config)
     split = leave_one_out(dataset)
     popularity = torch.bincount(torch.tensor([i for s in split.train for i in s]) - 1, minlength=dataset.num_items)
 
     torch.manual_seed(config.seed)
-    model = build_model(config, dataset.num_items).to(config.device)
+    model = build_model(config, dataset.num_items).to(device)
     _check_trainable(model, split, dataset)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if replicas.world > 1:  # replicas start equal (same seed; DDP also broadcasts) but draw different dropout masks
+        torch.manual_seed(config.seed * 1000 + replicas.rank)
     state = {"epoch": 0, "best_valid": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": [], "train_seconds": 0.0}
     if resume and not checkpoint_path.exists() and log:
         print(f"--resume: no checkpoint in {out}: starting from scratch", flush=True)
@@ -381,11 +434,30 @@ def train(
             )
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        torch.set_rng_state(checkpoint["torch_rng"])
+        rng_by_rank = checkpoint.get("torch_rng_by_rank") or [checkpoint["torch_rng"]]
+        torch.set_rng_state(rng_by_rank[replicas.rank] if len(rng_by_rank) == replicas.world else rng_by_rank[0])
         state = checkpoint["state"]
-    elif not resume:
+    elif not resume and replicas.writer:
         for stale in (checkpoint_path, best_path, out / "results.json"):
             stale.unlink(missing_ok=True)
+    distributed.barrier(replicas)
+    trainer = model
+    if replicas.launched:
+        trainer = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device] if device.startswith("cuda") else None
+        )
+
+    def evaluate_on(examples, seed):
+        return evaluate(
+            model,
+            examples,
+            dataset.num_items,
+            config,
+            item_popularity=popularity,
+            seed=seed,
+            device=device,
+            replicas=replicas,
+        )
 
     started = time.time()
     stop_reason = "epochs"
@@ -400,11 +472,13 @@ def train(
         rng = random.Random(config.seed * 1000 + epoch)  # batches depend on (seed, epoch) only: resumable
         examples = model.epoch_examples(split.train)
         rng.shuffle(examples)
-        with peak_memory(config.device) as peak:  # per epoch, so a resumed run still reports the whole run's peak
-            losses, epoch_seconds = _train_epoch(model, optimizer, examples, rng, config, f"epoch {epoch}", progress)
-            valid = evaluate(
-                model, split.valid, dataset.num_items, config, item_popularity=popularity, seed=config.seed
+        with peak_memory(device) as peak:  # per epoch, so a resumed run still reports the whole run's peak
+            losses, epoch_seconds = _train_epoch(
+                model, trainer, optimizer, examples, rng, config, f"epoch {epoch}", progress, device, replicas
             )
+            valid = evaluate_on(split.valid, config.seed)
+        # the slowest replica's time and the largest one's memory: what the run costs
+        epoch_seconds, peak_bytes = distributed.all_reduce([epoch_seconds, peak["bytes"] or 0], replicas, op="max")
         state["train_seconds"] += epoch_seconds
         selected = valid[config.select_protocol]["ndcg@10"]
         record = {
@@ -416,27 +490,33 @@ def train(
                 name: {m: metrics[m] for m in ("ndcg@10", "recall@10", "mrr@10")} for name, metrics in valid.items()
             },
             "elapsed_train_seconds": state["train_seconds"],
-            "peak_mem_bytes": peak["bytes"],
+            "peak_mem_bytes": int(peak_bytes) if peak["bytes"] is not None else None,
             "mem_method": peak["method"],
         }
         state["history"].append(record)
         improved = selected > state["best_valid"]
         if improved:
             state.update(best_valid=selected, best_epoch=epoch, bad_epochs=0)
-            _save(best_path, {"model": model.state_dict(), "epoch": epoch})
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch
-        _save(
-            checkpoint_path,
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "state": state,
-                "config": asdict(config),
-            },
-        )
+        rng_by_rank = distributed.gather_in_order({replicas.rank: torch.get_rng_state()}, replicas.world, replicas)
+        distributed.check_replicas(model, replicas)
+        if replicas.writer:
+            if improved:
+                _save(best_path, {"model": model.state_dict(), "epoch": epoch})
+            _save(
+                checkpoint_path,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "torch_rng": rng_by_rank[0],
+                    "torch_rng_by_rank": rng_by_rank,
+                    "state": state,
+                    "config": asdict(config),
+                },
+            )
+        distributed.barrier(replicas)
         if log:
             shown = "  ".join(
                 f"{name} NDCG@10 {m['ndcg@10']:.4f} R@10 {m['recall@10']:.4f}" for name, m in valid.items()
@@ -448,8 +528,8 @@ def train(
             )
 
     model.load_state_dict(_load(best_path)["model"])
-    valid = evaluate(model, split.valid, dataset.num_items, config, item_popularity=popularity, seed=config.seed)
-    test = evaluate(model, split.test, dataset.num_items, config, item_popularity=popularity, seed=config.seed + 1)
+    valid = evaluate_on(split.valid, config.seed)
+    test = evaluate_on(split.test, config.seed + 1)
     epochs = state["history"]
     results = {
         "test": test,
@@ -466,6 +546,8 @@ def train(
         ),  # over all epochs, resumed ones included
         "mem_method": epochs[-1].get("mem_method") if epochs else None,
         "history": epochs,
+        "world_size": replicas.world,
+        "parameters_digest": distributed.check_replicas(model, replicas),
         "protocol": {
             "split": "leave-one-out by time",
             "ranking": config.protocol,
@@ -480,7 +562,11 @@ def train(
         "config": asdict(config),
         "dataset": dataset.stats(),
         "parameters": sum(p.numel() for p in model.parameters()),
-        **environment(config.device),
+        **environment(device),
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    if replicas.writer:
+        tmp = out / "results.json.tmp"
+        tmp.write_text(json.dumps(results, indent=2) + "\n")
+        tmp.replace(out / "results.json")  # atomic: a reader never sees half a file
+    distributed.barrier(replicas)
     return results

@@ -28,7 +28,16 @@ class Recommender(nn.Module):
         raise NotImplementedError
 
     def training_loss(self, batch: dict) -> torch.Tensor:
+        """Mean loss over the batch's targets (positions where batch["targets"] != 0)."""
         raise NotImplementedError
+
+    def forward(self, batch: dict, weight: float = 1.0) -> torch.Tensor:
+        """The training loss times `weight`: what the training loop calls, through DistributedDataParallel
+        when there are replicas (calling training_loss directly would skip its gradient synchronisation)."""
+        if not bool((batch["targets"] != 0).any()):  # a replica's share without targets: a zero loss that still
+            return sum(p.sum() for p in self.parameters()) * 0.0  # reaches every parameter, so gradients sync
+        loss = self.training_loss(batch)
+        return loss if weight == 1.0 else loss * weight
 
     def score_next(self, histories: list[list[int]], device=None) -> torch.Tensor:
         """(B, I) scores of items 1..I as the next item after each history."""

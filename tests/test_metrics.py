@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from bench.metrics import RankCollector, pessimistic_ranks, rank_metrics
+from bench.metrics import metrics_from_ranks, pessimistic_ranks, rank_metrics
 
 
 def test_hand_computed_case():
@@ -33,10 +33,14 @@ def test_bad_shapes_and_nan_are_refused():
         rank_metrics(torch.tensor([[float("nan"), 1.0]]), torch.tensor([0]))
 
 
-def test_batched_collection_equals_one_shot():
+def test_ranks_of_batches_dealt_to_replicas_and_gathered_in_order_equal_one_shot():
+    from bench.distributed import Replicas, mine
+
     torch.manual_seed(0)
     scores, targets = torch.randn(100, 50), torch.randint(0, 50, (100,))
-    collector = RankCollector()
-    for start in range(0, 100, 17):
-        collector.add(scores[start : start + 17], targets[start : start + 17])
-    assert collector.metrics() == rank_metrics(scores, targets)
+    batches = [(scores[s : s + 17], targets[s : s + 17]) for s in range(0, 100, 17)]
+    by_index = {}
+    for rank in range(3):  # what each of 3 replicas computes; all_gather_object then merges the dicts
+        by_index |= {i: pessimistic_ranks(*b) for i, b in enumerate(batches) if mine(i, Replicas(rank=rank, world=3))}
+    ordered = torch.cat([by_index[i] for i in range(len(batches))])
+    assert metrics_from_ranks(ordered) == rank_metrics(scores, targets)
