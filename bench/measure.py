@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -81,12 +82,17 @@ def time_interleaved(
 ) -> tuple[dict[str, float], dict[str, str]]:
     """Time several jobs round by round (round 0 warms up), so machine noise hits all alike.
 
+    Each round runs the jobs in a fresh order (seeded, so repeatable): no job always runs first or always
+    right after the same neighbour, in step with a periodic disturbance.
     Returns (median seconds per job, error message per job that raised: it is dropped, not fatal).
     """
     times: dict[str, list[float]] = {name: [] for name in jobs}
     errors: dict[str, str] = {}
+    order, names = random.Random(0), list(jobs)
     for round_index in range(rounds + 1):
-        for name, run in jobs.items():
+        order.shuffle(names)
+        for name in names:
+            run = jobs[name]
             if name in errors:
                 continue
             try:

@@ -57,6 +57,7 @@ def main() -> None:
         "",
         *compare_speedups(merged, REPO_ROOT / "results" / "sweeps" / "quick-cpu.jsonl"),
     ]
+    lines = [line.replace(f"{REPO_ROOT}/", "") for line in lines]
     (out / "README.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

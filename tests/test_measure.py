@@ -59,3 +59,15 @@ def test_unsupported_cells_are_explained():
     )
     assert "mode" in unsupported_reason(Cell("attention", "sdpa", False, 32, 1, 16, 2, "train", "fp32", "cpu"))
     assert unsupported_reason(Cell("attention", "sdpa", False, 32, 1, 16, 2, "fwd", "fp32", "cpu")) is None
+
+
+def test_interleaved_rounds_vary_the_order_of_the_jobs():
+    from bench.measure import time_interleaved
+
+    calls = []
+    jobs = {name: (lambda name=name: calls.append(name)) for name in "abcd"}
+    medians, errors = time_interleaved(jobs, rounds=12)
+    assert set(medians) == set("abcd") and not errors
+    rounds = [tuple(calls[i : i + 4]) for i in range(0, len(calls), 4)]
+    assert len(rounds) == 13 and all(sorted(r) == list("abcd") for r in rounds)
+    assert len({r[0] for r in rounds}) > 1 and len(set(rounds)) > 3  # not one fixed order
