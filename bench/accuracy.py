@@ -122,7 +122,8 @@ def _paper(dataset: str, settings: dict | None = None) -> list[TrainCell]:
 
 
 def _ablation(dataset: str = "ml-100k", seeds=(2000, 2001, 2002)) -> list[TrainCell]:
-    """SASRec+ with one choice changed at a time (sdpa; LinRec where attention dropout acts differently)."""
+    """SASRec+ with one choice changed at a time (sdpa; LinRec where attention dropout acts differently), and the
+    port recipe with one of its code-level choices reverted at a time."""
     changes = [
         {},
         {"norm": "post", "embedding_norm": True},
@@ -142,6 +143,10 @@ def _ablation(dataset: str = "ml-100k", seeds=(2000, 2001, 2002)) -> list[TrainC
             TrainCell(dataset, "linrec", 200, 128, seed, settings=change) for change in ({}, {"attention_dropout": 0.0})
         ]
         cells.append(TrainCell(dataset, "sdpa", 200, 128, seed, recipe="recbole"))
+        # the port recipe with one of its code-level choices taken back at a time
+        reverted = [{}, {"norm": "pre"}, {"attention_init": "normal"}, {"feed_forward_dropout": False}]
+        reverted.append({"batching": "by_length"})
+        cells += [TrainCell(dataset, "sdpa", 200, 128, seed, PAPER_RECIPE, settings=change) for change in reverted]
     return cells
 
 

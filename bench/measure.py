@@ -78,15 +78,18 @@ def summarize(times_s: list[float]) -> Timing:
 
 
 def time_interleaved(
-    jobs: dict[str, Callable[[], object]], rounds: int, device: str = "cpu"
+    jobs: dict[str, Callable[[], object]], rounds: int, device: str = "cpu", *, cpu_medians: dict | None = None
 ) -> tuple[dict[str, float], dict[str, str]]:
     """Time several jobs round by round (round 0 warms up), so machine noise hits all alike.
 
     Each round runs the jobs in a fresh order (seeded, so repeatable): no job always runs first or always
     right after the same neighbour, in step with a periodic disturbance.
     Returns (median seconds per job, error message per job that raised: it is dropped, not fatal).
+    cpu_medians, when given, receives each job's median CPU seconds of this process: with one thread,
+    what a run costs while other processes take turns on the cores (waiting for a core is not counted).
     """
     times: dict[str, list[float]] = {name: [] for name in jobs}
+    cpu_times: dict[str, list[float]] = {name: [] for name in jobs}
     errors: dict[str, str] = {}
     order, names = random.Random(0), list(jobs)
     for round_index in range(rounds + 1):
@@ -97,7 +100,7 @@ def time_interleaved(
                 continue
             try:
                 synchronize(device)
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 run()
                 synchronize(device)
             except Exception as err:  # noqa: BLE001 -- one job's failure is reported, not fatal
@@ -105,6 +108,9 @@ def time_interleaved(
                 continue
             if round_index:
                 times[name].append(time.perf_counter() - start)
+                cpu_times[name].append(time.process_time() - start_cpu)
+    if cpu_medians is not None:
+        cpu_medians.update({name: statistics.median(t) for name, t in cpu_times.items() if t})
     return {name: statistics.median(t) for name, t in times.items() if t}, errors
 
 

@@ -159,12 +159,17 @@ def _worker_main(conn, threads: int | None, memory_limit_bytes: int | None) -> N
 
 def _interleave_in_worker(cells: list[Cell], seed: int, rounds: int) -> dict:
     """Median ms per cell key, timed round by round across the cells of one comparison group."""
+    cpu = {}
     try:
         jobs = {cell.key(): make_workload(cell, seed) for cell in cells}
-        medians, errors = time_interleaved(jobs, rounds, cells[0].device)
+        medians, errors = time_interleaved(jobs, rounds, cells[0].device, cpu_medians=cpu)
     except Exception as err:  # noqa: BLE001 -- e.g. all workloads at once do not fit: the solo times stand
         return {"medians_ms": {}, "error": _short(err)}
-    return {"medians_ms": {key: seconds * 1e3 for key, seconds in medians.items()}, "error": "; ".join(errors.values())}
+    return {
+        "medians_ms": {key: seconds * 1e3 for key, seconds in medians.items()},
+        "cpu_medians_ms": {key: seconds * 1e3 for key, seconds in cpu.items()},
+        "error": "; ".join(errors.values()),
+    }
 
 
 def _is_oom(err: BaseException) -> bool:
@@ -186,6 +191,7 @@ class Worker:
 
     def __init__(self, threads: int | None, memory_limit_bytes: int | None):
         self._args = (threads, memory_limit_bytes)
+        self.threads = threads
         self._context = mp.get_context("spawn")
         self._process = None
 
@@ -474,16 +480,22 @@ def _interleave_group(
                     results[cell]["message"] + f" interleaving failed: {measured['error']}"
                 ).strip()
             return
+        # Busy, on one CPU thread: CPU time, which leaves out the turns other processes took on the core (wall
+        # time under load jumps by whole scheduler slices, unevenly across cells). Several threads: wall time.
+        cpu_time = load > BUSY_CORES and worker.threads == 1 and group[0].device == "cpu"
         for cell in ok:
             solo = results[cell]["time_ms_solo"] if "time_ms_solo" in results[cell] else results[cell]["time_ms"]
+            wall = medians[cell.key()]
+            time_ms = measured.get("cpu_medians_ms", {}).get(cell.key(), wall) if cpu_time else wall
             results[cell].update(
-                time_ms=medians[cell.key()],
+                time_ms=time_ms,
+                time_ms_wall=wall,
                 time_ms_solo=solo,
-                timing=f"interleaved x{rounds}",
+                timing=f"interleaved x{rounds}" + (", cpu time (busy)" if cpu_time else ""),
                 other_load_cores=round(load, 3),
                 busy=load > BUSY_CORES,
                 remeasured=attempt > 0,
-                tokens_per_s=tokens(cell) / (medians[cell.key()] / 1e3),
+                tokens_per_s=tokens(cell) / (time_ms / 1e3),
             )
         if load <= BUSY_CORES or attempt:
             return

@@ -357,6 +357,29 @@ def test_a_comparison_group_is_timed_interleaved_and_its_load_recorded(tmp_path)
         )
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_busy_one_thread_group_is_timed_in_cpu_time(tmp_path, monkeypatch, threads):
+    from bench import sweep
+    from bench.cells import Cell
+
+    monkeypatch.setattr(sweep.LoadMonitor, "other_cores", lambda self: 1.5)  # as if two hogs ran throughout
+    cells = [Cell("attention", name, True, 32, 2, 16, 2, "fwd_bwd", "fp32", "cpu") for name in ("sdpa", "linrec")]
+    rows = sweep.run_sweep(
+        cells,
+        tmp_path / "s.jsonl",
+        config={},
+        threads=threads,
+        timing={"min_time_s": 0.05, "max_time_s": 1.0},
+        progress=False,
+    )
+    for row in rows:
+        assert row["busy"] and row["time_ms_wall"] > 0
+        if threads == 1:  # waiting for a core is left out; several threads: their CPU times would add up
+            assert row["timing"].endswith("cpu time (busy)") and row["time_ms"] != row["time_ms_wall"]
+        else:
+            assert "cpu time" not in row["timing"] and row["time_ms"] == row["time_ms_wall"]
+
+
 def test_load_monitor_sees_another_busy_process():
     import os
     import signal

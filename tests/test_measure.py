@@ -71,3 +71,13 @@ def test_interleaved_rounds_vary_the_order_of_the_jobs():
     rounds = [tuple(calls[i : i + 4]) for i in range(0, len(calls), 4)]
     assert len(rounds) == 13 and all(sorted(r) == list("abcd") for r in rounds)
     assert len({r[0] for r in rounds}) > 1 and len(set(rounds)) > 3  # not one fixed order
+
+
+def test_interleaved_cpu_medians_leave_out_time_spent_off_the_cpu():
+    import time as _time
+
+    from bench.measure import time_interleaved
+
+    cpu = {}
+    medians, _ = time_interleaved({"sleeps": lambda: _time.sleep(0.02)}, rounds=3, cpu_medians=cpu)
+    assert medians["sleeps"] >= 0.02 and cpu["sleeps"] < 0.01  # waiting is wall time, not CPU time
