@@ -124,7 +124,8 @@ def train_frame(rows: list[dict]) -> pd.DataFrame:
             "best_epoch": row["best_epoch"],
             "epochs_run": row["epochs_run"],
             "s_per_epoch": row["seconds_per_epoch"],
-            "train_minutes": (row["train_seconds"] or 0) / 60,
+            # median epoch x epochs: an epoch stretched by a paused process or a burst of load does not count
+            "train_minutes": (row["seconds_per_epoch"] or 0) * (row["epochs_run"] or 0) / 60,
             "device": row["device"],
             "history": row["history"],
             "selected_on": (row.get("protocol") or {}).get("selected_on", next(iter(row["test"]))),
