@@ -17,7 +17,7 @@ from .kernels.common import DEFAULT_CHUNK_SIZE, NORM_EPS
 from .kernels.efficient import efficient_attention
 from .kernels.linear import linear_attention
 from .kernels.linformer import linformer_attention
-from .kernels.linrec import LINREC_VARIANTS, compiled_linrec_attention, linrec_attention
+from .kernels.linrec import LINREC_BACKENDS, LINREC_VARIANTS, compiled_linrec_attention, linrec_attention
 from .kernels.performer import orthogonal_random_features, performer_attention, performer_features
 from .kernels.recompute import recompute_in_blocks
 from .kernels.softmax import sdpa_attention, softmax_attention
@@ -25,6 +25,7 @@ from .kernels.softmax import sdpa_attention, softmax_attention
 __all__ = [
     "CAUSAL_BACKENDS",
     "DEFAULT_CHUNK_SIZE",
+    "LINREC_BACKENDS",
     "LINREC_VARIANTS",
     "NORM_EPS",
     "causal_linear_attention",
