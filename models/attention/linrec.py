@@ -9,7 +9,7 @@ NOTE: the released code ignores attention masks entirely; this layer always hono
 padding mask and `causal` (see functional.linrec_attention). Dropout: see OutputDropoutMixin.
 Options: chunk_size (causal chunk length), recompute_heads (memory-saving blockwise
 backward), compile (opt-in torch.compile of the kernel), backend ("fla": causal prefix
-product by flash-linear-attention on CUDA; "cpp": the causal paper form as one fused C++ pass on CPU).
+product by flash-linear-attention on CUDA; "cpp": the paper form as fused C++ passes on CPU).
 """
 
 from .base import AttentionLayer, Capabilities, OutputDropoutMixin, UnsupportedAttentionConfig, register_attention
@@ -54,10 +54,8 @@ class LinRecAttention(OutputDropoutMixin, AttentionLayer):
             raise ValueError(f"linrec: unknown variant {variant!r}; expected one of {LINREC_VARIANTS}")
         if backend not in LINREC_BACKENDS:
             raise ValueError(f"linrec: unknown backend {backend!r}; expected one of {LINREC_BACKENDS}")
-        if backend == "cpp" and (not causal or variant != "paper" or recompute_heads):
-            raise UnsupportedAttentionConfig(
-                "linrec backend='cpp' implements the causal paper form only (no recompute_heads)"
-            )
+        if backend == "cpp" and (variant != "paper" or recompute_heads):
+            raise UnsupportedAttentionConfig("linrec backend='cpp' implements the paper form only (no recompute_heads)")
         self.variant, self.chunk_size, self.recompute_heads, self.backend = (
             variant,
             chunk_size,

@@ -15,7 +15,7 @@ from .common import DEFAULT_CHUNK_SIZE, NORM_EPS, at_least_fp32, check_qkv, real
 from .recompute import recompute_in_blocks
 
 LINREC_VARIANTS = ("paper", "official")
-LINREC_BACKENDS = (*CAUSAL_BACKENDS, "cpp")  # cpp: causal paper form, one fused C++ pass (kernels/linrec_cpp.py)
+LINREC_BACKENDS = (*CAUSAL_BACKENDS, "cpp")  # cpp: the paper form in fused C++ passes (kernels/linrec_cpp.py)
 
 
 def linrec_attention(
@@ -47,8 +47,8 @@ def linrec_attention(
                        "fla" (flash-linear-attention, CUDA); LinRec causal is a causal linear
                        attention with rescaled queries, so it maps onto fla exactly.
                        Bidirectional LinRec has no prefix product and ignores it.
-                       "cpp": the whole causal paper form (features, norms, prefix product and
-                       their backward) in one fused C++ pass per (sequence, head), CPU, fp32/fp64.
+                       "cpp": the whole paper form (features, norms, products and their backward)
+                       in fused C++ passes per (sequence, head), causal and bidirectional, CPU, fp32/fp64.
     """
     check_qkv(q, k, v)
     if variant not in LINREC_VARIANTS:
@@ -56,14 +56,14 @@ def linrec_attention(
     if backend not in LINREC_BACKENDS:
         raise ValueError(f"linrec: unknown backend {backend!r}; expected one of {LINREC_BACKENDS}")
     if backend == "cpp":
-        if not causal or variant != "paper" or recompute_heads:
-            raise ValueError("linrec backend='cpp' implements the causal paper form only (no recompute_heads)")
+        if variant != "paper" or recompute_heads:
+            raise ValueError("linrec backend='cpp' implements the paper form only (no recompute_heads)")
         if q.device.type != "cpu" or q.dtype not in (torch.float32, torch.float64):
             raise ValueError(f"linrec backend='cpp' runs on CPU in float32/float64, got {q.device.type} {q.dtype}")
-        from .linrec_cpp import causal_linrec_cpp
+        from .linrec_cpp import linrec_cpp
 
         real_positions(key_padding_mask, q)  # validates the mask
-        return causal_linrec_cpp(q, k, v, key_padding_mask)
+        return linrec_cpp(q, k, v, key_padding_mask, causal)
     if recompute_heads:
         if key_padding_mask is not None:
             real_positions(key_padding_mask, q)  # validate before the blocks slice it
