@@ -22,6 +22,7 @@ causality, padding); `extension_error()` says why the extension is unavailable (
 from __future__ import annotations
 
 import functools
+import hashlib
 
 import torch
 import torch.nn.functional as F
@@ -322,25 +323,30 @@ std::vector<torch::Tensor> bidirectional_backward(torch::Tensor grad, torch::Ten
 """
 
 
+# native: built on the machine that runs it; associative maths lets the dot products vectorise
+_CFLAGS = [
+    "-O3",
+    "-march=native",
+    "-fopenmp",
+    "-fassociative-math",
+    "-fno-signed-zeros",
+    "-fno-trapping-math",
+]
+
+
 @functools.cache
 def _build():
     """The compiled module, or the exception that stopped the build (cached either way)."""
     from torch.utils.cpp_extension import load_inline
 
+    # the name carries a hash of source and flags: two checkouts (or versions) never load each other's build
+    digest = hashlib.sha256("".join([_CPP_DECLARATIONS, _SOURCE, *_CFLAGS]).encode()).hexdigest()[:12]
     try:
         return load_inline(
-            name="linrec_causal_cpu",
+            name=f"linrec_cpu_{digest}",
             cpp_sources=[_CPP_DECLARATIONS, _SOURCE],
             functions=["causal_forward", "causal_backward", "bidirectional_forward", "bidirectional_backward"],
-            # native: built on the machine that runs it; associative maths lets the dot products vectorise
-            extra_cflags=[
-                "-O3",
-                "-march=native",
-                "-fopenmp",
-                "-fassociative-math",
-                "-fno-signed-zeros",
-                "-fno-trapping-math",
-            ],
+            extra_cflags=_CFLAGS,
             extra_ldflags=["-fopenmp"],
             verbose=False,
         )
