@@ -288,6 +288,7 @@ COMMITTED_REPORTS: dict[str, list[str]] = {
     "quick-cpu": ["sweeps/quick-cpu.jsonl"],
     "accuracy": ["sweeps/accuracy-*-cpu.jsonl", "runs/*/*/results.json"],
     "two-shards-cpu": ["distributed/two-shards/quick.jsonl"],
+    "cpp-cpu": ["sweeps/cpp-cpu.jsonl"],
 }
 
 
