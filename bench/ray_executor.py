@@ -32,10 +32,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from . import sweep
 from .cells import Cell
 from .environment import git_commit
 from .plugins import ENV as PLUGINS_ENV
-from .results import append_row, load_rows, results_writer
+from .results import append_row, results_writer
 
 LOCAL_OBJECT_STORE_BYTES = 200 * 2**20
 TASK_RETRIES = 3
@@ -53,25 +54,21 @@ def _import_ray():
 
 def families(cells: list[Cell]) -> list[list[Cell]]:
     """Cells grouped by family (all but mechanism and N), in a stable order."""
-    from .sweep import _series_family
-
     grouped: dict[tuple, list[Cell]] = {}
     for cell in cells:
-        grouped.setdefault(_series_family(cell), []).append(cell)
+        grouped.setdefault(sweep._series_family(cell), []).append(cell)
     return [grouped[key] for key in sorted(grouped)]
 
 
 def _measure_family(cells: list[dict], options: dict, settings: dict, commit: str):
     """The Ray task: the local sweep over one family on this node, one row at a time."""
-    from . import sweep
     from .plugins import load_plugins
-    from .sweep import measured_rows
 
     load_plugins()
     for name, value in settings.items():  # the driver's timing settings (--quiet-wait-s and the like)
         setattr(sweep, name, value)
     niceness = os.nice(0)  # Ray renices its workers (15 by default): under load they would barely get a core
-    for row in measured_rows([Cell(**c) for c in cells], **options):
+    for row in sweep.measured_rows([Cell(**c) for c in cells], **options):
         yield {**row, "commit": commit, "executor": "ray", "niceness": niceness}
 
 
@@ -94,7 +91,7 @@ def run_sweep_on_ray(
     ray = _import_ray()
     out = Path(out)
     with results_writer(out):
-        done = {Cell.of_row(row).key() for row in (load_rows(out) if out.exists() else [])}
+        done = sweep.written_keys(out)
         todo = [c for c in cells if c.key() not in done]
         if not todo:
             return []
@@ -112,65 +109,35 @@ def run_sweep_on_ray(
             )
         else:
             ray.init(address=address, runtime_env={"env_vars": env_vars}, log_to_driver=False)
+        task = ray.remote(_measure_family).options(
+            num_cpus=cpus_per_task if cpus_per_task is not None else (threads or 1),
+            num_gpus=gpus_per_task or 0,
+            max_retries=TASK_RETRIES,
+            num_returns="streaming",
+        )
+        options = {
+            "config": config,
+            "seed": seed,
+            "threads": threads,
+            "timing": timing,
+            "max_cell_s": max_cell_s,
+            "memory_fraction": memory_fraction,
+        }
+        settings = {name: getattr(sweep, name) for name in ("QUIET_WAIT_S", "INTERLEAVE_S", "BUSY_CORES")}
         try:
-            return _drive(
-                ray,
-                todo,
-                out,
-                done,
-                seed,
-                threads,
-                timing,
-                max_cell_s,
-                memory_fraction,
-                progress,
-                config,
-                cpus_per_task,
-                gpus_per_task,
-                total=len(cells),
-            )
+            streams = [
+                task.remote([asdict(c) for c in family], options, settings, git_commit()) for family in families(todo)
+            ]
+            return _write_streams(ray, streams, out, done, progress, total=len(cells), already=len(cells) - len(todo))
         finally:
             ray.shutdown()
 
 
-def _drive(
-    ray,
-    todo,
-    out,
-    done,
-    seed,
-    threads,
-    timing,
-    max_cell_s,
-    memory_fraction,
-    progress,
-    config,
-    cpus_per_task,
-    gpus_per_task,
-    *,
-    total,
-) -> list[dict]:
-    gpus = gpus_per_task or 0
-    cpus = cpus_per_task if cpus_per_task is not None else (threads or 1)
-    task = ray.remote(_measure_family).options(
-        num_cpus=cpus, num_gpus=gpus, max_retries=TASK_RETRIES, num_returns="streaming"
-    )
-    options = {
-        "config": config,
-        "seed": seed,
-        "threads": threads,
-        "timing": timing,
-        "max_cell_s": max_cell_s,
-        "memory_fraction": memory_fraction,
-    }
-    from . import sweep
-
-    settings = {name: getattr(sweep, name) for name in ("QUIET_WAIT_S", "INTERLEAVE_S", "BUSY_CORES")}
-    commit = git_commit()
-    streams = [task.remote([asdict(c) for c in family], options, settings, commit) for family in families(todo)]
+def _write_streams(ray, streams, out: Path, done: set[str], progress: bool, *, total: int, already: int) -> list[dict]:
+    """Append each row the tasks stream back, unless its cell is already written (a retried task re-sends)."""
     written: list[dict] = []
     reniced = False
-    bar = tqdm(total=total, initial=total - len(todo), unit="cell", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=total, initial=already, unit="cell", disable=not progress, dynamic_ncols=True)
     try:
         pending = list(streams)
         while pending:

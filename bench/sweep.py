@@ -341,10 +341,15 @@ def _wait_for_quiet(limit_s: float, window_s: float = 2.0) -> float:
     return load
 
 
+def written_keys(out: Path) -> set[str]:
+    """Keys of the cells already in a results file (what resume skips)."""
+    return {Cell.of_row(row).key() for row in (load_rows(out) if out.exists() else [])}
+
+
 def _run_locked(
     cells, out: Path, *, config, seed, threads, timing, max_cell_s, memory_fraction, progress
 ) -> list[dict]:
-    done = {Cell.of_row(row).key() for row in (load_rows(out) if out.exists() else [])}
+    done = written_keys(out)
     todo = [c for c in cells if c.key() not in done]
     written = []
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), unit="cell", disable=not progress, dynamic_ncols=True)
