@@ -44,6 +44,7 @@ class Cell:
     dtype: str
     device: str  # "cpu" or "cuda[:i]"
     options: dict = field(default_factory=dict, hash=False)
+    padding: float = 0.0  # fraction of every sequence left-padded (masked), attention and kernel levels
 
     def key(self) -> str:
         """Identity of the cell in a results file (what resume compares)."""
@@ -52,7 +53,8 @@ class Cell:
     @classmethod
     def of_row(cls, row: dict) -> Cell:
         """The cell a result row measured (rows store the device kind as device_type)."""
-        return cls(**{k: row[k] for k in cls.__dataclass_fields__ if k != "device"}, device=row["device_type"])
+        fields = {k: row[k] for k in cls.__dataclass_fields__ if k not in ("device", "padding")}
+        return cls(**fields, device=row["device_type"], padding=row.get("padding", 0.0))  # older rows: no padding
 
     @property
     def label(self) -> str:
@@ -77,6 +79,12 @@ def unsupported_reason(cell: Cell) -> str | None:
         return "CUDA requested but torch.cuda.is_available() is False"
     if cell.dim % cell.heads:
         return f"dim {cell.dim} is not divisible by heads {cell.heads}"
+    if not 0.0 <= cell.padding < 1.0:
+        return f"padding {cell.padding} is not a fraction in [0, 1)"
+    if cell.padding and cell.level == "model":
+        return "padding applies to the attention and kernel levels (model cells draw their own sequences)"
+    if cell.padding and not caps.padding_mask:
+        return f"{cell.attention} does not support padding masks"
     return None
 
 
@@ -91,18 +99,22 @@ def make_workload(cell: Cell, seed: int = 0) -> Callable[[], None]:
     grad = cell.mode != "infer"
     if cell.level == "model":
         return _model_workload(cell, device, dtype)
+    mask = None  # (B, N), True = real item: the first padding x N positions of every row are padding
+    if cell.padding:
+        mask = torch.ones(cell.batch_size, cell.seq_len, dtype=torch.bool, device=device)
+        mask[:, : round(cell.padding * cell.seq_len)] = False
     if cell.level == "attention":
         inputs = [torch.randn(cell.batch_size, cell.seq_len, cell.dim, device=device, dtype=dtype, requires_grad=grad)]
 
         def forward():
-            return layer(*inputs)
+            return layer(*inputs, mask)
     else:
         head_dim = cell.dim // cell.heads
         shape = (cell.batch_size, cell.heads, cell.seq_len, head_dim)
         inputs = [torch.randn(shape, device=device, dtype=dtype, requires_grad=grad) for _ in range(3)]
 
         def forward():
-            return layer.attend(*inputs, None)
+            return layer.attend(*inputs, mask)
 
     if cell.mode == "infer":
 

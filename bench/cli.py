@@ -59,6 +59,12 @@ def _add_sweep_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--mode", type=_csv(str), default=["fwd_bwd"], help="fwd,fwd_bwd,infer")
     parser.add_argument("--causal", type=_csv(_bool), default=[False, True])
+    parser.add_argument(
+        "--padding",
+        type=_csv(float),
+        default=[0.0],
+        help="fractions of every sequence left-padded (masked), e.g. 0,0.33; attention and kernel levels",
+    )
     parser.add_argument("--level", default="attention", choices=["attention", "kernel", "model"])
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:1")
     parser.add_argument("--dtype", type=_csv(str), default=["fp32"], help="fp32,bf16,fp16")
@@ -91,6 +97,7 @@ def _sweep_cells(args) -> list:
         args.dim,
         args.heads,
         args.level,
+        args.padding,
     )
     return grid.cells(args.device)
 
@@ -102,9 +109,13 @@ def _check_grid(args) -> None:
     problems = [f"--seq-len {n}" for n in args.seq_len if n < 1] + [
         f"--batch-size {b}" for b in args.batch_size if b < 1
     ]
+    problems += [f"--padding {p}" for p in args.padding if not 0.0 <= p < 1.0]
     problems += [f"--{name} {getattr(args, name)}" for name in ("dim", "heads") if getattr(args, name) < 1]
     if problems:
-        sys.exit(f"sweep: {', '.join(problems)}: sequence lengths, batch sizes, --dim and --heads must be >= 1")
+        sys.exit(
+            f"sweep: {', '.join(problems)}: sequence lengths, batch sizes, --dim and --heads must be >= 1, "
+            "--padding fractions in [0, 1)"
+        )
     if args.dim % args.heads:
         sys.exit(f"sweep: --dim {args.dim} is not divisible by --heads {args.heads}")
     if args.max_cell_s <= 0:

@@ -28,7 +28,7 @@ from .accuracy_report import accuracy_report, train_row
 from .results import ResultsFileError, attention_label, duplicate_keys, load_rows
 
 BASELINE = "sdpa"
-SERIES_KEYS = ["device", "dtype", "level", "mode", "dim", "heads"]
+SERIES_KEYS = ["device", "dtype", "level", "mode", "dim", "heads", "padding"]
 PANELS = [(False, "bidirectional"), (True, "causal")]
 
 
@@ -87,12 +87,12 @@ def load_frame(paths: list[Path]) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame()
     frame = pd.DataFrame(rows)
+    frame["padding"] = frame["padding"].fillna(0.0) if "padding" in frame else 0.0  # rows before the axis: none
     frame["mechanism"] = [
         attention_label(a, o or {}) for a, o in zip(frame["attention"], frame["options"], strict=True)
     ]
-    identity = ["level", "mechanism", "causal", "seq_len", "batch_size", "dim", "heads", "mode", "dtype", "device"] + (
-        ["dataset"] if "dataset" in frame else []
-    )
+    identity = ["level", "mechanism", "causal", "seq_len", "batch_size", "dim", "heads", "mode", "dtype", "device"]
+    identity += ["padding"] + (["dataset"] if "dataset" in frame else [])
     frame["cell"] = frame[identity].astype(object).fillna("").astype(str).agg("|".join, axis=1)
     repeated = duplicate_keys(frame.to_dict("records"), lambda row: row["cell"])
     if repeated:
@@ -110,6 +110,7 @@ def _slug(values: dict) -> str:
 
 def _title(kind: str, key: dict, batch: int | None = None) -> str:
     shape = f"dim {key['dim']}, {key['heads']} heads" + (f", batch {batch}" if batch is not None else "")
+    shape += f", {key['padding']:.0%} padded" if key.get("padding") else ""
     return f"{kind} — {key['level']} {key['mode']}, {key['dtype']}, {shape}\n{key['device']}"
 
 
@@ -289,6 +290,7 @@ COMMITTED_REPORTS: dict[str, list[str]] = {
     "accuracy": ["sweeps/accuracy-*-cpu.jsonl", "runs/*/*/results.json"],
     "two-shards-cpu": ["distributed/two-shards/quick.jsonl"],
     "cpp-cpu": ["sweeps/cpp-cpu.jsonl"],
+    "fused-cpu": ["sweeps/fused-cpu.jsonl"],
 }
 
 
@@ -339,7 +341,8 @@ def results_index(root: Path, out_root: Path, written: dict[str, list[Path]]) ->
 
 
 def _stem_prefix(key: dict) -> str:
-    return f"{key['level']}_{key['mode']}_{key['dtype']}_d{key['dim']}h{key['heads']}"
+    padded = f"_pad{round(100 * key['padding'])}" if key.get("padding") else ""
+    return f"{key['level']}_{key['mode']}_{key['dtype']}_d{key['dim']}h{key['heads']}{padded}"
 
 
 def report(paths: list[Path], out: Path) -> list[Path]:
@@ -439,7 +442,7 @@ def _batch_plot(series: pd.DataFrame, title: str, path: Path) -> None:
     _finish(fig, [p[0] for p in panels], "throughput (tokens / s)", title, path)
 
 
-GROUP_KEYS = ["level", "causal", "seq_len", "batch_size", "dim", "heads", "mode", "dtype"]
+GROUP_KEYS = ["level", "causal", "seq_len", "batch_size", "dim", "heads", "mode", "dtype", "padding"]
 
 
 def _speedups(frame: pd.DataFrame) -> dict[tuple, float]:

@@ -46,12 +46,13 @@ class Grid:
     dim: int = 128
     heads: int = 8
     level: str = "attention"
+    padding: list[float] = field(default_factory=lambda: [0.0])
 
     def cells(self, device: str) -> list[Cell]:
         return [
-            Cell(self.level, name, causal, n, b, self.dim, self.heads, mode, dtype, device, dict(options))
-            for (name, options), causal, mode, dtype, b, n in itertools.product(
-                self.attention, self.causal, self.mode, self.dtype, self.batch_size, self.seq_len
+            Cell(self.level, name, causal, n, b, self.dim, self.heads, mode, dtype, device, dict(options), pad)
+            for (name, options), causal, mode, dtype, pad, b, n in itertools.product(
+                self.attention, self.causal, self.mode, self.dtype, self.padding, self.batch_size, self.seq_len
             )
         ]
 

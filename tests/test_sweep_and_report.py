@@ -162,3 +162,34 @@ def test_committed_reports_are_what_the_committed_rows_give(tmp_path, name):
     assert committed and committed == sorted(p.name for p in tmp_path.glob("*.md"))
     for table in committed:
         assert (tmp_path / table).read_text() == (root / "reports" / name / table).read_text(), table
+
+
+def test_the_padding_axis_masks_the_first_positions_and_old_rows_read_as_unpadded():
+    import dataclasses
+
+    import torch
+
+    from bench.cells import make_workload, unsupported_reason
+
+    padded = Cell("attention", "linrec", True, 12, 2, 16, 2, "fwd", "fp32", "cpu", {}, 0.5)
+    masks = []
+    hook = torch.nn.modules.module.register_module_forward_hook(
+        lambda module, inputs, output: masks.append(inputs[1]) if len(inputs) > 1 else None
+    )
+    try:
+        make_workload(padded)()
+    finally:
+        hook.remove()
+    assert len(masks) == 1 and masks[0].shape == (2, 12)
+    assert not masks[0][:, :6].any() and masks[0][:, 6:].all()
+    model_cell = Cell("model", "sdpa", True, 12, 2, 16, 2, "fwd", "fp32", "cpu", {}, 0.5)
+    assert "attention and kernel levels" in unsupported_reason(model_cell)
+    assert "fraction" in unsupported_reason(dataclasses.replace(padded, padding=1.0))
+    row = {k: v for k, v in dataclasses.asdict(padded).items() if k not in ("device", "padding")}
+    row["device_type"] = "cpu"
+    assert Cell.of_row(row).padding == 0.0  # rows written before the axis existed
+    assert Cell.of_row({**row, "padding": 0.5}) == padded
+    with pytest.raises(SystemExit, match="--padding"):
+        from bench.cli import _check_grid
+
+        _check_grid(build_parser().parse_args(["sweep", "--padding", "1.5"]))

@@ -184,9 +184,14 @@ class AttentionLayer(nn.Module):
             q_part = nn.functional.linear(x, weight[: self.dim], bias[: self.dim])  # (B, N, dim)
             kv_part = nn.functional.linear(context, weight[self.dim :], bias[self.dim :])  # (B, N, 2 dim)
             qkv = torch.cat([q_part, kv_part], dim=-1)  # (B, N, 3 dim)
-        q, k, v = qkv.view(batch, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 x (B, H, N, d)
-        out = self.attend(q, k, v, padding_mask)  # (B, H, N, d)
-        return self.out(out.transpose(1, 2).reshape(batch, length, self.dim))  # (B, N, dim)
+        out = self.attend_packed(qkv.view(batch, length, 3, self.heads, self.head_dim), padding_mask)  # (B, N, H, d)
+        return self.out(out.reshape(batch, length, self.dim))  # (B, N, dim)
+
+    def attend_packed(self, qkv: torch.Tensor, key_padding_mask: torch.Tensor | None) -> torch.Tensor:
+        """(B, N, 3, H, d) -> (B, N, H, d): the head split around `attend`. A mechanism whose kernel reads the
+        packed projection directly overrides it (no copy into per-head tensors, no concatenated gradient)."""
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # 3 x (B, H, N, d)
+        return self.attend(q, k, v, key_padding_mask).transpose(1, 2)  # (B, N, H, d)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, heads={self.heads}, causal={self.causal}, max_len={self.max_len}"

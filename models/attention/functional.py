@@ -17,7 +17,13 @@ from .kernels.common import DEFAULT_CHUNK_SIZE, NORM_EPS
 from .kernels.efficient import efficient_attention
 from .kernels.linear import linear_attention
 from .kernels.linformer import linformer_attention
-from .kernels.linrec import LINREC_BACKENDS, LINREC_VARIANTS, compiled_linrec_attention, linrec_attention
+from .kernels.linrec import (
+    LINREC_BACKENDS,
+    LINREC_VARIANTS,
+    compiled_linrec_attention,
+    linrec_attention,
+    resolve_linrec_backend,
+)
 from .kernels.performer import orthogonal_random_features, performer_attention, performer_features
 from .kernels.recompute import recompute_in_blocks
 from .kernels.softmax import sdpa_attention, softmax_attention
@@ -38,6 +44,7 @@ __all__ = [
     "performer_attention",
     "performer_features",
     "recompute_in_blocks",
+    "resolve_linrec_backend",
     "sdpa_attention",
     "softmax_attention",
 ]

@@ -8,8 +8,10 @@ causal. variant="official": the authors' released code (per-token L2 norms, / sq
 NOTE: the released code ignores attention masks entirely; this layer always honours the
 padding mask and `causal` (see functional.linrec_attention). Dropout: see OutputDropoutMixin.
 Options: chunk_size (causal chunk length), recompute_heads (memory-saving blockwise
-backward), compile (opt-in torch.compile of the kernel), backend ("fla": causal prefix
-product by flash-linear-attention on CUDA; "cpp": the paper form as fused C++ passes on CPU).
+backward), compile (opt-in torch.compile of the kernel), backend ("auto", the default: the fused
+C++ kernel on CPU for the paper form, else "torch"; "fla": causal prefix product by
+flash-linear-attention on CUDA; "cpp": the paper form as fused C++ passes on CPU). On the "cpp"
+path the layer hands the packed projection to the kernel as it is (attend_packed).
 """
 
 from .base import AttentionLayer, Capabilities, OutputDropoutMixin, UnsupportedAttentionConfig, register_attention
@@ -19,7 +21,9 @@ from .functional import (
     LINREC_VARIANTS,
     compiled_linrec_attention,
     linrec_attention,
+    resolve_linrec_backend,
 )
+from .kernels.linrec_cpp import linrec_cpp_packed
 
 
 @register_attention("linrec", configs={"linrec": {}, "linrec-official": {"variant": "official"}})
@@ -47,15 +51,19 @@ class LinRecAttention(OutputDropoutMixin, AttentionLayer):
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         recompute_heads: int | None = None,
         compile: bool = False,
-        backend: str = "torch",
+        backend: str = "auto",
     ):
         super().__init__(dim, heads, causal=causal, max_len=max_len, dropout=dropout)
         if variant not in LINREC_VARIANTS:
             raise ValueError(f"linrec: unknown variant {variant!r}; expected one of {LINREC_VARIANTS}")
         if backend not in LINREC_BACKENDS:
             raise ValueError(f"linrec: unknown backend {backend!r}; expected one of {LINREC_BACKENDS}")
-        if backend == "cpp" and (variant != "paper" or recompute_heads):
-            raise UnsupportedAttentionConfig("linrec backend='cpp' implements the paper form only (no recompute_heads)")
+        if backend == "cpp" and (variant != "paper" or recompute_heads or compile):
+            raise UnsupportedAttentionConfig(
+                "linrec backend='cpp' implements the paper form only (no recompute_heads, no compile)"
+            )
+        if compile and backend == "auto":
+            backend = "torch"  # what torch.compile traces
         self.variant, self.chunk_size, self.recompute_heads, self.backend = (
             variant,
             chunk_size,
@@ -63,6 +71,11 @@ class LinRecAttention(OutputDropoutMixin, AttentionLayer):
             backend,
         )
         self.kernel = compiled_linrec_attention() if compile else linrec_attention
+
+    def attend_packed(self, qkv, key_padding_mask):
+        if resolve_linrec_backend(self.backend, qkv, self.variant, self.recompute_heads) == "cpp":
+            return self._output_dropout(linrec_cpp_packed(qkv, key_padding_mask, self.causal))  # (B, N, H, d)
+        return super().attend_packed(qkv, key_padding_mask)
 
     def attend(self, q, k, v, key_padding_mask):
         out = self.kernel(

@@ -19,11 +19,15 @@ def _built():
 
 
 @pytest.mark.parametrize("causal", [True, False])
-def test_values_and_fp64_gradients_match_the_dense_reference(causal):
-    q, k, v, real = (t.double() if t.is_floating_point() else t for t in _inputs())
-    for t in (q, k, v):
-        t.requires_grad_(True)
-    weights = torch.randn(B, H, N, D, dtype=torch.float64)
+@pytest.mark.parametrize("head_dims", [(D, D), (16, 16), (32, 32), (5, 7)], ids=lambda d: f"d{d[0]}e{d[1]}")
+def test_values_and_fp64_gradients_match_the_dense_reference(causal, head_dims):
+    """Sizes compiled in (8, 16, 32) and the runtime-size fallback (5 x 7)."""
+    d, e = head_dims
+    torch.manual_seed(d + e)
+    q, k = (torch.randn(B, H, N, d, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    v = torch.randn(B, H, N, e, dtype=torch.float64, requires_grad=True)
+    real = _inputs()[3]
+    weights = torch.randn(B, H, N, e, dtype=torch.float64)
     out = fn.linrec_attention(q, k, v, causal=causal, key_padding_mask=real, backend="cpp")
     expected = dense.linrec_paper(q, k, v, causal, real)
     _close(out, expected, rtol=1e-10)
@@ -80,6 +84,37 @@ def test_the_bidirectional_layer_ignores_padding_content():
     changed[0, :5] = float("nan")
     with torch.no_grad():
         assert torch.allclose(layer(x, mask)[mask], layer(changed, mask)[mask], atol=1e-6)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_the_packed_layer_path_matches_the_pytorch_layer(causal):
+    """The layer hands its packed projection (B, N, 3, H, d) to the kernel and gets one packed gradient back."""
+    torch.manual_seed(0)
+    layers = [build_attention("linrec", 32, 2, causal=causal, backend=b).double() for b in ("torch", "cpp")]
+    layers[1].load_state_dict(layers[0].state_dict())
+    x = torch.randn(3, 11, 32, dtype=torch.float64, requires_grad=True)
+    mask = torch.ones(3, 11, dtype=torch.bool)
+    mask[0, :4] = False
+    weights = torch.randn(3, 11, 32, dtype=torch.float64)
+    outs, grads = [], []
+    for layer in layers:
+        out = layer(x, mask)
+        outs.append(out)
+        grads.append(torch.autograd.grad((out * weights).sum(), (x, *layer.parameters())))
+    _close(outs[1], outs[0], rtol=1e-10)
+    for got, want in zip(grads[1], grads[0], strict=True):
+        _close(got, want, rtol=1e-8)
+
+
+def test_auto_picks_the_fused_kernel_only_where_it_applies():
+    q = torch.randn(2, 2, 5, 8)
+    assert fn.resolve_linrec_backend("auto", q) == "cpp"
+    assert fn.resolve_linrec_backend("auto", q.double()) == "cpp"
+    assert fn.resolve_linrec_backend("auto", q.half()) == "torch"
+    assert fn.resolve_linrec_backend("auto", q, variant="official") == "torch"
+    assert fn.resolve_linrec_backend("auto", q, recompute_heads=1) == "torch"
+    assert fn.resolve_linrec_backend("torch", q) == "torch"
+    assert build_attention("linrec", 16, 2, compile=True).backend == "torch"  # what torch.compile traces
 
 
 def test_what_it_does_not_implement_is_refused_clearly():

@@ -15,7 +15,37 @@ from .common import DEFAULT_CHUNK_SIZE, NORM_EPS, at_least_fp32, check_qkv, real
 from .recompute import recompute_in_blocks
 
 LINREC_VARIANTS = ("paper", "official")
-LINREC_BACKENDS = (*CAUSAL_BACKENDS, "cpp")  # cpp: the paper form in fused C++ passes (kernels/linrec_cpp.py)
+# auto: the fastest correct path here (resolve_linrec_backend); cpp: the paper form in fused C++ passes
+LINREC_BACKENDS = ("auto", *CAUSAL_BACKENDS, "cpp")
+
+
+def resolve_linrec_backend(backend: str, q: torch.Tensor, variant: str = "paper", recompute_heads=None) -> str:
+    """The path `backend` names. "auto": the fused C++ kernel (kernels/linrec_cpp.py) where it applies -- CPU,
+    float32/float64, the paper form, no recompute_heads, not inside torch.compile, the extension built -- else
+    "torch". NOTE: on CUDA "auto" stays on "torch"; flash-linear-attention ("fla") is an opt-in extra."""
+    if backend != "auto":
+        return backend
+    fused = (
+        q.device.type == "cpu"
+        and q.dtype in (torch.float32, torch.float64)
+        and variant == "paper"
+        and not recompute_heads
+        and not torch.compiler.is_compiling()
+    )
+    if fused:
+        from .linrec_cpp import extension_error
+
+        if extension_error() is None:
+            return "cpp"
+        _warn_no_extension(extension_error())
+    return "torch"
+
+
+@functools.cache
+def _warn_no_extension(reason: str) -> None:
+    import warnings
+
+    warnings.warn(f"linrec: the fused C++ kernel is unavailable ({reason}); using the PyTorch path", stacklevel=3)
 
 
 def linrec_attention(
@@ -28,7 +58,7 @@ def linrec_attention(
     key_padding_mask: torch.Tensor | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     recompute_heads: int | None = None,
-    backend: str = "torch",
+    backend: str = "auto",
 ) -> torch.Tensor:
     """LinRec (Liu et al., SIGIR 2023), q, k, v (B, H, N, d) -> (B, H, N, d).
 
@@ -43,7 +73,8 @@ def linrec_attention(
                        same formula.
     recompute_heads    when set, the memory-saving path (recompute_in_blocks): blocks of
                        that many heads of one batch element, recomputed in the backward.
-    backend            the causal prefix product: "torch" (chunked, hand-written backward) or
+    backend            "auto" (default): "cpp" where it applies, else "torch" (resolve_linrec_backend).
+                       The causal prefix product: "torch" (chunked, hand-written backward) or
                        "fla" (flash-linear-attention, CUDA); LinRec causal is a causal linear
                        attention with rescaled queries, so it maps onto fla exactly.
                        Bidirectional LinRec has no prefix product and ignores it.
@@ -55,6 +86,7 @@ def linrec_attention(
         raise ValueError(f"linrec: unknown variant {variant!r}; expected one of {LINREC_VARIANTS}")
     if backend not in LINREC_BACKENDS:
         raise ValueError(f"linrec: unknown backend {backend!r}; expected one of {LINREC_BACKENDS}")
+    backend = resolve_linrec_backend(backend, q, variant, recompute_heads)
     if backend == "cpp":
         if variant != "paper" or recompute_heads:
             raise ValueError("linrec backend='cpp' implements the paper form only (no recompute_heads)")
