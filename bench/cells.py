@@ -22,7 +22,7 @@ import torch
 from models.attention import attention_class, build_attention
 
 from .measure import peak_memory, time_callable
-from .results import attention_label
+from .results import MODEL_DROPOUT, attention_label, effective_attention_dropout
 
 LEVELS = ("attention", "kernel", "model")
 MODEL_ITEMS, MODEL_LAYERS = 3706, 2
@@ -45,6 +45,9 @@ class Cell:
     device: str  # "cpu" or "cuda[:i]"
     options: dict = field(default_factory=dict, hash=False)
     padding: float = 0.0  # fraction of every sequence left-padded (masked), attention and kernel levels
+    # the layer's dropout (softmax: on the probabilities, which takes sdpa off its fused CPU kernel; kernels
+    # without a probability matrix: on the output); None: the level's default (effective_attention_dropout)
+    attention_dropout: float | None = None
 
     def key(self) -> str:
         """Identity of the cell in a results file (what resume compares)."""
@@ -53,8 +56,9 @@ class Cell:
     @classmethod
     def of_row(cls, row: dict) -> Cell:
         """The cell a result row measured (rows store the device kind as device_type)."""
-        fields = {k: row[k] for k in cls.__dataclass_fields__ if k not in ("device", "padding")}
-        return cls(**fields, device=row["device_type"], padding=row.get("padding", 0.0))  # older rows: no padding
+        later = {"padding": 0.0, "attention_dropout": None}  # axes added later: older rows hold their default
+        fields = {k: row.get(k, later[k]) if k in later else row[k] for k in cls.__dataclass_fields__ if k != "device"}
+        return cls(**fields, device=row["device_type"])
 
     @property
     def label(self) -> str:
@@ -79,6 +83,8 @@ def unsupported_reason(cell: Cell) -> str | None:
         return "CUDA requested but torch.cuda.is_available() is False"
     if cell.dim % cell.heads:
         return f"dim {cell.dim} is not divisible by heads {cell.heads}"
+    if cell.attention_dropout is not None and not 0.0 <= cell.attention_dropout < 1.0:
+        return f"attention dropout {cell.attention_dropout} is not a probability in [0, 1)"
     if not 0.0 <= cell.padding < 1.0:
         return f"padding {cell.padding} is not a fraction in [0, 1)"
     if cell.padding and cell.level == "model":
@@ -93,7 +99,13 @@ def make_workload(cell: Cell, seed: int = 0) -> Callable[[], None]:
     torch.manual_seed(seed)
     device, dtype = torch.device(cell.device), DTYPES[cell.dtype]
     layer = build_attention(
-        cell.attention, cell.dim, cell.heads, causal=cell.causal, max_len=cell.seq_len, **cell.options
+        cell.attention,
+        cell.dim,
+        cell.heads,
+        causal=cell.causal,
+        max_len=cell.seq_len,
+        dropout=effective_attention_dropout(cell.level, cell.attention_dropout),
+        **cell.options,
     )
     layer = layer.to(device=device, dtype=dtype).train(cell.mode != "infer")
     grad = cell.mode != "infer"
@@ -148,7 +160,8 @@ def _model_workload(cell: Cell, device, dtype) -> Callable[[], None]:
         heads=cell.heads,
         layers=MODEL_LAYERS,
         inner=2 * cell.dim,
-        dropout=0.2,
+        dropout=MODEL_DROPOUT,
+        attention_dropout=effective_attention_dropout(cell.level, cell.attention_dropout),
         attention=cell.attention,
         attention_options=dict(cell.options),
     )

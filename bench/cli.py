@@ -65,6 +65,13 @@ def _add_sweep_args(parser: argparse.ArgumentParser) -> None:
         default=[0.0],
         help="fractions of every sequence left-padded (masked), e.g. 0,0.33; attention and kernel levels",
     )
+    parser.add_argument(
+        "--attention-dropout",
+        type=_csv(float),
+        default=[None],
+        help="the layers' dropout, e.g. 0,0.2 (softmax: on the probabilities); default: none for layers, "
+        "0.2 (RecBole's) in model cells",
+    )
     parser.add_argument("--level", default="attention", choices=["attention", "kernel", "model"])
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:1")
     parser.add_argument("--dtype", type=_csv(str), default=["fp32"], help="fp32,bf16,fp16")
@@ -98,6 +105,7 @@ def _sweep_cells(args) -> list:
         args.heads,
         args.level,
         args.padding,
+        args.attention_dropout,
     )
     return grid.cells(args.device)
 
@@ -110,11 +118,12 @@ def _check_grid(args) -> None:
         f"--batch-size {b}" for b in args.batch_size if b < 1
     ]
     problems += [f"--padding {p}" for p in args.padding if not 0.0 <= p < 1.0]
+    problems += [f"--attention-dropout {p}" for p in args.attention_dropout if p is not None and not 0.0 <= p < 1.0]
     problems += [f"--{name} {getattr(args, name)}" for name in ("dim", "heads") if getattr(args, name) < 1]
     if problems:
         sys.exit(
             f"sweep: {', '.join(problems)}: sequence lengths, batch sizes, --dim and --heads must be >= 1, "
-            "--padding fractions in [0, 1)"
+            "--padding and --attention-dropout in [0, 1)"
         )
     if args.dim % args.heads:
         sys.exit(f"sweep: --dim {args.dim} is not divisible by --heads {args.heads}")

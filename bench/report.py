@@ -25,10 +25,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from .accuracy_report import accuracy_report, train_row
-from .results import ResultsFileError, attention_label, duplicate_keys, load_rows
+from .results import ResultsFileError, attention_label, duplicate_keys, effective_attention_dropout, load_rows
 
 BASELINE = "sdpa"
-SERIES_KEYS = ["device", "dtype", "level", "mode", "dim", "heads", "padding"]
+SERIES_KEYS = ["device", "dtype", "level", "mode", "dim", "heads", "padding", "attention_dropout"]
 PANELS = [(False, "bidirectional"), (True, "causal")]
 
 
@@ -87,12 +87,18 @@ def load_frame(paths: list[Path]) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame()
     frame = pd.DataFrame(rows)
-    frame["padding"] = frame["padding"].fillna(0.0) if "padding" in frame else 0.0  # rows before the axis: none
+    # axes added later: rows written before them hold the defaults (no padding, the level's attention dropout)
+    frame["padding"] = frame["padding"].fillna(0.0) if "padding" in frame else 0.0
+    given = frame["attention_dropout"] if "attention_dropout" in frame else [None] * len(frame)
+    frame["attention_dropout"] = [
+        effective_attention_dropout(level, None if pd.isna(p) else p)
+        for level, p in zip(frame["level"], given, strict=True)
+    ]
     frame["mechanism"] = [
         attention_label(a, o or {}) for a, o in zip(frame["attention"], frame["options"], strict=True)
     ]
     identity = ["level", "mechanism", "causal", "seq_len", "batch_size", "dim", "heads", "mode", "dtype", "device"]
-    identity += ["padding"] + (["dataset"] if "dataset" in frame else [])
+    identity += ["padding", "attention_dropout"] + (["dataset"] if "dataset" in frame else [])
     frame["cell"] = frame[identity].astype(object).fillna("").astype(str).agg("|".join, axis=1)
     repeated = duplicate_keys(frame.to_dict("records"), lambda row: row["cell"])
     if repeated:
@@ -108,9 +114,17 @@ def _slug(values: dict) -> str:
     return "_".join(f"{v}" for v in values.values()).replace(" ", "").replace("/", "-")
 
 
+def _conditions(key: dict) -> str:
+    """What a series was measured under beyond its shape, when it is not the default."""
+    text = f", {key['padding']:.0%} padded" if key.get("padding") else ""
+    if "attention_dropout" in key and key["attention_dropout"] != effective_attention_dropout(key["level"], None):
+        text += f", attention dropout {key['attention_dropout']:g}"
+    return text
+
+
 def _title(kind: str, key: dict, batch: int | None = None) -> str:
     shape = f"dim {key['dim']}, {key['heads']} heads" + (f", batch {batch}" if batch is not None else "")
-    shape += f", {key['padding']:.0%} padded" if key.get("padding") else ""
+    shape += _conditions(key)
     return f"{kind} — {key['level']} {key['mode']}, {key['dtype']}, {shape}\n{key['device']}"
 
 
@@ -291,6 +305,7 @@ COMMITTED_REPORTS: dict[str, list[str]] = {
     "two-shards-cpu": ["distributed/two-shards/quick.jsonl"],
     "cpp-cpu": ["sweeps/cpp-cpu.jsonl"],
     "fused-cpu": ["sweeps/fused-cpu.jsonl"],
+    "fused-cpu-2threads": ["sweeps/fused-cpu-2threads.jsonl"],
 }
 
 
@@ -342,7 +357,37 @@ def results_index(root: Path, out_root: Path, written: dict[str, list[Path]]) ->
 
 def _stem_prefix(key: dict) -> str:
     padded = f"_pad{round(100 * key['padding'])}" if key.get("padding") else ""
+    if "attention_dropout" in key and key["attention_dropout"] != effective_attention_dropout(key["level"], None):
+        padded += f"_adrop{round(100 * key['attention_dropout'])}"
     return f"{key['level']}_{key['mode']}_{key['dtype']}_d{key['dim']}h{key['heads']}{padded}"
+
+
+SERIES_PLOTS = [  # column, y label, title, file suffix, _line_panels options
+    ("time_ms", "median time per step (ms)", "Time vs sequence length", "_time.png", {}),
+    (
+        "peak_mem_bytes",
+        "peak memory over inputs (MiB)",
+        "Peak memory vs sequence length",
+        "_memory.png",
+        {"scale": 2**-20},
+    ),
+    (
+        "speedup",
+        "speed-up over sdpa (x, >1 = faster)",
+        "Speed-up over torch fused attention (sdpa)",
+        "_speedup.png",
+        {"speedup": True},
+    ),
+]
+
+
+def _plot_series(series: pd.DataFrame, key: dict, batch: int, stem: Path) -> list[Path]:
+    """Time, memory and speed-up against N for one series; returns the files."""
+    paths = []
+    for column, label, kind, suffix, options in SERIES_PLOTS:
+        paths.append(stem.with_name(stem.name + suffix))
+        _line_panels(series, column, label, _title(kind, key, batch), paths[-1], **options)
+    return paths
 
 
 def report(paths: list[Path], out: Path) -> list[Path]:
@@ -369,39 +414,16 @@ def report(paths: list[Path], out: Path) -> list[Path]:
     for key_values, group in measured.groupby(SERIES_KEYS):
         key = dict(zip(SERIES_KEYS, key_values, strict=False))
         for batch, series in group.groupby("batch_size"):
-            if series["seq_len"].nunique() < 2:
-                continue
             series = _with_speedup(series)
             device = "cuda" if "cpu" not in key["device"].lower() else "cpu"
             stem = out / f"{_stem_prefix(key)}_B{batch}_{device}"
-            _line_panels(
-                series,
-                "time_ms",
-                "median time per step (ms)",
-                _title("Time vs sequence length", key, batch),
-                stem.with_name(stem.name + "_time.png"),
-            )
-            _line_panels(
-                series,
-                "peak_mem_bytes",
-                "peak memory over inputs (MiB)",
-                _title("Peak memory vs sequence length", key, batch),
-                stem.with_name(stem.name + "_memory.png"),
-                scale=1 / 2**20,
-            )
-            _line_panels(
-                series,
-                "speedup",
-                "speed-up over sdpa (x, >1 = faster)",
-                _title("Speed-up over torch fused attention (sdpa)", key, batch),
-                stem.with_name(stem.name + "_speedup.png"),
-                speedup=True,
-            )
+            if series["seq_len"].nunique() >= 2:  # one length: tables only
+                written += _plot_series(series, key, batch, stem)
             _write_tables(
                 _table(series),
                 stem.with_name(stem.name + "_time"),
                 f"Median time in ms (speed-up vs sdpa) — {key['level']} {key['mode']}, {key['dtype']}, batch "
-                f"{batch}, {key['device']}"
+                f"{batch}{_conditions(key)}, {key['device']}"
                 + (
                     ". †: measured while other processes used the CPU (hollow rings in the plots)"
                     if series.apply(_busy, axis=1).any()
@@ -411,13 +433,10 @@ def report(paths: list[Path], out: Path) -> list[Path]:
             _write_tables(
                 _memory_table(series),
                 stem.with_name(stem.name + "_memory"),
-                f"Peak memory in MiB over inputs — {key['level']} {key['mode']}, {key['dtype']}, batch {batch}, "
-                f"{key['device']}",
+                f"Peak memory in MiB over inputs — {key['level']} {key['mode']}, {key['dtype']}, batch {batch}"
+                f"{_conditions(key)}, {key['device']}",
             )
-            written += [
-                stem.with_name(stem.name + s)
-                for s in ("_time.png", "_memory.png", "_speedup.png", "_time.md", "_memory.md")
-            ]
+            written += [stem.with_name(stem.name + s) for s in ("_time.md", "_memory.md")]
         for seq_len, series in group.groupby("seq_len"):
             if series["batch_size"].nunique() < 2:
                 continue
@@ -442,7 +461,8 @@ def _batch_plot(series: pd.DataFrame, title: str, path: Path) -> None:
     _finish(fig, [p[0] for p in panels], "throughput (tokens / s)", title, path)
 
 
-GROUP_KEYS = ["level", "causal", "seq_len", "batch_size", "dim", "heads", "mode", "dtype", "padding"]
+# a comparison group (speed-ups divide its times) is one point of a series, whatever the device's name
+GROUP_KEYS = [key for key in SERIES_KEYS if key != "device"] + ["causal", "seq_len", "batch_size"]
 
 
 def _speedups(frame: pd.DataFrame) -> dict[tuple, float]:

@@ -23,6 +23,16 @@ class ResultsFileBusy(RuntimeError):
     """Another process is writing to this results file."""
 
 
+MODEL_DROPOUT = 0.2  # model cells: RecBole's dropout (embeddings, residual branches, attention unless set)
+
+
+def effective_attention_dropout(level: str, attention_dropout: float | None) -> float:
+    """What a cell's attention dropout is: model cells default to MODEL_DROPOUT everywhere, layers to none."""
+    if attention_dropout is not None:
+        return attention_dropout
+    return MODEL_DROPOUT if level == "model" else 0.0
+
+
 def attention_label(name: str, options: dict) -> str:
     """'linrec' or 'linrec[variant=official]': a mechanism with its non-default options."""
     if not options:

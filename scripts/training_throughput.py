@@ -13,6 +13,12 @@ Configurations run interleaved (before, after, before, after, ...) so drifting l
 both alike; each epoch is also split into its parts (batch making, encoder forward, item
 scoring + cross-entropy, backward, optimiser step) with the evaluation of the validation
 users timed apart. Run it on a quiet machine (pause background training: kill -STOP PID).
+
+The same script compares attention paths at the current recipe (issue 10: a LinRec epoch against `sdpa`):
+
+    python scripts/training_throughput.py --recipe sasrec-plus-port --variants after \
+        --attention sdpa,linrec,linrec:backend=torch --attention-dropout recipe,0 --threads 1,2 \
+        --out results/training-throughput/ml-1m-fused
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from bench.cli import parse_attention
 from bench.data import leave_one_out
 from bench.environment import environment
 from bench.train import _batches, build_model, evaluate, get_dataset, with_recipe
@@ -85,42 +92,70 @@ def main() -> None:
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds (one epoch per configuration each)")
     parser.add_argument("--out", default="results/training-throughput/ml-1m")
+    parser.add_argument("--recipe", default="sasrec-plus")
+    parser.add_argument("--variants", default="before,after", help=f"among {','.join(VARIANTS)}")
+    parser.add_argument(
+        "--attention-dropout", default="recipe", help="comma list: 'recipe' (the recipe's own) and/or rates"
+    )
     args = parser.parse_args()
+    variants = {name: VARIANTS[name] for name in args.variants.split(",")}
+    dropouts = [None if d == "recipe" else float(d) for d in args.attention_dropout.split(",")]
+    dataset = get_dataset(with_recipe(args.recipe, dataset=args.dataset))
+    split = leave_one_out(dataset)
     rows = []
-    for attention in args.attention.split(","):
-        config = with_recipe("sasrec-plus", dataset=args.dataset, attention=attention)
-        dataset = get_dataset(config)
-        split = leave_one_out(dataset)
-        for round_ in range(args.rounds):
-            for threads in map(int, args.threads.split(",")):
-                torch.set_num_threads(threads)
-                for name, variant in VARIANTS.items():
-                    run_config = with_recipe(
-                        "sasrec-plus", dataset=args.dataset, attention=attention, batching=variant["batching"]
-                    )
-                    result = one_epoch(
-                        run_config, dataset, split, variant["trim"], variant["chunked_loss"], seed=round_
-                    )
-                    rows.append(
-                        {"attention": attention, "threads": threads, "variant": name, "round": round_, **result}
-                    )
-                    print(
-                        f"{attention:8s} {threads} thread(s) {name:6s} train {result['train_s']:6.1f} s  eval "
-                        f"{result['eval_s']:5.1f} s  "
-                        + "  ".join(f"{k} {v:.1f}" for k, v in result["parts_s"].items()),
-                        flush=True,
-                    )
+    for round_ in range(args.rounds):  # every configuration once per round, so drifting load hits all alike
+        for threads in map(int, args.threads.split(",")):
+            torch.set_num_threads(threads)
+            for attention in args.attention.split(","):
+                name_, options = parse_attention(attention)
+                for dropout in dropouts:
+                    for name, variant in variants.items():
+                        settings = {"attention_dropout": dropout} if dropout is not None else {}
+                        run_config = with_recipe(
+                            args.recipe,
+                            dataset=args.dataset,
+                            attention=name_,
+                            attention_options=options,
+                            batching=variant["batching"],
+                            **settings,
+                        )
+                        result = one_epoch(
+                            run_config, dataset, split, variant["trim"], variant["chunked_loss"], seed=round_
+                        )
+                        effective_dropout = (
+                            run_config.dropout if run_config.attention_dropout is None else run_config.attention_dropout
+                        )
+                        rows.append(
+                            {
+                                "attention": attention,
+                                "attention_dropout": effective_dropout,
+                                "threads": threads,
+                                "variant": name,
+                                "round": round_,
+                                **result,
+                            }
+                        )
+                        print(
+                            f"{attention:20s} att.dropout {effective_dropout} {threads} thread(s) "
+                            f"{name:6s} train {result['train_s']:6.1f} s  eval {result['eval_s']:5.1f} s  "
+                            + "  ".join(f"{k} {v:.1f}" for k, v in result["parts_s"].items())
+                            + f"  valid NDCG@10 {result['valid_ndcg@10_all']:.4f}",
+                            flush=True,
+                        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "dataset": dataset.stats(),
-        "recipe": "sasrec-plus",
+        "recipe": args.recipe,
         "max_len": 200,
         "batch_size": 128,
-        "variants": VARIANTS,
+        "variants": variants,
         **environment("cpu"),
     }
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    if set(variants) != set(VARIANTS):
+        _attention_table(rows, out)
+        return
     lines = [
         "| attention | threads | before: train + eval s/epoch | after: train + eval s/epoch | speed-up |",
         "|---|---|---|---|---|",
@@ -134,6 +169,33 @@ def main() -> None:
             lines.append(
                 f"| {attention} | {threads} | {total['before']:.1f} | {total['after']:.1f} | "
                 f"{total['before'] / total['after']:.2f}x |"
+            )
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def _attention_table(rows: list[dict], out: Path) -> None:
+    """Seconds per epoch (train + evaluation, median over rounds) per attention path, and the ratio to sdpa."""
+    keys = sorted({(r["threads"], r["attention_dropout"], r["variant"]) for r in rows})
+    lines = [
+        "| threads | attention dropout | attention | train s | eval s | s/epoch | sdpa / this |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for threads, dropout, variant in keys:
+        same = [r for r in rows if (r["threads"], r["attention_dropout"], r["variant"]) == (threads, dropout, variant)]
+        totals = {}
+        for attention in dict.fromkeys(r["attention"] for r in same):
+            runs = [r for r in same if r["attention"] == attention]
+            totals[attention] = (
+                statistics.median(r["train_s"] for r in runs),
+                statistics.median(r["eval_s"] for r in runs),
+            )
+        base = sum(totals["sdpa"]) if "sdpa" in totals else None
+        for attention, (train_s, eval_s) in totals.items():
+            ratio = f"{base / (train_s + eval_s):.2f}x" if base else "-"
+            lines.append(
+                f"| {threads} | {dropout} | {attention} | {train_s:.1f} | {eval_s:.1f} | "
+                f"{train_s + eval_s:.1f} | {ratio} |"
             )
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

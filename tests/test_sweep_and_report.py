@@ -193,3 +193,24 @@ def test_the_padding_axis_masks_the_first_positions_and_old_rows_read_as_unpadde
         from bench.cli import _check_grid
 
         _check_grid(build_parser().parse_args(["sweep", "--padding", "1.5"]))
+
+
+def test_attention_dropout_is_an_axis_with_the_levels_defaults_for_older_rows():
+    import dataclasses
+
+    from bench.cells import unsupported_reason
+    from bench.results import MODEL_DROPOUT, effective_attention_dropout
+
+    cell = Cell("attention", "sdpa", True, 8, 2, 16, 2, "fwd_bwd", "fp32", "cpu", {}, 0.0, 0.25)
+    row = {k: v for k, v in dataclasses.asdict(cell).items() if k not in ("device", "attention_dropout")}
+    row["device_type"] = "cpu"
+    assert Cell.of_row(row).attention_dropout is None  # a row written before the axis
+    assert Cell.of_row({**row, "attention_dropout": 0.25}) == cell
+    assert effective_attention_dropout("attention", None) == 0.0
+    assert effective_attention_dropout("model", None) == MODEL_DROPOUT
+    assert effective_attention_dropout("model", 0.0) == 0.0
+    assert "probability" in unsupported_reason(dataclasses.replace(cell, attention_dropout=1.0))
+    args = build_parser().parse_args(["sweep", "--attention", "sdpa", "--attention-dropout", "0,0.2"])
+    assert args.attention_dropout == [0.0, 0.2]
+    grid = Grid([("sdpa", {})], seq_len=[8], batch_size=[2], attention_dropout=[None, 0.2])
+    assert [c.attention_dropout for c in grid.cells("cpu")] == [None, 0.2, None, 0.2]

@@ -142,6 +142,10 @@ class AttentionLayer(nn.Module):
         params = inspect.signature(cls.__init__).parameters.values()
         return {p.name: p.default for p in params if p.name not in common and p.kind is p.KEYWORD_ONLY}
 
+    @classmethod
+    def prepare(cls, device: str) -> None:
+        """Do now what the first call on `device` would (build a compiled kernel), so that no timed call pays."""
+
     def attend(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None
     ) -> torch.Tensor:

@@ -14,6 +14,8 @@ flash-linear-attention on CUDA; "cpp": the paper form as fused C++ passes on CPU
 path the layer hands the packed projection to the kernel as it is (attend_packed).
 """
 
+import torch
+
 from .base import AttentionLayer, Capabilities, OutputDropoutMixin, UnsupportedAttentionConfig, register_attention
 from .functional import (
     DEFAULT_CHUNK_SIZE,
@@ -23,7 +25,7 @@ from .functional import (
     linrec_attention,
     resolve_linrec_backend,
 )
-from .kernels.linrec_cpp import linrec_cpp_packed
+from .kernels.linrec_cpp import extension_error, linrec_cpp_packed
 
 
 @register_attention("linrec", configs={"linrec": {}, "linrec-official": {"variant": "official"}})
@@ -71,6 +73,11 @@ class LinRecAttention(OutputDropoutMixin, AttentionLayer):
             backend,
         )
         self.kernel = compiled_linrec_attention() if compile else linrec_attention
+
+    @classmethod
+    def prepare(cls, device):
+        if torch.device(device).type == "cpu":
+            extension_error()  # builds the C++ kernel once per machine (about a minute), or records why not
 
     def attend_packed(self, qkv, key_padding_mask):
         if resolve_linrec_backend(self.backend, qkv, self.variant, self.recompute_heads) == "cpp":

@@ -14,7 +14,7 @@ the sequence once with the d x e state and the d prefix norms in L1:
     bidirectional: one walk over the keys builds the column-scaled state W, one over the queries reads
     the outputs; the backward adds a third walk for dk and dv after dW = sum_i r_i fq_i g_i^T.
 
-Batch x heads run in parallel (at::parallel_for, OpenMP). float32 and float64 (for gradcheck).
+Sequences (or sequence x head) run in parallel (at::parallel_for, OpenMP). float32 and float64 (for gradcheck).
 The PyTorch path stays the reference this kernel is tested against (values, fp64 gradients,
 causality, padding); `extension_error()` says why the extension is unavailable (no compiler, ...).
 """
@@ -49,7 +49,9 @@ template <typename T> struct Rows {
   T* operator()(int64_t b, int64_t i, int64_t h) const { return data + b * sb + i * sn + h * sh; }
 };
 
-struct Dims { int64_t B, N, H, D, E; };
+// G: heads per task -- all of them when a position's heads are adjacent in memory (the packed projection), one
+// when each head is its own contiguous block ((B, H, N, d) tensors): a task walks memory in order either way.
+struct Dims { int64_t B, N, H, D, E, G; };
 
 // elu(x) = x for x > 0, e^x - 1 otherwise. float: e^x - 1 = (2^n - 1) + 2^n expm1(r), x = n ln2 + r,
 // expm1(r) by a degree-7 polynomial (the classic Cephes coefficients, ~1 ulp) -- branch- and call-free, so
@@ -133,17 +135,19 @@ template <typename T, int kD, int kE> struct Steps {
   }
 };
 
-// Every kernel runs one sequence per task and walks its positions once, all heads of a position together:
-// the packed rows stream in order, and the heads' independent updates overlap in the core.
+// Every kernel runs one sequence (packed layout: all its heads; head-major layout: one head) per task and walks
+// its positions once, the task's heads of a position together: rows stream in memory order, and the heads'
+// independent updates overlap in the core.
 
 // ---- causal: out_i = q~_i^T H_i, H_i = sum_{j<=i} fk_j v_j^T, q~_i = fq_i / (sqrt(d) |fq_i| sqrt(n_i) sqrt(P_i))
 template <typename T, int kD, int kE>
 void causal_forward_impl(Rows<T> q, Rows<T> k, Rows<T> v, const T* real, Rows<T> out, Dims n, T eps2) {
   const Steps<T, kD, kE> s(n);
-  at::parallel_for(0, n.B, 1, [&](int64_t begin, int64_t end) {
-    const int64_t D = s.d(), E = s.e(), H = n.H;
+  at::parallel_for(0, n.B * (n.H / n.G), 1, [&](int64_t begin, int64_t end) {
+    const int64_t D = s.d(), E = s.e(), H = n.G, groups = n.H / n.G;  // H: heads of this task
     std::vector<T> state(H * D * E), P(H * D), fk(D), fq(D), w(D);
-    for (int64_t b = begin; b < end; ++b) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / groups, h0 = (task % groups) * H;
       std::fill(state.begin(), state.end(), T(0));
       std::fill(P.begin(), P.end(), T(0));
       const T* m0 = real + b * n.N;
@@ -151,18 +155,18 @@ void causal_forward_impl(Rows<T> q, Rows<T> k, Rows<T> v, const T* real, Rows<T>
       for (int64_t i = 0; i < n.N; ++i) {
         const T m = m0[i];
         if (m == T(0)) {  // a padded key adds nothing; its output row is 0
-          for (int64_t h = 0; h < H; ++h) std::fill(out(b, i, h), out(b, i, h) + E, T(0));
+          for (int64_t h = 0; h < H; ++h) std::fill(out(b, i, h0 + h), out(b, i, h0 + h) + E, T(0));
           continue;
         }
         count += m;
         const T a = T(1) / std::sqrt(std::max(count, T(1)));
         for (int64_t h = 0; h < H; ++h) {
           T *Ph = P.data() + h * D, *Hh = state.data() + h * D * E;
-          s.add_key(k(b, i, h), v(b, i, h), m, fk.data(), Ph, Hh);
-          s.features(q(b, i, h), T(1), fq.data());
+          s.add_key(k(b, i, h0 + h), v(b, i, h0 + h), m, fk.data(), Ph, Hh);
+          s.features(q(b, i, h0 + h), T(1), fq.data());
           const T scale = a / std::sqrt(std::max(T(D) * s.sum_sq(fq.data()), eps2));
           for (int64_t c = 0; c < D; ++c) w[c] = fq[c] * scale / std::sqrt(std::max(Ph[c], eps2));
-          s.vec_mat(w.data(), Hh, out(b, i, h));
+          s.vec_mat(w.data(), Hh, out(b, i, h0 + h));
         }
       }
     }
@@ -175,11 +179,12 @@ template <typename T, int kD, int kE>
 void causal_backward_impl(Rows<T> g, Rows<T> q, Rows<T> k, Rows<T> v, const T* real, Rows<T> dq, Rows<T> dk,
                           Rows<T> dv, Dims n, T eps2) {
   const Steps<T, kD, kE> s(n);
-  at::parallel_for(0, n.B, 1, [&](int64_t begin, int64_t end) {
-    const int64_t D = s.d(), E = s.e(), N = n.N, H = n.H;
+  at::parallel_for(0, n.B * (n.H / n.G), 1, [&](int64_t begin, int64_t end) {
+    const int64_t D = s.d(), E = s.e(), N = n.N, H = n.G, groups = n.H / n.G;
     std::vector<T> state(H * D * E), P(H * D), R(H * D * E), suffix(H * D), fk(D), fq(D), hg(D), rk(D);
     std::vector<T> qt(N * H * D), per_prefix(N * H * D);  // per position and head, for the reverse walk
-    for (int64_t b = begin; b < end; ++b) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / groups, h0 = (task % groups) * H;
       std::fill(state.begin(), state.end(), T(0));
       std::fill(P.begin(), P.end(), T(0));
       const T* m0 = real + b * N;
@@ -189,20 +194,20 @@ void causal_backward_impl(Rows<T> g, Rows<T> q, Rows<T> k, Rows<T> v, const T* r
         if (m == T(0)) {
           std::fill(qt.data() + i * H * D, qt.data() + (i + 1) * H * D, T(0));
           std::fill(per_prefix.data() + i * H * D, per_prefix.data() + (i + 1) * H * D, T(0));
-          for (int64_t h = 0; h < H; ++h) std::fill(dq(b, i, h), dq(b, i, h) + D, T(0));
+          for (int64_t h = 0; h < H; ++h) std::fill(dq(b, i, h0 + h), dq(b, i, h0 + h) + D, T(0));
           continue;
         }
         count += m;
         const T a = T(1) / std::sqrt(std::max(count, T(1)));
         for (int64_t h = 0; h < H; ++h) {
           T *Ph = P.data() + h * D, *Hh = state.data() + h * D * E;
-          T *qti = qt.data() + (i * H + h) * D, *ppi = per_prefix.data() + (i * H + h) * D, *dqi = dq(b, i, h);
-          s.add_key(k(b, i, h), v(b, i, h), m, fk.data(), Ph, Hh);
-          s.features(q(b, i, h), T(1), fq.data());
+          T *qti = qt.data() + (i * H + h) * D, *ppi = per_prefix.data() + (i * H + h) * D, *dqi = dq(b, i, h0 + h);
+          s.add_key(k(b, i, h0 + h), v(b, i, h0 + h), m, fk.data(), Ph, Hh);
+          s.features(q(b, i, h0 + h), T(1), fq.data());
           const T sq = s.sum_sq(fq.data());
           const bool row_clamped = T(D) * sq < eps2;
           const T r = T(1) / std::sqrt(std::max(T(D) * sq, eps2));
-          s.mat_vec(Hh, g(b, i, h), hg.data());  // H g_i
+          s.mat_vec(Hh, g(b, i, h0 + h), hg.data());  // H g_i
           T weighted_sum = 0;
           for (int64_t c = 0; c < D; ++c) {
             const T S = T(1) / std::sqrt(std::max(Ph[c], eps2));
@@ -223,19 +228,19 @@ void causal_backward_impl(Rows<T> g, Rows<T> q, Rows<T> k, Rows<T> v, const T* r
         const T m = m0[j];
         if (m == T(0)) {
           for (int64_t h = 0; h < H; ++h) {
-            std::fill(dk(b, j, h), dk(b, j, h) + D, T(0));
-            std::fill(dv(b, j, h), dv(b, j, h) + E, T(0));
+            std::fill(dk(b, j, h0 + h), dk(b, j, h0 + h) + D, T(0));
+            std::fill(dv(b, j, h0 + h), dv(b, j, h0 + h) + E, T(0));
           }
           continue;
         }
         for (int64_t h = 0; h < H; ++h) {
-          T *Rh = R.data() + h * D * E, *sh = suffix.data() + h * D, *dkj = dk(b, j, h);
-          s.outer_add(qt.data() + (j * H + h) * D, g(b, j, h), Rh);
+          T *Rh = R.data() + h * D * E, *sh = suffix.data() + h * D, *dkj = dk(b, j, h0 + h);
+          s.outer_add(qt.data() + (j * H + h) * D, g(b, j, h0 + h), Rh);
           const T* ppj = per_prefix.data() + (j * H + h) * D;
           for (int64_t c = 0; c < D; ++c) sh[c] += ppj[c];
-          s.features(k(b, j, h), m, fk.data());
-          s.mat_vec(Rh, v(b, j, h), rk.data());  // R v_j
-          s.vec_mat(fk.data(), Rh, dv(b, j, h));
+          s.features(k(b, j, h0 + h), m, fk.data());
+          s.mat_vec(Rh, v(b, j, h0 + h), rk.data());  // R v_j
+          s.vec_mat(fk.data(), Rh, dv(b, j, h0 + h));
           for (int64_t c = 0; c < D; ++c) dkj[c] = (rk[c] - fk[c] * sh[c]) * m * elu_grad(fk[c]);
         }
       }
@@ -248,16 +253,18 @@ void causal_backward_impl(Rows<T> g, Rows<T> q, Rows<T> k, Rows<T> v, const T* r
 
 // the unscaled state S = sum_j fk_j v_j^T and column norms P of every head; returns n (at least 1)
 template <typename T, int kD, int kE>
-static T key_state(const Steps<T, kD, kE>& s, Rows<T> k, Rows<T> v, const T* m0, int64_t b, const Dims& n, T* fk,
-                   T* P, T* state) {
+static T key_state(const Steps<T, kD, kE>& s, Rows<T> k, Rows<T> v, const T* m0, int64_t b, int64_t h0,
+                   const Dims& n, T* fk, T* P, T* state) {
   const int64_t D = s.d(), E = s.e();
-  std::fill(P, P + n.H * D, T(0));
-  std::fill(state, state + n.H * D * E, T(0));
+  std::fill(P, P + n.G * D, T(0));
+  std::fill(state, state + n.G * D * E, T(0));
   T count = 0;
   for (int64_t j = 0; j < n.N; ++j) {
     if (m0[j] == T(0)) continue;
     count += m0[j];
-    for (int64_t h = 0; h < n.H; ++h) s.add_key(k(b, j, h), v(b, j, h), m0[j], fk, P + h * D, state + h * D * E);
+    for (int64_t h = 0; h < n.G; ++h) {
+      s.add_key(k(b, j, h0 + h), v(b, j, h0 + h), m0[j], fk, P + h * D, state + h * D * E);
+    }
   }
   return std::max(count, T(1));
 }
@@ -265,21 +272,22 @@ static T key_state(const Steps<T, kD, kE>& s, Rows<T> k, Rows<T> v, const T* m0,
 template <typename T, int kD, int kE>
 void bidirectional_forward_impl(Rows<T> q, Rows<T> k, Rows<T> v, const T* real, Rows<T> out, Dims n, T eps2) {
   const Steps<T, kD, kE> s(n);
-  at::parallel_for(0, n.B, 1, [&](int64_t begin, int64_t end) {
-    const int64_t D = s.d(), E = s.e(), H = n.H;
+  at::parallel_for(0, n.B * (n.H / n.G), 1, [&](int64_t begin, int64_t end) {
+    const int64_t D = s.d(), E = s.e(), H = n.G, groups = n.H / n.G;  // H: heads of this task
     std::vector<T> W(H * D * E), P(H * D), fk(D), fq(D);
-    for (int64_t b = begin; b < end; ++b) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / groups, h0 = (task % groups) * H;
       const T* m0 = real + b * n.N;
-      const T count = key_state(s, k, v, m0, b, n, fk.data(), P.data(), W.data());
+      const T count = key_state(s, k, v, m0, b, h0, n, fk.data(), P.data(), W.data());
       for (int64_t c = 0; c < H * D; ++c) {
         const T inv = T(1) / std::sqrt(std::max(count * P[c], eps2));
         for (int64_t e = 0; e < E; ++e) W[c * E + e] *= inv;
       }
       for (int64_t i = 0; i < n.N; ++i) {
         for (int64_t h = 0; h < H; ++h) {
-          T* o = out(b, i, h);
+          T* o = out(b, i, h0 + h);
           if (m0[i] == T(0)) { std::fill(o, o + E, T(0)); continue; }
-          s.features(q(b, i, h), T(1), fq.data());
+          s.features(q(b, i, h0 + h), T(1), fq.data());
           const T r = T(1) / std::sqrt(std::max(T(D) * s.sum_sq(fq.data()), eps2));
           for (int64_t c = 0; c < D; ++c) fq[c] *= r;
           s.vec_mat(fq.data(), W.data() + h * D * E, o);
@@ -293,20 +301,21 @@ template <typename T, int kD, int kE>
 void bidirectional_backward_impl(Rows<T> g, Rows<T> q, Rows<T> k, Rows<T> v, const T* real, Rows<T> dq,
                                  Rows<T> dk, Rows<T> dv, Dims n, T eps2) {
   const Steps<T, kD, kE> s(n);
-  at::parallel_for(0, n.B, 1, [&](int64_t begin, int64_t end) {
-    const int64_t D = s.d(), E = s.e(), H = n.H;
+  at::parallel_for(0, n.B * (n.H / n.G), 1, [&](int64_t begin, int64_t end) {
+    const int64_t D = s.d(), E = s.e(), H = n.G, groups = n.H / n.G;  // H: heads of this task
     std::vector<T> S(H * D * E), P(H * D), inv(H * D), dW(H * D * E), dinv(H * D), fk(D), fq(D), wg(D), w(D), sv(D);
-    for (int64_t b = begin; b < end; ++b) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / groups, h0 = (task % groups) * H;
       const T* m0 = real + b * n.N;
-      const T count = key_state(s, k, v, m0, b, n, fk.data(), P.data(), S.data());  // unscaled S
+      const T count = key_state(s, k, v, m0, b, h0, n, fk.data(), P.data(), S.data());  // unscaled S
       for (int64_t c = 0; c < H * D; ++c) inv[c] = T(1) / std::sqrt(std::max(count * P[c], eps2));
       std::fill(dW.begin(), dW.end(), T(0));
       for (int64_t i = 0; i < n.N; ++i) {  // queries: dq, and dW = sum_i r_i fq_i g_i^T
         for (int64_t h = 0; h < H; ++h) {
-          T* dqi = dq(b, i, h);
+          T* dqi = dq(b, i, h0 + h);
           if (m0[i] == T(0)) { std::fill(dqi, dqi + D, T(0)); continue; }
-          const T *gi = g(b, i, h), *invh = inv.data() + h * D;
-          s.features(q(b, i, h), T(1), fq.data());
+          const T *gi = g(b, i, h0 + h), *invh = inv.data() + h * D;
+          s.features(q(b, i, h0 + h), T(1), fq.data());
           const T sq = s.sum_sq(fq.data());
           const bool row_clamped = T(D) * sq < eps2;
           const T r = T(1) / std::sqrt(std::max(T(D) * sq, eps2));
@@ -327,11 +336,11 @@ void bidirectional_backward_impl(Rows<T> g, Rows<T> q, Rows<T> k, Rows<T> v, con
       for (int64_t j = 0; j < n.N; ++j) {  // keys and values: dk_j = dS v_j + dP, dv_j = dS^T fk_j
         const T m = m0[j];
         for (int64_t h = 0; h < H; ++h) {
-          T *dkj = dk(b, j, h), *dvj = dv(b, j, h);
+          T *dkj = dk(b, j, h0 + h), *dvj = dv(b, j, h0 + h);
           if (m == T(0)) { std::fill(dkj, dkj + D, T(0)); std::fill(dvj, dvj + E, T(0)); continue; }
           const T *dSh = dW.data() + h * D * E, *dinvh = dinv.data() + h * D;
-          s.features(k(b, j, h), m, fk.data());
-          s.mat_vec(dSh, v(b, j, h), sv.data());
+          s.features(k(b, j, h0 + h), m, fk.data());
+          s.mat_vec(dSh, v(b, j, h0 + h), sv.data());
           s.vec_mat(fk.data(), dSh, dvj);
           for (int64_t c = 0; c < D; ++c) dkj[c] = (sv[c] + dinvh[c] * fk[c]) * m * elu_grad(fk[c]);
         }
@@ -350,7 +359,8 @@ template <typename F> static void with_head_dims(int64_t D, int64_t E, F&& fn) {
 }
 
 static Dims dims_of(const torch::Tensor& q, const torch::Tensor& v) {
-  return {q.size(0), q.size(1), q.size(2), q.size(3), v.size(3)};
+  const bool heads_adjacent = q.stride(2) <= q.stride(1);
+  return {q.size(0), q.size(1), q.size(2), q.size(3), v.size(3), heads_adjacent ? q.size(2) : 1};
 }
 
 // q, k, v: (B, N, H, d), the projections (ELU applied inside); real (B, N), 1 = real item, 0 = padding.
