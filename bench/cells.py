@@ -14,6 +14,7 @@ infer (torch.inference_mode, eval mode).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
@@ -21,7 +22,7 @@ import torch
 
 from models.attention import attention_class, build_attention
 
-from .measure import peak_memory, time_callable
+from .measure import peak_memory, synchronize, time_callable
 from .results import MODEL_DROPOUT, attention_label, effective_attention_dropout
 
 LEVELS = ("attention", "kernel", "model")
@@ -48,6 +49,7 @@ class Cell:
     # the layer's dropout (softmax: on the probabilities, which takes sdpa off its fused CPU kernel; kernels
     # without a probability matrix: on the output); None: the level's default (effective_attention_dropout)
     attention_dropout: float | None = None
+    compile: bool = False  # through torch.compile(dynamic=False): the layer, the kernel, or the model's encoder
 
     def key(self) -> str:
         """Identity of the cell in a results file (what resume compares)."""
@@ -56,13 +58,13 @@ class Cell:
     @classmethod
     def of_row(cls, row: dict) -> Cell:
         """The cell a result row measured (rows store the device kind as device_type)."""
-        later = {"padding": 0.0, "attention_dropout": None}  # axes added later: older rows hold their default
+        later = {"padding": 0.0, "attention_dropout": None, "compile": False}  # axes added later: their defaults
         fields = {k: row.get(k, later[k]) if k in later else row[k] for k in cls.__dataclass_fields__ if k != "device"}
         return cls(**fields, device=row["device_type"])
 
     @property
     def label(self) -> str:
-        return attention_label(self.attention, self.options)
+        return attention_label(self.attention, self.options, self.compile)
 
 
 def unsupported_reason(cell: Cell) -> str | None:
@@ -111,6 +113,10 @@ def make_workload(cell: Cell, seed: int = 0) -> Callable[[], None]:
     grad = cell.mode != "infer"
     if cell.level == "model":
         return _model_workload(cell, device, dtype)
+    attend = layer.attend
+    if cell.compile:
+        _allow_recompiles()
+        layer, attend = _compiled(layer), _compiled(layer.attend)
     mask = None  # (B, N), True = real item: the first padding x N positions of every row are padding
     if cell.padding:
         mask = torch.ones(cell.batch_size, cell.seq_len, dtype=torch.bool, device=device)
@@ -126,7 +132,7 @@ def make_workload(cell: Cell, seed: int = 0) -> Callable[[], None]:
         inputs = [torch.randn(shape, device=device, dtype=dtype, requires_grad=grad) for _ in range(3)]
 
         def forward():
-            return layer.attend(*inputs, mask)
+            return attend(*inputs, mask)
 
     if cell.mode == "infer":
 
@@ -166,6 +172,9 @@ def _model_workload(cell: Cell, device, dtype) -> Callable[[], None]:
         attention_options=dict(cell.options),
     )
     model = (SASRec(config) if cell.causal else BERT4Rec(config)).to(device=device, dtype=dtype)
+    if cell.compile:
+        _allow_recompiles()
+        model.encoder = _compiled(model.encoder)
     generator = torch.Generator().manual_seed(0)
     sequences = torch.randint(1, MODEL_ITEMS + 1, (cell.batch_size, cell.seq_len + 1), generator=generator).tolist()
     if cell.mode == "infer":
@@ -190,6 +199,19 @@ def _model_workload(cell: Cell, device, dtype) -> Callable[[], None]:
     return step
 
 
+def _compiled(fn):
+    # NOTE: static shapes: each cell is one shape, and after a recompile for a new length Dynamo would otherwise
+    # switch to a dynamic-shape graph, a slower general form than what a user compiling one model gets
+    return torch.compile(fn, dynamic=False)
+
+
+def _allow_recompiles() -> None:
+    """One worker builds a module per cell: every new instance or shape is a recompile, and past Dynamo's cache
+    limit (8) it silently runs eager; a sweep needs every cell compiled."""
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 4096)
+    torch._dynamo.config.accumulated_cache_size_limit = max(torch._dynamo.config.accumulated_cache_size_limit, 4096)
+
+
 def tokens(cell: Cell) -> int:
     return cell.batch_size * cell.seq_len
 
@@ -197,7 +219,11 @@ def tokens(cell: Cell) -> int:
 def measure_cell(cell: Cell, *, seed: int = 0, timing: dict | None = None) -> dict:
     """Time and peak memory of one cell: the measured part of a result row."""
     run = make_workload(cell, seed)
-    timing = time_callable(run, cell.device, **(timing or {}))
+    started = time.perf_counter()
+    run()  # the first call: compiles what torch.compile or a kernel build compiles, so it is recorded apart
+    synchronize(cell.device)
+    first_call_ms = (time.perf_counter() - started) * 1e3
+    timing = time_callable(run, cell.device, **{"warmup": 0, **(timing or {})})  # the first call warmed up
     with peak_memory(cell.device) as peak:
         run()
     return {
@@ -210,4 +236,5 @@ def measure_cell(cell: Cell, *, seed: int = 0, timing: dict | None = None) -> di
         "peak_mem_bytes": peak["bytes"],
         "mem_method": peak["method"],
         "tokens_per_s": tokens(cell) / (timing.median_ms / 1e3),
+        "first_call_ms": first_call_ms,
     }

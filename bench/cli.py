@@ -66,6 +66,13 @@ def _add_sweep_args(parser: argparse.ArgumentParser) -> None:
         help="fractions of every sequence left-padded (masked), e.g. 0,0.33; attention and kernel levels",
     )
     parser.add_argument(
+        "--compile",
+        type=_csv(_bool),
+        default=[False],
+        help="false,true: eager and torch.compile'd (static shapes) side by side; the first call, which compiles, "
+        "is recorded apart (first_call_ms)",
+    )
+    parser.add_argument(
         "--attention-dropout",
         type=_csv(float),
         default=[None],
@@ -106,6 +113,7 @@ def _sweep_cells(args) -> list:
         args.level,
         args.padding,
         args.attention_dropout,
+        args.compile,
     )
     return grid.cells(args.device)
 

@@ -94,8 +94,10 @@ def load_frame(paths: list[Path]) -> pd.DataFrame:
         effective_attention_dropout(level, None if pd.isna(p) else p)
         for level, p in zip(frame["level"], given, strict=True)
     ]
+    compiled = frame["compile"].fillna(False) if "compile" in frame else [False] * len(frame)
     frame["mechanism"] = [
-        attention_label(a, o or {}) for a, o in zip(frame["attention"], frame["options"], strict=True)
+        attention_label(a, o or {}, bool(c))
+        for a, o, c in zip(frame["attention"], frame["options"], compiled, strict=True)
     ]
     identity = ["level", "mechanism", "causal", "seq_len", "batch_size", "dim", "heads", "mode", "dtype", "device"]
     identity += ["padding", "attention_dropout"] + (["dataset"] if "dataset" in frame else [])
@@ -306,6 +308,7 @@ COMMITTED_REPORTS: dict[str, list[str]] = {
     "cpp-cpu": ["sweeps/cpp-cpu.jsonl"],
     "fused-cpu": ["sweeps/fused-cpu.jsonl"],
     "fused-cpu-2threads": ["sweeps/fused-cpu-2threads.jsonl"],
+    "compile-cpu": ["sweeps/compile-cpu.jsonl"],
 }
 
 
@@ -490,9 +493,9 @@ def compare_speedups(new: Path, reference: Path, tolerance: float = 1.5) -> list
         f"{len(differ)} differ by more than {tolerance}x (the noise allowed between machines and runs)"
     ]
     for key in differ:
-        mechanism, _, causal, n, batch, *_ = key
+        cell = dict(zip(["mechanism", *GROUP_KEYS], key, strict=True))
         lines.append(
-            f"  {mechanism} {'causal' if causal else 'bidir'} N={n} B={batch}: {ours[key]:.2f}x here, "
-            f"{theirs[key]:.2f}x in the reference"
+            f"  {cell['mechanism']} {'causal' if cell['causal'] else 'bidir'} N={cell['seq_len']} "
+            f"B={cell['batch_size']}: {ours[key]:.2f}x here, {theirs[key]:.2f}x in the reference"
         )
     return lines

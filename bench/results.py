@@ -33,11 +33,10 @@ def effective_attention_dropout(level: str, attention_dropout: float | None) -> 
     return MODEL_DROPOUT if level == "model" else 0.0
 
 
-def attention_label(name: str, options: dict) -> str:
-    """'linrec' or 'linrec[variant=official]': a mechanism with its non-default options."""
-    if not options:
-        return name
-    return name + "[" + ",".join(f"{k}={v}" for k, v in sorted(options.items())) + "]"
+def attention_label(name: str, options: dict, compiled: bool = False) -> str:
+    """'linrec', 'linrec[variant=official]', 'sdpa (compiled)': a mechanism with its non-default options."""
+    label = name if not options else name + "[" + ",".join(f"{k}={v}" for k, v in sorted(options.items())) + "]"
+    return label + " (compiled)" if compiled else label
 
 
 def parse_attention_spec(spec: str) -> tuple[str, dict]:

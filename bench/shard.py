@@ -39,9 +39,9 @@ def parse_shard(text: str) -> tuple[int, int]:
 def _key_of(cell, shard_by: str) -> str:
     fields = asdict(cell)
     fields.pop("seq_len")
-    if shard_by == "family":
-        fields.pop("attention")
-        fields.pop("options")
+    if shard_by == "family":  # every mechanism of a shape, eager and compiled
+        for name in ("attention", "options", "compile"):
+            fields.pop(name)
     return json.dumps(fields, sort_keys=True)
 
 

@@ -48,6 +48,7 @@ class Grid:
     level: str = "attention"
     padding: list[float] = field(default_factory=lambda: [0.0])
     attention_dropout: list[float | None] = field(default_factory=lambda: [None])  # None: the level's default
+    compile: list[bool] = field(default_factory=lambda: [False])
 
     def cells(self, device: str) -> list[Cell]:
         axes = itertools.product(
@@ -57,12 +58,13 @@ class Grid:
             self.dtype,
             self.padding,
             self.attention_dropout,
+            self.compile,
             self.batch_size,
             self.seq_len,
         )
         return [
-            Cell(self.level, name, causal, n, b, self.dim, self.heads, mode, dtype, device, dict(options), pad, drop)
-            for (name, options), causal, mode, dtype, pad, drop, b, n in axes
+            Cell(self.level, name, causal, n, b, self.dim, self.heads, mode, dtype, device, dict(opts), pad, drop, comp)
+            for (name, opts), causal, mode, dtype, pad, drop, comp, b, n in axes
         ]
 
 
@@ -303,8 +305,8 @@ def run_sweep(
 def comparison_group(cell: Cell) -> tuple:
     """Cells whose times are compared with each other (speed-ups vs sdpa): all but the mechanism."""
     d = asdict(cell)
-    d.pop("attention")
-    d.pop("options")
+    for name in ("attention", "options", "compile"):  # eager and compiled cells are timed side by side
+        d.pop(name)
     return tuple(sorted((k, str(v)) for k, v in d.items()))
 
 
@@ -452,7 +454,7 @@ def _prepare_mechanisms(cells: list[Cell]) -> None:
 def _series_family(cell: Cell) -> tuple:
     """The series without its mechanism: what orders the groups."""
     d = asdict(cell)
-    for name in ("seq_len", "attention", "options"):
+    for name in ("seq_len", "attention", "options", "compile"):
         d.pop(name)
     return tuple(sorted((k, str(v)) for k, v in d.items()))
 
@@ -549,4 +551,5 @@ def _empty_measurement() -> dict:
         "peak_mem_bytes": None,
         "mem_method": None,
         "tokens_per_s": None,
+        "first_call_ms": None,
     }

@@ -214,3 +214,19 @@ def test_attention_dropout_is_an_axis_with_the_levels_defaults_for_older_rows():
     assert args.attention_dropout == [0.0, 0.2]
     grid = Grid([("sdpa", {})], seq_len=[8], batch_size=[2], attention_dropout=[None, 0.2])
     assert [c.attention_dropout for c in grid.cells("cpu")] == [None, 0.2, None, 0.2]
+
+
+def test_compile_is_an_axis_timed_beside_eager_with_its_first_call_apart(tmp_path):
+    from bench.sweep import comparison_group
+
+    grid = Grid([("linrec", {})], seq_len=[8], batch_size=[2], dim=16, heads=2, causal=[True], compile=[False, True])
+    eager, compiled = grid.cells("cpu")
+    assert (eager.compile, compiled.compile) == (False, True) and compiled.label == "linrec (compiled)"
+    assert comparison_group(eager) == comparison_group(compiled)  # interleaved side by side
+    rows = run_sweep([eager, compiled], tmp_path / "s.jsonl", config={}, timing=FAST, progress=False)
+    assert [row["status"] for row in rows] == ["ok", "ok"], rows
+    # recorded apart for both (how long a compile takes depends on Inductor's on-disk cache: not compared here)
+    assert all(row["first_call_ms"] > 0 for row in rows)
+    frame = load_frame([tmp_path / "s.jsonl"])
+    assert set(frame["mechanism"]) == {"linrec", "linrec (compiled)"}
+    assert build_parser().parse_args(["sweep", "--compile", "false,true"]).compile == [False, True]
