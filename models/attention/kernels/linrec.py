@@ -88,8 +88,8 @@ def linrec_attention(
         raise ValueError(f"linrec: unknown backend {backend!r}; expected one of {LINREC_BACKENDS}")
     if backend == "auto" and not causal and q.dtype == torch.float32 and not _tracks_grad(q, k, v):
         # NOTE: on separate (B, H, N, d) tensors the cache-blocked inference path below beats the fused walk
-        # (1.2-1.3x at N = 1024 and 4096 here); through the layer, which hands over its packed projection,
-        # the walk wins (1.1-1.9x at N = 50-1024): the layer keeps "cpp".
+        # (1.2-1.3x at N = 1024 and 4096, measured by hand); through the layer, which hands over its packed
+        # projection, the walk wins (1.1-1.9x at N = 50-1024, by hand): the layer keeps "cpp".
         backend = "torch"
     backend = resolve_linrec_backend(backend, q, variant, recompute_heads)
     if backend == "cpp":
