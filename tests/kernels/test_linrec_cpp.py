@@ -48,10 +48,13 @@ def test_gradcheck_with_padding(causal):
 
 
 @pytest.mark.parametrize("causal", [True, False])
-def test_float32_matches_the_pytorch_path(causal):
-    q, k, v, real = _inputs()
-    for t in (q, k, v):
-        t.requires_grad_(True)
+@pytest.mark.parametrize("head_dim", [D, 16, 20, 32], ids=lambda d: f"d{d}")
+def test_float32_matches_the_pytorch_path(causal, head_dim):
+    """float32 packs 16 columns per vector in the bidirectional blocks: 8 (no full vector), 16, 20 (one and a
+    remainder) and 32; N = 13 is one full block of 8 positions and a partial one."""
+    torch.manual_seed(head_dim)
+    real = _inputs()[3]
+    q, k, v = (torch.randn(B, H, N, head_dim, requires_grad=True) for _ in range(3))
     outs = [fn.linrec_attention(q, k, v, causal=causal, key_padding_mask=real, backend=b) for b in ("torch", "cpp")]
     _close(outs[1], outs[0], rtol=1e-5)
     grads = [torch.autograd.grad(out.sum(), (q, k, v)) for out in outs]
