@@ -146,6 +146,7 @@ def _ablation(dataset: str = "ml-100k", seeds=(2000, 2001, 2002)) -> list[TrainC
         # the port recipe with one of its code-level choices taken back at a time
         reverted = [{}, {"norm": "pre"}, {"attention_init": "normal"}, {"feed_forward_dropout": False}]
         reverted.append({"batching": "by_length"})
+        reverted.append({"positions": "from_oldest"})  # and the one difference left: its position numbering
         cells += [TrainCell(dataset, "sdpa", 200, 128, seed, PAPER_RECIPE, settings=change) for change in reverted]
     return cells
 

@@ -107,6 +107,7 @@ class TrainConfig:
     feed_forward_dropout: bool = False  # dropout inside the feed-forward too (SASRec's code)
     layer_norm_eps: float = 1e-12
     attention_init: str = "normal"  # q/k/v weights: "normal" (std 0.02) or "xavier" (nn.MultiheadAttention's)
+    positions: str = "from_newest"  # position numbering: "from_newest" or "from_oldest" (SASRec's code)
     # SASRec all_positions: the "last" N + 1 items of each user, or "all": windows covering the whole history
     train_windows: str = "last"
     # "random" batches, or "by_length": similar lengths together, each batch cut to its longest sequence
@@ -195,6 +196,7 @@ def build_model(config: TrainConfig, num_items: int):
         feed_forward_dropout=config.feed_forward_dropout,
         layer_norm_eps=config.layer_norm_eps,
         attention_init=config.attention_init,
+        positions=config.positions,
     )
     recommender = recommender_class(config.model)
     return recommender(encoder, **{name: getattr(config, name) for name in recommender.train_options})

@@ -40,6 +40,8 @@ class EncoderConfig:
     attention_init: str = "normal"  # q/k/v weights: "normal" (std init_std, RecBole) or "xavier" (uniform over the
     # stacked (3 dim, dim) matrix: nn.MultiheadAttention's default, which the SASRec PyTorch ports inherit)
     extra_tokens: int = 0  # ids after num_items with embeddings (BERT4Rec's [MASK])
+    positions: str = "from_newest"  # "from_newest": the most recent item always has the last position;
+    # "from_oldest": the window's oldest item has position 0 (SASRec's code, which pads on the right)
 
     def __post_init__(self):
         if self.attention not in available_attentions():
@@ -50,6 +52,8 @@ class EncoderConfig:
             raise ValueError(f"activation must be 'gelu' or 'relu', got {self.activation!r}")
         if self.attention_init not in ("normal", "xavier"):
             raise ValueError(f"attention_init must be 'normal' or 'xavier', got {self.attention_init!r}")
+        if self.positions not in ("from_newest", "from_oldest"):
+            raise ValueError(f"positions must be 'from_newest' or 'from_oldest', got {self.positions!r}")
 
 
 class TransformerBlock(nn.Module):
@@ -128,11 +132,15 @@ class SequenceEncoder(nn.Module):
         if length > self.config.max_len:
             raise ValueError(f"sequence length {length} exceeds max_len {self.config.max_len}")
         padding_mask = items != 0  # (B, N) True = real item
-        # absolute positions aligned to the right end, so the most recent item always has the last position
-        positions = torch.arange(self.config.max_len - length, self.config.max_len, device=items.device)
-        x = (
-            self.item_embedding(items) * self.embedding_multiplier + self.position_embedding(positions)[None]
-        )  # (B, N, hidden)
+        if self.config.positions == "from_oldest":
+            # the i-th real item of a row has position i, as in right-padded code (padding: 0, masked anyway)
+            positions = (padding_mask.cumsum(1) - 1).clamp_min(0)  # (B, N)
+            position_embeddings = self.position_embedding(positions)  # (B, N, hidden)
+        else:
+            # absolute positions aligned to the right end, so the most recent item always has the last position
+            positions = torch.arange(self.config.max_len - length, self.config.max_len, device=items.device)
+            position_embeddings = self.position_embedding(positions)[None]  # (1, N, hidden)
+        x = self.item_embedding(items) * self.embedding_multiplier + position_embeddings  # (B, N, hidden)
         x = self.dropout(self.embedding_norm(x))
         for block in self.blocks:
             x = block(x, padding_mask)

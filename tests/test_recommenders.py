@@ -389,3 +389,25 @@ def test_the_port_recipe_sets_its_initialisation_and_feed_forward_dropout():
         assert not any(isinstance(m, torch.nn.Dropout) for m in block_plain.feed_forward)
     with pytest.raises(ValueError, match="attention_init must be"):
         _config(attention="sdpa", attention_init="kaiming")
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "linrec"])
+def test_positions_from_oldest_number_each_row_from_its_first_real_item(attention):
+    """SASRec's code pads on the right, so a window's oldest item has position 0 whatever the length; from_oldest
+    gives the same numbering on left-padded rows. With it the first item's causal state is the same alone or
+    followed by more items (and padded more or less); counted from the newest item, its position moves."""
+    from models.encoder import SequenceEncoder
+
+    torch.manual_seed(0)
+    states = {}
+    for positions in ("from_oldest", "from_newest"):
+        encoder = SequenceEncoder(_config(attention=attention, positions=positions), causal=True).eval()
+        with torch.no_grad():
+            states[positions] = (
+                encoder(torch.tensor([[0, 0, 5, 7, 9]]))[0, 2],  # the first real item of a longer row
+                encoder(torch.tensor([[0, 0, 0, 0, 5]]))[0, 4],  # the same item alone
+            )
+    assert torch.allclose(*states["from_oldest"], atol=1e-5)
+    assert not torch.allclose(*states["from_newest"], atol=1e-3)
+    with pytest.raises(ValueError, match="positions must be"):
+        _config(attention="sdpa", positions="from_left")
