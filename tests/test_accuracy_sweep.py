@@ -122,6 +122,13 @@ def test_gap_to_sdpa_is_judged_against_the_seed_spread(linrec, verdict):
     assert verdict in line and "3 and 3 seeds" in line
 
 
+def test_runs_still_training_are_left_out_of_the_gap_when_finished_runs_exist():
+    rows = [_row("sdpa", s, v) for s, v in ((1, 0.180), (2, 0.182))] + [_row("linrec", s, 0.170) for s in (1, 2)]
+    rows += [{**_row("sdpa", 3, 0.120), "status": "partial"}, {**_row("linrec", 3, 0.100), "status": "partial"}]
+    (line,) = gaps_to_baseline(train_frame(rows), "seen_excluded")
+    assert "-0.0110" in line and "2 and 2 seeds" in line and "exceeds" in line and "2 run(s) still training" in line
+
+
 def test_one_seed_is_said_to_be_one_seed():
     (line,) = gaps_to_baseline(train_frame([_row("sdpa", 1, 0.18), _row("linrec", 1, 0.17)]), "seen_excluded")
     assert "one seed" in line and "-0.0100" in line
