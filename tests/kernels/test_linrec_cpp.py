@@ -62,6 +62,25 @@ def test_float32_matches_the_pytorch_path(causal, head_dim):
         _close(g, e, rtol=1e-4)
 
 
+def test_the_bidirectional_forward_keeps_its_key_state_for_the_backward_only():
+    """The backward reads the forward's key state (B, H, d*e + d) instead of walking the keys again; a forward
+    without gradients keeps nothing, and one input wanting a gradient is enough to keep it."""
+    torch.manual_seed(3)
+    real = _inputs()[3]
+    q, k = (torch.randn(B, H, N, D, dtype=torch.float64) for _ in range(2))
+    v = torch.randn(B, H, N, D, dtype=torch.float64, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(tuple(t.shape)) or t, lambda t: t):
+        out = fn.linrec_attention(q, k, v, causal=False, key_padding_mask=real, backend="cpp")
+    assert (B, H, D * D + D) in saved
+    with torch.no_grad():
+        _close(fn.linrec_attention(q, k, v, causal=False, key_padding_mask=real, backend="cpp"), out, rtol=1e-12)
+    (got,) = torch.autograd.grad(out.sum(), v)
+    expected = fn.linrec_attention(q, k, v, causal=False, key_padding_mask=real, backend="torch")
+    (wanted,) = torch.autograd.grad(expected.sum(), v)
+    _close(got, wanted, rtol=1e-10)
+
+
 def test_the_layer_is_causal_and_ignores_padding_content():
     torch.manual_seed(0)
     layer = build_attention("linrec", 16, 2, causal=True, backend="cpp").eval()

@@ -12,9 +12,10 @@ the sequence once with the d x e state and the d prefix norms in L1:
     norms and ELU); a reverse walk accumulates R = sum_{i>=j} q~_i G_i^T and the suffix sums of the
     prefix-norm gradient, giving dk_j and dv_j = fk_j^T R.
     bidirectional: one walk over the keys builds the column-scaled state W, one over the queries reads
-    the outputs; the backward adds a third walk for dk and dv after dW = sum_i r_i fq_i g_i^T. The state
-    is fixed during each walk, so these walks take 8 positions at a time as small matrix products
-    (2.6x the per-position walk at N = 4096, head dim 16; 1.0-1.5x at N = 50-200).
+    the outputs and keeps the unscaled state for the backward (d/N of the keys' size), whose two walks
+    give dq and dW = sum_i r_i fq_i g_i^T, then dk and dv. The state is fixed during each walk, so the
+    walks take 8 positions at a time as small matrix products (2.6x the per-position walk at N = 4096,
+    head dim 16; 1.0-1.5x at N = 50-200).
 
 Sequences (or sequence x head) run in parallel (at::parallel_for, OpenMP). float32 and float64 (for gradcheck).
 The PyTorch path stays the reference this kernel is tested against (values, fp64 gradients,
@@ -376,8 +377,32 @@ static void normalise_rows(const Steps<T, kD, kE>& s, T* X, T eps2, T* r = nullp
   }
 }
 
+// The unscaled key state of one task's heads to/from `kept` (B, H, D*E + D): S of head h, then its P. The forward
+// keeps it for the backward, which then skips its walk over the keys (one of the five walks of fwd+bwd).
+template <typename T> static void keep_state(T* kept, const Dims& n, int64_t b, int64_t h0, const T* S, const T* P) {
+  const int64_t DE = n.D * n.E;
+  for (int64_t h = 0; h < n.G; ++h) {
+    T* to = kept + ((b * n.H) + h0 + h) * (DE + n.D);
+    std::copy(S + h * DE, S + (h + 1) * DE, to);
+    std::copy(P + h * n.D, P + (h + 1) * n.D, to + DE);
+  }
+}
+template <typename T>
+static T kept_state(const T* kept, const Dims& n, int64_t b, int64_t h0, const T* m0, T* S, T* P) {
+  const int64_t DE = n.D * n.E;
+  for (int64_t h = 0; h < n.G; ++h) {
+    const T* from = kept + ((b * n.H) + h0 + h) * (DE + n.D);
+    std::copy(from, from + DE, S + h * DE);
+    std::copy(from + DE, from + DE + n.D, P + h * n.D);
+  }
+  T count = 0;
+  for (int64_t i = 0; i < n.N; ++i) count += m0[i];
+  return std::max(count, T(1));
+}
+
 template <typename T, int kD, int kE>
-void bidirectional_forward_impl(Rows<T> q, Rows<T> k, Rows<T> v, const T* real, Rows<T> out, Dims n, T eps2) {
+void bidirectional_forward_impl(Rows<T> q, Rows<T> k, Rows<T> v, const T* real, Rows<T> out, T* kept, Dims n,
+                                T eps2) {
   const Steps<T, kD, kE> s(n);
   at::parallel_for(0, n.B * (n.H / n.G), 1, [&](int64_t begin, int64_t end) {
     const int64_t D = s.d(), E = s.e(), N = n.N, H = n.G, groups = n.H / n.G;  // H: heads of this task
@@ -386,6 +411,7 @@ void bidirectional_forward_impl(Rows<T> q, Rows<T> k, Rows<T> v, const T* real, 
       const int64_t b = task / groups, h0 = (task % groups) * H;
       const T* m0 = real + b * N;
       const T count = key_state(s, k, v, m0, b, h0, n, X.data(), Y.data(), P.data(), W.data());
+      if (kept) keep_state(kept, n, b, h0, W.data(), P.data());
       for (int64_t c = 0; c < H * D; ++c) {
         const T inv = T(1) / std::sqrt(std::max(count * P[c], eps2));
         for (int64_t e = 0; e < E; ++e) W[c * E + e] *= inv;
@@ -404,8 +430,8 @@ void bidirectional_forward_impl(Rows<T> q, Rows<T> k, Rows<T> v, const T* real, 
 }
 
 template <typename T, int kD, int kE>
-void bidirectional_backward_impl(Rows<T> g, Rows<T> q, Rows<T> k, Rows<T> v, const T* real, Rows<T> dq,
-                                 Rows<T> dk, Rows<T> dv, Dims n, T eps2) {
+void bidirectional_backward_impl(Rows<T> g, Rows<T> q, Rows<T> k, Rows<T> v, const T* real, const T* kept,
+                                 Rows<T> dq, Rows<T> dk, Rows<T> dv, Dims n, T eps2) {
   const Steps<T, kD, kE> s(n);
   at::parallel_for(0, n.B * (n.H / n.G), 1, [&](int64_t begin, int64_t end) {
     const int64_t D = s.d(), E = s.e(), N = n.N, H = n.G, groups = n.H / n.G;  // H: heads of this task
@@ -415,7 +441,7 @@ void bidirectional_backward_impl(Rows<T> g, Rows<T> q, Rows<T> k, Rows<T> v, con
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / groups, h0 = (task % groups) * H;
       const T* m0 = real + b * N;
-      const T count = key_state(s, k, v, m0, b, h0, n, X.data(), Y.data(), P.data(), S.data());  // unscaled S
+      const T count = kept_state(kept, n, b, h0, m0, S.data(), P.data());  // the forward's unscaled S
       for (int64_t c = 0; c < H * D; ++c) inv[c] = T(1) / std::sqrt(std::max(count * P[c], eps2));
       std::fill(dW.begin(), dW.end(), T(0));
       // queries: dq, and dW = sum_i r_i fq_i g_i^T
@@ -484,36 +510,43 @@ static Dims dims_of(const torch::Tensor& q, const torch::Tensor& v) {
 }
 
 // q, k, v: (B, N, H, d), the projections (ELU applied inside); real (B, N), 1 = real item, 0 = padding.
-// Returns out (B, N, H, e).
+// Returns out (B, N, H, e). Bidirectional: fills `kept` (B, H, d*e + d) with the key state unless it is empty.
 torch::Tensor forward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor real, bool causal,
-                      double eps) {
+                      double eps, torch::Tensor kept) {
   const Dims n = dims_of(q, v);
+  TORCH_CHECK(kept.numel() == 0 || (kept.is_contiguous() && kept.numel() == n.B * n.H * (n.D * n.E + n.D)),
+              "linrec cpp: kept state must be empty or (B, H, d*e + d)");
   auto out = torch::empty({n.B, n.N, n.H, n.E}, v.options());
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "linrec_forward", [&] {
     const Rows<scalar_t> Q(q), K(k), V(v), O(out);
     const scalar_t* M = real.data_ptr<scalar_t>();
+    scalar_t* S = kept.numel() ? kept.data_ptr<scalar_t>() : nullptr;
     const scalar_t eps2 = scalar_t(eps * eps);
     with_head_dims(n.D, n.E, [&](auto dc, auto ec) {
       constexpr int kD = decltype(dc)::value, kE = decltype(ec)::value;
       if (causal) causal_forward_impl<scalar_t, kD, kE>(Q, K, V, M, O, n, eps2);
-      else bidirectional_forward_impl<scalar_t, kD, kE>(Q, K, V, M, O, n, eps2);
+      else bidirectional_forward_impl<scalar_t, kD, kE>(Q, K, V, M, O, S, n, eps2);
     });
   });
   return out;
 }
 
 // Writes the gradients into dq, dk, dv (B, N, H, d), e.g. three slices of one packed (B, N, 3, H, d) tensor.
+// `kept`: bidirectional, the key state the forward kept; causal, ignored.
 void backward(torch::Tensor grad, torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor real,
-              bool causal, double eps, torch::Tensor dq, torch::Tensor dk, torch::Tensor dv) {
+              bool causal, double eps, torch::Tensor kept, torch::Tensor dq, torch::Tensor dk, torch::Tensor dv) {
   const Dims n = dims_of(q, v);
+  TORCH_CHECK(causal || (kept.is_contiguous() && kept.numel() == n.B * n.H * (n.D * n.E + n.D)),
+              "linrec cpp: the bidirectional backward needs the forward's key state (B, H, d*e + d)");
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "linrec_backward", [&] {
     const Rows<scalar_t> G(grad), Q(q), K(k), V(v), dQ(dq), dK(dk), dV(dv);
     const scalar_t* M = real.data_ptr<scalar_t>();
+    const scalar_t* S = causal ? nullptr : kept.data_ptr<scalar_t>();
     const scalar_t eps2 = scalar_t(eps * eps);
     with_head_dims(n.D, n.E, [&](auto dc, auto ec) {
       constexpr int kD = decltype(dc)::value, kE = decltype(ec)::value;
       if (causal) causal_backward_impl<scalar_t, kD, kE>(G, Q, K, V, M, dQ, dK, dV, n, eps2);
-      else bidirectional_backward_impl<scalar_t, kD, kE>(G, Q, K, V, M, dQ, dK, dV, n, eps2);
+      else bidirectional_backward_impl<scalar_t, kD, kE>(G, Q, K, V, M, S, dQ, dK, dV, n, eps2);
     });
   });
 }
@@ -521,9 +554,9 @@ void backward(torch::Tensor grad, torch::Tensor q, torch::Tensor k, torch::Tenso
 
 _CPP_DECLARATIONS = r"""
 torch::Tensor forward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor real, bool causal,
-                      double eps);
+                      double eps, torch::Tensor kept);
 void backward(torch::Tensor grad, torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor real,
-              bool causal, double eps, torch::Tensor dq, torch::Tensor dk, torch::Tensor dv);
+              bool causal, double eps, torch::Tensor kept, torch::Tensor dq, torch::Tensor dk, torch::Tensor dv);
 """
 
 
@@ -575,21 +608,32 @@ def _last_dim_contiguous(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
+def _kept_state(ctx, q: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
+    """Where the bidirectional forward leaves its key state for the backward, (B, H, d*e + d): d/N of the keys'
+    size, and one walk over the keys fewer. Empty (nothing kept) when causal or when no gradient is wanted."""
+    if causal or not any(ctx.needs_input_grad):
+        return q.new_empty(0)
+    batch, _, heads, d = q.shape
+    return q.new_empty(batch, heads, d * v.shape[-1] + d)
+
+
 class _FusedLinRec(torch.autograd.Function):
-    """q, k, v (B, N, H, d) -> (B, N, H, e); gradients as three tensors. Saves only its inputs."""
+    """q, k, v (B, N, H, d) -> (B, N, H, e); gradients as three tensors. Saves its inputs (and the key state)."""
 
     @staticmethod
     def forward(ctx, q, k, v, real, causal):
         q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
-        ctx.save_for_backward(q, k, v, real)
+        kept = _kept_state(ctx, q, v, causal)
+        out = _module().forward(q, k, v, real, causal, NORM_EPS, kept)
+        ctx.save_for_backward(q, k, v, real, kept)
         ctx.causal = causal
-        return _module().forward(q, k, v, real, causal, NORM_EPS)
+        return out
 
     @staticmethod
     def backward(ctx, grad):
-        q, k, v, real = ctx.saved_tensors
+        q, k, v, real, kept = ctx.saved_tensors
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-        _module().backward(_last_dim_contiguous(grad), q, k, v, real, ctx.causal, NORM_EPS, dq, dk, dv)
+        _module().backward(_last_dim_contiguous(grad), q, k, v, real, ctx.causal, NORM_EPS, kept, dq, dk, dv)
         return dq, dk, dv, None, None
 
 
@@ -599,15 +643,19 @@ class _FusedLinRecPacked(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, qkv, real, causal):
-        ctx.save_for_backward(qkv, real)
+        q, k, v = qkv.unbind(2)  # (B, N, H, d) views
+        kept = _kept_state(ctx, q, v, causal)
+        out = _module().forward(q, k, v, real, causal, NORM_EPS, kept)
+        ctx.save_for_backward(qkv, real, kept)
         ctx.causal = causal
-        return _module().forward(*qkv.unbind(2), real, causal, NORM_EPS)
+        return out
 
     @staticmethod
     def backward(ctx, grad):
-        qkv, real = ctx.saved_tensors
+        qkv, real, kept = ctx.saved_tensors
         grad_qkv = torch.empty_like(qkv)  # (B, N, 3, H, d)
-        _module().backward(_last_dim_contiguous(grad), *qkv.unbind(2), real, ctx.causal, NORM_EPS, *grad_qkv.unbind(2))
+        grads = grad_qkv.unbind(2)
+        _module().backward(_last_dim_contiguous(grad), *qkv.unbind(2), real, ctx.causal, NORM_EPS, kept, *grads)
         return grad_qkv, None, None
 
 
