@@ -38,6 +38,12 @@ DATASETS: dict[str, tuple[str, str]] = {
     "lastfm": ("lastfm-hetrec/LastFM.txt.gz", "user_lines"),
     "gowalla-subset": ("gowalla-subset/Gowalla_checkins_u1000.txt.gz", "checkins"),
 }
+# name -> (registered dataset, first and last user id kept): a registered file restricted to some of its users
+USER_SUBSETS: dict[str, tuple[str, int, int]] = {
+    # the users of ml-1m-ratings-u2999: the same ratings in ml-1m.txt's order, which breaks timestamp ties
+    # differently (ratings.dat keeps its own line order within a second), so the two differ in the tie order only
+    "ml-1m-u2999": ("ml-1m", 1, 2999),
+}
 _FIELDS = {
     "checkins": "user poi timestamp",
     "movielens_dat": "user item rating timestamp",
@@ -67,8 +73,11 @@ def locate(name: str, data_dir=None) -> tuple[Path, str | None]:
         raise DatasetNotFound(f"{name} is a directory; expected a data file or one of {', '.join(DATASETS)}")
     if direct.is_file():
         return direct, None
+    if name in USER_SUBSETS:
+        return locate(USER_SUBSETS[name][0], data_dir)
     if name not in DATASETS:
-        raise DatasetNotFound(f"unknown dataset {name!r}: use one of {', '.join(DATASETS)} or a path to a data file")
+        known = ", ".join([*DATASETS, *USER_SUBSETS])
+        raise DatasetNotFound(f"unknown dataset {name!r}: use one of {known} or a path to a data file")
     relative, fmt = DATASETS[name]
     looked = []
     for source, root in data_dir_candidates(data_dir):
@@ -318,8 +327,12 @@ def load_dataset(name: str, data_dir=None, *, min_count: int = 0, fmt: str | Non
         raise DataFormatError(f"--format: unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     path, registered = locate(name, data_dir)
     fmt = fmt or registered or guess_format(path)
-    label = name if name in DATASETS else Path(name).name
-    return build_dataset(label, read_interactions(path, fmt), source=str(path), min_count=min_count, fmt=fmt)
+    label = name if name in DATASETS or name in USER_SUBSETS else Path(name).name
+    raw = read_interactions(path, fmt)
+    if name in USER_SUBSETS:
+        _, first, last = USER_SUBSETS[name]
+        raw = {user: items for user, items in raw.items() if user.isdigit() and first <= int(user) <= last}
+    return build_dataset(label, raw, source=str(path), min_count=min_count, fmt=fmt)
 
 
 # ------------------------------------------------------------------ leave-one-out

@@ -3,6 +3,7 @@ import gzip
 import pytest
 
 from bench.data import (
+    USER_SUBSETS,
     DataFormatError,
     DatasetNotFound,
     build_dataset,
@@ -121,6 +122,15 @@ def test_data_dir_flag_wins(tmp_path):
     assert ds.num_users == 2 and str(tmp_path) in ds.source
 
 
+def test_a_user_subset_keeps_only_its_users(tmp_path, monkeypatch):
+    folder = tmp_path / "lastfm-hetrec"
+    folder.mkdir()
+    _write(folder / "LastFM.txt.gz", "1 1 2 3\n2 2 3 4\n3 4 5 6\n", gz=True)
+    monkeypatch.setitem(USER_SUBSETS, "lastfm-u2", ("lastfm", 2, 3))
+    ds = load_dataset("lastfm-u2", tmp_path)
+    assert ds.name == "lastfm-u2" and ds.num_users == 2 and ds.sequences == [[1, 2, 3], [3, 4, 5]]
+
+
 def test_synthetic_is_deterministic_and_structured():
     a, b = synthetic_dataset(50, 60, seed=3), synthetic_dataset(50, 60, seed=3)
     assert a.sequences == b.sequences
@@ -140,6 +150,16 @@ def _shared(name):
 def test_ml_1m_matches_published_statistics():
     stats = load_dataset("ml-1m").stats()
     assert (stats["users"], stats["items"], stats["interactions"]) == (6040, 3706, 1_000_209)
+
+
+@pytest.mark.skipif(not _shared("ml-1m-ratings-u2999"), reason="ML-1M not available (set --data-dir / LINREC_DATA)")
+def test_ml_1m_users_1_to_2999_differ_from_the_raw_ratings_in_tie_order_only():
+    """Both files rank MovieIDs the same way, so the remapped ids agree: same users, same items per user; the
+    order differs (equal timestamps are ordered differently), which the tie-order ablation measures."""
+    ours, raw = load_dataset("ml-1m-u2999"), load_dataset("ml-1m-ratings-u2999")
+    assert ours.num_users == raw.num_users == 2999
+    assert [sorted(s) for s in ours.sequences] == [sorted(s) for s in raw.sequences]
+    assert sum(a != b for a, b in zip(ours.sequences, raw.sequences, strict=True)) > 1000
 
 
 @pytest.mark.skipif(not _shared("ml-100k"), reason="ML-100K not available")
