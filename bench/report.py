@@ -309,6 +309,7 @@ COMMITTED_REPORTS: dict[str, list[str]] = {
     "fused-cpu": ["sweeps/fused-cpu.jsonl"],
     "fused-cpu-2threads": ["sweeps/fused-cpu-2threads.jsonl"],
     "compile-cpu": ["sweeps/compile-cpu.jsonl"],
+    "compile-dynamic-cpu": ["sweeps/compile-dynamic-cpu.jsonl"],
 }
 
 

@@ -12,6 +12,9 @@ backward), compile (opt-in torch.compile of the kernel), backend ("auto", the de
 C++ kernel on CPU for the paper form, else "torch"; "fla": causal prefix product by
 flash-linear-attention on CUDA; "cpp": the paper form as fused C++ passes on CPU). On the "cpp"
 path the layer hands the packed projection to the kernel as it is (attend_packed).
+NOTE: compile=True keeps torch.compile's default shapes: static at the first length, a dynamic-shape
+graph once the length changes (1.8x slower than static at N = 200 here, docs/results-cpu.md), because a
+static graph per batch length would pass Dynamo's recompile limit in length-bucketed training.
 """
 
 import torch
