@@ -10,8 +10,10 @@ redistribution: they are read from a directory (--data-dir, env LINREC_DATA, or
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import zlib
+from array import array
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -288,7 +290,16 @@ class SequenceDataset:
             "k_core": self.k_core,
             "format": self.format,
             "source": self.source,
+            "sequences_sha256": self.fingerprint(),
         }
+
+    def fingerprint(self) -> str:
+        """sha256 of the item sequences, order included: two files with the same statistics (ML-1M conversions
+        that break timestamp ties differently) give different fingerprints."""
+        digest = hashlib.sha256()
+        for sequence in self.sequences:
+            digest.update(array("i", sequence).tobytes() + b"\xff\xff\xff\xff")  # -1: end of a user
+        return digest.hexdigest()
 
 
 def k_core(sequences: dict[str, list[str]], k: int) -> dict[str, list[str]]:

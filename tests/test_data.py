@@ -95,6 +95,21 @@ def test_k_core_is_iterated_until_stable():
     assert k_core(raw, 3) == {}
 
 
+def test_the_fingerprint_tells_orders_apart():
+    """Two conversions of one dataset can share every statistic and differ in order (ML-1M's timestamp ties)."""
+    a = build_dataset("a", {"u1": ["x", "y", "z"], "u2": ["y", "z"]})
+    b = build_dataset("b", {"u1": ["y", "x", "z"], "u2": ["y", "z"]})
+    same = build_dataset("c", {"u1": ["x", "y", "z"], "u2": ["y", "z"]})
+    assert {k: v for k, v in a.stats().items() if k not in ("dataset", "sequences_sha256")} == {
+        k: v for k, v in b.stats().items() if k not in ("dataset", "sequences_sha256")
+    }
+    assert a.fingerprint() != b.fingerprint() and a.fingerprint() == same.fingerprint()
+    assert (
+        build_dataset("d", {"u1": ["x"], "u2": ["y", "z"]}).fingerprint()
+        != build_dataset("e", {"u1": ["x", "y"], "u2": ["z"]}).fingerprint()
+    )  # user boundaries count
+
+
 def test_leave_one_out_split():
     ds = build_dataset("t", {"1": ["1", "2", "3", "4"], "2": ["5", "6"]})
     split = leave_one_out(ds)
