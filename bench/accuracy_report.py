@@ -55,6 +55,23 @@ RUN_FIELDS = (
 )
 
 
+def _compact(value):
+    """Floats to 6 significant digits, recursively: a learning curve of 100 epochs x two protocols stays a few
+    KB per row (results files stay under CI's 1 MB limit), far below any difference the reports show."""
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    if isinstance(value, dict):
+        return {key: _compact(item) for key, item in value.items()}
+    return value
+
+
+def compact_history(history: list[dict] | None) -> list[dict] | None:
+    """The per-epoch records of a run, compact; the memory method is the row's, not repeated per epoch."""
+    if history is None:
+        return None
+    return [{key: _compact(item) for key, item in epoch.items() if key != "mem_method"} for epoch in history]
+
+
 def train_row(results: dict) -> dict:
     """A training run's results.json as a row of the sweep's training level."""
     config = results["config"]
@@ -84,6 +101,7 @@ def train_row(results: dict) -> dict:
         **{k: results.get(k) for k in RUN_FIELDS},
         "test": test,
         "valid": valid,
+        "history": compact_history(results.get("history")),
         "dataset_stats": results["dataset"],
         "config": config,
         "run_commit": results.get("commit"),

@@ -11,7 +11,7 @@ from dataclasses import asdict
 import pytest
 
 from bench.accuracy import TrainCell, done_keys, preset_cells, run_accuracy_sweep
-from bench.accuracy_report import gaps_to_baseline, train_frame
+from bench.accuracy_report import compact_history, gaps_to_baseline, train_frame
 from bench.report import report
 from bench.results import load_rows
 
@@ -38,6 +38,8 @@ def test_quick_preset_end_to_end_then_resume_skips_everything(tmp_path):
             "best_epoch",
         ):
             assert row[key] is not None, key
+        epoch = row["history"][-1]  # the learning curve, compact: 6 significant digits, no repeated strings
+        assert "mem_method" not in epoch and len(repr(epoch["valid"]["seen_excluded"]["ndcg@10"])) <= 12
     assert run_accuracy_sweep(preset_cells("quick"), out, work_dir=work, log=lambda *_: None) == []
     written = {p.name for p in report([out], tmp_path / "report")}
     setting = "synthetic-200items_sasrec-all-positions_sasrec-plus_d64h1"
@@ -110,6 +112,14 @@ def _row(mechanism, seed, ndcg):
         "timestamp": f"t{seed}",
         "test": {"seen_excluded": {"ndcg@10": ndcg, "recall@10": 0.3, "mrr@10": 0.1}},
     }
+
+
+def test_compact_history_rounds_to_six_significant_digits_and_keeps_every_key():
+    history = [
+        {"epoch": 1, "loss": 7.627871831258138, "mem_method": "rss", "valid": {"all": {"ndcg@10": 0.0113316321}}}
+    ]
+    assert compact_history(history) == [{"epoch": 1, "loss": 7.62787, "valid": {"all": {"ndcg@10": 0.0113316}}}]
+    assert compact_history(None) is None
 
 
 @pytest.mark.parametrize(
