@@ -261,6 +261,7 @@ class SequenceDataset:
     source: str = ""
     k_core: int = 0
     format: str = ""
+    item_ids: list[str] = field(default_factory=list)  # raw id of item 1, 2, ... (empty for synthetic data)
 
     @property
     def num_users(self) -> int:
@@ -330,7 +331,8 @@ def build_dataset(
     items = sorted({i for seq in raw.values() for i in seq}, key=_id_key)
     index = {item: position + 1 for position, item in enumerate(items)}  # 0 = padding
     users = sorted(raw, key=_id_key)
-    return SequenceDataset(name, [[index[i] for i in raw[u]] for u in users], len(items), users, source, min_count, fmt)
+    sequences = [[index[i] for i in raw[u]] for u in users]
+    return SequenceDataset(name, sequences, len(items), users, source, min_count, fmt, item_ids=items)
 
 
 def load_dataset(name: str, data_dir=None, *, min_count: int = 0, fmt: str | None = None) -> SequenceDataset:
