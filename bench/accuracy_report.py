@@ -9,6 +9,9 @@ setting (dataset with its item count, recommender and objective, recipe, model w
     learning_curves_<setting>.png     validation NDCG@10 vs epoch, one line per run
     accuracy_<setting>.md/.csv/.tex   mean ± std over seeds, and each gap to sdpa against
                                       the seed-to-seed spread
+    ablation_<setting>.md/.csv        one recipe change at a time against the recipe as named
+    order_<A>_vs_<B>_<recipe>.md/.csv the same ratings in two file orders (equal statistics,
+                                      different sequence fingerprints), trained alike
 
 Rows come from the accuracy sweep (`level == "train"`) or from a training run's results.json.
 """
@@ -39,6 +42,7 @@ BUDGET_KEYS = {
     "hidden",
     "heads",
 }  # not a variant of the recipe
+ORDER_BLIND_LENGTHS = ("min", "p25", "p50", "p75", "p90", "p99", "max")
 RUN_FIELDS = (
     "test",
     "valid",
@@ -113,11 +117,24 @@ def train_row(results: dict) -> dict:
 # ------------------------------------------------------------------ the frame
 
 
-def _setting(row: dict) -> str:
-    config, stats = row["config"], row["dataset_stats"]
+def _recipe(row: dict) -> str:
+    config = row["config"]
     objective = row["objective"].replace("_", "-") if row["model"] == "sasrec" else "cloze"
-    width = f"d{config['hidden']}h{config['heads']}"
-    return f"{row['dataset']}-{stats['items']}items_{row['model']}-{objective}_{row['recipe']}_{width}"
+    return f"{row['model']}-{objective}_{row['recipe']}_d{config['hidden']}h{config['heads']}"
+
+
+def _setting(row: dict) -> str:
+    return f"{row['dataset']}-{row['dataset_stats']['items']}items_{_recipe(row)}"
+
+
+# statistics that tell two datasets' ratings apart but not their order
+_ORDER_BLIND_STATS = ("users", "items", "interactions", "k_core") + tuple(f"length_{q}" for q in ORDER_BLIND_LENGTHS)
+
+
+def _ratings(row: dict) -> str:
+    """Same value for two datasets holding the same ratings (up to order), trained with the same recipe."""
+    stats = row["dataset_stats"]
+    return ",".join(f"{k}={stats.get(k)}" for k in _ORDER_BLIND_STATS) + f"_{_recipe(row)}"
 
 
 def variant(settings: dict) -> str:
@@ -134,6 +151,9 @@ def train_frame(rows: list[dict]) -> pd.DataFrame:
         record = {
             "partial": row.get("status") == "partial",
             "setting": _setting(row),
+            "dataset": row["dataset"],
+            "ratings": _ratings(row),
+            "fingerprint": row["dataset_stats"].get("sequences_sha256"),  # None in rows older than the field
             "variant": variant(row.get("settings")),
             "mechanism": attention_label(row["attention"], row.get("options") or {}),
             "seq_len": row["max_len"],
@@ -196,26 +216,38 @@ def _pm(mean: float, std: float, seeds: int) -> str:
     return f"{mean:.4f} ± {std:.4f}" if seeds > 1 and not math.isnan(std) else f"{mean:.4f}"
 
 
-def gaps_to_baseline(frame: pd.DataFrame, protocol: str) -> list[str]:
-    """One sentence per mechanism and shape: its NDCG@10 gap to sdpa against the seed spread. Runs still training
-    (snapshots) are left out where finished runs exist on both sides: an early snapshot would widen the spread."""
-    column, lines = f"ndcg@10:{protocol}", []
-    for (n, batch), shape in frame.groupby(["seq_len", "batch_size"]):
-        for mechanism, runs in shape[shape["mechanism"] != BASELINE].groupby("mechanism"):
-            pair = pd.concat([shape[shape["mechanism"] == BASELINE], runs])
+def _where(names: tuple[str, ...], values) -> str:
+    values = values if isinstance(values, tuple) else (values,)
+    shown = {"seq_len": "N={}", "batch_size": "batch {}"}
+    return ", ".join(shown.get(name, "{}").format(value) for name, value in zip(names, values, strict=True))
+
+
+def gaps_to_baseline(
+    frame: pd.DataFrame,
+    protocol: str,
+    column: str = "mechanism",
+    baseline: str = BASELINE,
+    within: tuple[str, ...] = ("seq_len", "batch_size"),
+) -> list[str]:
+    """One sentence per value of `column` and group of `within`: its NDCG@10 gap to `baseline` (sdpa, or a
+    dataset) against the seed spread. Runs still training (snapshots) are left out where finished runs exist on
+    both sides: an early snapshot would widen the spread."""
+    metric, lines = f"ndcg@10:{protocol}", []
+    for where, shape in frame.groupby(list(within)):
+        for value, runs in shape[shape[column] != baseline].groupby(column):
+            pair = pd.concat([shape[shape[column] == baseline], runs])
             finished = pair[~pair["partial"].astype(bool)] if "partial" in pair else pair
-            if finished["mechanism"].nunique() == 2:
+            if finished[column].nunique() == 2:
                 pair = finished
-            base = pair[pair["mechanism"] == BASELINE][column].dropna().tolist()
-            other = pair[pair["mechanism"] == mechanism][column].dropna().tolist()
+            base = pair[pair[column] == baseline][metric].dropna().tolist()
+            other = pair[pair[column] == value][metric].dropna().tolist()
             if not base or not other:
                 continue
-            still = len(runs) + (shape["mechanism"] == BASELINE).sum() - len(pair)
+            still = len(runs) + (shape[column] == baseline).sum() - len(pair)
             training = f" ({still} run(s) still training not counted)" if still else ""
             gap = statistics.mean(other) - statistics.mean(base)
-            spreads = [statistics.stdev(v) for v in (base, other) if len(v) > 1]
             if len(base) > 1 and len(other) > 1:
-                spread = max(spreads)
+                spread = max(statistics.stdev(base), statistics.stdev(other))
                 verdict = "exceeds" if abs(gap) > 2 * spread else "is within"
                 detail = (
                     f"{verdict} twice the larger seed-to-seed std ({spread:.4f}; {len(base)} and {len(other)} seeds)"
@@ -223,7 +255,7 @@ def gaps_to_baseline(frame: pd.DataFrame, protocol: str) -> list[str]:
             else:
                 detail = "cannot be compared with the seed spread yet (one seed on at least one side)"
             lines.append(
-                f"- N={n}, batch {batch}: {mechanism} {gap:+.4f} NDCG@10 vs {BASELINE}; the gap {detail}{training}."
+                f"- {_where(within, where)}: {value} {gap:+.4f} NDCG@10 vs {baseline}; the gap {detail}{training}."
             )
     return lines
 
@@ -434,6 +466,42 @@ def accuracy_report(rows: list[dict], out: Path) -> list[Path]:
                 text += [f"## Gap to {BASELINE} ({PROTOCOL_NAMES.get(protocol, protocol)})", "", *gaps, ""]
         stem.with_suffix(".md").write_text("\n".join(text))
         written += [stem.with_suffix(s) for s in (".md", ".csv", ".tex")]
+    return written + _order_tables(frame, out)
+
+
+def _order_tables(frame: pd.DataFrame, out: Path) -> list[Path]:
+    """Datasets with the same ratings in different orders (ML-1M files that break timestamp ties differently),
+    trained with the same recipe: each side's mean ± std and the gap against the seed spread."""
+    written = []
+    for _, same in frame[frame["variant"] == ""].groupby("ratings"):
+        known = same.dropna(subset=["fingerprint"]).groupby("dataset")["fingerprint"].first()
+        if same["dataset"].nunique() < 2 or (len(known) == same["dataset"].nunique() and known.nunique() == 1):
+            continue  # one dataset, or two names for one file (rows before fingerprints count as different)
+        datasets = sorted(same["dataset"].unique())
+        table = summary(same, by=("dataset", "mechanism", "seq_len", "batch_size"))
+        protocols = _protocols(same)
+        shown = pd.concat([table[["dataset"]], _table(table, protocols)], axis=1).sort_values(
+            ["mechanism", "N", "batch", "dataset"]
+        )
+        stem = out / f"order_{'_vs_'.join(datasets)}_{same['setting'].iloc[0].split('_', 1)[1]}"
+        shown.to_csv(stem.with_suffix(".csv"), index=False)
+        text = [
+            f"# Same ratings, another order — {' vs '.join(datasets)}",
+            "",
+            "These datasets hold the same ratings (equal statistics) in different orders (different sequence "
+            "fingerprints where the rows record them), e.g. two ML-1M files that break equal timestamps "
+            "differently; each is trained with the same recipe and seeds. Test metrics of the best validation "
+            "epoch, full ranking, leave-one-out. †: a run still training (snapshot of its best epoch so far).",
+            "",
+            _markdown(shown),
+        ]
+        for protocol in protocols:
+            gaps = gaps_to_baseline(
+                same, protocol, column="dataset", baseline=datasets[0], within=("mechanism", "seq_len", "batch_size")
+            )
+            text += [f"## Gap between the orders ({PROTOCOL_NAMES.get(protocol, protocol)})", "", *gaps, ""]
+        stem.with_suffix(".md").write_text("\n".join(text))
+        written += [stem.with_suffix(".md"), stem.with_suffix(".csv")]
     return written
 
 

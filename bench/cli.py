@@ -501,7 +501,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         default="quick",
         help="quick (synthetic, minutes) | paper (ML-1M, width 64) | gpu (ML-1M, width 128 x 8 heads) | "
-        "ablation (ML-100K, one recipe choice at a time) | ablation-ml-1m (the position numbering on ML-1M)",
+        "ablation (ML-100K, one recipe choice at a time) | "
+        "ablation-ml-1m (ML-1M: position numbering, tie order)",
     )
     acc.add_argument("--out", help="results file (default results/sweeps/accuracy-PRESET-DEVICE.jsonl)")
     acc.add_argument("--work-dir", help="checkpoints and logs per cell (default runs/accuracy)")

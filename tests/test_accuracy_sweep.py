@@ -11,7 +11,7 @@ from dataclasses import asdict
 import pytest
 
 from bench.accuracy import TrainCell, done_keys, preset_cells, run_accuracy_sweep
-from bench.accuracy_report import compact_history, gaps_to_baseline, train_frame
+from bench.accuracy_report import accuracy_report, compact_history, gaps_to_baseline, train_frame
 from bench.report import report
 from bench.results import load_rows
 
@@ -142,6 +142,33 @@ def test_runs_still_training_are_left_out_of_the_gap_when_finished_runs_exist():
 def test_one_seed_is_said_to_be_one_seed():
     (line,) = gaps_to_baseline(train_frame([_row("sdpa", 1, 0.18), _row("linrec", 1, 0.17)]), "seen_excluded")
     assert "one seed" in line and "-0.0100" in line
+
+
+@pytest.mark.parametrize("same_file", [False, True])
+def test_the_same_ratings_in_two_orders_get_a_table_with_the_gap_against_the_spread(tmp_path, same_file):
+    def row(dataset, seed, ndcg):
+        fingerprint = "f" if same_file else dataset
+        return {
+            **_row("sdpa", seed, ndcg),
+            "dataset": dataset,
+            "dataset_stats": {"items": 10, "sequences_sha256": fingerprint},
+        }
+
+    rows = [row("file-order", s, v) for s, v in ((1, 0.166), (2, 0.168), (3, 0.164))]
+    rows += [row("ratings-order", s, v) for s, v in ((1, 0.181), (2, 0.180), (3, 0.182))]
+    rows.append({**_row("sdpa", 1, 0.2), "dataset": "unrelated", "dataset_stats": {"items": 11}})
+    written = [p.name for p in accuracy_report(rows, tmp_path) if p.name.startswith("order_")]
+    if same_file:
+        assert written == []
+        return
+    assert written == [
+        f"order_file-order_vs_ratings-order_{stem}.{ext}"
+        for ext in ("md", "csv")
+        for stem in ["sasrec-all-positions_sasrec-plus_d64h1"]
+    ]
+    text = (tmp_path / written[0]).read_text()
+    assert "sdpa, N=200, batch 128: ratings-order +0.0150 NDCG@10 vs file-order; the gap exceeds twice" in text
+    assert "unrelated" not in text
 
 
 def test_a_snapshot_of_an_unfinished_cell_is_partial_and_the_finished_row_supersedes_it(tmp_path):
