@@ -29,7 +29,7 @@ from pathlib import Path
 from .accuracy_report import train_row
 from .environment import REPO_ROOT, environment, git_commit
 from .plugins import load_plugins
-from .results import append_row, attention_label, load_rows, results_writer
+from .results import append_to_parts, attention_label, load_rows, result_parts, results_writer
 
 DEFAULT_WORK_DIR = REPO_ROOT / "runs" / "accuracy"
 
@@ -210,12 +210,12 @@ def _row(cell: TrainCell, status: str, message: str = "", results: dict | None =
 
 
 def done_keys(path: Path) -> set[str]:
-    if not path.exists():
-        return set()
+    """Cells with a final row in the results file or any part continuing it."""
     keys = set()
-    for row in load_rows(path):
-        if row.get("level") == "train" and row.get("status") in ("ok", "oom", "unsupported"):
-            keys.add(TrainCell.of_row(row).key())
+    for part in result_parts(path):
+        for row in load_rows(part):
+            if row.get("level") == "train" and row.get("status") in ("ok", "oom", "unsupported"):
+                keys.add(TrainCell.of_row(row).key())
     return keys
 
 
@@ -253,7 +253,7 @@ def snapshot_unfinished(
             )
             (cell_dir / "results.json").unlink(missing_ok=True)  # the cell is not finished
             row = _row(cell, "partial", results["stop_reason"], results=results)
-            append_row(out, row)
+            append_to_parts(out, row)
             written.append(row)
             log(f"{cell.slug()}: partial after {results['epochs_run']} epochs, best {results['best_epoch']}")
     return written
@@ -297,7 +297,7 @@ def _run_locked(cells, out, work_dir, jobs, threads, device, data_dir, poll_s, l
     written: list[dict] = []
 
     def finish(cell: TrainCell, row: dict) -> None:
-        append_row(out, row)
+        append_to_parts(out, row)
         written.append(row)
         test = row.get("test", {}).get("seen_excluded", {})
         log(

@@ -303,7 +303,7 @@ COMMITTED_REPORTS: dict[str, list[str]] = {
     "paper-cpu": ["sweeps/paper-cpu.jsonl"],
     "short-n-cpu": ["sweeps/short-n-cpu.jsonl"],
     "quick-cpu": ["sweeps/quick-cpu.jsonl"],
-    "accuracy": ["sweeps/accuracy-*-cpu.jsonl", "runs/*/*/results.json"],
+    "accuracy": ["sweeps/accuracy-*-cpu.jsonl", "sweeps/accuracy-*-cpu.*.jsonl", "runs/*/*/results.json"],
     "two-shards-cpu": ["distributed/two-shards/quick.jsonl"],
     "cpp-cpu": ["sweeps/cpp-cpu.jsonl"],
     "fused-cpu": ["sweeps/fused-cpu.jsonl"],

@@ -87,6 +87,40 @@ def append_row(path: Path, row: dict) -> None:
         os.fsync(handle.fileno())
 
 
+PART_BYTES = 768 * 1024  # a long sweep continues its file in a new part past this: CI keeps results files < 1 MB
+
+
+def _part_number(path: Path, part: Path) -> int | None:
+    middle = part.name[len(path.stem) + 1 : len(part.name) - len(path.suffix)]
+    return int(middle) if part.name.startswith(path.stem + ".") and middle.isdigit() else None
+
+
+def result_parts(path: Path) -> list[Path]:
+    """A results file and the parts that continue it (NAME.2.jsonl, NAME.3.jsonl, ...), in order; only those
+    that exist."""
+    path = Path(path)
+    numbered = {}
+    for part in path.parent.glob(f"{path.stem}.*{path.suffix}"):
+        number = _part_number(path, part)
+        if number is not None and number > 1:
+            numbered[number] = part
+    return ([path] if path.exists() else []) + [numbered[n] for n in sorted(numbered)]
+
+
+def append_to_parts(path: Path, row: dict, part_bytes: int | None = None) -> Path:
+    """Append a row to the newest part of `path`, opening the next part once that one has grown past part_bytes
+    (a training sweep's rows carry learning curves; dozens of them would pass CI's 1 MB limit). Returns the
+    file written."""
+    path = Path(path)
+    parts = result_parts(path)
+    newest = parts[-1] if parts else path
+    if newest.exists() and newest.stat().st_size >= (part_bytes or PART_BYTES):
+        number = (_part_number(path, newest) or 1) + 1
+        newest = path.with_name(f"{path.stem}.{number}{path.suffix}")
+    append_row(newest, row)
+    return newest
+
+
 @contextlib.contextmanager
 def results_writer(path: Path):
     """Hold an exclusive lock on `path` (via PATH.lock) while a sweep writes to it; refuse a second writer."""

@@ -13,7 +13,7 @@ import pytest
 from bench.accuracy import TrainCell, done_keys, preset_cells, run_accuracy_sweep
 from bench.accuracy_report import accuracy_report, compact_history, gaps_to_baseline, train_frame
 from bench.report import report
-from bench.results import load_rows
+from bench.results import append_to_parts, load_rows, result_parts
 
 
 def test_quick_preset_end_to_end_then_resume_skips_everything(tmp_path):
@@ -85,6 +85,36 @@ def test_failed_and_unsupported_cells_are_rows_and_the_sweep_goes_on(tmp_path):
     assert [r["status"] for r in rows] == ["unsupported", "error", "ok"]
     assert "unknown dataset" in rows[1]["message"]
     assert rows[1]["commit"] and rows[1]["torch"]
+
+
+def test_a_results_file_past_its_part_size_continues_in_numbered_parts(tmp_path):
+    out = tmp_path / "acc.jsonl"
+    (tmp_path / "acc.backup.jsonl").write_text("")  # not a part
+    written = [append_to_parts(out, {"n": n}, part_bytes=1) for n in range(3)]
+    assert [p.name for p in written] == ["acc.jsonl", "acc.2.jsonl", "acc.3.jsonl"]
+    assert result_parts(out) == written
+    assert [row["n"] for part in result_parts(out) for row in load_rows(part)] == [0, 1, 2]
+
+
+def test_the_sweep_resumes_across_parts(tmp_path, monkeypatch):
+    monkeypatch.setattr("bench.results.PART_BYTES", 1)  # every row opens a new part
+    out = tmp_path / "acc.jsonl"
+    cells = [TrainCell("synthetic", "linformer", n, 16, options={"k": 4}) for n in (20, 30)]  # no causal form
+    rows = run_accuracy_sweep(cells, out, work_dir=tmp_path / "work", log=lambda *_: None)
+    assert [r["status"] for r in rows] == ["unsupported"] * 2
+    assert [p.name for p in result_parts(out)] == ["acc.jsonl", "acc.2.jsonl"]
+    assert done_keys(out) == {c.key() for c in cells}
+    assert run_accuracy_sweep(cells, out, work_dir=tmp_path / "work", log=lambda *_: None) == []
+
+
+def test_committed_accuracy_reports_read_every_part(tmp_path):
+    from bench.report import committed_sources
+
+    (tmp_path / "sweeps").mkdir()
+    names = {"accuracy-paper-cpu.jsonl", "accuracy-paper-cpu.2.jsonl"}
+    for name in names:
+        (tmp_path / "sweeps" / name).write_text("")
+    assert {p.name for p in committed_sources("accuracy", tmp_path)} == names
 
 
 def _row(mechanism, seed, ndcg):
