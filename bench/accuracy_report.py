@@ -50,6 +50,7 @@ RUN_FIELDS = (
     "epochs_run",
     "stop_reason",
     "seconds_per_epoch",
+    "other_load_cores",
     "train_seconds",
     "peak_mem_bytes",
     "mem_method",
@@ -162,6 +163,7 @@ def train_frame(rows: list[dict]) -> pd.DataFrame:
             "best_epoch": row["best_epoch"],
             "epochs_run": row["epochs_run"],
             "s_per_epoch": row["seconds_per_epoch"],
+            "other_load": row.get("other_load_cores"),  # None in rows older than the field
             # median epoch x epochs: an epoch stretched by a paused process or a burst of load does not count
             "train_minutes": (row["seconds_per_epoch"] or 0) * (row["epochs_run"] or 0) / 60,
             "device": row["device"],
@@ -206,6 +208,7 @@ def summary(frame: pd.DataFrame, by=("mechanism", "seq_len", "batch_size")) -> p
     table["partial"] = grouped["partial"].any() if "partial" in frame else False
     table["best_epoch"] = grouped["best_epoch"].mean()
     table["s_per_epoch"] = grouped["s_per_epoch"].median()
+    table["other_load"] = grouped["other_load"].max() if "other_load" in frame else float("nan")
     table["train_minutes"] = grouped["train_minutes"].mean()
     return table.reset_index()
 
@@ -378,6 +381,7 @@ def _table(table: pd.DataFrame, protocols: list[str]) -> pd.DataFrame:
             ]
     out["best epoch"] = table["best_epoch"].round(1)
     out["s/epoch"] = table["s_per_epoch"].round(1)
+    out["other load"] = [f"{v:.1f}" if v == v else "—" for v in table["other_load"]]  # NaN: not recorded
     out["train min"] = table["train_minutes"].round(1)
     return out.sort_values(
         ["N", "batch", "mechanism"], key=lambda c: c.map(lambda v: (v != BASELINE, v)) if c.name == "mechanism" else c
@@ -456,7 +460,8 @@ def accuracy_report(rows: list[dict], out: Path) -> list[Path]:
             "leave-one-out; mean ± std over seeds where several exist. 'seen excl.': items already in the user's "
             "history are not "
             "ranked (the target stays rankable); 'all': every item is ranked. †: a run still training (snapshot of its "
-            "best epoch so far).",
+            "best epoch so far). 'other load': cores other processes used while it trained (median over epochs, the "
+            "largest over seeds; '—': not recorded): s/epoch taken under load is not comparable with a quiet one.",
             "",
             _markdown(shown),
         ]

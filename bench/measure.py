@@ -21,10 +21,11 @@ import random
 import statistics
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import torch
 
 
@@ -167,3 +168,32 @@ def peak_memory(device: str):
     yield result
     result["bytes"] = max(0, _status_kib("VmHWM") - before) * 1024
     result["method"] = "cpu peak RSS (VmHWM) over baseline"
+
+
+class LoadMonitor:
+    """CPU time used by processes other than this one (and its children) over an interval, in cores."""
+
+    def __init__(self):
+        self.start()
+
+    @staticmethod
+    def _busy_seconds() -> float:
+        times = psutil.cpu_times()
+        return sum(getattr(times, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq", "steal"))
+
+    @staticmethod
+    def _own_seconds() -> float:
+        total = 0.0
+        me = psutil.Process()
+        for process in [me, *me.children(recursive=True)]:
+            with suppress(psutil.Error):
+                cpu = process.cpu_times()
+                total += cpu.user + cpu.system
+        return total
+
+    def start(self) -> None:
+        self._wall, self._busy, self._own = time.monotonic(), self._busy_seconds(), self._own_seconds()
+
+    def other_cores(self) -> float:
+        wall = max(time.monotonic() - self._wall, 1e-6)
+        return max(0.0, (self._busy_seconds() - self._busy) - (self._own_seconds() - self._own)) / wall

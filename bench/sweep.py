@@ -28,7 +28,7 @@ from models.attention import list_attentions
 
 from .cells import Cell, make_workload, measure_cell, tokens, unsupported_reason
 from .environment import environment
-from .measure import time_interleaved
+from .measure import LoadMonitor, time_interleaved
 from .plugins import load_plugins
 from .results import append_row, load_rows, results_writer
 
@@ -313,35 +313,6 @@ def comparison_group(cell: Cell) -> tuple:
 BUSY_CORES = 0.3  # CPU used by other processes while a group was timed, in cores, above which its rows are flagged
 QUIET_WAIT_S = 60.0  # how long a busy group waits for the machine to quieten before its one re-measurement
 INTERLEAVE_S = 2.0  # interleaved timing per group: rounds enough for this many seconds (5 to 30 rounds)
-
-
-class LoadMonitor:
-    """CPU time used by processes other than this sweep (and its worker) over an interval, in cores."""
-
-    def __init__(self):
-        self.start()
-
-    @staticmethod
-    def _busy_seconds() -> float:
-        times = psutil.cpu_times()
-        return sum(getattr(times, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq", "steal"))
-
-    @staticmethod
-    def _own_seconds() -> float:
-        total = 0.0
-        me = psutil.Process()
-        for process in [me, *me.children(recursive=True)]:
-            with contextlib.suppress(psutil.Error):
-                cpu = process.cpu_times()
-                total += cpu.user + cpu.system
-        return total
-
-    def start(self) -> None:
-        self._wall, self._busy, self._own = time.monotonic(), self._busy_seconds(), self._own_seconds()
-
-    def other_cores(self) -> float:
-        wall = max(time.monotonic() - self._wall, 1e-6)
-        return max(0.0, (self._busy_seconds() - self._busy) - (self._own_seconds() - self._own)) / wall
 
 
 def _wait_for_quiet(limit_s: float, window_s: float = 2.0) -> float:

@@ -33,7 +33,7 @@ from models.sasrec import TRAIN_WINDOWS
 from . import distributed
 from .data import SequenceDataset, leave_one_out, load_dataset
 from .environment import check_device, environment
-from .measure import peak_memory
+from .measure import LoadMonitor, peak_memory
 from .metrics import exclude_seen, metrics_from_ranks, pessimistic_ranks
 from .synthetic import synthetic_dataset
 
@@ -474,6 +474,7 @@ def _train(config, replicas, device, *, resume, overwrite, progress, log, datase
         rng = random.Random(config.seed * 1000 + epoch)  # batches depend on (seed, epoch) only: resumable
         examples = model.epoch_examples(split.train)
         rng.shuffle(examples)
+        load = LoadMonitor()  # other processes' CPU use during the epoch: a loaded epoch is a slow one
         with peak_memory(device) as peak:  # per epoch, so a resumed run still reports the whole run's peak
             losses, epoch_seconds = _train_epoch(
                 model, trainer, optimizer, examples, rng, config, f"epoch {epoch}", progress, device, replicas
@@ -487,6 +488,7 @@ def _train(config, replicas, device, *, resume, overwrite, progress, log, datase
             "epoch": epoch,
             "loss": sum(losses) / len(losses),
             "epoch_seconds": epoch_seconds,
+            "other_load_cores": round(load.other_cores(), 2),
             "valid_ndcg@10": selected,
             "valid": {
                 name: {m: metrics[m] for m in ("ndcg@10", "recall@10", "mrr@10")} for name, metrics in valid.items()
@@ -533,6 +535,7 @@ def _train(config, replicas, device, *, resume, overwrite, progress, log, datase
     valid = evaluate_on(split.valid, config.seed)
     test = evaluate_on(split.test, config.seed + 1)
     epochs = state["history"]
+    loads = [e["other_load_cores"] for e in epochs if e.get("other_load_cores") is not None]
     results = {
         "test": test,
         "valid": valid,
@@ -542,6 +545,9 @@ def _train(config, replicas, device, *, resume, overwrite, progress, log, datase
         # median: an epoch slowed by a paused process or a burst of load on a shared machine does not move it
         "seconds_per_epoch": statistics.median(e["epoch_seconds"] for e in epochs) if epochs else None,
         "train_seconds": state["train_seconds"],
+        # cores other processes used meanwhile (median over epochs; None for runs older than the field): times
+        # taken under load are not comparable with quiet ones
+        "other_load_cores": statistics.median(loads) if loads else None,
         "wall_seconds_this_call": time.time() - started,
         "peak_mem_bytes": max(
             (e.get("peak_mem_bytes") or 0 for e in epochs), default=None

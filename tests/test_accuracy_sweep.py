@@ -33,6 +33,7 @@ def test_quick_preset_end_to_end_then_resume_skips_everything(tmp_path):
             "host",
             "seed",
             "seconds_per_epoch",
+            "other_load_cores",
             "peak_mem_bytes",
             "history",
             "best_epoch",
@@ -40,11 +41,13 @@ def test_quick_preset_end_to_end_then_resume_skips_everything(tmp_path):
             assert row[key] is not None, key
         epoch = row["history"][-1]  # the learning curve, compact: 6 significant digits, no repeated strings
         assert "mem_method" not in epoch and len(repr(epoch["valid"]["seen_excluded"]["ndcg@10"])) <= 12
+        assert epoch["other_load_cores"] >= 0 and row["other_load_cores"] >= 0  # the two cells load each other
     assert run_accuracy_sweep(preset_cells("quick"), out, work_dir=work, log=lambda *_: None) == []
     written = {p.name for p in report([out], tmp_path / "report")}
     setting = "synthetic-200items_sasrec-all-positions_sasrec-plus_d64h1"
     assert f"accuracy_vs_len_{setting}.png" in written and f"accuracy_{setting}.md" in written
-    assert "Gap to sdpa" in (tmp_path / "report" / f"accuracy_{setting}.md").read_text()
+    table = (tmp_path / "report" / f"accuracy_{setting}.md").read_text()
+    assert "Gap to sdpa" in table and "| other load |" in table
 
 
 def test_a_cell_killed_mid_training_continues_from_its_checkpoint_and_writes_one_row(tmp_path):
