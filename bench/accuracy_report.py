@@ -393,6 +393,13 @@ def _markdown(table: pd.DataFrame) -> str:
     return header + "".join("| " + " | ".join(str(v) for v in row) + " |\n" for row in table.itertuples(index=False))
 
 
+def _write_md_csv(stem: Path, shown: pd.DataFrame, text: list[str]) -> list[Path]:
+    """The table as CSV and the page (heading, explanation, table, sections) as Markdown."""
+    shown.to_csv(stem.with_suffix(".csv"), index=False)
+    stem.with_suffix(".md").write_text("\n".join(text))
+    return [stem.with_suffix(".md"), stem.with_suffix(".csv")]
+
+
 def accuracy_report(rows: list[dict], out: Path) -> list[Path]:
     """Every accuracy plot and table for the finished training rows; returns the files written."""
     frame = train_frame(rows)
@@ -449,7 +456,6 @@ def accuracy_report(rows: list[dict], out: Path) -> list[Path]:
 
         shown = _table(table, protocols)
         stem = out / f"accuracy_{setting}"
-        shown.to_csv(stem.with_suffix(".csv"), index=False)
         shown.to_latex(
             stem.with_suffix(".tex"), index=False, caption=f"Test metrics, leave-one-out, full ranking — {setting}"
         )
@@ -469,8 +475,7 @@ def accuracy_report(rows: list[dict], out: Path) -> list[Path]:
             gaps = gaps_to_baseline(runs, protocol)
             if gaps:
                 text += [f"## Gap to {BASELINE} ({PROTOCOL_NAMES.get(protocol, protocol)})", "", *gaps, ""]
-        stem.with_suffix(".md").write_text("\n".join(text))
-        written += [stem.with_suffix(s) for s in (".md", ".csv", ".tex")]
+        written += [*_write_md_csv(stem, shown, text), stem.with_suffix(".tex")]
     return written + _order_tables(frame, out)
 
 
@@ -489,7 +494,6 @@ def _order_tables(frame: pd.DataFrame, out: Path) -> list[Path]:
             ["mechanism", "N", "batch", "dataset"]
         )
         stem = out / f"order_{'_vs_'.join(datasets)}_{same['setting'].iloc[0].split('_', 1)[1]}"
-        shown.to_csv(stem.with_suffix(".csv"), index=False)
         text = [
             f"# Same ratings, another order — {' vs '.join(datasets)}",
             "",
@@ -505,8 +509,7 @@ def _order_tables(frame: pd.DataFrame, out: Path) -> list[Path]:
                 same, protocol, column="dataset", baseline=datasets[0], within=("mechanism", "seq_len", "batch_size")
             )
             text += [f"## Gap between the orders ({PROTOCOL_NAMES.get(protocol, protocol)})", "", *gaps, ""]
-        stem.with_suffix(".md").write_text("\n".join(text))
-        written += [stem.with_suffix(".md"), stem.with_suffix(".csv")]
+        written += _write_md_csv(stem, shown, text)
     return written
 
 
@@ -539,7 +542,6 @@ def _ablation_table(runs: pd.DataFrame, setting: str, out: Path) -> list[Path]:
             lines.append(line)
     shown = pd.DataFrame(lines)
     stem = out / f"ablation_{setting}"
-    shown.to_csv(stem.with_suffix(".csv"), index=False)
     text = [
         f"# Ablation — {setting.replace('_', ', ')}",
         "",
@@ -549,5 +551,4 @@ def _ablation_table(runs: pd.DataFrame, setting: str, out: Path) -> list[Path]:
         "",
         _markdown(shown),
     ]
-    stem.with_suffix(".md").write_text("\n".join(text))
-    return [stem.with_suffix(".md"), stem.with_suffix(".csv")]
+    return _write_md_csv(stem, shown, text)
