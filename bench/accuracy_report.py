@@ -153,6 +153,7 @@ def train_frame(rows: list[dict]) -> pd.DataFrame:
             "partial": row.get("status") == "partial",
             "setting": _setting(row),
             "dataset": row["dataset"],
+            "recipe": _recipe(row),
             "ratings": _ratings(row),
             "fingerprint": row["dataset_stats"].get("sequences_sha256"),  # None in rows older than the field
             "variant": variant(row.get("settings")),
@@ -493,7 +494,7 @@ def _order_tables(frame: pd.DataFrame, out: Path) -> list[Path]:
         shown = pd.concat([table[["dataset"]], _table(table, protocols)], axis=1).sort_values(
             ["mechanism", "N", "batch", "dataset"]
         )
-        stem = out / f"order_{'_vs_'.join(datasets)}_{same['setting'].iloc[0].split('_', 1)[1]}"
+        stem = out / f"order_{'_vs_'.join(datasets)}_{same['recipe'].iloc[0]}"
         text = [
             f"# Same ratings, another order — {' vs '.join(datasets)}",
             "",

@@ -25,6 +25,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 
+import psutil
 import torch
 import torch.distributed as dist
 
@@ -73,6 +74,13 @@ def setup(device: str) -> tuple[Replicas, str]:
 def teardown(replicas: Replicas) -> None:
     if replicas.launched and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def job_process(replicas: Replicas) -> psutil.Process:
+    """The root of this job's processes on this node: the launcher whose children are the node's ranks
+    (torchrun's agent), else this process."""
+    me = psutil.Process()
+    return (me.parent() or me) if replicas.launched else me
 
 
 def default_threads(replicas: Replicas) -> int:

@@ -171,9 +171,13 @@ def peak_memory(device: str):
 
 
 class LoadMonitor:
-    """CPU time used by processes other than this one (and its children) over an interval, in cores."""
+    """CPU time used by processes other than this job over an interval, in cores.
 
-    def __init__(self):
+    The job is this process and its children, or `root` and its children: under torchrun, the
+    agent that started this rank, so that the other ranks on the node do not count as load."""
+
+    def __init__(self, root: psutil.Process | None = None):
+        self._root = root or psutil.Process()
         self.start()
 
     @staticmethod
@@ -181,11 +185,9 @@ class LoadMonitor:
         times = psutil.cpu_times()
         return sum(getattr(times, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq", "steal"))
 
-    @staticmethod
-    def _own_seconds() -> float:
+    def _own_seconds(self) -> float:
         total = 0.0
-        me = psutil.Process()
-        for process in [me, *me.children(recursive=True)]:
+        for process in [self._root, *self._root.children(recursive=True)]:
             with suppress(psutil.Error):
                 cpu = process.cpu_times()
                 total += cpu.user + cpu.system

@@ -463,6 +463,7 @@ def _train(config, replicas, device, *, resume, overwrite, progress, log, datase
 
     started = time.time()
     stop_reason = "epochs"
+    job = distributed.job_process(replicas)  # whose CPU use is this run's own, not load
     while state["epoch"] < config.epochs:
         if state["bad_epochs"] >= config.patience:
             stop_reason = "early stopping"
@@ -474,7 +475,7 @@ def _train(config, replicas, device, *, resume, overwrite, progress, log, datase
         rng = random.Random(config.seed * 1000 + epoch)  # batches depend on (seed, epoch) only: resumable
         examples = model.epoch_examples(split.train)
         rng.shuffle(examples)
-        load = LoadMonitor()  # other processes' CPU use during the epoch: a loaded epoch is a slow one
+        load = LoadMonitor(job)  # other processes' CPU use during the epoch: a loaded epoch is a slow one
         with peak_memory(device) as peak:  # per epoch, so a resumed run still reports the whole run's peak
             losses, epoch_seconds = _train_epoch(
                 model, trainer, optimizer, examples, rng, config, f"epoch {epoch}", progress, device, replicas

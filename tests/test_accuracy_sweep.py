@@ -187,20 +187,20 @@ def test_the_same_ratings_in_two_orders_get_a_table_with_the_gap_against_the_spr
             "dataset_stats": {"items": 10, "sequences_sha256": fingerprint},
         }
 
-    rows = [row("file-order", s, v) for s, v in ((1, 0.166), (2, 0.168), (3, 0.164))]
-    rows += [row("ratings-order", s, v) for s, v in ((1, 0.181), (2, 0.180), (3, 0.182))]
+    rows = [row("file_order", s, v) for s, v in ((1, 0.166), (2, 0.168), (3, 0.164))]
+    rows += [row("ratings_order", s, v) for s, v in ((1, 0.181), (2, 0.180), (3, 0.182))]
     rows.append({**_row("sdpa", 1, 0.2), "dataset": "unrelated", "dataset_stats": {"items": 11}})
     written = [p.name for p in accuracy_report(rows, tmp_path) if p.name.startswith("order_")]
     if same_file:
         assert written == []
         return
     assert written == [
-        f"order_file-order_vs_ratings-order_{stem}.{ext}"
+        f"order_file_order_vs_ratings_order_{stem}.{ext}"  # names with underscores kept whole
         for ext in ("md", "csv")
         for stem in ["sasrec-all-positions_sasrec-plus_d64h1"]
     ]
     text = (tmp_path / written[0]).read_text()
-    assert "sdpa, N=200, batch 128: ratings-order +0.0150 NDCG@10 vs file-order; the gap exceeds twice" in text
+    assert "sdpa, N=200, batch 128: ratings_order +0.0150 NDCG@10 vs file_order; the gap exceeds twice" in text
     assert "unrelated" not in text
 
 

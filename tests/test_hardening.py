@@ -404,6 +404,47 @@ def test_load_monitor_sees_another_busy_process():
         os.kill(hog, signal.SIGKILL)
 
 
+def test_load_monitor_rooted_at_the_launcher_counts_its_other_children_as_the_jobs_own():
+    """Under torchrun the other ranks are siblings of this one: rooted at the launcher, they are not load."""
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from bench.distributed import Replicas, job_process
+    from bench.measure import LoadMonitor
+
+    assert job_process(Replicas()).pid == os.getpid()
+    assert job_process(Replicas(world=2, launched=True)).pid == os.getppid()
+    # a launcher (like torchrun's agent) with a busy child (like another rank)
+    loop = "import time\nend = time.time() + 60\nwhile time.time() < end: pass"
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, '-c', {loop!r}])"]
+    )
+    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        deadline = time.monotonic() + 30
+        while not psutil.Process(launcher.pid).children() and time.monotonic() < deadline:
+            time.sleep(0.1)  # python starts slowly on a busy machine
+        (rank,) = psutil.Process(launcher.pid).children()
+        # (the launcher is this test's child: the reference monitor is rooted at an idle process instead)
+        start, busy = time.monotonic(), sum(rank.cpu_times()[:2])
+        everyone, job = LoadMonitor(root=psutil.Process(idle.pid)), LoadMonitor(root=psutil.Process(launcher.pid))
+        time.sleep(1.0)
+        total, outside_job = everyone.other_cores(), job.other_cores()
+        rank_cores = (sum(rank.cpu_times()[:2]) - busy) / (time.monotonic() - start)
+        assert rank_cores > 0.05  # the busy child ran (it takes a core on an idle machine; CI is busy)
+        # rooted at its launcher, the busy child's CPU is the job's own, not load
+        assert abs((total - outside_job) - rank_cores) < 0.1 + 0.2 * rank_cores
+    finally:
+        for child in psutil.Process(launcher.pid).children(recursive=True):
+            child.kill()
+        for process in (launcher, idle):
+            process.kill()
+            process.wait()
+
+
 def _timing_row(mechanism, n, time_ms, **extra):
     return {
         "level": "attention",
