@@ -4,8 +4,8 @@
 #   bash scripts/gpu_job.sh OUT_DIR [MINUTES]
 # It (1) runs the CUDA correctness tests, torchrun (and Ray, when installed) on the card, (2) runs `--preset gpu`
 # of the sweep, resumable,
-# (3) if ML-1M is in ./device_data (copied there beforehand; never committed), trains SASRec
-# with sdpa and causal LinRec at the authors' settings within the time left.
+# (3) if ML-1M is in ./device_data (copied there beforehand; never committed), runs the accuracy sweep's gpu
+# preset (SASRec at the authors' width) within the time left.
 # Everything lands in OUT_DIR: sweep JSONL, training results, logs.
 set -uo pipefail
 OUT=${1:?usage: gpu_job.sh OUT_DIR [MINUTES]}
@@ -30,18 +30,19 @@ if python -c "import ray" 2>/dev/null; then
     --seq-len 1024,4096 --batch-size 8 --causal true --no-progress --out "$OUT/ray-gpu.jsonl" 2>&1 | tail -2
 fi
 
-SWEEP_S=$(( $(left) * 6 / 10 ))
+SWEEP_S=$(( $(left) * 5 / 10 ))
 timeout "$SWEEP_S" python -m bench sweep --preset gpu --device cuda --max-cell-s 20 --no-progress \
     --out "$OUT/gpu-sweep.jsonl" 2>&1 | tail -3
 
 if [ -f device_data/ml-1m/ml-1m.txt.gz ]; then
-  TRAIN_S=$(( $(left) / 2 - 15 ))
-  for attention in sdpa linrec; do
-    timeout "$TRAIN_S" python -m bench train --dataset ml-1m --data-dir device_data --model sasrec --attention "$attention" \
-      --max-len 200 --hidden 128 --heads 8 --layers 2 --inner 256 --dropout 0.2 --batch-size 2048 --lr 1e-3 \
-      --epochs 100 --patience 10 --seed 2000 --device cuda --max-minutes $(( TRAIN_S / 60 - 1 )) --no-progress \
-      --out "$OUT/ml-1m-sasrec-$attention" > "$OUT/ml-1m-sasrec-$attention.log" 2>&1
-    tail -2 "$OUT/ml-1m-sasrec-$attention.log"
-  done
+  # the accuracy sweep's gpu preset (the paper preset at the authors' width, 128 x 8 heads), several cells side by
+  # side on the card (small models leave it idle otherwise); checkpoints in OUT, so a later lent session resumes
+  # them (copy OUT/accuracy-runs back and pass it as --work-dir); cells still training when time is up get a
+  # snapshot row (status partial: the best epoch so far, tested)
+  ACC=(--preset gpu --device cuda --data-dir device_data --work-dir "$OUT/accuracy-runs" --out "$OUT/accuracy-gpu-cuda.jsonl")
+  timeout "$(( $(left) - 60 ))" python -m bench accuracy "${ACC[@]}" --jobs "${GPU_CELLS:-8}" --threads 2 \
+    > "$OUT/accuracy.log" 2>&1
+  tail -4 "$OUT/accuracy.log"
+  python -m bench accuracy "${ACC[@]}" --snapshot --threads 4 2>&1 | tail -1
 fi
 python -m bench report "$OUT/gpu-sweep.jsonl" --out "$OUT/report" 2>&1 | tail -1
