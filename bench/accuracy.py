@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .accuracy_report import train_row
-from .environment import REPO_ROOT, environment, git_commit
+from .environment import REPO_ROOT, check_device, environment, git_commit
 from .plugins import load_plugins
 from .results import append_to_parts, attention_label, load_rows, result_parts, results_writer
 
@@ -291,9 +291,24 @@ def run_accuracy_sweep(
         return _run_locked(cells, out, work_dir, jobs, threads, device, data_dir, poll_s, log)
 
 
+def check_cells(cells: list[TrainCell], *, jobs: int, threads: int | None, device: str, data_dir: str | None) -> None:
+    """Refuse, before anything trains, what every cell would fail on: a bad --jobs, --threads or --device, a
+    setting out of range, a dataset that is not where --data-dir (or $LINREC_DATA, the default) says."""
+    from .data import locate
+
+    if jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {jobs}")
+    check_device(device)
+    for cell in cells:
+        cell.train_config(Path("."), device=device, threads=threads, data_dir=data_dir)  # raises on a bad setting
+    for dataset in sorted({cell.dataset for cell in cells} - {"synthetic"}):
+        locate(dataset, data_dir)
+
+
 def _run_locked(cells, out, work_dir, jobs, threads, device, data_dir, poll_s, log) -> list[dict]:
     done = done_keys(out)
     todo = [c for c in cells if c.key() not in done]
+    check_cells(todo, jobs=jobs, threads=threads, device=device, data_dir=data_dir)
     written: list[dict] = []
 
     def finish(cell: TrainCell, row: dict) -> None:

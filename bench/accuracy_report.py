@@ -175,6 +175,8 @@ def train_frame(rows: list[dict]) -> pd.DataFrame:
         for protocol, metrics in row["test"].items():
             for metric in ("ndcg@10", "recall@10", "mrr@10"):
                 record[f"{metric}:{protocol}"] = metrics[metric]
+        for protocol, metrics in (row.get("valid") or {}).items():  # at the best epoch: selected on, so optimistic
+            record[f"valid_ndcg@10:{protocol}"] = metrics.get("ndcg@10")
         records.append(record)
     frame = pd.DataFrame(records)
     if frame.empty:
@@ -232,11 +234,13 @@ def gaps_to_baseline(
     column: str = "mechanism",
     baseline: str = BASELINE,
     within: tuple[str, ...] = ("seq_len", "batch_size"),
+    split: str = "test",
 ) -> list[str]:
     """One sentence per value of `column` and group of `within`: its NDCG@10 gap to `baseline` (sdpa, or a
-    dataset) against the seed spread. Runs still training (snapshots) are left out where finished runs exist on
-    both sides: an early snapshot would widen the spread."""
-    metric, lines = f"ndcg@10:{protocol}", []
+    dataset) against the seed spread, on the test users (or the validation users at the best epoch). Runs still
+    training (snapshots) are left out where finished runs exist on both sides: an early snapshot would widen
+    the spread."""
+    metric, lines = f"{'valid_' if split == 'valid' else ''}ndcg@10:{protocol}", []
     for where, shape in frame.groupby(list(within)):
         for value, runs in shape[shape[column] != baseline].groupby(column):
             pair = pd.concat([shape[shape[column] == baseline], runs])
@@ -259,7 +263,8 @@ def gaps_to_baseline(
             else:
                 detail = "cannot be compared with the seed spread yet (one seed on at least one side)"
             lines.append(
-                f"- {_where(within, where)}: {value} {gap:+.4f} NDCG@10 vs {baseline}; the gap {detail}{training}."
+                f"- {_where(within, where)}: {value} {gap:+.4f} {'validation ' if split == 'valid' else ''}NDCG@10 vs "
+                f"{baseline}; the gap {detail}{training}."
             )
     return lines
 
@@ -494,6 +499,16 @@ def _order_tables(frame: pd.DataFrame, out: Path) -> list[Path]:
         shown = pd.concat([table[["dataset"]], _table(table, protocols)], axis=1).sort_values(
             ["mechanism", "N", "batch", "dataset"]
         )
+        for protocol in protocols:  # the validation users too: a second sample of users, as large as the test's
+            mean, std = (table.get(f"valid_ndcg@10:{protocol}|{stat}") for stat in ("mean", "std"))
+            if mean is not None:
+                short = "seen excl." if protocol == "seen_excluded" else protocol
+                values = [_pm(m, s, n) for m, s, n in zip(mean, std, table["seeds"], strict=True)]
+                shown.insert(
+                    list(shown.columns).index("best epoch"),
+                    f"valid NDCG@10 ({short})",
+                    pd.Series(values, index=table.index),
+                )
         stem = out / f"order_{'_vs_'.join(datasets)}_{same['recipe'].iloc[0]}"
         text = [
             f"# Same ratings, another order — {' vs '.join(datasets)}",
@@ -501,14 +516,25 @@ def _order_tables(frame: pd.DataFrame, out: Path) -> list[Path]:
             "These datasets hold the same ratings (equal statistics) in different orders (different sequence "
             "fingerprints where the rows record them), e.g. two ML-1M files that break equal timestamps "
             "differently; each is trained with the same recipe and seeds. Test metrics of the best validation "
-            "epoch, full ranking, leave-one-out. †: a run still training (snapshot of its best epoch so far).",
+            "epoch, full ranking, leave-one-out; 'valid': the validation users' NDCG@10 at that epoch (chosen on "
+            "it, so optimistic alike on both sides; a second sample of users beside the test's). †: a run still "
+            "training (snapshot of its best epoch so far).",
             "",
             _markdown(shown),
         ]
         for protocol in protocols:
-            gaps = gaps_to_baseline(
-                same, protocol, column="dataset", baseline=datasets[0], within=("mechanism", "seq_len", "batch_size")
-            )
+            gaps = [
+                line
+                for split in ("test", "valid")
+                for line in gaps_to_baseline(
+                    same,
+                    protocol,
+                    column="dataset",
+                    baseline=datasets[0],
+                    within=("mechanism", "seq_len", "batch_size"),
+                    split=split,
+                )
+            ]
             text += [f"## Gap between the orders ({PROTOCOL_NAMES.get(protocol, protocol)})", "", *gaps, ""]
         written += _write_md_csv(stem, shown, text)
     return written

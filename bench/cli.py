@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from .environment import REPO_ROOT
+from .environment import REPO_ROOT, positive_int
 from .plugins import PluginError, load_plugins
 from .results import ResultsFileBusy, ResultsFileError, parse_attention_spec
 
@@ -82,7 +82,9 @@ def _add_sweep_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--level", default="attention", choices=["attention", "kernel", "model"])
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:1")
     parser.add_argument("--dtype", type=_csv(str), default=["fp32"], help="fp32,bf16,fp16")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads in the worker (default: torch's)")
+    parser.add_argument(
+        "--threads", type=positive_int, default=None, help="torch threads in the worker (default: torch's)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--max-cell-s", type=float, default=120.0, help="time budget per cell; longer series stop growing N"
@@ -300,7 +302,8 @@ def cmd_train(args) -> None:
 
 
 def cmd_accuracy(args) -> None:
-    from .accuracy import DEFAULT_WORK_DIR, preset_cells, run_accuracy_sweep
+    from .accuracy import DEFAULT_WORK_DIR, preset_cells, run_accuracy_sweep, snapshot_unfinished
+    from .data import DatasetNotFound
 
     try:
         cells = preset_cells(args.preset)
@@ -308,35 +311,26 @@ def cmd_accuracy(args) -> None:
         sys.exit(f"accuracy: {err}")
     if args.only:
         cells = [c for c in cells if any(part in c.slug() for part in args.only)]
+        if not cells:
+            sys.exit(f"accuracy: --only {','.join(args.only)}: no cell of preset {args.preset!r} matches")
     out = (
         Path(args.out)
         if args.out
         else REPO_ROOT / "results" / "sweeps" / f"accuracy-{args.preset}-{args.device.split(':')[0]}.jsonl"
     )
-    if args.snapshot:
-        from .accuracy import snapshot_unfinished
-
-        rows = snapshot_unfinished(
-            cells,
-            out,
-            work_dir=Path(args.work_dir or DEFAULT_WORK_DIR),
-            threads=args.threads,
-            device=args.device,
-            data_dir=args.data_dir,
-        )
-        print(f"{len(rows)} partial row(s) in {out}")
-        return
+    where = {
+        "work_dir": Path(args.work_dir or DEFAULT_WORK_DIR),
+        "threads": args.threads,
+        "device": args.device,
+        "data_dir": args.data_dir,
+    }
     try:
-        rows = run_accuracy_sweep(
-            cells,
-            out,
-            work_dir=Path(args.work_dir or DEFAULT_WORK_DIR),
-            jobs=args.jobs,
-            threads=args.threads,
-            device=args.device,
-            data_dir=args.data_dir,
-        )
-    except ResultsFileBusy as err:
+        if args.snapshot:
+            rows = snapshot_unfinished(cells, out, **where)
+            print(f"{len(rows)} partial row(s) in {out}")
+            return
+        rows = run_accuracy_sweep(cells, out, jobs=args.jobs, **where)
+    except (ResultsFileBusy, ValueError, DatasetNotFound) as err:
         sys.exit(f"accuracy: {err}")
     print(f"{len(rows)} new training cell(s) in {out}" if rows else f"nothing to do: every cell is already in {out}")
 
@@ -506,8 +500,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     acc.add_argument("--out", help="results file (default results/sweeps/accuracy-PRESET-DEVICE.jsonl)")
     acc.add_argument("--work-dir", help="checkpoints and logs per cell (default runs/accuracy)")
-    acc.add_argument("--jobs", type=int, default=1, help="cells trained at once (each in its own process)")
-    acc.add_argument("--threads", type=int, default=None, help="torch threads per cell (default: torch's)")
+    acc.add_argument("--jobs", type=positive_int, default=1, help="cells trained at once (each in its own process)")
+    acc.add_argument("--threads", type=positive_int, default=None, help="torch threads per cell (default: torch's)")
     acc.add_argument("--device", default="cpu")
     acc.add_argument(
         "--data-dir", default=None, help="folder holding the datasets (else $LINREC_DATA, then ../shared/data)"

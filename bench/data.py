@@ -61,6 +61,8 @@ def data_dir_candidates(data_dir: str | os.PathLike | None = None) -> list[tuple
     """Where datasets are looked for, in order: --data-dir, $LINREC_DATA, ../shared/data."""
     candidates = []
     if data_dir:
+        if not Path(data_dir).is_dir():  # a mistyped folder must not fall through to another one
+            raise DatasetNotFound(f"--data-dir {data_dir}: no such directory")
         candidates.append(("--data-dir", Path(data_dir)))
     if os.environ.get("LINREC_DATA"):
         candidates.append(("LINREC_DATA", Path(os.environ["LINREC_DATA"])))

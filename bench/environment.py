@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import functools
 import os
@@ -58,6 +59,17 @@ def environment(device: str = "cpu") -> dict:
         # means something else competed for the CPU while the cell ran
         "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
+
+
+def positive_int(text: str) -> int:
+    """argparse type of counts (threads, jobs, rounds, sizes): 0 or less is refused when parsed, before any work."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
 
 
 def check_device(device: str) -> None:

@@ -21,7 +21,7 @@ import torch
 
 from models.attention import build_attention
 
-from .environment import REPO_ROOT, environment
+from .environment import REPO_ROOT, environment, positive_int
 from .measure import time_interleaved
 from .results import attention_label
 
@@ -58,13 +58,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--update-baseline", action="store_true", help="measure and write the baseline instead of checking"
     )
-    parser.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds (after one warm-up round)")
+    parser.add_argument(
+        "--rounds", type=positive_int, default=15, help="interleaved timing rounds (after one warm-up round)"
+    )
     parser.add_argument(
         "--tolerance", type=float, default=None, help="allowed growth of a ratio (default: the baseline's, else 1.6)"
     )
     parser.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         default=1,
         help="torch threads (default 1: with several, OpenMP threads that lose their core to another "
         "process spin at barriers and many-op kernels suffer far more than one fused op)",

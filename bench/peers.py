@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from models.attention import build_attention
 from models.attention.functional import compiled_linrec_attention, linrec_attention
 
-from .environment import REPO_ROOT, environment
+from .environment import REPO_ROOT, environment, positive_int
 from .measure import time_interleaved
 from .report import markdown_table
 from .results import append_row
@@ -306,14 +306,14 @@ def measure_limits(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seq-len", default="256,1024,4096,8192", help="comma-separated")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--dim", type=int, default=128)
-    parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--batch-size", type=positive_int, default=8)
+    parser.add_argument("--dim", type=positive_int, default=128)
+    parser.add_argument("--heads", type=positive_int, default=8)
     parser.add_argument("--mode", default="fwd_bwd,infer")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=positive_int, default=5)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--nb-features", type=int, default=64)
-    parser.add_argument("--linformer-k", type=int, default=256)
+    parser.add_argument("--nb-features", type=positive_int, default=64)
+    parser.add_argument("--linformer-k", type=positive_int, default=256)
     parser.add_argument("--limits", action="store_true", help="also measure the bandwidth / FLOP-rate limit figure")
     parser.add_argument(
         "--compiled", action="store_true", help="also time LinRec's torch.compile path (peers and limit figure)"

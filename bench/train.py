@@ -164,6 +164,14 @@ class TrainConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        for name in ("threads", "patience"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.max_minutes is not None and self.max_minutes < 0:  # 0: no epoch (a snapshot tests the best one)
+            raise ValueError(f"--max-minutes must be >= 0, got {self.max_minutes}")
+        for name in ("dropout", "attention_dropout"):
+            if getattr(self, name) is not None and not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)}")
 
 
 def with_recipe(recipe: str | None, **settings) -> TrainConfig:

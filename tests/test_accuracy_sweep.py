@@ -79,15 +79,50 @@ def test_a_cell_killed_mid_training_continues_from_its_checkpoint_and_writes_one
 
 def test_failed_and_unsupported_cells_are_rows_and_the_sweep_goes_on(tmp_path):
     out = tmp_path / "acc.jsonl"
+    broken = tmp_path / "broken.txt"  # found, but not a data file: the cell fails while it trains
+    broken.write_text("this is not a dataset\n")
     cells = [
         TrainCell("synthetic", "linformer", 20, 16, options={"k": 4}, settings={"epochs": 1}),  # no causal form
-        TrainCell("no-such-dataset", "sdpa", 20, 16, settings={"epochs": 1}),
+        TrainCell(str(broken), "sdpa", 20, 16, settings={"epochs": 1}),
         TrainCell("synthetic", "sdpa", 20, 16, settings={"epochs": 1}),
     ]
     rows = run_accuracy_sweep(cells, out, work_dir=tmp_path / "work", threads=1, log=lambda *_: None)
     assert [r["status"] for r in rows] == ["unsupported", "error", "ok"]
-    assert "unknown dataset" in rows[1]["message"]
+    assert "broken.txt" in rows[1]["message"]
     assert rows[1]["commit"] and rows[1]["torch"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--preset", "paper", "--data-dir", "/no/such/folder"], "--data-dir /no/such/folder: no such directory"),
+        (["--preset", "quick", "--only", "nothing-like-this"], "no cell of preset 'quick' matches"),
+        (["--preset", "nope"], "unknown accuracy preset 'nope'"),
+        (["--preset", "quick", "--device", "cuda:0"], "--device cuda:0"),
+    ],
+)
+def test_what_every_cell_would_fail_on_is_refused_before_anything_trains(tmp_path, flags, message):
+    from bench.cli import main
+
+    if "cuda:0" in flags and __import__("torch").cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(SystemExit) as stop:
+        main(["accuracy", *flags, "--out", str(tmp_path / "acc.jsonl"), "--work-dir", str(tmp_path / "work")])
+    assert str(stop.value).startswith("accuracy: ") and message in str(stop.value)
+    assert not (tmp_path / "acc.jsonl").exists() and not (tmp_path / "work").exists()
+
+
+def test_a_count_below_one_is_refused_when_parsed(capsys):
+    from bench.cli import main
+
+    for flags in (["--jobs", "0"], ["--threads", "-1"]):
+        with pytest.raises(SystemExit) as stop:
+            main(["accuracy", *flags])
+        assert stop.value.code == 2 and "expected a whole number >= 1" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--jobs must be >= 1"):
+        run_accuracy_sweep([TrainCell("synthetic", "sdpa", 20, 16)], "unused.jsonl", jobs=0)
+    with pytest.raises(ValueError, match="--dropout must be in"):
+        TrainCell("synthetic", "sdpa", 20, 16, settings={"dropout": 1.0}).train_config("unused")
 
 
 def test_a_results_file_past_its_part_size_continues_in_numbered_parts(tmp_path):
@@ -179,16 +214,18 @@ def test_one_seed_is_said_to_be_one_seed():
 
 @pytest.mark.parametrize("same_file", [False, True])
 def test_the_same_ratings_in_two_orders_get_a_table_with_the_gap_against_the_spread(tmp_path, same_file):
-    def row(dataset, seed, ndcg):
+    def row(dataset, seed, ndcg, valid):
         fingerprint = "f" if same_file else dataset
         return {
             **_row("sdpa", seed, ndcg),
             "dataset": dataset,
             "dataset_stats": {"items": 10, "sequences_sha256": fingerprint},
+            "valid": {"seen_excluded": {"ndcg@10": valid, "recall@10": 0.3, "mrr@10": 0.1}},
         }
 
-    rows = [row("file_order", s, v) for s, v in ((1, 0.166), (2, 0.168), (3, 0.164))]
-    rows += [row("ratings_order", s, v) for s, v in ((1, 0.181), (2, 0.180), (3, 0.182))]
+    # test: the third file-order seed scores high, the gap is within the spread; validation: it is not
+    rows = [row("file_order", s, v, w) for s, v, w in ((1, 0.166, 0.170), (2, 0.164, 0.168), (3, 0.180, 0.172))]
+    rows += [row("ratings_order", s, v, w) for s, v, w in ((1, 0.181, 0.188), (2, 0.180, 0.187), (3, 0.182, 0.189))]
     rows.append({**_row("sdpa", 1, 0.2), "dataset": "unrelated", "dataset_stats": {"items": 11}})
     written = [p.name for p in accuracy_report(rows, tmp_path) if p.name.startswith("order_")]
     if same_file:
@@ -200,7 +237,9 @@ def test_the_same_ratings_in_two_orders_get_a_table_with_the_gap_against_the_spr
         for stem in ["sasrec-all-positions_sasrec-plus_d64h1"]
     ]
     text = (tmp_path / written[0]).read_text()
-    assert "sdpa, N=200, batch 128: ratings_order +0.0150 NDCG@10 vs file_order; the gap exceeds twice" in text
+    assert "sdpa, N=200, batch 128: ratings_order +0.0110 NDCG@10 vs file_order; the gap is within twice" in text
+    assert "ratings_order +0.0180 validation NDCG@10 vs file_order; the gap exceeds twice" in text
+    assert "| 0.1700 ± 0.0020 |" in text and "| 0.1880 ± 0.0010 |" in text  # validation means ± std
     assert "unrelated" not in text
 
 

@@ -121,10 +121,14 @@ def test_leave_one_out_split():
 def test_missing_dataset_says_where_it_looked(tmp_path, monkeypatch):
     monkeypatch.setenv("LINREC_DATA", str(tmp_path / "env"))
     monkeypatch.setattr("bench.data.REPO_ROOT", tmp_path / "repo")
+    (tmp_path / "flag").mkdir()
     with pytest.raises(DatasetNotFound) as err:
         locate("ml-1m", tmp_path / "flag")
     text = str(err.value)
     assert "ml-1m/ml-1m.txt.gz" in text and "--data-dir" in text and "LINREC_DATA" in text and "default" in text
+    # a --data-dir that is not a folder is a mistake, not a reason to look elsewhere
+    with pytest.raises(DatasetNotFound, match=r"--data-dir .*typo: no such directory"):
+        locate("ml-1m", tmp_path / "typo")
     with pytest.raises(DatasetNotFound, match="unknown dataset 'nope'"):
         locate("nope")
 
