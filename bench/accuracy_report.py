@@ -371,13 +371,18 @@ def _learning_curves(frame: pd.DataFrame, title: str, path: Path, colors: dict) 
 # ------------------------------------------------------------------ tables
 
 
+def _short(protocol: str) -> str:
+    """A protocol's name in a table header."""
+    return "seen excl." if protocol == "seen_excluded" else protocol
+
+
 def _table(table: pd.DataFrame, protocols: list[str]) -> pd.DataFrame:
     out = table[["mechanism", "seq_len", "batch_size", "seeds"]].rename(columns={"seq_len": "N", "batch_size": "batch"})
     out["seeds"] = [
         f"{n} †" if partial else str(n) for n, partial in zip(table["seeds"], table["partial"], strict=True)
     ]
     for protocol in protocols:
-        short = "seen excl." if protocol == "seen_excluded" else protocol
+        short = _short(protocol)
         for metric, name in (("ndcg@10", "NDCG@10"), ("recall@10", "Recall@10")):
             out[f"{name} ({short})"] = [
                 _pm(m, s, n)
@@ -502,7 +507,7 @@ def _order_tables(frame: pd.DataFrame, out: Path) -> list[Path]:
         for protocol in protocols:  # the validation users too: a second sample of users, as large as the test's
             mean, std = (table.get(f"valid_ndcg@10:{protocol}|{stat}") for stat in ("mean", "std"))
             if mean is not None:
-                short = "seen excl." if protocol == "seen_excluded" else protocol
+                short = _short(protocol)
                 values = [_pm(m, s, n) for m, s, n in zip(mean, std, table["seeds"], strict=True)]
                 shown.insert(
                     list(shown.columns).index("best epoch"),
@@ -557,7 +562,7 @@ def _ablation_table(runs: pd.DataFrame, setting: str, out: Path) -> list[Path]:
             }
             for protocol in protocols:
                 column = f"ndcg@10:{protocol}"
-                short = "seen excl." if protocol == "seen_excluded" else protocol
+                short = _short(protocol)
                 line[f"NDCG@10 ({short})"] = _pm(row[f"{column}|mean"], row[f"{column}|std"], row["seeds"])
                 line[f"Δ ({short})"] = (
                     f"{row[f'{column}|mean'] - base[f'{column}|mean'].iloc[0]:+.4f}"
