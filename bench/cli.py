@@ -406,7 +406,7 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(
                 flag, action="store_true", default=None, help="causal attention (SASRec all_positions: always)"
             )
-        elif f.name in ("embedding_scale", "embedding_norm", "feed_forward_dropout"):
+        elif isinstance(default, bool):
             parser.add_argument(flag, type=_bool, default=None, help=f"true/false (default: {default})")
         elif f.name == "attention_dropout":
             parser.add_argument(flag, type=float, default=None, help="default: the same as --dropout")

@@ -112,6 +112,8 @@ class TrainConfig:
     train_windows: str = "last"
     # "random" batches, or "by_length": similar lengths together, each batch cut to its longest sequence
     batching: str = "random"
+    # SASRec: run each batch as groups of similar length, each cut to its longest (the same loss; less padding)
+    split_batches: bool = True
     mask_ratio: float = 0.2  # BERT4Rec
     prefixes_per_user: int = 4  # SASRec last_position: training prefixes sampled per user and epoch
     # BERT4Rec: copies of each sequence per epoch, each masked afresh (the original's dupe factor)

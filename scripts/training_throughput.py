@@ -14,6 +14,12 @@ both alike; each epoch is also split into its parts (batch making, encoder forwa
 scoring + cross-entropy, backward, optimiser step) with the evaluation of the validation
 users timed apart. Run it on a quiet machine (pause background training: kill -STOP PID).
 
+With the port recipe's random batches, one long history pads the whole batch to N; "split" runs each
+batch as groups of similar length instead (models/sasrec.py, the same loss and gradients):
+
+    python scripts/training_throughput.py --recipe sasrec-plus-port --variants unsplit,split \
+        --attention sdpa,linrec --threads 1 --max-len 200,800 --out results/training-throughput/ml-1m-split
+
 The same script compares attention paths at the current recipe (issue 10: a LinRec epoch against `sdpa`):
 
     python scripts/training_throughput.py --recipe sasrec-plus-port --variants after \
@@ -24,6 +30,7 @@ The same script compares attention paths at the current recipe (issue 10: a LinR
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
 import statistics
@@ -39,40 +46,49 @@ from bench.environment import environment
 from bench.train import _batches, build_model, evaluate, get_dataset, with_recipe
 
 VARIANTS = {
-    "before": {"batching": "random", "trim": False, "chunked_loss": False},
-    "after": {"batching": "by_length", "trim": True, "chunked_loss": True},
+    "before": {"batching": "random", "trim": False, "chunked_loss": False, "split": False},
+    "after": {"batching": "by_length", "trim": True, "chunked_loss": True, "split": False},
+    "unsplit": {"batching": "random", "trim": True, "chunked_loss": True, "split": False},
+    "split": {"batching": "random", "trim": True, "chunked_loss": True, "split": True},
 }
 
 
-def one_epoch(config, dataset, split, trim: bool, chunked_loss: bool, seed: int) -> dict:
+def one_epoch(config, dataset, split, trim: bool, chunked_loss: bool, split_batches: bool, seed: int) -> dict:
     torch.manual_seed(seed)
     model = build_model(config, dataset.num_items)
-    model.trim_batches = trim
+    model.trim_batches, model.split_batches = trim, split_batches
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     rng = random.Random(seed)
     examples = model.epoch_examples(split.train)
     rng.shuffle(examples)
-    parts = dict.fromkeys(("batch", "encoder", "scores+ce", "backward", "step"), 0.0)
+    # a split batch interleaves encoder passes and one loss: its forward is timed as a whole
+    forward = ("forward",) if split_batches else ("encoder", "scores+ce")
+    parts = dict.fromkeys(("batch", *forward, "backward", "step"), 0.0)
     model.train()
     started = time.perf_counter()
     for sequences in _batches(examples, config, rng):
         t0 = time.perf_counter()
         batch = model.make_batch(sequences, rng)
         t1 = time.perf_counter()
-        states = model.encoder(batch["items"])  # (B, n, hidden)
-        t2 = time.perf_counter()
-        real = batch["targets"] != 0
-        if chunked_loss:
-            loss = model.encoder.item_loss(states[real], batch["targets"][real])
+        if split_batches:
+            loss = model.training_loss(batch)
+            t2 = t3 = time.perf_counter()
         else:
-            loss = F.cross_entropy(model.encoder.item_scores(states[real]), batch["targets"][real] - 1)
-        t3 = time.perf_counter()
+            states = model.encoder(batch["items"])  # (B, n, hidden)
+            t2 = time.perf_counter()
+            real = batch["targets"] != 0
+            if chunked_loss:
+                loss = model.encoder.item_loss(states[real], batch["targets"][real])
+            else:
+                loss = F.cross_entropy(model.encoder.item_scores(states[real]), batch["targets"][real] - 1)
+            t3 = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         t4 = time.perf_counter()
         optimizer.step()
         t5 = time.perf_counter()
-        for name, (a, b) in zip(parts, ((t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5)), strict=False):
+        spans = ((t0, t1), (t1, t3)) if split_batches else ((t0, t1), (t1, t2), (t2, t3))
+        for name, (a, b) in zip(parts, (*spans, (t3, t4), (t4, t5)), strict=True):
             parts[name] += b - a
     train_seconds = time.perf_counter() - started
     started = time.perf_counter()
@@ -90,6 +106,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="ml-1m")
     parser.add_argument("--attention", default="sdpa,linrec")
     parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--max-len", default="200", help="comma list of N")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds (one epoch per configuration each)")
     parser.add_argument("--out", default="results/training-throughput/ml-1m")
     parser.add_argument("--recipe", default="sasrec-plus")
@@ -99,12 +116,13 @@ def main() -> None:
     )
     args = parser.parse_args()
     variants = {name: VARIANTS[name] for name in args.variants.split(",")}
+    lengths = args.max_len.split(",")
     dropouts = [None if d == "recipe" else float(d) for d in args.attention_dropout.split(",")]
     dataset = get_dataset(with_recipe(args.recipe, dataset=args.dataset))
     split = leave_one_out(dataset)
     rows = []
     for round_ in range(args.rounds):  # every configuration once per round, so drifting load hits all alike
-        for threads in map(int, args.threads.split(",")):
+        for threads, max_len in itertools.product(map(int, args.threads.split(",")), map(int, lengths)):
             torch.set_num_threads(threads)
             for attention in args.attention.split(","):
                 name_, options = parse_attention(attention)
@@ -117,11 +135,11 @@ def main() -> None:
                             attention=name_,
                             attention_options=options,
                             batching=variant["batching"],
+                            max_len=max_len,
                             **settings,
                         )
-                        result = one_epoch(
-                            run_config, dataset, split, variant["trim"], variant["chunked_loss"], seed=round_
-                        )
+                        trim, chunked, split_batches = variant["trim"], variant["chunked_loss"], variant["split"]
+                        result = one_epoch(run_config, dataset, split, trim, chunked, split_batches, seed=round_)
                         effective_dropout = (
                             run_config.dropout if run_config.attention_dropout is None else run_config.attention_dropout
                         )
@@ -130,14 +148,15 @@ def main() -> None:
                                 "attention": attention,
                                 "attention_dropout": effective_dropout,
                                 "threads": threads,
+                                "max_len": max_len,
                                 "variant": name,
                                 "round": round_,
                                 **result,
                             }
                         )
                         print(
-                            f"{attention:20s} att.dropout {effective_dropout} {threads} thread(s) "
-                            f"{name:6s} train {result['train_s']:6.1f} s  eval {result['eval_s']:5.1f} s  "
+                            f"{attention:20s} att.dropout {effective_dropout} {threads} thread(s) N={max_len} "
+                            f"{name:7s} train {result['train_s']:6.1f} s  eval {result['eval_s']:5.1f} s  "
                             + "  ".join(f"{k} {v:.1f}" for k, v in result["parts_s"].items())
                             + f"  valid NDCG@10 {result['valid_ndcg@10_all']:.4f}",
                             flush=True,
@@ -147,29 +166,30 @@ def main() -> None:
     meta = {
         "dataset": dataset.stats(),
         "recipe": args.recipe,
-        "max_len": 200,
+        "max_len": [int(n) for n in lengths],
         "batch_size": 128,
         "variants": variants,
         **environment("cpu"),
     }
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    if set(variants) != set(VARIANTS):
+    if len(variants) != 2:
         _attention_table(rows, out)
         return
+    old, new = variants
     lines = [
-        "| attention | threads | before: train + eval s/epoch | after: train + eval s/epoch | speed-up |",
-        "|---|---|---|---|---|",
+        f"| attention | threads | N | {old}: train + eval s/epoch | {new}: train + eval s/epoch | speed-up |",
+        "|---|---|---|---|---|---|",
     ]
-    for attention in args.attention.split(","):
-        for threads in map(int, args.threads.split(",")):
-            total = {}
-            for name in VARIANTS:
-                runs = [r for r in rows if (r["attention"], r["threads"], r["variant"]) == (attention, threads, name)]
-                total[name] = statistics.median(r["train_s"] + r["eval_s"] for r in runs)
-            lines.append(
-                f"| {attention} | {threads} | {total['before']:.1f} | {total['after']:.1f} | "
-                f"{total['before'] / total['after']:.2f}x |"
-            )
+    for attention, threads, max_len in dict.fromkeys((r["attention"], r["threads"], r["max_len"]) for r in rows):
+        total = {}
+        for name in variants:
+            key = (attention, threads, max_len, name)
+            runs = [r for r in rows if (r["attention"], r["threads"], r["max_len"], r["variant"]) == key]
+            total[name] = statistics.median(r["train_s"] + r["eval_s"] for r in runs)
+        lines.append(
+            f"| {attention} | {threads} | {max_len} | {total[old]:.1f} | {total[new]:.1f} | "
+            f"{total[old] / total[new]:.2f}x |"
+        )
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -1,3 +1,4 @@
+import itertools
 import json
 import math
 import random
@@ -10,6 +11,7 @@ from bench.metrics import rank_metrics
 from bench.synthetic import synthetic_dataset
 from bench.train import TrainConfig, evaluate, train
 from models import BERT4Rec, EncoderConfig, SASRec
+from models.sasrec import similar_length_groups
 
 
 def _config(**kw):
@@ -258,11 +260,64 @@ def test_trimmed_batches_give_the_same_loss_as_full_width():
     sequences = [[1, 2, 3, 4], [5, 6, 7]]
     trimmed = model.make_batch(sequences, random.Random(0))
     assert trimmed["items"].shape == (2, 3)
-    model.trim_batches = False
+    model.trim_batches = model.split_batches = False
     full = model.make_batch(sequences, random.Random(0))
     assert full["items"].shape == (2, 12)
     with torch.no_grad():
         assert torch.allclose(model.training_loss(trimmed), model.training_loss(full), atol=1e-5)
+
+
+def test_similar_length_groups_is_the_cheapest_contiguous_split():
+    """Checked against every way of cutting the sorted lengths into contiguous groups."""
+
+    def cost(groups, lengths, overhead):
+        return sum((end - start) * lengths[end - 1] + overhead for start, end in groups)
+
+    rng = random.Random(0)
+    for _ in range(30):
+        lengths = sorted(rng.randint(1, 60) for _ in range(rng.randint(1, 8)))
+        overhead = rng.choice([0, 5, 40, 1000])
+        groups = similar_length_groups(lengths, overhead)
+        assert [start for start, _ in groups] == [0] + [end for _, end in groups[:-1]]
+        assert groups[-1][1] == len(lengths)
+        cheapest = min(
+            cost(list(zip((0, *cuts), (*cuts, len(lengths)), strict=True)), lengths, overhead)
+            for k in range(len(lengths))
+            for cuts in itertools.combinations(range(1, len(lengths)), k)
+        )
+        assert cost(groups, lengths, overhead) == cheapest
+    assert similar_length_groups([3, 3, 50, 50], overhead=0) == [(0, 2), (2, 4)]
+    assert similar_length_groups([3, 3, 50, 50], overhead=1000) == [(0, 4)]
+
+
+@pytest.mark.parametrize(
+    ("attention", "objective"), [("sdpa", "all_positions"), ("linrec", "all_positions"), ("sdpa", "last_position")]
+)
+def test_split_batches_give_the_padded_batch_loss_and_gradients(attention, objective):
+    """A batch run as groups of similar length is the same loss, with the same gradients, as one padded batch."""
+    torch.manual_seed(0)
+    model = SASRec(_config(attention=attention, max_len=20), objective=objective).eval()  # eval: no dropout
+    model.split_overhead = 3  # small: several groups, some of them mixing lengths
+    rng = random.Random(1)
+    sequences = [[rng.randint(1, 30) for _ in range(rng.randint(2, 21))] for _ in range(9)]
+    batch = model.make_batch(sequences, random.Random(2))
+    lengths = sorted((batch["items"] != 0).sum(1).tolist())
+    groups = similar_length_groups(lengths, model.split_overhead)
+    assert len(groups) > 2 and any(lengths[start] < lengths[end - 1] for start, end in groups)
+
+    def loss_and_gradients(split: bool):
+        model.split_batches = split
+        model.zero_grad()
+        loss = model.training_loss(batch)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    padded_loss, padded_gradients = loss_and_gradients(False)
+    split_loss, split_gradients = loss_and_gradients(True)
+    assert torch.allclose(split_loss, padded_loss, atol=1e-6)
+    assert len(split_gradients) == len(padded_gradients)
+    for split, padded in zip(split_gradients, padded_gradients, strict=True):
+        assert torch.allclose(split, padded, atol=1e-6)
 
 
 def test_training_results_become_accuracy_rows_in_the_report(tmp_path):
