@@ -91,10 +91,13 @@ class SASRec(Recommender):
         self.prefixes_per_user, self.train_windows = prefixes_per_user, train_windows
         # a batch shorter than max_len is cut to its longest sequence: exact, since positions are counted
         # from the right and padded keys are masked; not for mechanisms tied to one length (Linformer)
-        self.trim_batches = not available_attentions()[config.attention]["needs_max_len"]
+        capabilities = available_attentions()[config.attention]
+        self.trim_batches = not capabilities["needs_max_len"]
         # a random batch mixes short and long histories: the encoder runs on groups of similar length, each cut
-        # to its longest, and one loss is taken over all their targets (the same loss; less padding to compute)
-        self.split_batches = split_batches and self.trim_batches
+        # to its longest, and one loss is taken over all their targets (the same loss; less padding to compute).
+        # NOTE: not for a mechanism whose training pass changes it (Performer's redraw count would run faster
+        # and could redraw between two groups of one batch): its batches stay whole.
+        self.split_batches = split_batches and self.trim_batches and not capabilities["stateful_training"]
         self.encoder = SequenceEncoder(config, causal=causal)
 
     # -- training batches ---------------------------------------------------------

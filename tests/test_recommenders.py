@@ -320,6 +320,20 @@ def test_split_batches_give_the_padded_batch_loss_and_gradients(attention, objec
         assert torch.allclose(split, padded, atol=1e-6)
 
 
+def test_batches_stay_whole_for_a_mechanism_whose_training_pass_changes_it():
+    """Performer counts training passes to redraw its features: one step must stay one pass."""
+    assert SASRec(_config(attention="linrec")).split_batches
+    assert not SASRec(_config(attention="linrec"), split_batches=False).split_batches
+    performer = SASRec(_config(attention="performer"))
+    assert not performer.split_batches
+    layers = [m for m in performer.modules() if hasattr(m, "calls_since_redraw")]
+    performer.train()
+    performer.split_overhead = 0  # would split this batch in two, were splitting allowed
+    batch = performer.make_batch([[1, 2, 3], [4, 5, 6, 7, 8, 9, 10, 11, 12]], random.Random(0))
+    performer.training_loss(batch)
+    assert layers and all(layer.calls_since_redraw == 1 for layer in layers)
+
+
 def test_training_results_become_accuracy_rows_in_the_report(tmp_path):
     from bench.report import report
 

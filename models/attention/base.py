@@ -33,6 +33,9 @@ class Capabilities:
     time: str  # complexity per head, N = length, d = head dim
     memory: str
     reference: str  # paper
+    # a training forward pass changes the layer (Performer counts passes to redraw its features), so a training
+    # step must stay one pass: SASRec does not split such a batch into groups of similar length
+    stateful_training: bool = False
 
 
 _REGISTRY: dict[str, type[AttentionLayer]] = {}

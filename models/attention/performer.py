@@ -24,6 +24,7 @@ class PerformerAttention(OutputDropoutMixin, AttentionLayer):
         time="O(N m d)",
         memory="O(N m + m d)",
         reference="Choromanski et al., ICLR 2021 (arXiv:2009.14794)",
+        stateful_training=True,
     )
 
     def __init__(
