@@ -41,7 +41,8 @@ BUDGET_KEYS = {
     "synthetic_items",
     "hidden",
     "heads",
-}  # not a variant of the recipe
+    "split_batches",  # how a batch is computed, not what (the same loss)
+}  # not a variant of the recipe: the budget, the width, the computation
 ORDER_BLIND_LENGTHS = ("min", "p25", "p50", "p75", "p90", "p99", "max")
 RUN_FIELDS = (
     "test",

@@ -11,7 +11,7 @@ from dataclasses import asdict
 import pytest
 
 from bench.accuracy import TrainCell, done_keys, preset_cells, run_accuracy_sweep
-from bench.accuracy_report import accuracy_report, compact_history, gaps_to_baseline, train_frame
+from bench.accuracy_report import accuracy_report, compact_history, gaps_to_baseline, train_frame, variant
 from bench.report import report
 from bench.results import append_to_parts, load_rows, result_parts
 
@@ -241,6 +241,11 @@ def test_the_same_ratings_in_two_orders_get_a_table_with_the_gap_against_the_spr
     assert "ratings_order +0.0180 validation NDCG@10 vs file_order; the gap exceeds twice" in text
     assert "| 0.1700 ± 0.0020 |" in text and "| 0.1880 ± 0.0010 |" in text  # validation means ± std
     assert "unrelated" not in text
+
+
+def test_a_variant_names_what_changes_the_model_not_the_budget_width_or_batch_computation():
+    assert variant({"epochs": 3, "hidden": 128, "heads": 8, "split_batches": False, "dropout": 0.2}) == "dropout=0.2"
+    assert variant({}) == ""
 
 
 def test_a_snapshot_of_an_unfinished_cell_is_partial_and_the_finished_row_supersedes_it(tmp_path):
