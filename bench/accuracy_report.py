@@ -52,6 +52,7 @@ RUN_FIELDS = (
     "stop_reason",
     "seconds_per_epoch",
     "other_load_cores",
+    "split_batches",
     "train_seconds",
     "peak_mem_bytes",
     "mem_method",
@@ -139,6 +140,14 @@ def _ratings(row: dict) -> str:
     return ",".join(f"{k}={stats.get(k)}" for k in _ORDER_BLIND_STATS) + f"_{_recipe(row)}"
 
 
+def _split_batches(row: dict) -> bool:
+    """Whether the run's batches were split by length; rows older than the field fall back on the setting
+    (None before it existed: whole batches)."""
+    if row.get("split_batches") is not None:
+        return bool(row["split_batches"])
+    return bool(row["config"].get("split_batches", False))
+
+
 def variant(settings: dict) -> str:
     """The recipe changes a cell makes ('' = the recipe as named); budget and width are not changes."""
     return ",".join(f"{k}={v}" for k, v in sorted((settings or {}).items()) if k not in BUDGET_KEYS)
@@ -166,6 +175,7 @@ def train_frame(rows: list[dict]) -> pd.DataFrame:
             "epochs_run": row["epochs_run"],
             "s_per_epoch": row["seconds_per_epoch"],
             "other_load": row.get("other_load_cores"),  # None in rows older than the field
+            "split": _split_batches(row),
             # median epoch x epochs: an epoch stretched by a paused process or a burst of load does not count
             "train_minutes": (row["seconds_per_epoch"] or 0) * (row["epochs_run"] or 0) / 60,
             "device": row["device"],
@@ -213,6 +223,10 @@ def summary(frame: pd.DataFrame, by=("mechanism", "seq_len", "batch_size")) -> p
     table["best_epoch"] = grouped["best_epoch"].mean()
     table["s_per_epoch"] = grouped["s_per_epoch"].median()
     table["other_load"] = grouped["other_load"].max() if "other_load" in frame else float("nan")
+    if "split" in frame:
+        table["batches"] = grouped["split"].agg(
+            lambda split: "split" if split.all() else "mixed" if split.any() else "whole"
+        )
     table["train_minutes"] = grouped["train_minutes"].mean()
     return table.reset_index()
 
@@ -392,6 +406,8 @@ def _table(table: pd.DataFrame, protocols: list[str]) -> pd.DataFrame:
                 )
             ]
     out["best epoch"] = table["best_epoch"].round(1)
+    if "batches" in table:
+        out["batches"] = table["batches"]
     out["s/epoch"] = table["s_per_epoch"].round(1)
     out["other load"] = [f"{v:.1f}" if v == v else "—" for v in table["other_load"]]  # NaN: not recorded
     out["train min"] = table["train_minutes"].round(1)
@@ -479,7 +495,9 @@ def accuracy_report(rows: list[dict], out: Path) -> list[Path]:
             "history are not "
             "ranked (the target stays rankable); 'all': every item is ranked. †: a run still training (snapshot of its "
             "best epoch so far). 'other load': cores other processes used while it trained (median over epochs, the "
-            "largest over seeds; '—': not recorded): s/epoch taken under load is not comparable with a quiet one.",
+            "largest over seeds; '—': not recorded): s/epoch taken under load is not comparable with a quiet one. "
+            "'batches': whole (each padded to its longest history) or split into groups of similar length (the "
+            "same loss, less padding: faster per epoch, so s/epoch is comparable only between rows alike).",
             "",
             _markdown(shown),
         ]

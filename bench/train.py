@@ -559,6 +559,8 @@ def _train(config, replicas, device, *, resume, overwrite, progress, log, datase
         # cores other processes used meanwhile (median over epochs; None for runs older than the field): times
         # taken under load are not comparable with quiet ones
         "other_load_cores": statistics.median(loads) if loads else None,
+        # SASRec ran its batches as groups of similar length: faster per epoch than whole batches, the same loss
+        "split_batches": bool(getattr(model, "split_batches", False)),
         "wall_seconds_this_call": time.time() - started,
         "peak_mem_bytes": max(
             (e.get("peak_mem_bytes") or 0 for e in epochs), default=None

@@ -42,12 +42,14 @@ def test_quick_preset_end_to_end_then_resume_skips_everything(tmp_path):
         epoch = row["history"][-1]  # the learning curve, compact: 6 significant digits, no repeated strings
         assert "mem_method" not in epoch and len(repr(epoch["valid"]["seen_excluded"]["ndcg@10"])) <= 12
         assert epoch["other_load_cores"] >= 0 and row["other_load_cores"] >= 0  # the two cells load each other
+        assert row["split_batches"] is True  # SASRec with sdpa / LinRec: batches run as groups of similar length
     assert run_accuracy_sweep(preset_cells("quick"), out, work_dir=work, log=lambda *_: None) == []
     written = {p.name for p in report([out], tmp_path / "report")}
     setting = "synthetic-200items_sasrec-all-positions_sasrec-plus_d64h1"
     assert f"accuracy_vs_len_{setting}.png" in written and f"accuracy_{setting}.md" in written
     table = (tmp_path / "report" / f"accuracy_{setting}.md").read_text()
     assert "Gap to sdpa" in table and "| other load |" in table
+    assert "| batches |" in table and "| split |" in table and "| whole |" not in table
 
 
 def test_a_cell_killed_mid_training_continues_from_its_checkpoint_and_writes_one_row(tmp_path):
