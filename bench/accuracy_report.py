@@ -275,8 +275,16 @@ def gaps_to_baseline(
                 detail = (
                     f"{verdict} twice the larger seed-to-seed std ({spread:.4f}; {len(base)} and {len(other)} seeds)"
                 )
+            elif len(base) > 1 or len(other) > 1:  # one side's spread is known: a first, weaker reading
+                seeded, seeds, single = (baseline, base, value) if len(base) > 1 else (value, other, baseline)
+                spread = statistics.stdev(seeds)
+                verdict = "exceeds" if abs(gap) > 2 * spread else "is within"
+                detail = (
+                    f"{verdict} twice {seeded}'s seed-to-seed std ({spread:.4f}; {len(seeds)} seeds); {single} has one "
+                    "seed, its own spread is not known yet"
+                )
             else:
-                detail = "cannot be compared with the seed spread yet (one seed on at least one side)"
+                detail = "cannot be compared with the seed spread yet (one seed on each side)"
             lines.append(
                 f"- {_where(within, where)}: {value} {gap:+.4f} {'validation ' if split == 'valid' else ''}NDCG@10 vs "
                 f"{baseline}; the gap {detail}{training}."

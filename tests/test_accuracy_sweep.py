@@ -211,7 +211,14 @@ def test_runs_still_training_are_left_out_of_the_gap_when_finished_runs_exist():
 
 def test_one_seed_is_said_to_be_one_seed():
     (line,) = gaps_to_baseline(train_frame([_row("sdpa", 1, 0.18), _row("linrec", 1, 0.17)]), "seen_excluded")
-    assert "one seed" in line and "-0.0100" in line
+    assert "one seed on each side" in line and "-0.0100" in line
+
+
+@pytest.mark.parametrize(("linrec", "verdict"), [(0.170, "exceeds"), (0.178, "is within")])
+def test_one_seed_against_several_is_read_against_the_known_spread_only(linrec, verdict):
+    rows = [_row("sdpa", s, v) for s, v in zip((1, 2, 3), (0.180, 0.182, 0.178), strict=True)]
+    (line,) = gaps_to_baseline(train_frame([*rows, _row("linrec", 1, linrec)]), "seen_excluded")
+    assert f"{verdict} twice sdpa's seed-to-seed std (0.0020; 3 seeds); linrec has one seed" in line
 
 
 @pytest.mark.parametrize("same_file", [False, True])
