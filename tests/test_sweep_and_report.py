@@ -230,3 +230,10 @@ def test_compile_is_an_axis_timed_beside_eager_with_its_first_call_apart(tmp_pat
     frame = load_frame([tmp_path / "s.jsonl"])
     assert set(frame["mechanism"]) == {"linrec", "linrec (compiled)"}
     assert build_parser().parse_args(["sweep", "--compile", "false,true"]).compile == [False, True]
+
+
+def test_train_takes_every_boolean_setting_as_true_or_false():
+    args = build_parser().parse_args(["train", "--split-batches", "false", "--embedding-scale", "yes"])
+    assert args.split_batches is False and args.embedding_scale is True and args.embedding_norm is None
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--split-batches", "maybe"])
