@@ -112,7 +112,7 @@ class TrainConfig:
     train_windows: str = "last"
     # "random" batches, or "by_length": similar lengths together, each batch cut to its longest sequence
     batching: str = "random"
-    # SASRec: run each batch as groups of similar length, each cut to its longest (the same loss; less padding)
+    # run each training batch as groups of similar length, each cut to its longest (the same loss; less padding)
     split_batches: bool = True
     mask_ratio: float = 0.2  # BERT4Rec
     prefixes_per_user: int = 4  # SASRec last_position: training prefixes sampled per user and epoch
@@ -559,8 +559,8 @@ def _train(config, replicas, device, *, resume, overwrite, progress, log, datase
         # cores other processes used meanwhile (median over epochs; None for runs older than the field): times
         # taken under load are not comparable with quiet ones
         "other_load_cores": statistics.median(loads) if loads else None,
-        # SASRec ran its batches as groups of similar length: faster per epoch than whole batches, the same loss
-        "split_batches": bool(getattr(model, "split_batches", False)),
+        # the batches ran as groups of similar length: faster per epoch than whole batches, the same loss
+        "split_batches": model.split_batches,
         "wall_seconds_this_call": time.time() - started,
         "peak_mem_bytes": max(
             (e.get("peak_mem_bytes") or 0 for e in epochs), default=None

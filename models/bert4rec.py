@@ -17,14 +17,16 @@ import random
 import torch
 
 from .encoder import EncoderConfig, SequenceEncoder, left_pad
-from .recommender import Recommender, register_recommender
+from .recommender import Recommender, batch_cutting, register_recommender
 
 
 @register_recommender("bert4rec")
 class BERT4Rec(Recommender):
-    train_options = ("mask_ratio", "masks_per_user")
+    train_options = ("mask_ratio", "masks_per_user", "split_batches")
 
-    def __init__(self, config: EncoderConfig, mask_ratio: float = 0.2, masks_per_user: int = 1):
+    def __init__(
+        self, config: EncoderConfig, mask_ratio: float = 0.2, masks_per_user: int = 1, split_batches: bool = True
+    ):
         super().__init__()
         if not 0.0 < mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}")
@@ -32,6 +34,7 @@ class BERT4Rec(Recommender):
         self.config, self.mask_ratio, self.causal = config, mask_ratio, False
         self.masks_per_user = masks_per_user
         self.mask_token = config.num_items + 1
+        self.trim_batches, self.split_batches = batch_cutting(config.attention, split_batches)
         self.encoder = SequenceEncoder(config, causal=False)
 
     def epoch_examples(self, sequences: list[list[int]]) -> list[list[int]]:
@@ -47,17 +50,16 @@ class BERT4Rec(Recommender):
         masked[nothing_masked, -1] = True  # left padding: the most recent item is the last column
         targets = torch.where(masked, items, 0)
         inputs = torch.where(masked, self.mask_token, items)
+        if self.trim_batches:  # masks drawn at full width, so the random stream does not depend on the cut
+            longest = int(real.sum(1).max())
+            inputs, targets = inputs[:, -longest:], targets[:, -longest:]  # (B, longest)
         return {"items": inputs.to(device), "targets": targets.to(device)}
-
-    def training_loss(self, batch: dict) -> torch.Tensor:
-        states = self.encoder(batch["items"])
-        targets = batch["targets"]
-        real = targets != 0
-        return self.encoder.item_loss(states[real], targets[real])
 
     def score_next(self, histories: list[list[int]], device=None) -> torch.Tensor:
         n = self.config.max_len
         with_mask = [list(h[-(n - 1) :]) + [self.mask_token] for h in histories]
+        if self.trim_batches:
+            n = max(len(h) for h in with_mask)
         states = self.encoder(left_pad(with_mask, n, device))
         return self.encoder.item_scores(states[:, -1])
 

@@ -20,7 +20,7 @@ import torch
 
 from .attention import available_attentions
 from .encoder import EncoderConfig, SequenceEncoder, left_pad
-from .recommender import Recommender, register_recommender
+from .recommender import Recommender, batch_cutting, register_recommender
 
 OBJECTIVES = ("all_positions", "last_position")
 TRAIN_WINDOWS = ("last", "all")
@@ -36,30 +36,9 @@ def history_windows(sequence: list[int], max_len: int) -> list[list[int]]:
     return windows
 
 
-def similar_length_groups(lengths: list[int], overhead: int) -> list[tuple[int, int]]:
-    """Split ascending lengths into contiguous groups [start, end) that minimise the padded work:
-    sum over groups of (rows x the group's longest length) + `overhead` per group (the fixed cost of one
-    more encoder pass, in positions)."""
-    best = [0.0] + [float("inf")] * len(lengths)  # best[j]: cheapest split of the first j lengths
-    start_of = [0] * (len(lengths) + 1)
-    for end in range(1, len(lengths) + 1):
-        for start in range(end):
-            cost = best[start] + (end - start) * lengths[end - 1] + overhead
-            if cost < best[end]:
-                best[end], start_of[end] = cost, start
-    groups, end = [], len(lengths)
-    while end > 0:
-        groups.append((start_of[end], end))
-        end = start_of[end]
-    return groups[::-1]
-
-
 @register_recommender("sasrec")
 class SASRec(Recommender):
     train_options = ("objective", "causal", "prefixes_per_user", "train_windows", "split_batches")
-    # the cost of one more encoder pass, in positions, when a batch is split by length: 256 ran an ML-1M batch
-    # (N = 800, one CPU thread) faster than 1024 or 4096 (scripts/training_throughput.py measures epochs)
-    split_overhead = 256
 
     def __init__(
         self,
@@ -91,13 +70,7 @@ class SASRec(Recommender):
         self.prefixes_per_user, self.train_windows = prefixes_per_user, train_windows
         # a batch shorter than max_len is cut to its longest sequence: exact, since positions are counted
         # from the right and padded keys are masked; not for mechanisms tied to one length (Linformer)
-        capabilities = available_attentions()[config.attention]
-        self.trim_batches = not capabilities["needs_max_len"]
-        # a random batch mixes short and long histories: the encoder runs on groups of similar length, each cut
-        # to its longest, and one loss is taken over all their targets (the same loss; less padding to compute).
-        # NOTE: not for a mechanism whose training pass changes it (Performer's redraw count would run faster
-        # and could redraw between two groups of one batch): its batches stay whole.
-        self.split_batches = split_batches and self.trim_batches and not capabilities["stateful_training"]
+        self.trim_batches, self.split_batches = batch_cutting(config.attention, split_batches)
         self.encoder = SequenceEncoder(config, causal=causal)
 
     # -- training batches ---------------------------------------------------------
@@ -127,31 +100,6 @@ class SASRec(Recommender):
             histories.append(seq[:cut])
             targets.append(seq[cut])
         return {"items": left_pad(histories, n, device), "targets": torch.tensor(targets, device=device)[:, None]}
-
-    def training_loss(self, batch: dict) -> torch.Tensor:
-        items, targets = batch["items"], batch["targets"]  # (B, N); targets (B, N) or (B, 1), 0 = no target
-        if not self.split_batches:
-            states, targets = self._target_states(items, targets)
-            return self.encoder.item_loss(states, targets)
-        lengths = (items != 0).sum(1)  # (B,) left-padded: a row's items are its last `length` columns
-        order = torch.argsort(lengths)
-        sorted_lengths = lengths[order].tolist()
-        states, kept = [], []
-        for start, end in similar_length_groups(sorted_lengths, self.split_overhead):
-            rows, length = order[start:end], max(1, sorted_lengths[end - 1])
-            group_targets = targets[rows] if self.objective == "last_position" else targets[rows, -length:]
-            group_states, group_targets = self._target_states(items[rows, -length:], group_targets)
-            states.append(group_states)
-            kept.append(group_targets)
-        return self.encoder.item_loss(torch.cat(states), torch.cat(kept))  # the mean over every target, as unsplit
-
-    def _target_states(self, items: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(T, hidden) encoder states at the positions with a target, and those (T,) targets."""
-        states = self.encoder(items)  # (B, n, hidden)
-        if self.objective == "last_position":
-            states = states[:, -1:]  # (B, 1, hidden)
-        real = targets != 0
-        return states[real], targets[real]
 
     # -- inference ----------------------------------------------------------------
 

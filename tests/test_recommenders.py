@@ -11,7 +11,7 @@ from bench.metrics import rank_metrics
 from bench.synthetic import synthetic_dataset
 from bench.train import TrainConfig, evaluate, train
 from models import BERT4Rec, EncoderConfig, SASRec
-from models.sasrec import similar_length_groups
+from models.recommender import similar_length_groups
 
 
 def _config(**kw):
@@ -267,6 +267,24 @@ def test_trimmed_batches_give_the_same_loss_as_full_width():
         assert torch.allclose(model.training_loss(trimmed), model.training_loss(full), atol=1e-5)
 
 
+@pytest.mark.parametrize("attention", ["sdpa", "linrec"])
+def test_bert4rec_batches_and_scores_cut_to_the_longest_sequence_are_exact(attention):
+    """Masks are drawn at full width, so the cut batch holds the same masks; padded keys are masked."""
+    torch.manual_seed(0)
+    model = BERT4Rec(_config(attention=attention)).eval()
+    sequences = [[1, 2, 3, 4], [5, 6, 7], [8, 9]]
+    cut = model.make_batch(sequences, random.Random(0))
+    assert cut["items"].shape == (3, 4)
+    model.trim_batches = model.split_batches = False
+    full = model.make_batch(sequences, random.Random(0))
+    assert full["items"].shape == (3, 12) and torch.equal(full["targets"][:, -4:], cut["targets"])
+    with torch.no_grad():
+        assert torch.allclose(model.training_loss(cut), model.training_loss(full), atol=1e-6)
+        whole = model.score_next(sequences)
+        model.trim_batches = True
+        assert torch.allclose(model.score_next(sequences), whole, atol=1e-5)
+
+
 def test_similar_length_groups_is_the_cheapest_contiguous_split():
     """Checked against every way of cutting the sorted lengths into contiguous groups."""
 
@@ -291,12 +309,15 @@ def test_similar_length_groups_is_the_cheapest_contiguous_split():
 
 
 @pytest.mark.parametrize(
-    ("attention", "objective"), [("sdpa", "all_positions"), ("linrec", "all_positions"), ("sdpa", "last_position")]
+    ("attention", "objective"),
+    [("sdpa", "all_positions"), ("linrec", "all_positions"), ("sdpa", "last_position"), ("linrec", "cloze")],
 )
 def test_split_batches_give_the_padded_batch_loss_and_gradients(attention, objective):
     """A batch run as groups of similar length is the same loss, with the same gradients, as one padded batch."""
     torch.manual_seed(0)
-    model = SASRec(_config(attention=attention, max_len=20), objective=objective).eval()  # eval: no dropout
+    config = _config(attention=attention, max_len=20)
+    model = BERT4Rec(config) if objective == "cloze" else SASRec(config, objective=objective)
+    model.eval()  # no dropout
     model.split_overhead = 3  # small: several groups, some of them mixing lengths
     rng = random.Random(1)
     sequences = [[rng.randint(1, 30) for _ in range(rng.randint(2, 21))] for _ in range(9)]
