@@ -163,10 +163,9 @@ class TrainConfig:
             "layers",
             "prefixes_per_user",
             "masks_per_user",
+            "patience",
+            "threads",  # None: torch's default
         ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        for name in ("threads", "patience"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.max_minutes is not None and self.max_minutes < 0:  # 0: no epoch (a snapshot tests the best one)

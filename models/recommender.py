@@ -52,8 +52,9 @@ def similar_length_groups(lengths: list[int], overhead: int) -> list[tuple[int, 
 class Recommender(nn.Module):
     train_options: tuple[str, ...] = ()
     trim_batches = split_batches = False  # set by batch_cutting in a subclass that supports them
-    # the cost of one more encoder pass, in positions, when a batch is split by length: 256 ran an ML-1M batch
-    # (N = 800, one CPU thread) faster than 1024 or 4096 (scripts/training_throughput.py measures epochs)
+    # the cost of one more encoder pass, in positions, when a batch is split by length: 256 came out fastest of
+    # 256 / 1024 / 4096 in a rough, uncommitted timing of ML-1M batches at N = 800 (one CPU thread); the committed
+    # epoch times (scripts/training_throughput.py) were measured with 256
     split_overhead = 256
 
     def epoch_examples(self, sequences: list[list[int]]) -> list[list[int]]:

@@ -68,8 +68,6 @@ class SASRec(Recommender):
             raise ValueError(f"train_windows must be one of {TRAIN_WINDOWS}, got {train_windows!r}")
         self.config, self.objective, self.causal = config, objective, causal
         self.prefixes_per_user, self.train_windows = prefixes_per_user, train_windows
-        # a batch shorter than max_len is cut to its longest sequence: exact, since positions are counted
-        # from the right and padded keys are masked; not for mechanisms tied to one length (Linformer)
         self.trim_batches, self.split_batches = batch_cutting(config.attention, split_batches)
         self.encoder = SequenceEncoder(config, causal=causal)
 

@@ -15,7 +15,7 @@ scoring + cross-entropy, backward, optimiser step) with the evaluation of the va
 users timed apart. Run it on a quiet machine (pause background training: kill -STOP PID).
 
 With the port recipe's random batches, one long history pads the whole batch to N; "split" runs each
-batch as groups of similar length instead (models/sasrec.py, the same loss and gradients):
+batch as groups of similar length instead (models/recommender.py, the same loss and gradients):
 
     python scripts/training_throughput.py --recipe sasrec-plus-port --variants unsplit,split \
         --attention sdpa,linrec --threads 1 --max-len 200,800 --out results/training-throughput/ml-1m-split

@@ -34,7 +34,7 @@ class Capabilities:
     memory: str
     reference: str  # paper
     # a training forward pass changes the layer (Performer counts passes to redraw its features), so a training
-    # step must stay one pass: SASRec does not split such a batch into groups of similar length
+    # step must stay one pass: training does not split such a batch into groups of similar length
     stateful_training: bool = False
 
 
