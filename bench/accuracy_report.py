@@ -228,7 +228,21 @@ def summary(frame: pd.DataFrame, by=("mechanism", "seq_len", "batch_size")) -> p
             lambda split: "split" if split.all() else "mixed" if split.any() else "whole"
         )
     table["train_minutes"] = grouped["train_minutes"].mean()
+    if "device" in frame:
+        table["device"] = grouped["device"].agg(_devices)
     return table.reset_index()
+
+
+def device_label(device: str) -> str:
+    """A device name short enough for a table column: 'CPU Intel(R) Xeon(R) Processor' -> 'CPU Intel Xeon'."""
+    for noise in ("(R)", "(TM)", "(tm)", " Processor", " CPU @"):
+        device = device.replace(noise, "")
+    return " ".join(device.split())
+
+
+def _devices(values) -> str:
+    """One device, or every device of a group joined ('mixed' seeds: their s/epoch is a median across machines)."""
+    return " + ".join(sorted({device_label(v) for v in values}))
 
 
 def _pm(mean: float, std: float, seeds: int) -> str:
@@ -416,6 +430,8 @@ def _table(table: pd.DataFrame, protocols: list[str]) -> pd.DataFrame:
     out["best epoch"] = table["best_epoch"].round(1)
     if "batches" in table:
         out["batches"] = table["batches"]
+    if "device" in table and table["device"].nunique() > 1:  # time columns compare only within one device
+        out["device"] = table["device"]
     out["s/epoch"] = table["s_per_epoch"].round(1)
     out["other load"] = [f"{v:.1f}" if v == v else "—" for v in table["other_load"]]  # NaN: not recorded
     out["train min"] = table["train_minutes"].round(1)
@@ -453,7 +469,7 @@ def accuracy_report(rows: list[dict], out: Path) -> list[Path]:
         protocols = _protocols(runs)
         colors = _colors(runs["mechanism"])
         table = summary(runs)
-        device = runs["device"].iloc[0]
+        device = _devices(runs["device"])
         title = f"{setting.replace('_', ', ')} — {device}"
         common_batch = int(runs["batch_size"].mode().iloc[0])
         common_len = int(runs["seq_len"].mode().iloc[0])
@@ -498,14 +514,15 @@ def accuracy_report(rows: list[dict], out: Path) -> list[Path]:
         text = [
             f"# Accuracy — {setting.replace('_', ', ')}",
             "",
-            f"Device: {device}. Test metrics of the best validation epoch, full ranking, "
+            _device_sentence(runs["device"]) + " Test metrics of the best validation epoch, full ranking, "
             "leave-one-out; mean ± std over seeds where several exist. 'seen excl.': items already in the user's "
             "history are not "
             "ranked (the target stays rankable); 'all': every item is ranked. †: a run still training (snapshot of its "
             "best epoch so far). 'other load': cores other processes used while it trained (median over epochs, the "
             "largest over seeds; '—': not recorded): s/epoch taken under load is not comparable with a quiet one. "
             "'batches': whole (each padded to its longest history) or split into groups of similar length (the "
-            "same loss, less padding: faster per epoch, so s/epoch is comparable only between rows alike).",
+            "same loss, less padding: faster per epoch, so s/epoch is comparable only between rows alike: same "
+            "batches, same device, similar load).",
             "",
             _markdown(shown),
         ]
@@ -515,6 +532,18 @@ def accuracy_report(rows: list[dict], out: Path) -> list[Path]:
                 text += [f"## Gap to {BASELINE} ({PROTOCOL_NAMES.get(protocol, protocol)})", "", *gaps, ""]
         written += [*_write_md_csv(stem, shown, text), stem.with_suffix(".tex")]
     return written + _order_tables(frame, out)
+
+
+def _device_sentence(devices: pd.Series) -> str:
+    counts = devices.map(device_label).value_counts()
+    if len(counts) == 1:
+        return f"Device: {devices.iloc[0]}."
+    listed = ", ".join(f"{name} ({count} run{'s' if count > 1 else ''})" for name, count in counts.items())
+    return (
+        f"Devices: {listed}; the 'device' column says which trained each row: its s/epoch and training minutes "
+        "compare only with rows of the same device (the same seed also trains to slightly different accuracy on two "
+        "devices: their float rounding differs)."
+    )
 
 
 def _order_tables(frame: pd.DataFrame, out: Path) -> list[Path]:

@@ -252,6 +252,21 @@ def test_the_same_ratings_in_two_orders_get_a_table_with_the_gap_against_the_spr
     assert "unrelated" not in text
 
 
+def test_rows_from_two_devices_say_which_device_trained_each(tmp_path):
+    xeon, epyc = "CPU Intel(R) Xeon(R) Processor", "CPU AMD EPYC"
+    rows = [{**_row("sdpa", 1, 0.18), "device": xeon}, {**_row("sdpa", 2, 0.17), "device": epyc}]
+    rows += [{**_row("linrec", 1, 0.16), "device": epyc, "max_len": 800}]
+    accuracy_report(rows, tmp_path)
+    (page,) = tmp_path.glob("accuracy_*.md")
+    text = page.read_text()
+    assert "Devices: CPU AMD EPYC (2 runs), CPU Intel Xeon (1 run)" in text
+    assert "| device | s/epoch |" in text
+    assert "| CPU AMD EPYC + CPU Intel Xeon |" in text and "| CPU AMD EPYC |" in text  # seeds of two machines
+    accuracy_report(rows[:1], tmp_path)  # one device: named once above the table, no column
+    text = page.read_text()
+    assert f"Device: {xeon}." in text and "| device |" not in text
+
+
 def test_a_variant_names_what_changes_the_model_not_the_budget_width_or_batch_computation():
     assert variant({"epochs": 3, "hidden": 128, "heads": 8, "split_batches": False, "dropout": 0.2}) == "dropout=0.2"
     assert variant({}) == ""
