@@ -20,6 +20,11 @@ batch as groups of similar length instead (models/recommender.py, the same loss 
     python scripts/training_throughput.py --recipe sasrec-plus-port --variants unsplit,split \
         --attention sdpa,linrec --threads 1 --max-len 200,800 --out results/training-throughput/ml-1m-split
 
+BERT4Rec (bidirectional; its batches are cut and split the same way, masks drawn at full width first):
+
+    python scripts/training_throughput.py --model bert4rec --recipe recbole --variants unsplit,split \
+        --attention sdpa,linrec --threads 1 --rounds 2 --out results/training-throughput/ml-1m-split-bert4rec
+
 The same script compares attention paths at the current recipe (issue 10: a LinRec epoch against `sdpa`):
 
     python scripts/training_throughput.py --recipe sasrec-plus-port --variants after \
@@ -61,8 +66,10 @@ def one_epoch(config, dataset, split, trim: bool, chunked_loss: bool, split_batc
     rng = random.Random(seed)
     examples = model.epoch_examples(split.train)
     rng.shuffle(examples)
-    # a split batch interleaves encoder passes and one loss: its forward is timed as a whole
-    forward = ("forward",) if split_batches else ("encoder", "scores+ce")
+    # a split batch interleaves encoder passes and one loss, and BERT4Rec's loss reads its masks: their forward
+    # is timed as a whole
+    whole_forward = split_batches or config.model != "sasrec"
+    forward = ("forward",) if whole_forward else ("encoder", "scores+ce")
     parts = dict.fromkeys(("batch", *forward, "backward", "step"), 0.0)
     model.train()
     started = time.perf_counter()
@@ -70,7 +77,7 @@ def one_epoch(config, dataset, split, trim: bool, chunked_loss: bool, split_batc
         t0 = time.perf_counter()
         batch = model.make_batch(sequences, rng)
         t1 = time.perf_counter()
-        if split_batches:
+        if whole_forward:
             loss = model.training_loss(batch)
             t2 = t3 = time.perf_counter()
         else:
@@ -87,7 +94,7 @@ def one_epoch(config, dataset, split, trim: bool, chunked_loss: bool, split_batc
         t4 = time.perf_counter()
         optimizer.step()
         t5 = time.perf_counter()
-        spans = ((t0, t1), (t1, t3)) if split_batches else ((t0, t1), (t1, t2), (t2, t3))
+        spans = ((t0, t1), (t1, t3)) if whole_forward else ((t0, t1), (t1, t2), (t2, t3))
         for name, (a, b) in zip(parts, (*spans, (t3, t4), (t4, t5)), strict=True):
             parts[name] += b - a
     train_seconds = time.perf_counter() - started
@@ -101,6 +108,14 @@ def one_epoch(config, dataset, split, trim: bool, chunked_loss: bool, split_batc
     }
 
 
+def warm_up(config, dataset, split) -> None:
+    """One untimed training step: a first call may build code once per machine (the fused LinRec's C++ extension
+    compiles on first use, ~40 s), which would otherwise land in the first configuration's epoch."""
+    model = build_model(config, dataset.num_items)
+    examples = model.epoch_examples(split.train)[:8]
+    model.training_loss(model.make_batch(examples, random.Random(0))).backward()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="ml-1m")
@@ -110,16 +125,28 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds (one epoch per configuration each)")
     parser.add_argument("--out", default="results/training-throughput/ml-1m")
     parser.add_argument("--recipe", default="sasrec-plus")
+    parser.add_argument("--model", default="sasrec", choices=("sasrec", "bert4rec"))
     parser.add_argument("--variants", default="before,after", help=f"among {','.join(VARIANTS)}")
     parser.add_argument(
         "--attention-dropout", default="recipe", help="comma list: 'recipe' (the recipe's own) and/or rates"
     )
     args = parser.parse_args()
     variants = {name: VARIANTS[name] for name in args.variants.split(",")}
+    if args.model != "sasrec" and "before" in variants:  # its loss is the model's own (chunked) item loss
+        parser.error(f"--variants before: SASRec only (--model {args.model} has no un-chunked loss to time)")
     lengths = args.max_len.split(",")
     dropouts = [None if d == "recipe" else float(d) for d in args.attention_dropout.split(",")]
     dataset = get_dataset(with_recipe(args.recipe, dataset=args.dataset))
     split = leave_one_out(dataset)
+    for attention in args.attention.split(","):
+        name_, options = parse_attention(attention)
+        warm_up(
+            with_recipe(
+                args.recipe, dataset=args.dataset, model=args.model, attention=name_, attention_options=options
+            ),
+            dataset,
+            split,
+        )
     rows = []
     for round_ in range(args.rounds):  # every configuration once per round, so drifting load hits all alike
         for threads, max_len in itertools.product(map(int, args.threads.split(",")), map(int, lengths)):
@@ -132,6 +159,7 @@ def main() -> None:
                         run_config = with_recipe(
                             args.recipe,
                             dataset=args.dataset,
+                            model=args.model,
                             attention=name_,
                             attention_options=options,
                             batching=variant["batching"],
@@ -166,8 +194,9 @@ def main() -> None:
     meta = {
         "dataset": dataset.stats(),
         "recipe": args.recipe,
+        "model": args.model,
         "max_len": [int(n) for n in lengths],
-        "batch_size": 128,
+        "batch_size": with_recipe(args.recipe).batch_size,
         "variants": variants,
         **environment("cpu"),
     }
