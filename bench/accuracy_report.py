@@ -315,16 +315,34 @@ def _colors(mechanisms) -> dict[str, str]:
     return {m: cycle[i % len(cycle)] for i, m in enumerate(ordered)}
 
 
+def timed_alike(line: pd.DataFrame) -> list[tuple[dict, pd.DataFrame]]:
+    """A mechanism's summary rows in groups timed alike (same device, batches whole or split): seconds per epoch
+    are joined by a line only within one."""
+    alike = [c for c in ("device", "batches") if c in line]
+    if not alike:
+        return [({}, line)]
+    return [(dict(zip(alike, key, strict=True)), rows) for key, rows in line.groupby(alike)]
+
+
 def _vs_axis(table: pd.DataFrame, axis: str, protocols: list[str], title: str, path: Path, colors: dict) -> None:
     panels = [(f"ndcg@10:{p}", f"test NDCG@10 ({PROTOCOL_NAMES.get(p, p)})") for p in protocols] + [
         ("s_per_epoch", "seconds per epoch")
     ]
+    # seconds per epoch join only points timed alike: one marker per device, dashed where batches were split
+    markers = dict(zip(sorted(table["device"].unique()) if "device" in table else [], "osD^v", strict=False))
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.2))
     for ax, (column, ylabel) in zip(axes, panels, strict=False):
         for mechanism, line in table.groupby("mechanism"):
             line = line.sort_values(axis)
             if column == "s_per_epoch":
-                ax.plot(line[axis], line[column], marker="o", color=colors[mechanism], label=mechanism)
+                for how, timed in timed_alike(line):
+                    ax.plot(
+                        timed[axis],
+                        timed[column],
+                        marker=markers.get(how.get("device"), "o"),
+                        linestyle="--" if how.get("batches") == "split" else "-",
+                        color=colors[mechanism],
+                    )
             else:
                 ax.errorbar(
                     line[axis],
@@ -341,6 +359,11 @@ def _vs_axis(table: pd.DataFrame, axis: str, protocols: list[str], title: str, p
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
+    if len(markers) > 1:
+        handles += [plt.Line2D([], [], color="black", marker=m, linestyle="", label=d) for d, m in markers.items()]
+    if "batches" in table and table["batches"].nunique() > 1:
+        handles.append(plt.Line2D([], [], color="black", linestyle="--", label="batches split (s/epoch)"))
+    labels = [h.get_label() for h in handles]
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8, frameon=False)
     fig.suptitle(title + "\n(mean over seeds; bars: ± std where several seeds exist)", fontsize=10)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
@@ -626,6 +649,8 @@ def _ablation_table(runs: pd.DataFrame, setting: str, out: Path) -> list[Path]:
                     else ""
                 )
             line["best epoch"] = round(row["best_epoch"], 1)
+            if "device" in table and table["device"].nunique() > 1:  # s/epoch compares only within one device
+                line["device"] = row["device"]
             line["s/epoch"] = round(row["s_per_epoch"], 1)
             lines.append(line)
     shown = pd.DataFrame(lines)

@@ -262,9 +262,25 @@ def test_rows_from_two_devices_say_which_device_trained_each(tmp_path):
     assert "Devices: CPU AMD EPYC (2 runs), CPU Intel Xeon (1 run)" in text
     assert "| device | s/epoch |" in text
     assert "| CPU AMD EPYC + CPU Intel Xeon |" in text and "| CPU AMD EPYC |" in text  # seeds of two machines
+    ablation = [*rows, {**_row("sdpa", 1, 0.18), "device": epyc, "settings": {"dropout": 0.2}}]
+    accuracy_report(ablation, tmp_path)
+    assert "| device | s/epoch |" in next(tmp_path.glob("ablation_*.md")).read_text()
     accuracy_report(rows[:1], tmp_path)  # one device: named once above the table, no column
     text = page.read_text()
     assert f"Device: {xeon}." in text and "| device |" not in text
+
+
+def test_seconds_per_epoch_are_joined_only_between_rows_timed_alike():
+    from bench.accuracy_report import summary, timed_alike
+
+    def row(batch, device, split):
+        return {**_row("sdpa", 1, 0.17), "batch_size": batch, "device": device, "split_batches": split}
+
+    frame = train_frame(
+        [row(32, "CPU AMD EPYC", True), row(128, "CPU Intel Xeon", False), row(512, "CPU AMD EPYC", True)]
+    )
+    groups = {tuple(how.values()): sorted(rows["batch_size"]) for how, rows in timed_alike(summary(frame))}
+    assert groups == {("CPU AMD EPYC", "split"): [32, 512], ("CPU Intel Xeon", "whole"): [128]}
 
 
 def test_a_variant_names_what_changes_the_model_not_the_budget_width_or_batch_computation():
