@@ -309,6 +309,7 @@ def check_cells(cells: list[TrainCell], *, jobs: int, threads: int | None, devic
 def _run_locked(cells, out, work_dir, jobs, threads, device, data_dir, poll_s, log) -> list[dict]:
     done = done_keys(out)
     todo = [c for c in cells if c.key() not in done]
+    already = len(cells) - len(todo)  # of these cells (an --only selection counts its own)
     check_cells(todo, jobs=jobs, threads=threads, device=device, data_dir=data_dir)
     written: list[dict] = []
 
@@ -317,7 +318,7 @@ def _run_locked(cells, out, work_dir, jobs, threads, device, data_dir, poll_s, l
         written.append(row)
         test = row.get("test", {}).get("seen_excluded", {})
         log(
-            f"[{len(done) + len(written)}/{len(cells)}] {cell.slug()}: {row['status']}"
+            f"[{already + len(written)}/{len(cells)}] {cell.slug()}: {row['status']}"
             + (f"  test NDCG@10 seen-excluded {test['ndcg@10']:.4f}" if test else f"  {row['message']}")
         )
 

@@ -92,6 +92,12 @@ def test_failed_and_unsupported_cells_are_rows_and_the_sweep_goes_on(tmp_path):
     assert [r["status"] for r in rows] == ["unsupported", "error", "ok"]
     assert "broken.txt" in rows[1]["message"]
     assert rows[1]["commit"] and rows[1]["torch"]
+    # a later run over a selection counts that selection's cells, whatever else the results file holds
+    unsupported = [TrainCell("synthetic", "linformer", n, 16, options={"k": 4}) for n in (30, 40)]
+    lines = []
+    run_accuracy_sweep(unsupported[:1], out, work_dir=tmp_path / "work", log=lines.append)
+    run_accuracy_sweep(unsupported, out, work_dir=tmp_path / "work", log=lines.append)
+    assert [line.split("]")[0] for line in lines] == ["[1/1", "[2/2"]
 
 
 @pytest.mark.parametrize(
