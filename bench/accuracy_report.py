@@ -245,6 +245,12 @@ def _devices(values) -> str:
     return " + ".join(sorted({device_label(v) for v in values}))
 
 
+def _several_devices(table: pd.DataFrame) -> bool:
+    """Whether a summary's rows come from more than one device: its tables then name each row's (seconds per
+    epoch compare only within one device)."""
+    return "device" in table and table["device"].nunique() > 1
+
+
 def _pm(mean: float, std: float, seeds: int) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "—"
@@ -453,7 +459,7 @@ def _table(table: pd.DataFrame, protocols: list[str]) -> pd.DataFrame:
     out["best epoch"] = table["best_epoch"].round(1)
     if "batches" in table:
         out["batches"] = table["batches"]
-    if "device" in table and table["device"].nunique() > 1:  # time columns compare only within one device
+    if _several_devices(table):
         out["device"] = table["device"]
     out["s/epoch"] = table["s_per_epoch"].round(1)
     out["other load"] = [f"{v:.1f}" if v == v else "—" for v in table["other_load"]]  # NaN: not recorded
@@ -564,8 +570,7 @@ def _device_sentence(devices: pd.Series) -> str:
     listed = ", ".join(f"{name} ({count} run{'s' if count > 1 else ''})" for name, count in counts.items())
     return (
         f"Devices: {listed}; the 'device' column says which trained each row: its s/epoch and training minutes "
-        "compare only with rows of the same device (the same seed also trains to slightly different accuracy on two "
-        "devices: their float rounding differs)."
+        "compare only with rows of the same device."
     )
 
 
@@ -649,7 +654,7 @@ def _ablation_table(runs: pd.DataFrame, setting: str, out: Path) -> list[Path]:
                     else ""
                 )
             line["best epoch"] = round(row["best_epoch"], 1)
-            if "device" in table and table["device"].nunique() > 1:  # s/epoch compares only within one device
+            if _several_devices(table):
                 line["device"] = row["device"]
             line["s/epoch"] = round(row["s_per_epoch"], 1)
             lines.append(line)

@@ -110,7 +110,7 @@ def one_epoch(config, dataset, split, trim: bool, chunked_loss: bool, split_batc
 
 def warm_up(config, dataset, split) -> None:
     """One untimed training step: a first call may build code once per machine (the fused LinRec's C++ extension
-    compiles on first use, ~40 s), which would otherwise land in the first configuration's epoch."""
+    compiles on first use), which would otherwise land in the first configuration's epoch."""
     model = build_model(config, dataset.num_items)
     examples = model.epoch_examples(split.train)[:8]
     model.training_loss(model.make_batch(examples, random.Random(0))).backward()
