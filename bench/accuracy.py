@@ -20,6 +20,7 @@ and the sweep goes on.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -108,6 +109,8 @@ def _paper(dataset: str, settings: dict | None = None) -> list[TrainCell]:
         return TrainCell(dataset, attention, n, batch, seed, PAPER_RECIPE, options=options, settings=settings)
 
     cells = [cell("sdpa"), cell("linrec")]
+    if dataset == "ml-1m" and not settings:  # the small Gowalla subset early: minutes per cell
+        cells += _gowalla()
     cells += [cell(name, seed=seed) for seed in (2001, 2002) for name in ("sdpa", "linrec")]
     others = [
         (name, options)
@@ -116,10 +119,38 @@ def _paper(dataset: str, settings: dict | None = None) -> list[TrainCell]:
     ]
     cells += [cell(name, **options) for name, options in others]
     cells += [cell(name, n=n) for n in (50, 800) for name in ("sdpa", "linrec")]
+    if dataset == "ml-1m" and not settings:
+        cells += _bert4rec() + _authors()
     cells += [cell(name, batch=b) for b in (32, 512) for name in ("sdpa", "linrec")]
     cells += [cell(name, n=n) for n in (100, 400) for name in ("sdpa", "linrec")]
     cells += [cell(name, n=n, **options) for n in (50, 100, 400, 800) for name, options in others]
     return cells
+
+
+# The LinRec authors' RecBole setting (width 128, 8 heads of 16, inner 256, 2 layers, dropout 0.2, GELU,
+# post-LN), selected and read over all items as they report.
+# NOTE: RecBole's batch of 2048 counts prefixes (one target each); here a batch is 128 sequences trained at every
+# position (up to 200 targets each), the same targets per epoch as RecBole's prefix augmentation over the window.
+AUTHORS_SETTINGS = {"hidden": 128, "heads": 8, "inner": 256, "select_protocol": "all"}
+
+
+def _authors() -> list[TrainCell]:
+    return [
+        TrainCell("ml-1m", name, 200, 128, 2000, "recbole", settings=AUTHORS_SETTINGS) for name in ("sdpa", "linrec")
+    ]
+
+
+def _bert4rec() -> list[TrainCell]:
+    """Bidirectional attention, where LinRec's global (paper) form applies as written: the RecBole recipe."""
+    return [TrainCell("ml-1m", name, 200, 128, 2000, "recbole", model="bert4rec") for name in ("sdpa", "linrec")]
+
+
+def _gowalla() -> list[TrainCell]:
+    """The authors' Gowalla setting (5-core, N = 100) on the 1,000-user subset this machine has."""
+    settings = {**AUTHORS_SETTINGS, "min_count": 5}
+    return [
+        TrainCell("gowalla-subset", name, 100, 128, 2000, "recbole", settings=settings) for name in ("sdpa", "linrec")
+    ]
 
 
 def _ablation(dataset: str = "ml-100k", seeds=(2000, 2001, 2002)) -> list[TrainCell]:
@@ -161,7 +192,9 @@ def _ablation_ml_1m() -> list[TrainCell]:
       so one recipe trained on each measures what the order alone is worth."""
     cells = []
     for seed in (2000, 2001, 2002):
-        cells.append(TrainCell("ml-1m", "sdpa", 200, 128, seed, PAPER_RECIPE, settings={"positions": "from_oldest"}))
+        cells.append(
+            TrainCell("ml-1m-diffurec", "sdpa", 200, 128, seed, PAPER_RECIPE, settings={"positions": "from_oldest"})
+        )
         cells += [
             TrainCell(data, "sdpa", 200, 128, seed, PAPER_RECIPE) for data in ("ml-1m-u2999", "ml-1m-ratings-u2999")
         ]
@@ -346,7 +379,7 @@ def _run_locked(cells, out, work_dir, jobs, threads, device, data_dir, poll_s, l
             time.sleep(poll_s if running else 0)
             for process in [p for p in running if p.poll() is not None]:
                 cell, cell_dir = running.pop(process)
-                finish(cell, _child_row(cell, cell_dir, process.returncode, device))
+                finish(cell, _child_row(cell, cell_dir, process.returncode, device, out))
     except KeyboardInterrupt:
         for process in running:
             process.terminate()
@@ -358,10 +391,30 @@ def _run_locked(cells, out, work_dir, jobs, threads, device, data_dir, poll_s, l
     return written
 
 
-def _child_row(cell: TrainCell, cell_dir: Path, returncode: int, device: str) -> dict:
+def ranks_dir(out: Path) -> Path:
+    """Where a results file keeps its finished cells' per-user test ranks: one small file per cell beside it."""
+    return out.parent / f"{out.stem}.ranks"
+
+
+def _keep_ranks(cell: TrainCell, cell_dir: Path, out: Path) -> str | None:
+    """Copy a finished cell's test ranks beside the results file; the row names the copy (relative to the file)."""
+    from .train import TEST_RANKS_FILE
+
+    source = cell_dir / TEST_RANKS_FILE
+    if not source.exists():
+        return None
+    target = ranks_dir(out) / f"{cell.slug()}.json.gz"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    return str(target.relative_to(out.parent))
+
+
+def _child_row(cell: TrainCell, cell_dir: Path, returncode: int, device: str, out: Path) -> dict:
     results_path = cell_dir / "results.json"
     if returncode == 0 and results_path.exists():
-        return _row(cell, "ok", results=json.loads(results_path.read_text()))
+        row = _row(cell, "ok", results=json.loads(results_path.read_text()))
+        row["ranks_file"] = _keep_ranks(cell, cell_dir, out)
+        return row
     tail = (cell_dir / "train.log").read_text().strip().splitlines()[-1:] if (cell_dir / "train.log").exists() else []
     last = tail[0][:300] if tail else ""
     if returncode == -9 or "out of memory" in last.lower() or "MemoryError" in last:

@@ -31,7 +31,11 @@ class DatasetNotFound(FileNotFoundError):
 
 # name -> (relative path under the data dir, format)
 DATASETS: dict[str, tuple[str, str]] = {
-    "ml-1m": ("ml-1m/ml-1m.txt.gz", "user_lines"),
+    # the standard ML-1M: SASRec's data/ml-1m.txt (items with >= 5 ratings, ties in ratings.dat's line order), the
+    # file SASRec, BERT4Rec, gSASRec and SASRec+ report on
+    "ml-1m": ("ml-1m/ml-1m_sasrec.txt.gz", "user_item_pairs"),
+    # all 3,706 rated films, from DiffuRec's preprocessing: equal-timestamp ratings in another order (the tie-order study)
+    "ml-1m-diffurec": ("ml-1m/ml-1m.txt.gz", "user_lines"),
     "ml-1m-ratings-u2999": ("ml-1m/ml-1m_ratings_users1-2999.dat.gz", "movielens_dat"),
     "ml-100k": ("ml-100k/ml-100k.inter.gz", "recbole_inter"),
     "beauty": ("amazon-beauty/Beauty.txt.gz", "user_lines"),
@@ -42,9 +46,9 @@ DATASETS: dict[str, tuple[str, str]] = {
 }
 # name -> (registered dataset, first and last user id kept): a registered file restricted to some of its users
 USER_SUBSETS: dict[str, tuple[str, int, int]] = {
-    # the users of ml-1m-ratings-u2999: the same ratings in ml-1m.txt's order, which breaks timestamp ties
+    # the users of ml-1m-ratings-u2999: the same ratings in ml-1m-diffurec's order, which breaks timestamp ties
     # differently (ratings.dat keeps its own line order within a second), so the two differ in the tie order only
-    "ml-1m-u2999": ("ml-1m", 1, 2999),
+    "ml-1m-u2999": ("ml-1m-diffurec", 1, 2999),
 }
 _FIELDS = {
     "checkins": "user poi timestamp",
@@ -264,6 +268,7 @@ class SequenceDataset:
     k_core: int = 0
     format: str = ""
     item_ids: list[str] = field(default_factory=list)  # raw id of item 1, 2, ... (empty for synthetic data)
+    file_sha256: str = ""  # of the file as read (compressed bytes when gzip): which file a row was trained on
 
     @property
     def num_users(self) -> int:
@@ -293,6 +298,7 @@ class SequenceDataset:
             "k_core": self.k_core,
             "format": self.format,
             "source": self.source,
+            "file_sha256": self.file_sha256,
             "sequences_sha256": self.fingerprint(),
         }
 
@@ -347,7 +353,17 @@ def load_dataset(name: str, data_dir=None, *, min_count: int = 0, fmt: str | Non
     if name in USER_SUBSETS:
         _, first, last = USER_SUBSETS[name]
         raw = {user: items for user, items in raw.items() if user.isdigit() and first <= int(user) <= last}
-    return build_dataset(label, raw, source=str(path), min_count=min_count, fmt=fmt)
+    dataset = build_dataset(label, raw, source=str(path), min_count=min_count, fmt=fmt)
+    dataset.file_sha256 = file_sha256(path)
+    return dataset
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------ leave-one-out

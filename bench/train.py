@@ -17,6 +17,7 @@ of a recipe can still be overridden one by one, which is how the ablation is run
 
 from __future__ import annotations
 
+import gzip
 import json
 import random
 import statistics
@@ -226,19 +227,23 @@ def evaluate(
     ks=(5, 10, 20),
     device: str | None = None,
     replicas: distributed.Replicas | None = None,
+    ranks_out: dict | None = None,
 ) -> dict[str, dict]:
     """Metrics per protocol over (history, target) pairs, scored in batches of eval_batch_size users.
 
     Full ranking: {"all": ..., "seen_excluded": ...} from the same scores; sampled: {protocol: ...}.
     With replicas, batches are dealt round robin and their ranks gathered back in order: every
-    rank returns the same metrics, equal to one process's.
+    rank returns the same metrics, equal to one process's. `ranks_out`, when given, receives each
+    protocol's rank of every example, in the order of `examples` (for paired tests between runs).
     """
     model.eval()
     device = device or config.device
     replicas = replicas or distributed.Replicas()
     full = config.protocol == "full"
+    order = list(range(len(examples)))
     if full:  # similar lengths together: batches are cut to their longest history (metrics are means, order-free)
-        examples = sorted(examples, key=lambda example: len(example[0]))
+        order.sort(key=lambda position: len(examples[position][0]))
+        examples = [examples[position] for position in order]
     chunks = [
         examples[start : start + config.eval_batch_size] for start in range(0, len(examples), config.eval_batch_size)
     ]
@@ -266,10 +271,16 @@ def evaluate(
             }
     ordered = distributed.gather_in_order(ranks_by_chunk, len(chunks), replicas)
     names = FULL_RANKING if full else (config.protocol,)
-    return {
-        name: metrics_from_ranks(torch.cat([ranks[name] for ranks in ordered]) if ordered else torch.empty(0), ks)
+    all_ranks = {
+        name: torch.cat([ranks[name] for ranks in ordered]) if ordered else torch.empty(0, dtype=torch.long)
         for name in names
     }
+    if ranks_out is not None:
+        for name, ranks in all_ranks.items():
+            in_input_order = torch.empty_like(ranks)
+            in_input_order[torch.tensor(order, dtype=torch.long)] = ranks
+            ranks_out[name] = in_input_order.tolist()
+    return {name: metrics_from_ranks(ranks, ks) for name, ranks in all_ranks.items()}
 
 
 def _sampled_candidates(histories, targets, num_items, protocol, popularity, generator, negatives=100):
@@ -458,7 +469,7 @@ def _train(config, replicas, device, *, resume, overwrite, progress, log, datase
             model, device_ids=[device] if device.startswith("cuda") else None
         )
 
-    def evaluate_on(examples, seed):
+    def evaluate_on(examples, seed, ranks_out=None):
         return evaluate(
             model,
             examples,
@@ -468,6 +479,7 @@ def _train(config, replicas, device, *, resume, overwrite, progress, log, datase
             seed=seed,
             device=device,
             replicas=replicas,
+            ranks_out=ranks_out,
         )
 
     started = time.time()
@@ -543,7 +555,8 @@ def _train(config, replicas, device, *, resume, overwrite, progress, log, datase
 
     model.load_state_dict(_load(best_path)["model"])
     valid = evaluate_on(split.valid, config.seed)
-    test = evaluate_on(split.test, config.seed + 1)
+    test_ranks: dict[str, list[int]] = {}
+    test = evaluate_on(split.test, config.seed + 1, ranks_out=test_ranks)
     epochs = state["history"]
     loads = [e["other_load_cores"] for e in epochs if e.get("other_load_cores") is not None]
     results = {
@@ -585,8 +598,26 @@ def _train(config, replicas, device, *, resume, overwrite, progress, log, datase
         **environment(device),
     }
     if replicas.writer:
+        _write_test_ranks(out / TEST_RANKS_FILE, dataset, split, test_ranks)
         tmp = out / "results.json.tmp"
         tmp.write_text(json.dumps(results, indent=2) + "\n")
         tmp.replace(out / "results.json")  # atomic: a reader never sees half a file
     distributed.barrier(replicas)
     return results
+
+
+TEST_RANKS_FILE = "test_ranks.json.gz"
+
+
+def _write_test_ranks(path: Path, dataset: SequenceDataset, split, ranks: dict[str, list[int]]) -> None:
+    """Each test user's rank of their target, per protocol: what a paired test between two runs reads.
+
+    Users are named by their raw ids (the test users: those with 3+ items), so runs on the same file pair up
+    user by user; the file's sha256 says which file that was. About 25 KB gzipped for ML-1M."""
+    user_ids = dataset.user_ids or [str(index) for index in range(dataset.num_users)]
+    tested = [user for user, sequence in zip(user_ids, dataset.sequences, strict=True) if len(sequence) >= 3]
+    payload = {"dataset": dataset.name, "file_sha256": dataset.file_sha256, "users": tested, "ranks": ranks}
+    tmp = path.with_name(path.name + ".tmp")
+    with gzip.open(tmp, "wt", encoding="utf-8") as handle:
+        json.dump(payload, handle, separators=(",", ":"))
+    tmp.replace(path)
