@@ -29,6 +29,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from .paired import PairedComparison, compare_seeds, read_ranks
 from .results import attention_label, duplicate_keys
 
 BASELINE = "sdpa"
@@ -182,6 +183,7 @@ def train_frame(rows: list[dict]) -> pd.DataFrame:
             "history": row["history"],
             "selected_on": (row.get("protocol") or {}).get("selected_on", next(iter(row["test"]))),
             "timestamp": row.get("timestamp", ""),
+            "ranks_path": row.get("ranks_path"),  # per-user test ranks (rows since the standard ML-1M file)
         }
         for protocol, metrics in row["test"].items():
             for metric in ("ndcg@10", "recall@10", "mrr@10"):
@@ -309,6 +311,43 @@ def gaps_to_baseline(
                 f"- {_where(within, where)}: {value} {gap:+.4f} {'validation ' if split == 'valid' else ''}NDCG@10 vs "
                 f"{baseline}; the gap {detail}{training}."
             )
+    return lines
+
+
+def paired_to_baseline(
+    frame: pd.DataFrame, protocol: str, baseline: str = BASELINE, within: tuple[str, ...] = ("seq_len", "batch_size")
+) -> dict[tuple, PairedComparison]:
+    """(mechanism, *within) -> the paired test of its finished runs against the baseline's of the same seeds,
+    over the same test users (bench.paired): only where both sides kept their per-user ranks."""
+    if "ranks_path" not in frame:
+        return {}
+    finished = frame[~frame["partial"].astype(bool) & frame["ranks_path"].notna()]
+    results = {}
+    for where, shape in finished.groupby(list(within)):
+        where = where if isinstance(where, tuple) else (where,)
+        reference = shape[shape["mechanism"] == baseline]
+        base = dict(zip(reference["seed"], reference["ranks_path"], strict=True))
+        for mechanism, runs in shape[shape["mechanism"] != baseline].groupby("mechanism"):
+            pairs = [
+                (read_ranks(base[seed]), read_ranks(path))
+                for seed, path in zip(runs["seed"], runs["ranks_path"], strict=True)
+                if seed in base and Path(base[seed]).exists() and Path(path).exists()
+            ]
+            if pairs:
+                results[(mechanism, *where)] = compare_seeds(pairs, protocol=protocol)
+    return results
+
+
+def paired_lines(tests: dict[tuple, PairedComparison], within=("seq_len", "batch_size")) -> list[str]:
+    lines = []
+    for (mechanism, *where), test in sorted(tests.items(), key=lambda item: tuple(map(str, item[0]))):
+        verdict = "significant" if test.significant else "not significant"
+        lines.append(
+            f"- {_where(within, tuple(where))}: {mechanism} {test.difference:+.4f} NDCG@10 vs {BASELINE} over "
+            f"{test.users} users ({test.seeds} seed pair(s) averaged per user), 95 % paired bootstrap interval "
+            f"[{test.ci_low:+.4f}, {test.ci_high:+.4f}], Wilcoxon p = {test.wilcoxon_p:.2g}, paired t p = "
+            f"{test.t_p:.2g}: {verdict}."
+        )
     return lines
 
 
@@ -442,7 +481,7 @@ def _short(protocol: str) -> str:
     return "seen excl." if protocol == "seen_excluded" else protocol
 
 
-def _table(table: pd.DataFrame, protocols: list[str]) -> pd.DataFrame:
+def _table(table: pd.DataFrame, protocols: list[str], paired: dict | None = None) -> pd.DataFrame:
     out = table[["mechanism", "seq_len", "batch_size", "seeds"]].rename(columns={"seq_len": "N", "batch_size": "batch"})
     out["seeds"] = [
         f"{n} †" if partial else str(n) for n, partial in zip(table["seeds"], table["partial"], strict=True)
@@ -455,6 +494,12 @@ def _table(table: pd.DataFrame, protocols: list[str]) -> pd.DataFrame:
                 for m, s, n in zip(
                     table[f"{metric}:{protocol}|mean"], table[f"{metric}:{protocol}|std"], table["seeds"], strict=False
                 )
+            ]
+    for protocol, tests in (paired or {}).items():
+        if tests:
+            out[f"paired Δ vs {BASELINE} ({_short(protocol)})"] = [
+                tests[key].brief() if key in tests else ""
+                for key in zip(table["mechanism"], table["seq_len"], table["batch_size"], strict=True)
             ]
     out["best epoch"] = table["best_epoch"].round(1)
     if "batches" in table:
@@ -535,7 +580,8 @@ def accuracy_report(rows: list[dict], out: Path) -> list[Path]:
         _learning_curves(runs, f"Learning curves — {title}", path, colors)
         written.append(path)
 
-        shown = _table(table, protocols)
+        paired = {protocol: paired_to_baseline(runs, protocol) for protocol in protocols}
+        shown = _table(table, protocols, paired)
         stem = out / f"accuracy_{setting}"
         shown.to_latex(
             stem.with_suffix(".tex"), index=False, caption=f"Test metrics, leave-one-out, full ranking — {setting}"
@@ -559,6 +605,17 @@ def accuracy_report(rows: list[dict], out: Path) -> list[Path]:
             gaps = gaps_to_baseline(runs, protocol)
             if gaps:
                 text += [f"## Gap to {BASELINE} ({PROTOCOL_NAMES.get(protocol, protocol)})", "", *gaps, ""]
+            lines = paired_lines(paired[protocol])
+            if lines:
+                text += [
+                    f"## Paired tests against {BASELINE} ({PROTOCOL_NAMES.get(protocol, protocol)})",
+                    "",
+                    "The same test users scored by both: significant when the 95 % paired bootstrap interval of the "
+                    "per-user NDCG@10 difference excludes 0 and the Wilcoxon signed-rank test agrees (p < 0.05).",
+                    "",
+                    *lines,
+                    "",
+                ]
         written += [*_write_md_csv(stem, shown, text), stem.with_suffix(".tex")]
     return written + _order_tables(frame, out)
 

@@ -34,7 +34,7 @@ DATASETS: dict[str, tuple[str, str]] = {
     # the standard ML-1M: SASRec's data/ml-1m.txt (items with >= 5 ratings, ties in ratings.dat's line order), the
     # file SASRec, BERT4Rec, gSASRec and SASRec+ report on
     "ml-1m": ("ml-1m/ml-1m_sasrec.txt.gz", "user_item_pairs"),
-    # all 3,706 rated films, from DiffuRec's preprocessing: equal-timestamp ratings in another order (the tie-order study)
+    # all 3,706 rated films (DiffuRec's preprocessing), equal-timestamp ratings in another order: the tie-order study
     "ml-1m-diffurec": ("ml-1m/ml-1m.txt.gz", "user_lines"),
     "ml-1m-ratings-u2999": ("ml-1m/ml-1m_ratings_users1-2999.dat.gz", "movielens_dat"),
     "ml-100k": ("ml-100k/ml-100k.inter.gz", "recbole_inter"),

@@ -4,7 +4,8 @@
     python -m bench data prepare ml-100k ~/Downloads/ml-100k.zip  --data-dir ~/data
     python -m bench data prepare beauty ~/Downloads/Beauty.txt    --data-dir ~/data
 
-MovieLens archives are converted (ratings ordered by timestamp, ties in file order); the other
+MovieLens archives are converted (ratings ordered by timestamp, ties in file order; ML-1M as the
+standard file: films with at least 5 ratings, see `_standard_ml_1m`); the other
 registered datasets are published already preprocessed by the papers that introduced them, so
 their file is checked (it must load in its registered format) and stored, gzip-compressed, under
 the name the registry expects. Nothing is downloaded: the licences ask each user to fetch the
@@ -17,7 +18,7 @@ import gzip
 import io
 import shutil
 import zipfile
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from .data import DATASETS, DataFormatError, load_dataset
@@ -70,6 +71,25 @@ def _timed_events(text: str, separator: str | None, source: Path) -> dict[str, l
     return events
 
 
+STANDARD_ML_1M_MIN_RATINGS = 5
+
+
+def _standard_ml_1m(events: dict[str, list[tuple[float, int, str, str]]], films: set[str] | None = None) -> list[str]:
+    """ML-1M as SASRec's data/ml-1m.txt holds it: films with fewer than 5 ratings dropped, each user's ratings
+    sorted by time with equal timestamps in ratings.dat's line order (a stable sort), one `user item` per line.
+
+    NOTE: SASRec's file numbers users and films 1..6,040 and 1..3,416 in its own order; this one keeps MovieLens
+    ids. The sequences are the same under the published id maps (a test checks it on the users with timestamps
+    here), but the two files' sha256 and sequence fingerprints differ."""
+    if films is None:  # the films kept; given only to convert part of ratings.dat (counts need all of it)
+        counts = Counter(item for items in events.values() for _, _, item, _ in items)
+        films = {item for item, count in counts.items() if count >= STANDARD_ML_1M_MIN_RATINGS}
+    lines = []
+    for user, items in sorted(events.items(), key=lambda e: int(e[0])):
+        lines += [f"{user} {item}" for _, _, item, _ in sorted(items) if item in films]  # (time, line): stable
+    return lines
+
+
 def _write_gz(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -92,11 +112,8 @@ def prepare(name: str, source: Path, data_dir: Path) -> Path:
         member, separator = ("ratings.dat", "::") if name == "ml-1m" else ("u.data", None)
         text = _raw_bytes(source, member).decode("latin-1")
         events = _timed_events(text, separator, source)
-        if name == "ml-1m":  # one line per user, items by time (ties in file order)
-            lines = [
-                f"{user} " + " ".join(item for *_, item, _ in sorted(items))
-                for user, items in sorted(events.items(), key=lambda e: int(e[0]))
-            ]
+        if name == "ml-1m":
+            lines = _standard_ml_1m(events)
         else:  # RecBole atomic file
             lines = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
             lines += [

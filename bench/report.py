@@ -72,6 +72,8 @@ def _rows(path: Path) -> list[dict]:
             raise ResultsFileError(f"{path}: not a training run's results.json ({type(err).__name__}: {err})") from None
     rows = load_rows(path)
     for number, row in enumerate(rows, 1):
+        if row.get("ranks_file"):  # stored relative to its results file; a report may run from anywhere
+            row["ranks_path"] = str(path.parent / row["ranks_file"])
         required = TRAIN_KEYS if row.get("level") == "train" else TIMING_KEYS
         missing = [key for key in required if key not in row]
         if missing and row.get("status", "ok") == "ok" or missing and "level" not in row:

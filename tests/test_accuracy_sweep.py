@@ -49,6 +49,11 @@ def test_quick_preset_end_to_end_then_resume_skips_everything(tmp_path):
     assert f"accuracy_vs_len_{setting}.png" in written and f"accuracy_{setting}.md" in written
     table = (tmp_path / "report" / f"accuracy_{setting}.md").read_text()
     assert "Gap to sdpa" in table and "| other load |" in table
+    # every finished cell kept its per-user test ranks beside the results file; the report pairs them with sdpa's
+    for row in rows:
+        assert (out.parent / row["ranks_file"]).is_file() and row["dataset_stats"]["file_sha256"] == ""
+    assert "Paired tests against sdpa" in table and "paired Δ vs sdpa (seen excl.)" in table
+    assert "Wilcoxon p = " in table
     assert "| batches |" in table and "| split |" in table and "| whole |" not in table
 
 

@@ -1,4 +1,5 @@
 import gzip
+from collections import Counter, defaultdict
 
 import pytest
 
@@ -125,7 +126,7 @@ def test_missing_dataset_says_where_it_looked(tmp_path, monkeypatch):
     with pytest.raises(DatasetNotFound) as err:
         locate("ml-1m", tmp_path / "flag")
     text = str(err.value)
-    assert "ml-1m/ml-1m.txt.gz" in text and "--data-dir" in text and "LINREC_DATA" in text and "default" in text
+    assert "ml-1m/ml-1m_sasrec.txt.gz" in text and "--data-dir" in text and "LINREC_DATA" in text and "default" in text
     # a --data-dir that is not a folder is a mistake, not a reason to look elsewhere
     with pytest.raises(DatasetNotFound, match=r"--data-dir .*typo: no such directory"):
         locate("ml-1m", tmp_path / "typo")
@@ -165,10 +166,70 @@ def _shared(name):
         return False
 
 
+STANDARD_ML_1M_SHA256 = "7c5d534ef3a363c21c424a260fa8e4e0dd0237d8370eb1a250280afbf03fd7dd"  # SASRec's ml-1m.txt, gz
+
+
 @pytest.mark.skipif(not _shared("ml-1m"), reason="ML-1M not available (set --data-dir / LINREC_DATA)")
-def test_ml_1m_matches_published_statistics():
+def test_ml_1m_is_the_standard_file_and_rows_say_so():
     stats = load_dataset("ml-1m").stats()
+    assert (stats["users"], stats["items"], stats["interactions"]) == (6040, 3416, 999_611)
+    assert stats["file_sha256"] == STANDARD_ML_1M_SHA256 and stats["format"] == "user_item_pairs"
+    assert locate("ml-1m")[0].name == "ml-1m_sasrec.txt.gz"
+
+
+@pytest.mark.skipif(not _shared("ml-1m-diffurec"), reason="ML-1M not available (set --data-dir / LINREC_DATA)")
+def test_the_earlier_ml_1m_file_keeps_its_own_name_and_all_ratings():
+    stats = load_dataset("ml-1m-diffurec").stats()
     assert (stats["users"], stats["items"], stats["interactions"]) == (6040, 3706, 1_000_209)
+    assert stats["file_sha256"] != STANDARD_ML_1M_SHA256
+    assert locate("ml-1m-u2999")[0] == locate("ml-1m-diffurec")[0]  # the tie-order study's users: that file
+
+
+def _id_map(root, name):
+    with gzip.open(root / name, "rt") as handle:
+        return dict(line.split()[:2] for line in handle if line.strip() and line.split()[0].isdigit())
+
+
+@pytest.mark.skipif(
+    not (_shared("ml-1m") and _shared("ml-1m-diffurec") and _shared("ml-1m-ratings-u2999")),
+    reason="ML-1M files not available",
+)
+def test_prepare_gives_the_standard_file_s_sequences():
+    """`data prepare ml-1m` on ratings.dat: the same films as the standard file (>= 5 ratings, counted over all
+    1,000,209 ratings of the full file) and, for the users whose timestamps exist here (1-2999), the same
+    sequences, ties included, under SASRec's published id maps."""
+    from bench.prepare import STANDARD_ML_1M_MIN_RATINGS, _standard_ml_1m, _timed_events
+
+    root = locate("ml-1m")[0].parent
+    films, users = _id_map(root, "ml-1m_sasrec_item_map.txt.gz"), _id_map(root, "ml-1m_sasrec_user_map.txt.gz")
+    full = load_dataset("ml-1m-diffurec")
+    rank_to_movie = _id_map(root, "ml-1m_item_map.tsv.gz")  # its item ids are ranks of MovieLens ids
+    counts = Counter(full.item_ids[i - 1] for sequence in full.sequences for i in sequence)
+    rated = {rank_to_movie[rank] for rank, count in counts.items() if count >= STANDARD_ML_1M_MIN_RATINGS}
+    assert rated == set(films.values())
+
+    path = locate("ml-1m-ratings-u2999")[0]
+    events = _timed_events(gzip.open(path, "rt", encoding="latin-1").read(), "::", path)
+    prepared = defaultdict(list)
+    for line in _standard_ml_1m(events, films=rated):
+        user, movie = line.split()
+        prepared[user].append(movie)
+    standard = read_interactions(*locate("ml-1m"))
+    in_movielens_ids = {users[u]: [films[i] for i in items] for u, items in standard.items() if int(users[u]) < 3000}
+    assert len(prepared) == 2999 and dict(prepared) == in_movielens_ids
+
+
+def test_prepare_ml_1m_keeps_films_with_5_ratings_in_stable_time_order(tmp_path):
+    from bench.prepare import prepare
+
+    # film 10: 5 ratings (kept); film 20: 4 (dropped); user 1 rates 10 and 30 in one second: file order kept
+    lines = [f"{u}::10::4::{100 + u}" for u in range(1, 6)] + [f"{u}::20::3::50" for u in range(1, 5)]
+    lines += [f"{u}::30::5::101" for u in range(1, 6)]
+    lines.insert(0, "1::30::2::101")  # user 1: 30 before 10 at t=101 in the file... and a second rating of 30
+    target = prepare("ml-1m", _zip(tmp_path / "ml-1m.zip", "ml-1m/ratings.dat", "\n".join(lines)), tmp_path / "data")
+    text = gzip.open(target, "rt").read().splitlines()
+    assert text[:3] == ["1 30", "1 10", "1 30"] and not any(line.endswith(" 20") for line in text)
+    assert load_dataset("ml-1m", tmp_path / "data").stats()["items"] == 2
 
 
 @pytest.mark.skipif(not _shared("ml-1m-ratings-u2999"), reason="ML-1M not available (set --data-dir / LINREC_DATA)")
@@ -198,10 +259,14 @@ def _zip(path, member, text):
 def test_prepare_ml_1m_from_the_official_archive(tmp_path):
     from bench.prepare import prepare
 
-    ratings = "2::30::4::500\n1::20::5::300\n1::10::3::100\n2::10::1::400\n1::30::2::100\n"
+    ratings = "".join(f"{u}::30::4::500\n{u}::10::1::400\n" for u in range(2, 7))
+    ratings = (
+        "1::20::5::300\n1::10::3::100\n1::30::2::100\n" + ratings + "".join(f"{u}::20::4::9\n" for u in (7, 8, 9, 10))
+    )
     target = prepare("ml-1m", _zip(tmp_path / "ml-1m.zip", "ml-1m/ratings.dat", ratings), tmp_path / "data")
-    assert gzip.open(target, "rt").read() == "1 10 30 20\n2 10 30\n"  # by time, ties in file order
-    assert load_dataset("ml-1m", tmp_path / "data").stats()["interactions"] == 5
+    lines = gzip.open(target, "rt").read().splitlines()
+    assert lines[:5] == ["1 10", "1 30", "1 20", "2 10", "2 30"]  # by time, ties in file order
+    assert load_dataset("ml-1m", tmp_path / "data").stats()["interactions"] == 17
 
 
 def test_prepare_ml_100k_and_a_preprocessed_file(tmp_path):

@@ -1,0 +1,104 @@
+"""Paired significance (bench.paired): checked against hand-computed cases and, when installed, scipy."""
+
+import gzip
+import json
+import math
+
+import pytest
+import torch
+
+from bench.paired import (
+    _regularized_beta,
+    bootstrap_interval,
+    compare,
+    ndcg_at,
+    paired_t_p,
+    read_ranks,
+    wilcoxon_p,
+)
+
+
+def test_ndcg_of_ranks():
+    gains = ndcg_at(torch.tensor([1, 3, 10, 11]))
+    assert gains.tolist() == pytest.approx([1.0, 0.5, 1 / math.log2(11), 0.0])
+
+
+def test_wilcoxon_by_hand():
+    # differences 1, 2, -3, 4, 0: the zero is dropped; ranks 1..4, W+ = 1 + 2 + 4 = 7, n = 4
+    # mean 5, variance 4 * 5 * 9 / 24 = 7.5, z = 2 / sqrt(7.5)
+    p = wilcoxon_p(torch.tensor([1.0, 2.0, -3.0, 4.0, 0.0]))
+    assert p == pytest.approx(math.erfc(2 / math.sqrt(7.5) / math.sqrt(2)))
+
+
+def test_wilcoxon_ties_by_hand():
+    # |d| = 1, 1, 2: ranks 1.5, 1.5, 3; W+ = 1.5 + 3 = 4.5; tie term (2^3 - 2) / 48 = 0.125
+    p = wilcoxon_p(torch.tensor([1.0, -1.0, 2.0]))
+    variance = 3 * 4 * 7 / 24 - 0.125
+    assert p == pytest.approx(math.erfc(abs(4.5 - 3) / math.sqrt(variance) / math.sqrt(2)))
+
+
+def test_paired_t_by_hand():
+    # d = 1, 2, 3: mean 2, sd 1, t = 2 sqrt(3) with 2 degrees of freedom, where P(|T| >= t) = 1 - t / sqrt(t^2 + 2)
+    t = 2 * math.sqrt(3)
+    assert paired_t_p(torch.tensor([1.0, 2.0, 3.0])) == pytest.approx(1 - t / math.sqrt(t * t + 2), rel=1e-9)
+
+
+def test_incomplete_beta_identities():
+    assert _regularized_beta(0.3, 1.0, 1.0) == pytest.approx(0.3)  # the uniform distribution
+    assert _regularized_beta(0.3, 2.0, 1.0) == pytest.approx(0.09)  # x^a for b = 1
+    assert _regularized_beta(0.4, 3.0, 5.0) + _regularized_beta(0.6, 5.0, 3.0) == pytest.approx(1.0)
+
+
+def test_against_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    generator = torch.Generator().manual_seed(0)
+    d = torch.randn(400, generator=generator, dtype=torch.float64) * 0.3 + 0.05
+    d[::7] = 0.0  # zeros, as most users' NDCG differences are
+    d[1::9] = 0.25  # and ties
+    assert paired_t_p(d) == pytest.approx(stats.ttest_1samp(d.numpy(), 0.0).pvalue, rel=1e-6)
+    reference = stats.wilcoxon(d.numpy(), zero_method="wilcox", correction=False, method="approx").pvalue
+    assert wilcoxon_p(d) == pytest.approx(reference, rel=1e-6)
+
+
+def test_bootstrap_interval_covers_the_mean_and_shrinks_with_n():
+    generator = torch.Generator().manual_seed(1)
+    small = torch.randn(100, generator=generator, dtype=torch.float64) + 0.5
+    large = torch.randn(10_000, generator=generator, dtype=torch.float64) + 0.5
+    low_s, high_s = bootstrap_interval(small, resamples=2000)
+    low_l, high_l = bootstrap_interval(large, resamples=2000)
+    assert low_s < small.mean().item() < high_s and low_l < large.mean().item() < high_l
+    assert (high_l - low_l) < (high_s - low_s) / 5  # about sqrt(100) narrower
+    # the normal-theory half-width 1.96 sd / sqrt(n), within bootstrap noise
+    assert (high_l - low_l) / 2 == pytest.approx(1.96 * large.std().item() / 100, rel=0.1)
+
+
+def _ranks_file(path, users, ranks, sha="abc"):
+    with gzip.open(path, "wt") as handle:
+        json.dump({"users": users, "ranks": {"seen_excluded": ranks}, "file_sha256": sha}, handle)
+    return path
+
+
+def test_compare_pairs_users_by_id(tmp_path):
+    users = [str(u) for u in range(300)]
+    a = read_ranks(_ranks_file(tmp_path / "a.json.gz", users, [20] * 300))  # every target missed
+    # b hits rank 1 for every user, listed in another order: pairing is by user id, not by position
+    b = read_ranks(_ranks_file(tmp_path / "b.json.gz", users[::-1], [1] * 300))
+    result = compare(a, b)
+    assert result.users == 300 and result.difference == pytest.approx(1.0)
+    assert result.significant and result.wilcoxon_p < 1e-10 and result.ci_low == pytest.approx(1.0)
+    same = compare(a, a)
+    assert same.difference == 0 and not same.significant and same.wilcoxon_p == 1.0
+
+
+def test_compare_refuses_runs_on_different_files(tmp_path):
+    a = read_ranks(_ranks_file(tmp_path / "a.json.gz", ["1"], [1], sha="one"))
+    b = read_ranks(_ranks_file(tmp_path / "b.json.gz", ["1"], [1], sha="two"))
+    with pytest.raises(ValueError, match="different data files"):
+        compare(a, b)
+
+
+def test_read_ranks_names_a_bad_file(tmp_path):
+    bad = tmp_path / "bad.json.gz"
+    bad.write_text("not gzip")
+    with pytest.raises(ValueError, match="bad.json.gz"):
+        read_ranks(bad)
