@@ -321,6 +321,8 @@ def run_accuracy_sweep(
 ) -> list[dict]:
     """Train every cell not yet in `out`, `jobs` at a time; returns the rows written by this call."""
     out, work_dir = Path(out), Path(work_dir)
+    if jobs < 1:  # before the lock: a refused call leaves nothing behind (not even OUT.lock)
+        raise ValueError(f"--jobs must be >= 1, got {jobs}")
     with results_writer(out):
         return _run_locked(cells, out, work_dir, jobs, threads, device, data_dir, poll_s, log)
 

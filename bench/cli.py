@@ -32,26 +32,59 @@ def _bool(text: str) -> bool:
     raise ValueError(f"{text!r} is not true/false")
 
 
-def parse_attention(spec: str) -> tuple[str, dict]:
-    """A named configuration ('linrec-official') or 'name:key=value:...' -> (mechanism, options)."""
-    from models.attention import list_attentions
+class UnknownAttention(ValueError):
+    """An --attention value that names no registered mechanism or configuration."""
+
+
+def resolve_attention(spec: str, flag: str = "--attention") -> tuple[str, dict]:
+    """A named configuration ('linrec-official') or 'name:key=value:...' -> (mechanism, options), through the one
+    registry. Called after --plugin modules are imported, so their names resolve like the built-in ones."""
+    import difflib
+
+    from models.attention import available_attentions, list_attentions
 
     named = list_attentions()
     if spec in named:
         return named[spec]
     try:
-        return parse_attention_spec(spec)
+        name, options = parse_attention_spec(spec)
     except ValueError as err:
-        raise argparse.ArgumentTypeError(f"--attention {err}") from None
+        raise UnknownAttention(f"{flag} {err}") from None
+    if name not in available_attentions():
+        known = sorted({*named, *available_attentions()})
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        raise UnknownAttention(
+            f"{flag} {spec!r}: no such mechanism or named configuration; {hint}registered: {', '.join(known)} "
+            "(a --plugin module adds its own)"
+        )
+    return name, options
+
+
+def _resolve_attention_flags(args) -> None:
+    """Turn every command's --attention strings into (mechanism, options) now that plugins are loaded; an unknown
+    name exits with status 2 before anything runs."""
+    specs = getattr(args, "attention", None)
+    if not specs:
+        return
+    try:
+        if args.command == "train":  # one mechanism; a named configuration's options join --option / --variant
+            name, options = resolve_attention(specs)
+            args.attention, args.option = name, [*options.items(), *(args.option or [])]
+        else:
+            args.attention = [resolve_attention(spec) for spec in specs]
+    except UnknownAttention as err:
+        print(f"python -m bench {args.command}: error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 def _add_sweep_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", help="quick | paper | gpu (axes flags are ignored when given)")
     parser.add_argument(
         "--attention",
-        type=_csv(parse_attention),
+        type=_csv(str),
         default=None,
-        help="e.g. sdpa,linrec,linrec:variant=official,performer:nb_features=64",
+        help="e.g. sdpa,linrec,linrec-official,performer:nb_features=64 (plugin names too)",
     )
     parser.add_argument("--seq-len", type=_csv(int), default=[64, 256, 1024, 4096])
     parser.add_argument("--batch-size", type=_csv(int), default=[8])
@@ -309,6 +342,10 @@ def cmd_accuracy(args) -> None:
         cells = preset_cells(args.preset)
     except ValueError as err:
         sys.exit(f"accuracy: {err}")
+    if args.attention:
+        cells = [c for c in cells if (c.attention, dict(c.options)) in args.attention]
+        if not cells:
+            sys.exit(f"accuracy: --attention: no cell of preset {args.preset!r} trains those mechanisms")
     if args.only:
         cells = [c for c in cells if any(part in c.slug() for part in args.only)]
         if not cells:
@@ -492,6 +529,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the sweep's training level: one training run per cell, accuracy rows (resumable)",
     )
     acc.add_argument(
+        "--attention",
+        type=_csv(str),
+        default=None,
+        help="keep the preset's cells of these mechanisms or named configurations (e.g. sdpa,linrec-official)",
+    )
+    acc.add_argument(
         "--preset",
         default="quick",
         help="quick (synthetic, minutes) | paper (ML-1M, width 64) | gpu (ML-1M, width 128 x 8 heads) | "
@@ -563,4 +606,5 @@ def main(argv=None) -> None:
         load_plugins(getattr(args, "plugin", None) or [])
     except PluginError as err:
         sys.exit(str(err))
+    _resolve_attention_flags(args)
     args.func(args)

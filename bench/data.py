@@ -83,6 +83,10 @@ def locate(name: str, data_dir=None) -> tuple[Path, str | None]:
         return direct, None
     if name in USER_SUBSETS:
         return locate(USER_SUBSETS[name][0], data_dir)
+    if name not in DATASETS and _looks_like_a_path(name):
+        raise DatasetNotFound(
+            f"{name}: no such file (a data file path was given; registered names: {', '.join(DATASETS)})"
+        )
     if name not in DATASETS:
         known = ", ".join([*DATASETS, *USER_SUBSETS])
         raise DatasetNotFound(f"unknown dataset {name!r}: use one of {known} or a path to a data file")
@@ -95,6 +99,16 @@ def locate(name: str, data_dir=None) -> tuple[Path, str | None]:
         looked.append(f"{path} ({source})")
     raise DatasetNotFound(
         f"dataset {name!r} not found: expected the file {relative} ({fmt} format); looked in: " + "; ".join(looked)
+    )
+
+
+def _looks_like_a_path(name: str) -> bool:
+    """A folder separator, a leading dot or tilde, or a data file's extension: meant as a file, not a name."""
+    return (
+        os.sep in name
+        or "/" in name
+        or name.startswith((".", "~"))
+        or name.lower().endswith((".txt", ".gz", ".dat", ".inter", ".csv", ".tsv", ".zip", ".data"))
     )
 
 

@@ -31,15 +31,16 @@ GATE_OPTIONS = {"linformer": {"k": 128}}  # the gate's shape (N = 1024) takes a 
 FAST_INFERENCE = ("linrec", "linformer")  # mechanisms whose inference takes its own code path: gated in infer mode too
 
 
-def gated() -> list[tuple[str, dict, bool, str]]:
-    """(mechanism, options, causal, mode) for every registered configuration (plugins included) but the baselines:
-    a training step in each direction it supports, and inference where it has its own path."""
+def gated(selected: list[tuple[str, dict]] | None = None) -> list[tuple[str, dict, bool, str]]:
+    """(mechanism, options, causal, mode) for every registered configuration (plugins included) but the baselines,
+    or for the `selected` ones (--attention): a training step in each direction it supports, and inference where it
+    has its own path."""
     from models.attention import available_attentions, list_attentions
 
     capable = available_attentions()
     jobs = []
     for label, (name, options) in list_attentions().items():
-        if name in ("sdpa", "softmax"):
+        if name in ("sdpa", "softmax") or (selected is not None and (name, options) not in selected):
             continue
         options = {**options, **GATE_OPTIONS.get(name, {})}
         directions = [True, False] if capable[name]["causal"] else [False]
@@ -72,6 +73,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "process spin at barriers and many-op kernels suffer far more than one fused op)",
     )
     parser.add_argument(
+        "--attention",
+        type=lambda text: [item.strip() for item in text.split(",") if item.strip()],
+        default=None,
+        help="gate only these mechanisms or named configurations (default: every registered one)",
+    )
+    parser.add_argument(
         "--slowdown",
         default=None,
         metavar="MECHANISM=N",
@@ -86,13 +93,13 @@ def _key(name: str, options: dict, causal: bool, mode: str = "fwd_bwd") -> str:
     )
 
 
-def _workloads(slowdown: str | None = None) -> dict[str, callable]:
+def _workloads(slowdown: str | None = None, selected=None) -> dict[str, callable]:
     torch.manual_seed(0)
     b, h, d, n = SHAPE["batch_size"], SHAPE["heads"], SHAPE["head_dim"], SHAPE["seq_len"]
     q, k, v = (torch.randn(b, h, n, d, requires_grad=True) for _ in range(3))
     grad = torch.randn(b, h, n, d)
     jobs = {}
-    for name, options, causal, mode in REFERENCES + gated():
+    for name, options, causal, mode in REFERENCES + gated(selected):
         layer = build_attention(name, h * d, h, causal=causal, max_len=n, **options)
 
         def run(layer=layer, mode=mode):
@@ -112,12 +119,14 @@ def _workloads(slowdown: str | None = None) -> dict[str, callable]:
     return jobs
 
 
-def measure_ratios(rounds: int, slowdown: str | None = None) -> tuple[dict[str, float], dict[str, float]]:
-    medians, errors = time_interleaved(_workloads(slowdown), rounds)
+def measure_ratios(
+    rounds: int, slowdown: str | None = None, selected=None
+) -> tuple[dict[str, float], dict[str, float]]:
+    medians, errors = time_interleaved(_workloads(slowdown, selected), rounds)
     if errors:
         raise RuntimeError(f"gate: workloads failed: {errors}")
     ratios = {}
-    for name, options, causal, mode in gated():
+    for name, options, causal, mode in gated(selected):
         key = _key(name, options, causal, mode)
         ratios[key] = medians[key] / medians[_key("sdpa", {}, causal, mode)]
     return ratios, medians
@@ -130,7 +139,14 @@ def main(args) -> int:
     if slowdown and args.update_baseline:
         print("gate: --slowdown only demonstrates a failure; it cannot write a baseline")
         return 2
-    ratios, medians = measure_ratios(args.rounds, slowdown)
+    selected = getattr(args, "attention", None)
+    if selected is not None and not gated(selected):
+        print("gate: --attention names only baselines (sdpa, softmax); nothing to gate")
+        return 2
+    if selected is not None and args.update_baseline:
+        print("gate: a baseline covers every mechanism; drop --attention with --update-baseline")
+        return 2
+    ratios, medians = measure_ratios(args.rounds, slowdown, selected)
     if args.update_baseline:
         payload = {
             "shape": SHAPE,
@@ -161,7 +177,7 @@ def main(args) -> int:
     failures = _print_table(ratios, baseline["ratios"], tolerance, medians)
     if failures:  # a burst of load can hit one mechanism: a real regression fails twice
         print(f"\n{len(failures)} ratio(s) over the limit; measuring again (a ratio fails only if both runs fail)\n")
-        again, medians = measure_ratios(args.rounds, slowdown)
+        again, medians = measure_ratios(args.rounds, slowdown, selected)
         ratios = {key: min(ratios[key], again[key]) for key in ratios}
         failures = _print_table(ratios, baseline["ratios"], tolerance, medians)
     if failures:

@@ -348,10 +348,11 @@ def _run_locked(
             timing=timing,
             max_cell_s=max_cell_s,
             memory_fraction=memory_fraction,
-            on_cell=lambda cell: _show(bar, cell),
+            on_status=bar.set_postfix_str,
         ):
             append_row(out, row)
             written.append(row)
+            bar.update()  # a cell counts when its row is written: after its group's interleaved re-timing
     except KeyboardInterrupt:
         bar.close()
         print(f"\ninterrupted: {len(written)} cell(s) written to {out}; run the same command again to resume")
@@ -361,17 +362,16 @@ def _run_locked(
     return written
 
 
-def _show(bar, cell: Cell) -> None:
-    bar.set_postfix_str(
-        f"{cell.label} {'causal' if cell.causal else 'bidir'} N={cell.seq_len} B={cell.batch_size} {cell.mode}"
-    )
-    bar.update()
+def _describe(cell: Cell) -> str:
+    return f"{cell.label} {'causal' if cell.causal else 'bidir'} N={cell.seq_len} B={cell.batch_size} {cell.mode}"
 
 
 def measured_rows(
-    cells: list[Cell], *, config, seed, threads, timing, max_cell_s, memory_fraction, on_cell=lambda cell: None
+    cells: list[Cell], *, config, seed, threads, timing, max_cell_s, memory_fraction, on_status=lambda text: None
 ):
     """Measure `cells` in one isolated worker, yielding each comparison group's rows when the group is done.
+    `on_status` hears what is being done now (a progress bar's text): a cell timed alone, a group interleaved,
+    a busy group waiting for quiet before its re-timing.
 
     Groups run in increasing N within each family, so each series grows in N (the OOM / time-budget
     skip-ahead holds). The local sweep writes what this yields; a Ray task streams it to its driver."""
@@ -392,10 +392,10 @@ def measured_rows(
             monitor = LoadMonitor()
             results = {}
             for cell in group:
+                on_status(f"timing {_describe(cell)}")
                 results[cell] = _solo(worker, cell, seed, timing, failed_series, max_cell_s)
-                on_cell(cell)
             solo_load = monitor.other_cores()
-            _interleave_group(worker, group, results, seed, max_cell_s, solo_load)
+            _interleave_group(worker, group, results, seed, max_cell_s, solo_load, on_status)
             for cell in group:
                 env = environment(cell.device)  # per row: timestamp and load average change
                 yield {
@@ -455,7 +455,13 @@ def _solo(worker: Worker, cell: Cell, seed: int, timing: dict, failed_series: di
 
 
 def _interleave_group(
-    worker: Worker, group: list[Cell], results: dict, seed: int, max_cell_s: float, solo_load: float
+    worker: Worker,
+    group: list[Cell],
+    results: dict,
+    seed: int,
+    max_cell_s: float,
+    solo_load: float,
+    on_status=lambda text: None,
 ) -> None:
     """Re-time the group's ok cells round by round so load that comes and goes hits them alike.
 
@@ -474,6 +480,8 @@ def _interleave_group(
     if per_round_s * (rounds + 1) > max_cell_s:  # too slow to interleave within the budget: the solo times stand
         return
     for attempt in range(2):
+        again = "re-timing" if attempt else "interleaving"
+        on_status(f"{again} {len(ok)} cells side by side, {rounds} rounds (N={group[0].seq_len})")
         monitor = LoadMonitor()
         measured = worker.interleave(ok, seed, rounds)
         load = monitor.other_cores()
@@ -503,6 +511,7 @@ def _interleave_group(
             )
         if load <= BUSY_CORES or attempt:
             return
+        on_status(f"busy ({load:.1f} other cores): waiting up to {QUIET_WAIT_S:.0f} s for quiet, then re-timing")
         _wait_for_quiet(QUIET_WAIT_S)
 
 

@@ -125,8 +125,10 @@ def test_what_every_cell_would_fail_on_is_refused_before_anything_trains(tmp_pat
     assert not (tmp_path / "acc.jsonl").exists() and not (tmp_path / "work").exists()
 
 
-def test_a_count_below_one_is_refused_when_parsed(capsys):
+def test_a_count_below_one_is_refused_when_parsed(capsys, tmp_path, monkeypatch):
     from bench.cli import main
+
+    monkeypatch.chdir(tmp_path)  # a refused call must leave nothing in the working folder (no unused.jsonl.lock)
 
     for flags in (["--jobs", "0"], ["--threads", "-1"]):
         with pytest.raises(SystemExit) as stop:
@@ -134,6 +136,7 @@ def test_a_count_below_one_is_refused_when_parsed(capsys):
         assert stop.value.code == 2 and "expected a whole number >= 1" in capsys.readouterr().err
     with pytest.raises(ValueError, match="--jobs must be >= 1"):
         run_accuracy_sweep([TrainCell("synthetic", "sdpa", 20, 16)], "unused.jsonl", jobs=0)
+    assert list(tmp_path.iterdir()) == []
     with pytest.raises(ValueError, match="--dropout must be in"):
         TrainCell("synthetic", "sdpa", 20, 16, settings={"dropout": 1.0}).train_config("unused")
 

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from bench.cells import Cell
-from bench.cli import build_parser, parse_attention
+from bench.cli import build_parser, resolve_attention
 from bench.report import crossover, load_frame, report
 from bench.results import load_rows
 from bench.sweep import Grid, preset_cells, run_sweep
@@ -111,9 +111,13 @@ def test_cli_parses_axes_and_attention_options():
             "false,true",
         ]
     )
-    assert args.attention == [("sdpa", {}), ("performer", {"nb_features": 32, "redraw_interval": 0})]
+    assert args.attention == ["sdpa", "performer:nb_features=32:redraw_interval=0"]  # resolved after plugins load
+    assert [resolve_attention(spec) for spec in args.attention] == [
+        ("sdpa", {}),
+        ("performer", {"nb_features": 32, "redraw_interval": 0}),
+    ]
     assert args.seq_len == [64, 256] and args.causal == [False, True]
-    assert parse_attention("linrec:variant=official") == ("linrec", {"variant": "official"})
+    assert resolve_attention("linrec:variant=official") == ("linrec", {"variant": "official"})
 
 
 def test_crossover_is_interpolated_in_log_space():

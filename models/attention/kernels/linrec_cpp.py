@@ -24,8 +24,14 @@ causality, padding); `extension_error()` says why the extension is unavailable (
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import io
+import os
+import shutil
+import sys
+from pathlib import Path
 
 import torch
 
@@ -571,16 +577,37 @@ _CFLAGS = [
 ]
 
 
+def _quiet_cpp_extension():
+    """torch.utils.cpp_extension, imported without the 'No CUDA runtime is found, using CUDA_HOME=...' line a CUDA
+    build of torch prints on a machine without a GPU: this kernel is CPU-only and nobody asked for CUDA."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        import torch.utils.cpp_extension as cpp_extension
+    return cpp_extension
+
+
+def _already_built(cpp_extension, name: str) -> bool:
+    try:  # private helper: where load_inline keeps builds (TORCH_EXTENSIONS_DIR or the user cache)
+        folder = Path(cpp_extension._get_build_directory(name, verbose=False))
+    except Exception:  # noqa: BLE001 -- unknown layout: assume a build is coming, and say so
+        return False
+    return (folder / f"{name}.so").exists()
+
+
 @functools.cache
 def _build():
     """The compiled module, or the exception that stopped the build (cached either way)."""
-    from torch.utils.cpp_extension import load_inline
-
+    compiler = os.environ.get("CXX") or "c++"
+    if shutil.which(compiler) is None:  # one clear reason instead of torch's multi-line compiler banner
+        return RuntimeError(f"no C++ compiler ({compiler!r} not found; install one or set CXX)")
+    cpp_extension = _quiet_cpp_extension()
     # the name carries a hash of source and flags: two checkouts (or versions) never load each other's build
     digest = hashlib.sha256("".join([_CPP_DECLARATIONS, _SOURCE, *_CFLAGS]).encode()).hexdigest()[:12]
+    name = f"linrec_cpu_{digest}"
+    if not _already_built(cpp_extension, name):
+        print("linrec: building LinRec's fused C++ kernel (once per machine, about a minute) ...", file=sys.stderr)
     try:
-        return load_inline(
-            name=f"linrec_cpu_{digest}",
+        return cpp_extension.load_inline(
+            name=name,
             cpp_sources=[_CPP_DECLARATIONS, _SOURCE],
             functions=["forward", "backward"],
             extra_cflags=_CFLAGS,
