@@ -238,3 +238,21 @@ def measure_cell(cell: Cell, *, seed: int = 0, timing: dict | None = None) -> di
         "tokens_per_s": tokens(cell) / (timing.median_ms / 1e3),
         "first_call_ms": first_call_ms,
     }
+
+
+def linrec_backend_ran(cell: Cell) -> str | None:
+    """Which LinRec path a cell runs here (cpp / torch / fla / compiled); None for other mechanisms. "auto" falls
+    back to the PyTorch path when the C++ kernel cannot be built: rows say which ran, not which was asked."""
+    if cell.attention != "linrec":
+        return None
+    from models.attention.kernels.linrec import resolve_linrec_backend
+
+    if cell.compile or cell.options.get("compile"):
+        return "compiled"
+    probe = torch.empty(0, device=cell.device, dtype=DTYPES[cell.dtype])
+    return resolve_linrec_backend(
+        cell.options.get("backend", "auto"),
+        probe,
+        cell.options.get("variant", "paper"),
+        cell.options.get("recompute_heads"),
+    )

@@ -266,7 +266,7 @@ def cmd_report(args) -> None:
 
 def cmd_main(args) -> None:
     """Quick sweep into a fresh run folder, plots and tables there, then speed-ups against the committed reference."""
-    from .report import compare_speedups
+    from .report import REFERENCE_GLOB, compare_speedups
 
     out_dir = Path(args.out) if args.out else REPO_ROOT / "runs" / f"main-{time.strftime('%Y%m%d-%H%M%S')}"
     results = out_dir / "sweep.jsonl"
@@ -282,9 +282,11 @@ def cmd_main(args) -> None:
     table = sorted(out_dir.glob("attention_fwd_bwd_fp32_*_time.md"))
     if table:
         print("\n" + table[0].read_text())
-    reference = REPO_ROOT / "results" / "sweeps" / "quick-cpu.jsonl"
-    if args.preset == "quick" and reference.exists() and reference.resolve() != results.resolve():
-        print("\n".join(compare_speedups(results, reference)))
+    references = [
+        path for path in (REPO_ROOT / "results" / "sweeps").glob(REFERENCE_GLOB) if path.resolve() != results.resolve()
+    ]
+    if args.preset == "quick" and references:
+        print("\n".join(compare_speedups(results, references)))
     print(f"\nthis run: {out_dir} (rows, plots, tables); committed reference results are left as they are")
 
 

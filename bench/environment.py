@@ -54,6 +54,9 @@ def environment(device: str = "cpu") -> dict:
         "threads": torch.get_num_threads(),
         "host": platform.node(),
         "device": device_name(device),
+        # the vector code torch's CPU kernels dispatch to here (DEFAULT, AVX2, AVX512, ...): sdpa's CPU kernel is
+        # vectorised code whose speed depends on it
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         # 1-minute load average when the row was written: a value above the thread count
         # means something else competed for the CPU while the cell ran

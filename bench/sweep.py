@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from models.attention import list_attentions
 
-from .cells import Cell, make_workload, measure_cell, tokens, unsupported_reason
+from .cells import Cell, linrec_backend_ran, make_workload, measure_cell, tokens, unsupported_reason
 from .environment import environment
 from .measure import LoadMonitor, time_interleaved
 from .plugins import load_plugins
@@ -166,10 +166,22 @@ def _worker_main(conn, threads: int | None, memory_limit_bytes: int | None) -> N
             result = {"status": "oom" if _is_oom(err) else "error", "message": _short(err)}
             if result["status"] == "error":
                 result["traceback"] = traceback.format_exc(limit=4)
+        result["worker_env"] = _worker_env(cell)
         conn.send(result)
         gc.collect()  # free everything the cell held before the next one
         if cell.device.startswith("cuda"):
             torch.cuda.empty_cache()
+
+
+def _worker_env(cell: Cell) -> dict:
+    """What ran, read in the worker: its thread count (the parent's may differ) and LinRec's backend."""
+    import torch
+
+    try:
+        backend = linrec_backend_ran(cell)
+    except Exception as err:  # noqa: BLE001 -- the row says why rather than failing the cell over a label
+        backend = f"unknown ({_short(err)})"
+    return {"threads": torch.get_num_threads(), "backend": backend}
 
 
 def _interleave_in_worker(cells: list[Cell], seed: int, rounds: int) -> dict:
@@ -398,11 +410,13 @@ def measured_rows(
             _interleave_group(worker, group, results, seed, max_cell_s, solo_load, on_status)
             for cell in group:
                 env = environment(cell.device)  # per row: timestamp and load average change
+                worker_env = results[cell].pop("worker_env", {})  # threads and backend as the worker ran them
                 yield {
                     **_cell_fields(cell),
                     **_empty_measurement(),
                     **results[cell],
                     **env,
+                    **worker_env,
                     "seed": seed,
                     "config": config,
                 }
