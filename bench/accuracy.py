@@ -28,9 +28,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .accuracy_report import train_row
-from .environment import REPO_ROOT, check_device, environment, git_commit
+from .environment import REPO_ROOT, check_device, environment, git_commit, stop_code, stop_name
 from .plugins import load_plugins
-from .results import append_to_parts, attention_label, load_rows, result_parts, results_writer
+from .results import append_to_parts, attention_label, folder_owner, load_rows, result_parts, results_writer
 
 DEFAULT_WORK_DIR = REPO_ROOT / "runs" / "accuracy"
 
@@ -346,6 +346,13 @@ def _run_locked(cells, out, work_dir, jobs, threads, device, data_dir, poll_s, l
     todo = [c for c in cells if c.key() not in done]
     already = len(cells) - len(todo)  # of these cells (an --only selection counts its own)
     check_cells(todo, jobs=jobs, threads=threads, device=device, data_dir=data_dir)
+    if not todo:
+        return []
+    with folder_owner(work_dir, "an accuracy sweep", "--work-dir"):  # one driver per work folder
+        return _train_cells(cells, todo, already, out, work_dir, jobs, threads, device, data_dir, poll_s, log)
+
+
+def _train_cells(cells, todo, already, out, work_dir, jobs, threads, device, data_dir, poll_s, log) -> list[dict]:
     written: list[dict] = []
 
     def finish(cell: TrainCell, row: dict) -> None:
@@ -382,14 +389,16 @@ def _run_locked(cells, out, work_dir, jobs, threads, device, data_dir, poll_s, l
             for process in [p for p in running if p.poll() is not None]:
                 cell, cell_dir = running.pop(process)
                 finish(cell, _child_row(cell, cell_dir, process.returncode, device, out))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         for process in running:
             process.terminate()
+        for process in running:
+            process.wait(timeout=30)
         log(
-            f"\ninterrupted: {len(written)} row(s) written to {out}; run the same command again to resume (cells "
-            "continue from their checkpoints)"
+            f"\n{stop_name(stop)}: {len(written)} row(s) written to {out}; run the same command again to resume "
+            "(cells continue from their checkpoints)"
         )
-        raise SystemExit(130) from None
+        raise SystemExit(stop_code(stop)) from None
     return written
 
 

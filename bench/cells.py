@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+import psutil
 import torch
 
 from models.attention import attention_class, build_attention
@@ -29,7 +30,7 @@ LEVELS = ("attention", "kernel", "model")
 MODEL_ITEMS, MODEL_LAYERS = 3706, 2
 MODES = ("fwd", "fwd_bwd", "infer")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-STATUSES = ("ok", "oom", "unsupported", "error", "skipped")
+STATUSES = ("ok", "oom", "timeout", "unsupported", "error", "skipped")
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,35 @@ def unsupported_reason(cell: Cell) -> str | None:
         return "padding applies to the attention and kernel levels (model cells draw their own sequences)"
     if cell.padding and not caps.padding_mask:
         return f"{cell.attention} does not support padding masks"
+    return _over_memory(cell, caps)
+
+
+# activations a layer step keeps per token and width (input, q/k/v, output, their gradients, projections): a
+# deliberately generous count, so only cells that cannot fit are refused
+_LINEAR_COPIES = 16
+
+
+def estimated_bytes(cell: Cell, caps) -> int:
+    """A rough upper estimate of a cell's memory: the per-token activations, and the N x N matrices of a
+    mechanism that materialises attention (its capability record says O(N^2) memory)."""
+    element = torch.finfo(DTYPES[cell.dtype]).bits // 8
+    tokens = cell.batch_size * cell.seq_len
+    total = _LINEAR_COPIES * tokens * cell.dim * element
+    if "N^2" in caps.memory.replace(" ", ""):
+        total += 3 * cell.batch_size * cell.heads * cell.seq_len**2 * element  # scores, weights, their gradient
+    return total
+
+
+def _over_memory(cell: Cell, caps) -> str | None:
+    if cell.device != "cpu":
+        return None  # the card's memory is the card's to report (an OOM row)
+    available = psutil.virtual_memory().total
+    needed = estimated_bytes(cell, caps)
+    if needed > available:
+        return (
+            f"needs an estimated {needed / 2**30:.1f} GiB, more than this machine's {available / 2**30:.1f} GiB "
+            "of memory: refused before it starts"
+        )
     return None
 
 
@@ -138,7 +168,7 @@ def make_workload(cell: Cell, seed: int = 0) -> Callable[[], None]:
 
         def run():
             with torch.inference_mode():
-                forward()
+                return forward()
 
         return run
     if cell.mode == "fwd":
@@ -149,7 +179,9 @@ def make_workload(cell: Cell, seed: int = 0) -> Callable[[], None]:
         for tensor in inputs:
             tensor.grad = None
         layer.zero_grad(set_to_none=True)
-        forward().backward(out_grad)
+        out = forward()
+        out.backward(out_grad)
+        return out.detach()
 
     return run_fwd_bwd
 
@@ -182,7 +214,7 @@ def _model_workload(cell: Cell, device, dtype) -> Callable[[], None]:
 
         def score():
             with torch.inference_mode():
-                model.score_next(sequences, device)
+                return model.score_next(sequences, device)
 
         return score
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -191,10 +223,11 @@ def _model_workload(cell: Cell, device, dtype) -> Callable[[], None]:
     def step():
         loss = model.training_loss(batch)
         if cell.mode == "fwd":
-            return
+            return loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        return loss.detach()
 
     return step
 
@@ -220,9 +253,13 @@ def measure_cell(cell: Cell, *, seed: int = 0, timing: dict | None = None) -> di
     """Time and peak memory of one cell: the measured part of a result row."""
     run = make_workload(cell, seed)
     started = time.perf_counter()
-    run()  # the first call: compiles what torch.compile or a kernel build compiles, so it is recorded apart
+    out = run()  # the first call: compiles what torch.compile or a kernel build compiles, so it is recorded apart
     synchronize(cell.device)
     first_call_ms = (time.perf_counter() - started) * 1e3
+    if isinstance(out, torch.Tensor) and not bool(torch.isfinite(out).all()):
+        # a time for a mechanism that computes NaN or inf is no result: say so instead of timing it
+        return {"status": "error", "message": "the output is not finite (NaN or inf): not timed"}
+    del out
     timing = time_callable(run, cell.device, **{"warmup": 0, **(timing or {})})  # the first call warmed up
     with peak_memory(cell.device) as peak:
         run()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import time
 from pathlib import Path
 
-from .environment import REPO_ROOT, positive_int
+from .environment import REPO_ROOT, positive_int, raise_on_sigterm, stop_code, stop_name
 from .plugins import PluginError, load_plugins
 from .results import ResultsFileBusy, ResultsFileError, parse_attention_spec
 
@@ -30,6 +31,10 @@ def _bool(text: str) -> bool:
     if lowered in ("false", "0", "no", "bidir", "bidirectional"):
         return False
     raise ValueError(f"{text!r} is not true/false")
+
+
+# a full disk, a read-only or forbidden folder, a quota: said in one line naming the path
+_STORAGE_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT)
 
 
 class UnknownAttention(ValueError):
@@ -320,8 +325,15 @@ def cmd_train(args) -> None:
     try:
         config = with_recipe(values.pop("recipe", None), **values)
         results = train(config, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
-    except (DataFormatError, DatasetNotFound, ValueError) as err:
+    except (DataFormatError, DatasetNotFound, ValueError, ResultsFileBusy) as err:
         sys.exit(f"train: {err}")
+    except KeyboardInterrupt as stop:
+        print(
+            f"\ntrain: {stop_name(stop)}; every finished epoch is in {Path(config.out) / 'checkpoint.pt'}: run the "
+            "same command with --resume to continue",
+            file=sys.stderr,
+        )
+        sys.exit(stop_code(stop))
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
         return
     print(
@@ -609,4 +621,17 @@ def main(argv=None) -> None:
     except PluginError as err:
         sys.exit(str(err))
     _resolve_attention_flags(args)
-    args.func(args)
+    raise_on_sigterm()  # SIGTERM stops every command as Ctrl-C does: children stopped, what was kept said
+    try:
+        args.func(args)
+    except KeyboardInterrupt as stop:  # commands that keep something say what and how to resume themselves
+        print(f"\n{args.command}: {stop_name(stop)}", file=sys.stderr)
+        sys.exit(stop_code(stop))
+    except OSError as err:
+        if err.errno not in _STORAGE_ERRORS:
+            raise
+        where = f" {err.filename}" if err.filename else ""
+        sys.exit(
+            f"{args.command}: cannot write{where}: {err.strerror or err} (rows and checkpoints written before are "
+            "kept; free space or choose another --out, then run the same command again)"
+        )

@@ -162,10 +162,18 @@ def guess_format(path: Path) -> str:
 
 
 def _open(path: Path):
-    """Text lines of a plain or gzip file; compression is told by content (the gzip magic bytes), not by name."""
+    """Text lines of a plain or gzip file; compression is told by content (the gzip magic bytes), not by name.
+    A UTF-8 byte-order mark (Windows editors write one) is dropped; a zip archive is named as one."""
     with open(path, "rb") as probe:
-        compressed = probe.read(2) == b"\x1f\x8b"
-    return gzip.open(path, "rt", encoding="utf-8") if compressed else open(path, encoding="utf-8")
+        magic = probe.read(4)
+    if magic == b"PK\x03\x04":
+        raise DataFormatError(
+            f"{path}: a zip archive, not a text or gzip data file; unzip it, or give a MovieLens archive to "
+            "'python -m bench data prepare'"
+        )
+    if magic[:2] == b"\x1f\x8b":
+        return gzip.open(path, "rt", encoding="utf-8-sig")
+    return open(path, encoding="utf-8-sig")
 
 
 def _lines(path: Path, handle):

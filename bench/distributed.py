@@ -21,6 +21,7 @@ Outside torchrun (no WORLD_SIZE in the environment) nothing here touches torch.d
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import os
 from dataclasses import dataclass
@@ -49,6 +50,9 @@ def launched_by_torchrun() -> bool:
     return "WORLD_SIZE" in os.environ and "RANK" in os.environ
 
 
+COLLECTIVE_TIMEOUT_S = 300.0  # longer than any epoch's gap between collectives (evaluation included) on a CPU
+
+
 def setup(device: str) -> tuple[Replicas, str]:
     """Join the process group torchrun prepared; returns the replicas and this rank's device.
 
@@ -67,7 +71,10 @@ def setup(device: str) -> tuple[Replicas, str]:
         device = f"cuda:{replicas.local_rank}"
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        # a rank that dies leaves the others waiting in a collective: they give up after this many seconds (torch's
+        # default is 30 minutes) with an error, and torchrun stops the rest; --resume continues from the checkpoint
+        timeout = datetime.timedelta(seconds=float(env.get("LINREC_DIST_TIMEOUT_S", COLLECTIVE_TIMEOUT_S)))
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", timeout=timeout)
     return replicas, device
 
 

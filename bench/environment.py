@@ -7,6 +7,7 @@ import datetime as _dt
 import functools
 import os
 import platform
+import signal
 import subprocess
 from pathlib import Path
 
@@ -84,3 +85,28 @@ def check_device(device: str) -> None:
         )
     if device != "cpu" and not device.startswith("cuda"):
         raise ValueError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+
+
+# ------------------------------------------------------------------ stopping
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt: every command stops the same way for both (children
+    stopped, what was kept said, exit 143 instead of 130)."""
+
+
+def raise_on_sigterm() -> None:
+    """Make SIGTERM raise Terminated in this (main) thread instead of killing the process on the spot."""
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def stop_code(stop: BaseException) -> int:
+    return 143 if isinstance(stop, Terminated) else 130
+
+
+def stop_name(stop: BaseException) -> str:
+    return "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"

@@ -36,7 +36,15 @@ def load_plugins(modules: list[str] | tuple[str, ...] = ()) -> list[str]:
             importlib.import_module(name)
         except ImportError as err:
             raise PluginError(f"--plugin {name}: cannot import it ({err}); give an importable module name") from None
+        except Exception as err:  # noqa: BLE001 -- the plugin's own code failed (or re-registered a name): one line
+            raise PluginError(f"--plugin {name}: importing it raised {type(err).__name__}: {err}") from None
     for entry in entry_points(group=ENTRY_POINT_GROUP):
-        entry.load()
+        try:
+            entry.load()
+        except Exception as err:  # noqa: BLE001 -- an installed package's plugin: name it, do not trace back
+            raise PluginError(
+                f"entry point {entry.name} ({entry.value}, group {ENTRY_POINT_GROUP}) raised "
+                f"{type(err).__name__}: {err}"
+            ) from None
     os.environ[ENV] = ",".join(names)
     return names

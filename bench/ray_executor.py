@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from . import sweep
 from .cells import Cell
-from .environment import git_commit
+from .environment import git_commit, stop_code, stop_name
 from .plugins import ENV as PLUGINS_ENV
 from .results import append_row, results_writer
 
@@ -162,10 +162,10 @@ def _write_streams(ray, streams, out: Path, done: set[str], progress: bool, *, t
                 done.add(key)
                 written.append(row)
                 bar.update()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         bar.close()
-        print(f"\ninterrupted: {len(written)} cell(s) written to {out}; run the same command again to resume")
-        raise SystemExit(130) from None
+        print(f"\n{stop_name(stop)}: {len(written)} cell(s) written to {out}; run the same command again to resume")
+        raise SystemExit(stop_code(stop)) from None
     finally:
         bar.close()
     return written

@@ -63,6 +63,41 @@ TRAIN_KEYS = (
 )
 
 
+# key -> what a row must hold there (when the key is present): a row that holds something else is named and left out
+_COUNTS = ("seq_len", "batch_size", "dim", "heads", "max_len", "seed", "repeats")
+_MEASURES = ("time_ms", "time_ms_p25", "time_ms_p75", "peak_mem_bytes", "tokens_per_s", "padding")
+
+
+def _type_problem(row: dict) -> str | None:
+    for key in _COUNTS:
+        if key in row and (isinstance(row[key], bool) or not isinstance(row[key], int)):
+            return f"key {key!r} is {row[key]!r} ({type(row[key]).__name__}), expected a whole number"
+    for key in _MEASURES:
+        value = row.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"key {key!r} is {value!r} ({type(value).__name__}), expected a number"
+        if not math.isfinite(value):
+            return f"key {key!r} is {value}, expected a finite number"
+    if "causal" in row and not isinstance(row["causal"], bool):
+        return f"key 'causal' is {row['causal']!r}, expected true or false"
+    return None
+
+
+def _typed_rows(path: Path, rows: list[dict], warn=lambda text: print(text, file=sys.stderr)) -> list[dict]:
+    """The rows whose values have the types a report reads; each other row is named (file, row, key) and left
+    out, so one hand-edited or damaged row neither stops the report nor lands in the wrong cell."""
+    kept = []
+    for number, row in enumerate(rows, 1):
+        problem = _type_problem(row)
+        if problem:
+            warn(f"report: warning: {path}: row {number}: {problem}; row left out")
+        else:
+            kept.append(row)
+    return kept
+
+
 def _rows(path: Path) -> list[dict]:
     """The rows of a JSON-lines results file, or of a training run's results.json; malformed input names the file."""
     if path.suffix == ".json" and path.is_file():
@@ -70,7 +105,7 @@ def _rows(path: Path) -> list[dict]:
             return [train_row(json.loads(path.read_text()))]
         except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
             raise ResultsFileError(f"{path}: not a training run's results.json ({type(err).__name__}: {err})") from None
-    rows = load_rows(path)
+    rows = _typed_rows(path, load_rows(path))
     for number, row in enumerate(rows, 1):
         if row.get("ranks_file"):  # stored relative to its results file; a report may run from anywhere
             row["ranks_path"] = str(path.parent / row["ranks_file"])
@@ -218,7 +253,7 @@ def _line_panels(
                 cross = crossover(line["seq_len"].tolist(), line["speedup"].tolist())
                 if cross is not None:
                     ax.axvline(cross, color=colors[mechanism], linestyle=":", alpha=0.7)
-        failed = series[(series["causal"] == causal) & series["status"].isin(["oom", "skipped", "error"])]
+        failed = series[(series["causal"] == causal) & series["status"].isin(["oom", "timeout", "skipped", "error"])]
         if not failed.empty:
             first = failed.groupby("mechanism")["seq_len"].min()
             ax.text(

@@ -122,30 +122,46 @@ def append_to_parts(path: Path, row: dict, part_bytes: int | None = None) -> Pat
 
 
 @contextlib.contextmanager
-def results_writer(path: Path):
-    """Hold an exclusive lock on `path` (via PATH.lock) while a sweep writes to it; refuse a second writer."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = path.with_name(path.name + ".lock")
+def exclusive_lock(lock_path: Path, busy: str):
+    """Hold an exclusive lock on `lock_path` (holding this process's pid) for the block; when another process
+    holds it, raise ResultsFileBusy with `busy` formatted with the holder ('pid 1234')."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
     with lock_path.open("a+") as lock:
         try:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             lock.seek(0)
             holder = lock.read().strip() or "another process"
-            raise ResultsFileBusy(
-                f"{path} is being written by {holder}; wait for it to finish or write to another --out"
-            ) from None
+            raise ResultsFileBusy(busy.format(holder=holder)) from None
         lock.seek(0)
         lock.truncate()
         lock.write(f"pid {os.getpid()}")
         lock.flush()
         try:
-            yield path
+            yield
         finally:
             lock.seek(0)
             lock.truncate()
             fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def results_writer(path: Path):
+    """Hold an exclusive lock on `path` (via PATH.lock) while a sweep writes to it; refuse a second writer."""
+    path = Path(path)
+    busy = f"{path} is being written by {{holder}}; wait for it to finish or write to another --out"
+    with exclusive_lock(path.with_name(path.name + ".lock"), busy):
+        yield path
+
+
+@contextlib.contextmanager
+def folder_owner(folder: Path, what: str, flag: str):
+    """One process at a time in a run folder (a training's --out, an accuracy sweep's --work-dir): a second one
+    is refused with the holder's pid, before it reads or writes anything there."""
+    folder = Path(folder)
+    busy = f"{folder} is in use by {{holder}} ({what}); wait for it to finish or give another {flag}"
+    with exclusive_lock(folder / ".owner.lock", busy):
+        yield folder
 
 
 def load_rows(path: Path) -> list[dict]:

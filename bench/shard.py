@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -70,11 +71,36 @@ def row_key(row: dict) -> str:
     return Cell.of_row(row).key()
 
 
+_SHARD_NAME = re.compile(r"^(?P<stem>.*)\.shard-(?P<index>\d+)-of-(?P<count>\d+)\.jsonl$")
+
+
+def missing_shards(sources: list[Path]) -> list[str]:
+    """A warning per sharded sweep whose shards are not all among the sources (a partial grid otherwise)."""
+    present: dict[tuple[str, int], set[int]] = {}
+    for source in sources:
+        match = _SHARD_NAME.match(Path(source).name)
+        if match:
+            key = (str(Path(source).parent / match["stem"]), int(match["count"]))
+            present.setdefault(key, set()).add(int(match["index"]))
+    lines = []
+    for (stem, count), indices in sorted(present.items()):
+        missing = sorted(set(range(count)) - indices)
+        if missing:
+            lines.append(
+                f"merge: warning: {Path(stem).name} has {count} shards; missing "
+                + ", ".join(f"{Path(stem).name}.shard-{i}-of-{count}.jsonl" for i in missing)
+                + ": the merged grid is partial (merge again when they are done)"
+            )
+    return lines
+
+
 def merge(out: Path, sources: list[Path], warn=lambda text: print(text, file=sys.stderr)) -> int:
     """Write one row per cell of the sources into `out` (the latest timestamp wins); returns the row count.
 
     Warns when one comparison group mixes commits, torch versions or devices (its ratios then
     compare unlike things)."""
+    for line in missing_shards(sources):
+        warn(line)
     latest: dict[str, dict] = {}
     for source in sources:
         for row in load_rows(source):

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from models.attention import list_attentions
 
 from .cells import Cell, linrec_backend_ran, make_workload, measure_cell, tokens, unsupported_reason
-from .environment import environment
+from .environment import environment, stop_code, stop_name
 from .measure import LoadMonitor, time_interleaved
 from .plugins import load_plugins
 from .results import append_row, load_rows, results_writer
@@ -213,6 +213,9 @@ def _short(err: BaseException) -> str:
     return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
 
 
+CELL_GRACE_S = 60.0  # beyond twice --max-cell-s: a first call that builds or compiles a kernel
+
+
 class Worker:
     """A persistent measuring process, restarted when a cell kills it."""
 
@@ -227,17 +230,25 @@ class Worker:
         self._process = self._context.Process(target=_worker_main, args=(child, *self._args), daemon=True)
         self._process.start()
 
-    def run(self, cell: Cell, seed: int, timing: dict) -> dict:
+    def run(self, cell: Cell, seed: int, timing: dict, limit_s: float | None = None) -> dict:
+        """Measure one cell; a worker still busy after `limit_s` seconds is ended and the cell is a 'timeout'."""
         if self._process is None or not self._process.is_alive():
             self._start()
         self._conn.send({"cell": asdict(cell), "seed": seed, "timing": timing})
-        peak_rss = 0
+        peak_rss, started = 0, time.monotonic()
         try:
             while not self._conn.poll(0.2):  # watch the worker's memory while it measures
                 with contextlib.suppress(psutil.Error):
                     peak_rss = max(peak_rss, psutil.Process(self._process.pid).memory_info().rss)
                 if not self._process.is_alive():
                     break
+                if limit_s is not None and time.monotonic() - started > limit_s:
+                    self.kill()
+                    return {
+                        "status": "timeout",
+                        "message": f"ended after {limit_s:.0f} s, its time bound (--max-cell-s x 2 + "
+                        f"{CELL_GRACE_S:.0f} s for the first call)",
+                    }
             return self._conn.recv()
         except (EOFError, ConnectionError):
             self._process.join(timeout=5)
@@ -264,6 +275,13 @@ class Worker:
         if code == -signal.SIGKILL and peak_rss >= 0.5 * limit:
             return {"status": "oom", "message": f"worker killed by {cause}, out of memory ({memory})"}
         return {"status": "error", "message": f"worker died with {cause} ({memory})", "worker_died": True}
+
+    def kill(self) -> None:
+        """End the worker now (a cell past its time bound); the next cell starts a fresh one."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.join(timeout=5)
+        self._process = None
 
     def close(self):
         if self._process is not None and self._process.is_alive():
@@ -351,8 +369,9 @@ def _run_locked(
     todo = [c for c in cells if c.key() not in done]
     written = []
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), unit="cell", disable=not progress, dynamic_ncols=True)
+    rows = None
     try:
-        for row in measured_rows(
+        rows = measured_rows(
             todo,
             config=config,
             seed=seed,
@@ -361,14 +380,17 @@ def _run_locked(
             max_cell_s=max_cell_s,
             memory_fraction=memory_fraction,
             on_status=bar.set_postfix_str,
-        ):
+        )
+        for row in rows:
             append_row(out, row)
             written.append(row)
             bar.update()  # a cell counts when its row is written: after its group's interleaved re-timing
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         bar.close()
-        print(f"\ninterrupted: {len(written)} cell(s) written to {out}; run the same command again to resume")
-        raise SystemExit(130) from None
+        if rows is not None:
+            rows.close()  # stops the worker now, not when the generator is collected
+        print(f"\n{stop_name(stop)}: {len(written)} cell(s) written to {out}; run the same command again to resume")
+        raise SystemExit(stop_code(stop)) from None
     finally:
         bar.close()
     return written
@@ -452,14 +474,17 @@ def _solo(worker: Worker, cell: Cell, seed: int, timing: dict, failed_series: di
     if _series(cell) in failed_series:
         status, message = failed_series[_series(cell)].split("|", 1)
         return {"status": status, "message": f"not run: {message}"}
-    result = worker.run(cell, seed, timing)
+    limit_s = 2 * max_cell_s + CELL_GRACE_S
+    result = worker.run(cell, seed, timing, limit_s)
     if result.pop("worker_died", False):  # killed from outside or crashed, not for memory: one more try
         first = result["message"]
-        result = worker.run(cell, seed, timing)
+        result = worker.run(cell, seed, timing, limit_s)
         result.pop("worker_died", None)
         result["message"] = (result.get("message") or "") + f" (retried once after: {first})"
     if result["status"] == "oom":
         failed_series[_series(cell)] = f"oom|N={cell.seq_len} ran out of memory"
+    elif result["status"] == "timeout":
+        failed_series[_series(cell)] = f"timeout|N={cell.seq_len} ran past its time bound"
     elif result["status"] == "ok" and result["time_ms"] / 1e3 * (1 + result["repeats"]) > max_cell_s:
         failed_series[_series(cell)] = (
             f"skipped|N={cell.seq_len} already took {result['time_ms'] / 1e3:.1f} s per run (budget {max_cell_s:.0f} "

@@ -17,6 +17,7 @@ of a recipe can still be overridden one by one, which is how the ablation is run
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import random
@@ -36,6 +37,7 @@ from .data import SequenceDataset, leave_one_out, load_dataset
 from .environment import check_device, environment
 from .measure import LoadMonitor, peak_memory
 from .metrics import exclude_seen, metrics_from_ranks, pessimistic_ranks
+from .results import folder_owner
 from .synthetic import synthetic_dataset
 
 PROTOCOLS = ("full", "uni100", "pop100")
@@ -411,9 +413,19 @@ def train(
     check_device(config.device)
     replicas, device = distributed.setup(config.device)
     try:
-        return _train(
-            config, replicas, device, resume=resume, overwrite=overwrite, progress=progress, log=log, dataset=dataset
-        )
+        # one writer per run folder: a second training given the same --out is refused with the holder's pid
+        owner = folder_owner(config.out, "a training", "--out") if replicas.writer else contextlib.nullcontext()
+        with owner:
+            return _train(
+                config,
+                replicas,
+                device,
+                resume=resume,
+                overwrite=overwrite,
+                progress=progress,
+                log=log,
+                dataset=dataset,
+            )
     finally:
         distributed.teardown(replicas)
 

@@ -103,3 +103,33 @@ def test_drifted_replicas_are_caught(monkeypatch):
     assert distributed.check_replicas(model, Replicas(rank=0, world=2, launched=True)) == distributed.parameters_digest(
         model
     )
+
+
+@pytest.mark.cluster
+def test_a_rank_killed_mid_training_stops_the_run_in_bounded_time_and_the_checkpoint_resumes(tmp_path):
+    import signal
+    import time
+
+    import psutil
+
+    out = tmp_path / "run"
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "LINREC_DIST_TIMEOUT_S": "60"}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "bench"]
+    long = [a if a != "3" else "400" for a in TINY]  # --epochs 400: still training when a rank is killed
+    run = subprocess.Popen([*launcher, "train", *long, "--patience", "400", "--out", str(out)], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 240
+    while not (out / "checkpoint.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert (out / "checkpoint.pt").exists(), "no epoch finished"
+    ranks = [p for p in psutil.Process(run.pid).children(recursive=True) if p.environ().get("RANK") == "1"]
+    assert ranks, "rank 1 not found"
+    ranks[0].send_signal(signal.SIGKILL)
+    started = time.monotonic()
+    _, err = run.communicate(timeout=180)  # bounded: no hang
+    assert run.returncode != 0 and time.monotonic() - started < 180
+    # the last checkpoint resumes: stop at once (a zero time budget), testing the best epoch so far
+    finished = subprocess.run([*launcher, "train", *long, "--patience", "400", "--max-minutes", "0", "--resume",
+                               "--out", str(out)], env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert json.loads((out / "results.json").read_text())["epochs_run"] >= 1
