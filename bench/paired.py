@@ -10,7 +10,8 @@ model ranks the same users' targets better. Each finished accuracy cell keeps ev
   tie correction: scipy.stats.wilcoxon's defaults for large samples, no continuity correction);
 - the paired t-test (two-sided, n - 1 degrees of freedom).
 
-Everything is plain Python and torch: no scipy needed (the tests check against it when installed).
+Plain Python and numpy (pandas' own dependency): reports import neither torch nor scipy (the tests check against
+scipy when it is installed).
 """
 
 from __future__ import annotations
@@ -21,33 +22,34 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
+import numpy as np
 
 
-def ndcg_at(ranks: torch.Tensor, k: int = 10) -> torch.Tensor:
+def ndcg_at(ranks, k: int = 10) -> np.ndarray:
     """Per-user NDCG@k of one target: 1 / log2(rank + 1) within the top k, else 0."""
-    ranks = ranks.double()
-    return torch.where(ranks <= k, 1.0 / torch.log2(ranks + 1), torch.zeros_like(ranks))
+    ranks = np.asarray(ranks, dtype=np.float64)
+    return np.where(ranks <= k, 1.0 / np.log2(ranks + 1), 0.0)
 
 
 # ------------------------------------------------------------------ the tests
 
 
 def bootstrap_interval(
-    differences: torch.Tensor, *, resamples: int = 10_000, level: float = 0.95, seed: int = 0
+    differences, *, resamples: int = 10_000, level: float = 0.95, seed: int = 0
 ) -> tuple[float, float]:
     """Percentile interval of the mean difference over users resampled with replacement."""
+    differences = np.asarray(differences, dtype=np.float64)
     n = len(differences)
-    generator = torch.Generator().manual_seed(seed)
+    generator = np.random.default_rng(seed)
     means = []
     for start in range(0, resamples, 500):  # 500 resamples at a time: (500, n) indices stay small
         count = min(500, resamples - start)
-        picks = torch.randint(n, (count, n), generator=generator)  # (count, n)
-        means.append(differences[picks].mean(dim=1))
-    means = torch.cat(means).sort().values
+        picks = generator.integers(0, n, size=(count, n))  # (count, n)
+        means.append(differences[picks].mean(axis=1))
+    means = np.sort(np.concatenate(means))
     tail = (1 - level) / 2
-    low = means[int(math.floor(tail * (resamples - 1)))].item()
-    high = means[int(math.ceil((1 - tail) * (resamples - 1)))].item()
+    low = float(means[int(math.floor(tail * (resamples - 1)))])
+    high = float(means[int(math.ceil((1 - tail) * (resamples - 1)))])
     return low, high
 
 
@@ -55,17 +57,17 @@ def _normal_two_sided(z: float) -> float:
     return math.erfc(abs(z) / math.sqrt(2))
 
 
-def wilcoxon_p(differences: torch.Tensor) -> float:
+def wilcoxon_p(differences) -> float:
     """Two-sided p of the Wilcoxon signed-rank test, normal approximation with tie correction."""
-    d = differences.double()
+    d = np.asarray(differences, dtype=np.float64)
     d = d[d != 0]  # zero differences carry no sign (most users: both runs miss the top 10)
     n = len(d)
     if n == 0:
         return 1.0
-    magnitudes = d.abs()
-    order = magnitudes.argsort()
+    magnitudes = np.abs(d)
+    order = np.argsort(magnitudes, kind="stable")
     sorted_magnitudes = magnitudes[order]
-    ranks = torch.empty(n, dtype=torch.float64)
+    ranks = np.empty(n, dtype=np.float64)
     tie_term = 0.0
     start = 0
     while start < n:  # average ranks over runs of equal magnitudes
@@ -76,7 +78,7 @@ def wilcoxon_p(differences: torch.Tensor) -> float:
         size = end - start + 1
         tie_term += size**3 - size
         start = end + 1
-    positive = ranks[d > 0].sum().item()
+    positive = float(ranks[d > 0].sum())
     mean = n * (n + 1) / 4
     variance = n * (n + 1) * (2 * n + 1) / 24 - tie_term / 48
     if variance <= 0:
@@ -112,16 +114,16 @@ def _regularized_beta(x: float, a: float, b: float) -> float:
     return math.exp(log_front) * fraction / a
 
 
-def paired_t_p(differences: torch.Tensor) -> float:
+def paired_t_p(differences) -> float:
     """Two-sided p of the paired t-test (Student's t with n - 1 degrees of freedom)."""
-    d = differences.double()
+    d = np.asarray(differences, dtype=np.float64)
     n = len(d)
     if n < 2:
         return 1.0
-    spread = d.std(unbiased=True).item()
+    spread = float(d.std(ddof=1))
     if spread == 0:
-        return 1.0 if d.mean().item() == 0 else 0.0
-    t = d.mean().item() / (spread / math.sqrt(n))
+        return 1.0 if float(d.mean()) == 0 else 0.0
+    t = float(d.mean()) / (spread / math.sqrt(n))
     df = n - 1
     return _regularized_beta(df / (df + t * t), df / 2, 0.5)  # P(|T| >= |t|)
 
@@ -171,7 +173,7 @@ def read_ranks(path: Path) -> dict:
 def _gains(payload: dict, protocol: str, k: int) -> dict[str, float]:
     if protocol not in payload["ranks"]:
         raise ValueError(f"no {protocol!r} ranks in this run; it has {sorted(payload['ranks'])}")
-    gains = ndcg_at(torch.tensor(payload["ranks"][protocol]), k).tolist()
+    gains = ndcg_at(payload["ranks"][protocol], k).tolist()
     return dict(zip(payload["users"], gains, strict=True))
 
 
@@ -202,17 +204,17 @@ def compare_seeds(
     if not common:
         raise ValueError("the runs share no test user")
     users = sorted(common)
-    gain_a = torch.tensor([sums_a[u] for u in users], dtype=torch.float64) / len(pairs)
-    gain_b = torch.tensor([sums_b[u] for u in users], dtype=torch.float64) / len(pairs)
+    gain_a = np.array([sums_a[u] for u in users]) / len(pairs)
+    gain_b = np.array([sums_b[u] for u in users]) / len(pairs)
     differences = gain_b - gain_a
     low, high = bootstrap_interval(differences, seed=seed)
     return PairedComparison(
         users=len(users),
         seeds=len(pairs),
         protocol=protocol,
-        mean_a=gain_a.mean().item(),
-        mean_b=gain_b.mean().item(),
-        difference=differences.mean().item(),
+        mean_a=float(gain_a.mean()),
+        mean_b=float(gain_b.mean()),
+        difference=float(differences.mean()),
         ci_low=low,
         ci_high=high,
         wilcoxon_p=wilcoxon_p(differences),
