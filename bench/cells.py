@@ -109,7 +109,8 @@ def estimated_bytes(cell: Cell, caps) -> int:
     tokens = cell.batch_size * cell.seq_len
     total = _LINEAR_COPIES * tokens * cell.dim * element
     if "N^2" in caps.memory.replace(" ", ""):
-        total += 3 * cell.batch_size * cell.heads * cell.seq_len**2 * element  # scores, weights, their gradient
+        matrices = 4 if cell.mode == "fwd_bwd" else 2  # scores and weights, and their gradients in a backward
+        total += matrices * cell.batch_size * cell.heads * cell.seq_len**2 * element
     return total
 
 

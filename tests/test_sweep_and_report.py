@@ -1,5 +1,6 @@
 import json
 
+import psutil
 import pytest
 
 from bench.cells import Cell
@@ -80,13 +81,17 @@ def test_a_malformed_middle_line_is_an_error(tmp_path):
 
 def test_out_of_memory_is_recorded_and_the_sweep_goes_on(tmp_path):
     out = tmp_path / "oom.jsonl"
-    huge = Cell("kernel", "softmax", False, 400_000, 4, 64, 4, "fwd", "fp32", "cpu")  # ~10 TB of scores
-    larger = Cell("kernel", "softmax", False, 800_000, 4, 64, 4, "fwd", "fp32", "cpu")
+    # the fwd pass holds scores and weights, 2 x 16 x N^2 floats: 0.8 of the machine's memory passes the estimate
+    # (it could fit) but not the worker's limit at half of it; 0.9 with a longer N runs out too
+    ram = psutil.virtual_memory().total
+    n_huge, n_larger = (int((share * ram / (2 * 16 * 4)) ** 0.5) for share in (0.8, 0.9))
+    huge = Cell("kernel", "softmax", False, n_huge, 4, 64, 4, "fwd", "fp32", "cpu")
+    larger = Cell("kernel", "softmax", False, n_larger, 4, 64, 4, "fwd", "fp32", "cpu")
     fine = Cell("kernel", "sdpa", False, 16, 1, 16, 2, "fwd", "fp32", "cpu")
     rows = run_sweep([huge, larger, fine], out, config={}, timing=FAST, progress=False, memory_fraction=0.5)
     by_len = {(r["attention"], r["seq_len"]): r for r in rows}
-    assert by_len[("softmax", 400_000)]["status"] == "oom"
-    assert by_len[("softmax", 800_000)]["status"] == "oom" and "not run" in by_len[("softmax", 800_000)]["message"]
+    assert by_len[("softmax", n_huge)]["status"] == "oom"
+    assert by_len[("softmax", n_larger)]["status"] == "oom" and "not run" in by_len[("softmax", n_larger)]["message"]
     assert by_len[("sdpa", 16)]["status"] == "ok"
 
 
