@@ -39,6 +39,16 @@ def attention_label(name: str, options: dict, compiled: bool = False) -> str:
     return label + " (compiled)" if compiled else label
 
 
+def fallback_note(row: dict) -> str:
+    """' (PyTorch path)' for a LinRec row that asked for the default path on a CPU but ran the PyTorch one (the C++
+    kernel could not be built there): its times are not the fused kernel's. '' otherwise, and for older rows."""
+    options = row.get("options") or {}
+    asked_default = options.get("backend", "auto") == "auto" and not options.get("compile")
+    on_cpu = str(row.get("device_type") or row.get("device") or "cpu").lower().startswith("cpu")
+    ran_torch = row.get("attention") == "linrec" and row.get("backend") == "torch"
+    return " (PyTorch path)" if asked_default and on_cpu and ran_torch else ""
+
+
 def parse_attention_spec(spec: str) -> tuple[str, dict]:
     """'performer:nb_features=64:redraw_interval=0' -> ('performer', {...}); values are JSON when they parse."""
     name, *pairs = spec.split(":")

@@ -3,7 +3,7 @@
 A recommender turns a list of chronological item sequences into training batches
 (`epoch_examples`, `make_batch`), a batch into a loss (`training_loss`) and histories into
 next-item scores over the whole catalogue (`score_next`). `train_options` names the training
-settings (fields of bench.train.TrainConfig) its constructor takes, so the training loop
+settings (fields of bench.training.train.TrainConfig) its constructor takes, so the training loop
 builds any registered recommender without knowing which it is.
 """
 

@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 from bench.environment import REPO_ROOT, environment
-from bench.report import _speedups, load_frame
+from bench.reports.committed import _speedups
+from bench.reports.rows import load_frame
 
 HOG = "import time\nend = time.time() + 3600\nwhile time.time() < end: pass"
 

@@ -11,7 +11,7 @@ set -euo pipefail
 PY=${PYTHON:-python}
 $PY -m bench peers --seq-len 256,1024,4096,8192 --rounds 5 --out results/peers/peers-cpu.jsonl
 $PY -c "
-from bench.peers import measure_limits
+from bench.timing.peers import measure_limits
 from pathlib import Path
 from bench.results import append_row
 row = measure_limits(compiled=True)

@@ -3,7 +3,7 @@
     python scripts/shard_evidence.py --out results/distributed/two-shards
 
 Writes OUT/quick.shard-{0,1}-of-2.jsonl (each shard's own resumable file), OUT/quick.jsonl (their
-merge), the merged sweep's report (registered in bench.report.COMMITTED_REPORTS as
+merge), the merged sweep's report (registered in bench.reports.committed.COMMITTED_REPORTS as
 `two-shards-cpu`) and OUT/README.md: the shards' sizes and the merged speed-ups against the
 committed one-process quick reference. One thread per shard, both shards at once on the two cores.
 """
@@ -16,9 +16,9 @@ import sys
 import time
 
 from bench.environment import REPO_ROOT, environment
-from bench.report import compare_speedups, regenerate_committed
+from bench.reports.committed import compare_speedups, regenerate_committed
 from bench.results import load_rows
-from bench.shard import merge, shard_path
+from bench.timing.shard import merge, shard_path
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.data import SequenceDataset, leave_one_out, load_dataset, locate  # noqa: E402
 from bench.environment import environment  # noqa: E402
-from bench.metrics import exclude_seen, rank_metrics  # noqa: E402
+from bench.training.metrics import exclude_seen, rank_metrics  # noqa: E402
 
 
 def markov_scores(dataset: SequenceDataset) -> dict[str, dict[str, float]]:

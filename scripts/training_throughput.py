@@ -45,10 +45,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bench.cli import parse_attention
+from bench.cli import resolve_attention
 from bench.data import leave_one_out
 from bench.environment import environment
-from bench.train import _batches, build_model, evaluate, get_dataset, with_recipe
+from bench.training.config import with_recipe
+from bench.training.evaluate import evaluate
+from bench.training.train import _batches, build_model, get_dataset
 
 VARIANTS = {
     "before": {"batching": "random", "trim": False, "chunked_loss": False, "split": False},
@@ -139,7 +141,7 @@ def main() -> None:
     dataset = get_dataset(with_recipe(args.recipe, dataset=args.dataset))
     split = leave_one_out(dataset)
     for attention in args.attention.split(","):
-        name_, options = parse_attention(attention)
+        name_, options = resolve_attention(attention)
         warm_up(
             with_recipe(
                 args.recipe, dataset=args.dataset, model=args.model, attention=name_, attention_options=options
@@ -152,7 +154,7 @@ def main() -> None:
         for threads, max_len in itertools.product(map(int, args.threads.split(",")), map(int, lengths)):
             torch.set_num_threads(threads)
             for attention in args.attention.split(","):
-                name_, options = parse_attention(attention)
+                name_, options = resolve_attention(attention)
                 for dropout in dropouts:
                     for name, variant in variants.items():
                         settings = {"attention_dropout": dropout} if dropout is not None else {}

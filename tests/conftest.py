@@ -33,5 +33,5 @@ def _seed():
 @pytest.fixture(autouse=True)
 def _short_sweep_waits(monkeypatch):
     """Tests time tiny cells on a busy CI machine: interleave briefly and never wait for quiet."""
-    monkeypatch.setattr("bench.sweep.QUIET_WAIT_S", 0.0)
-    monkeypatch.setattr("bench.sweep.INTERLEAVE_S", 0.2)
+    monkeypatch.setattr("bench.timing.sweep.QUIET_WAIT_S", 0.0)
+    monkeypatch.setattr("bench.timing.sweep.INTERLEAVE_S", 0.2)

@@ -10,10 +10,12 @@ from dataclasses import asdict
 
 import pytest
 
-from bench.accuracy import TrainCell, done_keys, preset_cells, run_accuracy_sweep
-from bench.accuracy_report import accuracy_report, compact_history, gaps_to_baseline, train_frame, variant
-from bench.report import report
+from bench.reports.accuracy import accuracy_report, gaps_to_baseline
+from bench.reports.timing import report
+from bench.reports.training_rows import compact_history, train_frame, variant
 from bench.results import append_to_parts, load_rows, result_parts
+from bench.training.accuracy import TrainCell, done_keys, run_accuracy_sweep
+from bench.training.presets import preset_cells
 
 
 def test_quick_preset_end_to_end_then_resume_skips_everything(tmp_path):
@@ -65,7 +67,9 @@ def test_a_cell_killed_mid_training_continues_from_its_checkpoint_and_writes_one
     config = cell.train_config(cell_dir, threads=1)
     (cell_dir / "config.json").write_text(json.dumps(asdict(config)))
     child = subprocess.Popen(
-        [sys.executable, "-m", "bench.accuracy", str(cell_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [sys.executable, "-m", "bench.training.accuracy", str(cell_dir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 300
     while not (cell_dir / "checkpoint.pt").exists() and time.time() < deadline and child.poll() is None:
@@ -162,7 +166,7 @@ def test_the_sweep_resumes_across_parts(tmp_path, monkeypatch):
 
 
 def test_committed_accuracy_reports_read_every_part(tmp_path):
-    from bench.report import committed_sources
+    from bench.reports.committed import committed_sources
 
     (tmp_path / "sweeps").mkdir()
     names = {"accuracy-paper-cpu.jsonl", "accuracy-paper-cpu.2.jsonl"}
@@ -285,7 +289,8 @@ def test_rows_from_two_devices_say_which_device_trained_each(tmp_path):
 
 
 def test_seconds_per_epoch_are_joined_only_between_rows_timed_alike():
-    from bench.accuracy_report import summary, timed_alike
+    from bench.reports.accuracy_plots import timed_alike
+    from bench.reports.training_rows import summary
 
     def row(batch, device, split):
         return {**_row("sdpa", 1, 0.17), "batch_size": batch, "device": device, "split_batches": split}
@@ -305,9 +310,9 @@ def test_a_variant_names_what_changes_the_model_not_the_budget_width_or_batch_co
 def test_a_snapshot_of_an_unfinished_cell_is_partial_and_the_finished_row_supersedes_it(tmp_path):
     import dataclasses
 
-    from bench.accuracy import snapshot_unfinished
-    from bench.accuracy_report import train_frame
-    from bench.train import train
+    from bench.reports.training_rows import train_frame
+    from bench.training.accuracy import snapshot_unfinished
+    from bench.training.train import train
 
     cell = TrainCell("synthetic", "sdpa", 20, 16, settings={"epochs": 3, "patience": 3, "synthetic_users": 200})
     out, work = tmp_path / "acc.jsonl", tmp_path / "work"

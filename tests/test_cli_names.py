@@ -31,7 +31,7 @@ def registry_restored(monkeypatch):
 def _parsed(monkeypatch, command: str, argv: list[str]):
     """The args a command's function receives from `python -m bench ARGV` (the function itself is not run)."""
     seen = {}
-    monkeypatch.setattr(bench.cli, f"cmd_{command}", lambda args: seen.setdefault("args", args))
+    monkeypatch.setattr(bench.cli.commands, f"cmd_{command}", lambda args: seen.setdefault("args", args))
     bench.cli.main(argv)
     return seen["args"]
 
@@ -60,7 +60,7 @@ def test_train_resolves_a_named_configuration_into_mechanism_and_options(monkeyp
 
 @pytest.mark.parametrize("command", ["sweep", "train", "accuracy", "gate"])
 def test_a_misspelled_mechanism_is_refused_with_the_closest_names(monkeypatch, capsys, command):
-    monkeypatch.setattr(bench.cli, f"cmd_{command}", lambda args: pytest.fail("ran with an unknown mechanism"))
+    monkeypatch.setattr(bench.cli.commands, f"cmd_{command}", lambda args: pytest.fail("ran with an unknown mechanism"))
     with pytest.raises(SystemExit) as stopped:
         bench.cli.main([command, "--attention", "sdpa,linrc" if command != "train" else "linrc"])
     assert stopped.value.code == 2

@@ -14,7 +14,7 @@ from bench.data import (
     locate,
     read_interactions,
 )
-from bench.synthetic import synthetic_dataset
+from bench.data.synthetic import synthetic_dataset
 
 
 def _write(path, text, gz=False):
@@ -121,7 +121,7 @@ def test_leave_one_out_split():
 
 def test_missing_dataset_says_where_it_looked(tmp_path, monkeypatch):
     monkeypatch.setenv("LINREC_DATA", str(tmp_path / "env"))
-    monkeypatch.setattr("bench.data.REPO_ROOT", tmp_path / "repo")
+    monkeypatch.setattr("bench.data.files.REPO_ROOT", tmp_path / "repo")
     (tmp_path / "flag").mkdir()
     with pytest.raises(DatasetNotFound) as err:
         locate("ml-1m", tmp_path / "flag")
@@ -198,7 +198,7 @@ def test_prepare_gives_the_standard_file_s_sequences():
     """`data prepare ml-1m` on ratings.dat: the same films as the standard file (>= 5 ratings, counted over all
     1,000,209 ratings of the full file) and, for the users whose timestamps exist here (1-2999), the same
     sequences, ties included, under SASRec's published id maps."""
-    from bench.prepare import STANDARD_ML_1M_MIN_RATINGS, _standard_ml_1m, _timed_events
+    from bench.data.prepare import STANDARD_ML_1M_MIN_RATINGS, _standard_ml_1m, _timed_events
 
     root = locate("ml-1m")[0].parent
     films, users = _id_map(root, "ml-1m_sasrec_item_map.txt.gz"), _id_map(root, "ml-1m_sasrec_user_map.txt.gz")
@@ -220,7 +220,7 @@ def test_prepare_gives_the_standard_file_s_sequences():
 
 
 def test_prepare_ml_1m_keeps_films_with_5_ratings_in_stable_time_order(tmp_path):
-    from bench.prepare import prepare
+    from bench.data.prepare import prepare
 
     # film 10: 5 ratings (kept); film 20: 4 (dropped); user 1 rates 10 and 30 in one second: file order kept
     lines = [f"{u}::10::4::{100 + u}" for u in range(1, 6)] + [f"{u}::20::3::50" for u in range(1, 5)]
@@ -257,7 +257,7 @@ def _zip(path, member, text):
 
 
 def test_prepare_ml_1m_from_the_official_archive(tmp_path):
-    from bench.prepare import prepare
+    from bench.data.prepare import prepare
 
     ratings = "".join(f"{u}::30::4::500\n{u}::10::1::400\n" for u in range(2, 7))
     ratings = (
@@ -270,7 +270,7 @@ def test_prepare_ml_1m_from_the_official_archive(tmp_path):
 
 
 def test_prepare_ml_100k_and_a_preprocessed_file(tmp_path):
-    from bench.prepare import prepare
+    from bench.data.prepare import prepare
 
     udata = "7\t3\t4\t99\n7\t2\t4\t98\n8\t2\t5\t97\n"
     prepare("ml-100k", _zip(tmp_path / "ml-100k.zip", "ml-100k/u.data", udata), tmp_path / "data")

@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
-from bench import distributed
-from bench.distributed import Replicas
+from bench.training import distributed
+from bench.training.distributed import Replicas
 
 TINY = (
     "--dataset synthetic --synthetic-users 200 --synthetic-items 50 --max-len 20 --hidden 16 --heads 2 --layers 1 "

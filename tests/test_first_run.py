@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-import bench.sweep
-from bench.sweep import Grid, measured_rows, run_sweep
+import bench.timing.sweep
+from bench.timing.grid import Grid
+from bench.timing.sweep import measured_rows, run_sweep
 from models.attention.kernels import linrec_cpp
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,7 +64,7 @@ def test_an_existing_build_is_loaded_silently(monkeypatch, fresh_build, capsys):
 
 
 def test_the_status_follows_every_phase_and_a_busy_group_says_it_waits(monkeypatch):
-    monkeypatch.setattr(bench.sweep.LoadMonitor, "other_cores", lambda self: 5.0)  # a loaded machine throughout
+    monkeypatch.setattr(bench.timing.sweep.LoadMonitor, "other_cores", lambda self: 5.0)  # a loaded machine throughout
     grid = Grid([("sdpa", {}), ("linrec", {})], seq_len=[16], batch_size=[2], dim=16, heads=2, causal=[True])
     cells = grid.cells("cpu")
     statuses = []

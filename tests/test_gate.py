@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from bench import gate
+from bench.timing import gate
 
 
 @pytest.fixture(autouse=True)

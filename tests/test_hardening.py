@@ -168,7 +168,7 @@ def test_zero_heads_is_refused_clearly():
 
 
 def _tiny_config(tmp_path, **kw):
-    from bench.train import TrainConfig
+    from bench.training.config import TrainConfig
 
     values = {
         "dataset": "synthetic",
@@ -188,7 +188,7 @@ def _tiny_config(tmp_path, **kw):
 
 
 def test_a_finished_run_is_not_overwritten_without_asking(tmp_path):
-    from bench.train import train
+    from bench.training.train import train
 
     train(_tiny_config(tmp_path), progress=False, log=False)
     with pytest.raises(ValueError, match="already holds a run.*--resume continues it, --overwrite replaces it"):
@@ -197,7 +197,7 @@ def test_a_finished_run_is_not_overwritten_without_asking(tmp_path):
 
 
 def test_resume_without_a_checkpoint_says_it_starts_fresh(tmp_path, capsys):
-    from bench.train import train
+    from bench.training.train import train
 
     train(_tiny_config(tmp_path), resume=True, progress=False)
     assert "no checkpoint" in capsys.readouterr().out
@@ -205,7 +205,7 @@ def test_resume_without_a_checkpoint_says_it_starts_fresh(tmp_path, capsys):
 
 @pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated zip"], ids=["empty", "truncated"])
 def test_a_damaged_checkpoint_names_the_file(tmp_path, content):
-    from bench.train import train
+    from bench.training.train import train
 
     train(_tiny_config(tmp_path), progress=False, log=False)
     (tmp_path / "run" / "checkpoint.pt").write_bytes(content)
@@ -214,7 +214,7 @@ def test_a_damaged_checkpoint_names_the_file(tmp_path, content):
 
 
 def test_a_crafted_checkpoint_does_not_run_code(tmp_path):
-    from bench.train import train
+    from bench.training.train import train
 
     class Payload:
         def __reduce__(self):
@@ -236,7 +236,7 @@ def test_a_crafted_checkpoint_does_not_run_code(tmp_path):
 )
 def test_data_that_cannot_train_or_evaluate_is_refused_up_front(tmp_path, sequences, message):
     from bench.data import SequenceDataset
-    from bench.train import train
+    from bench.training.train import train
 
     dataset = SequenceDataset("tiny", sequences, 2)
     with pytest.raises(ValueError, match=message):
@@ -276,8 +276,8 @@ def test_impossible_grids_are_refused_at_the_command_line(tmp_path, flags, messa
 
 
 def test_a_sweep_refuses_a_results_file_another_sweep_is_writing(tmp_path):
-    from bench.cells import Cell
-    from bench.sweep import run_sweep
+    from bench.timing.cells import Cell
+    from bench.timing.sweep import run_sweep
 
     out = tmp_path / "s.jsonl"
     cell = Cell("attention", "sdpa", False, 16, 1, 16, 2, "fwd", "fp32", "cpu")
@@ -290,7 +290,7 @@ def test_a_sweep_refuses_a_results_file_another_sweep_is_writing(tmp_path):
 def test_a_worker_killed_from_outside_is_not_called_out_of_memory():
     import signal
 
-    from bench.sweep import Worker
+    from bench.timing.worker import Worker
 
     worker = Worker(threads=1, memory_limit_bytes=8 * 2**30)
     killed = worker._death(-signal.SIGKILL, peak_rss=200 * 2**20)
@@ -305,7 +305,7 @@ def test_a_worker_killed_from_outside_is_not_called_out_of_memory():
 
 
 def test_report_warns_about_cells_written_twice(tmp_path, capsys):
-    from bench.report import report
+    from bench.reports.timing import report
 
     row = {
         "level": "attention",
@@ -331,7 +331,7 @@ def test_report_warns_about_cells_written_twice(tmp_path, capsys):
 
 
 def test_report_names_a_file_whose_rows_lack_keys(tmp_path):
-    from bench.report import report
+    from bench.reports.timing import report
 
     path = tmp_path / "s.jsonl"
     path.write_text(json.dumps({"level": "attention", "status": "ok"}) + "\n")
@@ -340,8 +340,8 @@ def test_report_names_a_file_whose_rows_lack_keys(tmp_path):
 
 
 def test_a_comparison_group_is_timed_interleaved_and_its_load_recorded(tmp_path):
-    from bench.cells import Cell
-    from bench.sweep import run_sweep
+    from bench.timing.cells import Cell
+    from bench.timing.sweep import run_sweep
 
     cells = [Cell("attention", name, True, 32, 2, 16, 2, "fwd_bwd", "fp32", "cpu") for name in ("sdpa", "linrec")]
     rows = run_sweep(
@@ -359,8 +359,8 @@ def test_a_comparison_group_is_timed_interleaved_and_its_load_recorded(tmp_path)
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_a_busy_one_thread_group_is_timed_in_cpu_time(tmp_path, monkeypatch, threads):
-    from bench import sweep
-    from bench.cells import Cell
+    from bench.timing import sweep
+    from bench.timing.cells import Cell
 
     monkeypatch.setattr(sweep.LoadMonitor, "other_cores", lambda self: 1.5)  # as if two hogs ran throughout
     cells = [Cell("attention", name, True, 32, 2, 16, 2, "fwd_bwd", "fp32", "cpu") for name in ("sdpa", "linrec")]
@@ -387,7 +387,7 @@ def test_load_monitor_sees_another_busy_process():
     import sys
     import time
 
-    from bench.sweep import LoadMonitor
+    from bench.timing.sweep import LoadMonitor
 
     # the hog must not be our child: the monitor counts this process tree as its own work
     loop = "import time\nend = time.time() + 5\nwhile time.time() < end: pass"
@@ -412,8 +412,8 @@ def test_load_monitor_rooted_at_the_launcher_counts_its_other_children_as_the_jo
 
     import psutil
 
-    from bench.distributed import Replicas, job_process
     from bench.measure import LoadMonitor
+    from bench.training.distributed import Replicas, job_process
 
     assert job_process(Replicas()).pid == os.getpid()
     assert job_process(Replicas(world=2, launched=True)).pid == os.getppid()
@@ -467,7 +467,7 @@ def _timing_row(mechanism, n, time_ms, **extra):
 
 
 def test_the_main_job_compares_its_speedups_with_the_reference(tmp_path):
-    from bench.report import compare_speedups
+    from bench.reports.committed import compare_speedups
 
     reference, new = tmp_path / "ref.jsonl", tmp_path / "new.jsonl"
     reference.write_text(
@@ -506,7 +506,7 @@ def test_the_main_job_never_reuses_a_run_folder_silently(tmp_path):
 
 
 def test_busy_rows_are_marked_in_tables(tmp_path):
-    from bench.report import report
+    from bench.reports.timing import report
 
     path = tmp_path / "s.jsonl"
     rows = [

@@ -14,16 +14,18 @@ from pathlib import Path
 import psutil
 import pytest
 
-import bench.sweep
-from bench.accuracy import TrainCell, run_accuracy_sweep
-from bench.cells import Cell, unsupported_reason
+import bench.timing.sweep
 from bench.data import DataFormatError, load_dataset
 from bench.plugins import ENV, PluginError, load_plugins
-from bench.report import report
+from bench.reports.timing import report
 from bench.results import ResultsFileBusy, folder_owner
-from bench.shard import merge
-from bench.sweep import Grid, run_sweep
-from bench.train import TrainConfig, train
+from bench.timing.cells import Cell, unsupported_reason
+from bench.timing.grid import Grid
+from bench.timing.shard import merge
+from bench.timing.sweep import run_sweep
+from bench.training.accuracy import TrainCell, run_accuracy_sweep
+from bench.training.config import TrainConfig
+from bench.training.train import train
 from models.attention import base
 
 REPO = Path(__file__).resolve().parents[1]
@@ -118,7 +120,7 @@ def test_train_stops_on_a_signal_in_one_line_with_the_checkpoint_to_resume(tmp_p
 
 def test_a_cell_past_its_time_bound_is_ended_and_recorded_timeout(tmp_path, monkeypatch, registry_restored):
     load_plugins(["misbehaving_plugin"])  # the worker imports it too (through the environment)
-    monkeypatch.setattr(bench.sweep, "CELL_GRACE_S", 2.0)
+    monkeypatch.setattr(bench.timing.sweep, "CELL_GRACE_S", 2.0)
     cells = Grid([("never-returns", {})], seq_len=[8, 16], batch_size=[1], dim=8, heads=1, causal=[True]).cells("cpu")
     started = time.monotonic()
     rows = run_sweep(cells, tmp_path / "s.jsonl", config={}, timing=FAST, max_cell_s=1.0, progress=False)
@@ -159,7 +161,7 @@ def test_a_full_disk_is_one_line_naming_the_path_and_earlier_rows_stay(tmp_path,
         calls.append(row)
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(bench.sweep, "append_row", full)
+    monkeypatch.setattr(bench.timing.sweep, "append_row", full)
     with pytest.raises(SystemExit) as stop:
         main(args)
     assert str(stop.value).startswith(f"sweep: cannot write {out}: No space left on device")

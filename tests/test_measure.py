@@ -1,8 +1,8 @@
 import pytest
 
-from bench.cells import Cell, make_workload, unsupported_reason
 from bench.measure import cpu_peak_supported, summarize, time_callable
-from bench.sweep import run_sweep
+from bench.timing.cells import Cell, make_workload, unsupported_reason
+from bench.timing.sweep import run_sweep
 
 FAST = {"min_time_s": 0.0, "min_repeats": 2, "max_repeats": 3}
 

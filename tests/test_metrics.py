@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from bench.metrics import metrics_from_ranks, pessimistic_ranks, rank_metrics
+from bench.training.metrics import metrics_from_ranks, pessimistic_ranks, rank_metrics
 
 
 def test_hand_computed_case():
@@ -34,7 +34,7 @@ def test_bad_shapes_and_nan_are_refused():
 
 
 def test_ranks_of_batches_dealt_to_replicas_and_gathered_in_order_equal_one_shot():
-    from bench.distributed import Replicas, mine
+    from bench.training.distributed import Replicas, mine
 
     torch.manual_seed(0)
     scores, targets = torch.randn(100, 50), torch.randint(0, 50, (100,))

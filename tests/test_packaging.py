@@ -35,17 +35,20 @@ def test_pytest_dash_dash_benchmark_runs_benchmarks_and_only_them():
 
 
 def test_reports_need_only_the_rows_not_the_models():
+    """Imports run one way: reports read stored rows and import neither the models, torch, nor what measures or
+    trains (bench.timing, bench.training)."""
     code = (
-        "import sys, bench.report; "
-        "print([m for m in sys.modules if m == 'models' or m.startswith(('models.', 'torch'))])"
+        "import sys, bench.reports.timing, bench.reports.committed, bench.reports.accuracy; "
+        "print([m for m in sys.modules if m == 'models' or m.startswith(('models.', 'torch', 'bench.timing', "
+        "'bench.training'))])"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
 
 
 def test_a_mechanism_registered_outside_the_package_is_everywhere():
-    from bench.gate import gated
-    from bench.sweep import preset_cells
+    from bench.timing.gate import gated
+    from bench.timing.grid import preset_cells
     from models.attention import list_attentions
 
     assert "outside-relu" in list_attentions()  # registered by tests/outside_mechanism.py via conftest

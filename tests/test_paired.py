@@ -1,4 +1,4 @@
-"""Paired significance (bench.paired): checked against hand-computed cases and, when installed, scipy."""
+"""Paired significance (bench.reports.paired): checked against hand-computed cases and, when installed, scipy."""
 
 import gzip
 import json
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from bench.paired import (
+from bench.reports.paired import (
     _regularized_beta,
     bootstrap_interval,
     compare,

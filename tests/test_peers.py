@@ -1,4 +1,4 @@
-from bench.peers import measure_limits, peers_table, run_peers
+from bench.timing.peers import measure_limits, peers_table, run_peers
 
 
 def test_peer_comparison_writes_ratios(tmp_path):

@@ -13,8 +13,8 @@ import time
 import psutil
 import pytest
 
-from bench.cells import Cell
-from bench.ray_executor import families
+from bench.timing.cells import Cell
+from bench.timing.ray_executor import families
 
 pytestmark = pytest.mark.cluster
 

@@ -7,9 +7,11 @@ import pytest
 import torch
 
 from bench.data import leave_one_out
-from bench.metrics import rank_metrics
-from bench.synthetic import synthetic_dataset
-from bench.train import TrainConfig, evaluate, train
+from bench.data.synthetic import synthetic_dataset
+from bench.training.config import TrainConfig
+from bench.training.evaluate import evaluate
+from bench.training.metrics import rank_metrics
+from bench.training.train import train
 from models import BERT4Rec, EncoderConfig, SASRec
 from models.recommender import similar_length_groups
 
@@ -143,7 +145,7 @@ def test_resume_accepts_a_checkpoint_older_than_a_new_setting_at_its_default(tmp
 
 
 def test_bert4rec_sees_each_user_masks_per_user_times_an_epoch():
-    from bench.train import build_model
+    from bench.training.train import build_model
 
     sequences = [[1, 2, 3], [4, 5]]
     config = TrainConfig(dataset="synthetic", model="bert4rec", masks_per_user=3, attention="sdpa", max_len=12)
@@ -194,7 +196,7 @@ def test_both_protocols_from_one_pass_exclusion_drops_seen_items_but_never_the_t
 
 
 def test_exclude_seen_leaves_the_input_scores_alone():
-    from bench.metrics import exclude_seen
+    from bench.training.metrics import exclude_seen
 
     scores = torch.arange(6, dtype=torch.float32).expand(2, -1).clone()
     excluded = exclude_seen(
@@ -234,7 +236,7 @@ def test_history_windows_make_every_item_a_target_once():
 
 
 def test_recipes_set_defaults_and_flags_override_them():
-    from bench.train import with_recipe
+    from bench.training.config import with_recipe
 
     config = with_recipe("sasrec-plus", dataset="synthetic", dropout=0.3)
     assert (config.norm, config.embedding_scale, config.dropout, config.recipe) == ("pre", True, 0.3, "sasrec-plus")
@@ -243,7 +245,7 @@ def test_recipes_set_defaults_and_flags_override_them():
 
 
 def test_by_length_batches_cover_every_example_once_with_little_padding():
-    from bench.train import _batches
+    from bench.training.train import _batches
 
     examples = [[1] * n for n in random.Random(0).choices(range(2, 200), k=1000)]
     config = TrainConfig(dataset="synthetic", batch_size=32, batching="by_length")
@@ -356,7 +358,7 @@ def test_batches_stay_whole_for_a_mechanism_whose_training_pass_changes_it():
 
 
 def test_training_results_become_accuracy_rows_in_the_report(tmp_path):
-    from bench.report import report
+    from bench.reports.timing import report
 
     train(_tiny(tmp_path, epochs=1), progress=False)
     written = report([tmp_path / "run" / "results.json"], tmp_path / "report")
@@ -458,7 +460,8 @@ def test_attention_context_is_the_same_function_as_self_attention_when_it_is_x()
 
 
 def test_the_port_recipe_sets_its_initialisation_and_feed_forward_dropout():
-    from bench.train import build_model, with_recipe
+    from bench.training.config import with_recipe
+    from bench.training.train import build_model
 
     config = with_recipe("sasrec-plus-port", dataset="synthetic")
     assert (config.norm, config.batching, config.attention_init, config.feed_forward_dropout) == (

@@ -4,7 +4,8 @@ torch, LinRec backend); against another it names what differs and does not judge
 import json
 from pathlib import Path
 
-from bench.report import REFERENCE_GLOB, compare_speedups, load_frame, measured_setup, setup_differences
+from bench.reports.committed import REFERENCE_GLOB, compare_speedups, measured_setup, setup_differences
+from bench.reports.rows import load_frame
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from bench.shard import merge, parse_shard, shard_cells, shard_path
-from bench.sweep import comparison_group, preset_cells
+from bench.timing.grid import preset_cells
+from bench.timing.shard import merge, parse_shard, shard_cells, shard_path
+from bench.timing.sweep import comparison_group
 
 
 @pytest.mark.parametrize("count", [1, 2, 3, 7])

@@ -3,11 +3,13 @@ import json
 import psutil
 import pytest
 
-from bench.cells import Cell
 from bench.cli import build_parser, resolve_attention
-from bench.report import crossover, load_frame, report
+from bench.reports.rows import load_frame
+from bench.reports.timing import crossover, report
 from bench.results import load_rows
-from bench.sweep import Grid, preset_cells, run_sweep
+from bench.timing.cells import Cell
+from bench.timing.grid import Grid, preset_cells
+from bench.timing.sweep import run_sweep
 
 FAST = {"min_time_s": 0.0, "min_repeats": 1, "max_repeats": 2}
 REQUIRED = [
@@ -160,7 +162,8 @@ def test_committed_reports_are_what_the_committed_rows_give(tmp_path, name):
     """A committed table differs from its rows only if someone edited one of them by hand (or forgot to regenerate:
     python -m bench report --committed)."""
     from bench.environment import REPO_ROOT
-    from bench.report import committed_sources, report
+    from bench.reports.committed import committed_sources
+    from bench.reports.timing import report
 
     root = REPO_ROOT / "results"
     sources = committed_sources(name, root)
@@ -178,7 +181,7 @@ def test_the_padding_axis_masks_the_first_positions_and_old_rows_read_as_unpadde
 
     import torch
 
-    from bench.cells import make_workload, unsupported_reason
+    from bench.timing.cells import make_workload, unsupported_reason
 
     padded = Cell("attention", "linrec", True, 12, 2, 16, 2, "fwd", "fp32", "cpu", {}, 0.5)
     masks = []
@@ -199,7 +202,7 @@ def test_the_padding_axis_masks_the_first_positions_and_old_rows_read_as_unpadde
     assert Cell.of_row(row).padding == 0.0  # rows written before the axis existed
     assert Cell.of_row({**row, "padding": 0.5}) == padded
     with pytest.raises(SystemExit, match="--padding"):
-        from bench.cli import _check_grid
+        from bench.cli.commands import _check_grid
 
         _check_grid(build_parser().parse_args(["sweep", "--padding", "1.5"]))
 
@@ -207,8 +210,8 @@ def test_the_padding_axis_masks_the_first_positions_and_old_rows_read_as_unpadde
 def test_attention_dropout_is_an_axis_with_the_levels_defaults_for_older_rows():
     import dataclasses
 
-    from bench.cells import unsupported_reason
     from bench.results import MODEL_DROPOUT, effective_attention_dropout
+    from bench.timing.cells import unsupported_reason
 
     cell = Cell("attention", "sdpa", True, 8, 2, 16, 2, "fwd_bwd", "fp32", "cpu", {}, 0.0, 0.25)
     row = {k: v for k, v in dataclasses.asdict(cell).items() if k not in ("device", "attention_dropout")}
@@ -226,7 +229,7 @@ def test_attention_dropout_is_an_axis_with_the_levels_defaults_for_older_rows():
 
 
 def test_compile_is_an_axis_timed_beside_eager_with_its_first_call_apart(tmp_path):
-    from bench.sweep import comparison_group
+    from bench.timing.sweep import comparison_group
 
     grid = Grid([("linrec", {})], seq_len=[8], batch_size=[2], dim=16, heads=2, causal=[True], compile=[False, True])
     eager, compiled = grid.cells("cpu")

@@ -12,9 +12,9 @@ For sweeps, plots and OOM-safe isolation use `python -m bench sweep` instead.
 import pytest
 import torch
 
-from bench.cells import Cell, make_workload
 from bench.environment import environment
 from bench.measure import peak_memory
+from bench.timing.cells import Cell, make_workload
 from models.attention import available_attentions, list_attentions
 
 MECHANISMS = list_attentions()  # every registered configuration (plugins included), label -> (name, options)

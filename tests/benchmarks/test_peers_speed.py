@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from bench.environment import environment
-from bench.peers import peer_jobs
+from bench.timing.peers import peer_jobs
 
 IMPLEMENTATIONS = [
     "kernel/sdpa",

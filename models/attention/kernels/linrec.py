@@ -41,6 +41,17 @@ def resolve_linrec_backend(backend: str, q: torch.Tensor, variant: str = "paper"
     return "torch"
 
 
+def linrec_backend_for(options: dict, device, dtype=torch.float32, compiled: bool = False) -> str:
+    """Which path a LinRec layer built with `options` runs on `device` (cpp / torch / fla / compiled): what result
+    rows record, since "auto" falls back to the PyTorch path when the C++ kernel cannot be built."""
+    if compiled or options.get("compile"):
+        return "compiled"
+    probe = torch.empty(0, device=device, dtype=dtype)
+    return resolve_linrec_backend(
+        options.get("backend", "auto"), probe, options.get("variant", "paper"), options.get("recompute_heads")
+    )
+
+
 @functools.cache
 def _warn_no_extension(reason: str) -> None:
     import warnings

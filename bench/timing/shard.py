@@ -21,7 +21,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from .results import load_rows
+from ..results import load_rows
 
 SHARD_BY = ("series", "family")
 
@@ -63,7 +63,7 @@ def shard_path(out: Path, index: int, count: int) -> Path:
 def row_key(row: dict) -> str:
     """The identity of a row's cell: what resume compares (timing cells and training cells)."""
     if row.get("level") == "train":
-        from .accuracy import TrainCell
+        from ..training.accuracy import TrainCell
 
         return "train|" + TrainCell.of_row(row).key()
     from .cells import Cell

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .data import SequenceDataset
+from .dataset import SequenceDataset
 
 
 def synthetic_dataset(

@@ -31,10 +31,10 @@ import torch.nn.functional as F
 from models.attention import build_attention
 from models.attention.functional import compiled_linrec_attention, linrec_attention
 
-from .environment import REPO_ROOT, environment, positive_int
-from .measure import time_interleaved
-from .report import markdown_table
-from .results import append_row
+from ..environment import REPO_ROOT, environment, positive_int
+from ..measure import time_interleaved
+from ..reports.timing import markdown_table
+from ..results import append_row
 
 DEFAULT_OUT = REPO_ROOT / "results" / "peers" / "peers-cpu.jsonl"
 

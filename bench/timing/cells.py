@@ -23,8 +23,8 @@ import torch
 
 from models.attention import attention_class, build_attention
 
-from .measure import peak_memory, synchronize, time_callable
-from .results import MODEL_DROPOUT, attention_label, effective_attention_dropout
+from ..measure import peak_memory, synchronize, time_callable
+from ..results import MODEL_DROPOUT, attention_label, effective_attention_dropout
 
 LEVELS = ("attention", "kernel", "model")
 MODEL_ITEMS, MODEL_LAYERS = 3706, 2
@@ -279,18 +279,9 @@ def measure_cell(cell: Cell, *, seed: int = 0, timing: dict | None = None) -> di
 
 
 def linrec_backend_ran(cell: Cell) -> str | None:
-    """Which LinRec path a cell runs here (cpp / torch / fla / compiled); None for other mechanisms. "auto" falls
-    back to the PyTorch path when the C++ kernel cannot be built: rows say which ran, not which was asked."""
+    """Which LinRec path a cell runs here; None for other mechanisms."""
     if cell.attention != "linrec":
         return None
-    from models.attention.kernels.linrec import resolve_linrec_backend
+    from models.attention.kernels.linrec import linrec_backend_for
 
-    if cell.compile or cell.options.get("compile"):
-        return "compiled"
-    probe = torch.empty(0, device=cell.device, dtype=DTYPES[cell.dtype])
-    return resolve_linrec_backend(
-        cell.options.get("backend", "auto"),
-        probe,
-        cell.options.get("variant", "paper"),
-        cell.options.get("recompute_heads"),
-    )
+    return linrec_backend_for(cell.options, cell.device, DTYPES[cell.dtype], compiled=cell.compile)

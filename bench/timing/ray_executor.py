@@ -32,11 +32,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..environment import git_commit, stop_code, stop_name
+from ..plugins import ENV as PLUGINS_ENV
+from ..results import append_row, results_writer
 from . import sweep
 from .cells import Cell
-from .environment import git_commit, stop_code, stop_name
-from .plugins import ENV as PLUGINS_ENV
-from .results import append_row, results_writer
 
 LOCAL_OBJECT_STORE_BYTES = 200 * 2**20
 TASK_RETRIES = 3
@@ -62,7 +62,7 @@ def families(cells: list[Cell]) -> list[list[Cell]]:
 
 def _measure_family(cells: list[dict], options: dict, settings: dict, commit: str):
     """The Ray task: the local sweep over one family on this node, one row at a time."""
-    from .plugins import load_plugins
+    from ..plugins import load_plugins
 
     load_plugins()
     for name, value in settings.items():  # the driver's timing settings (--quiet-wait-s and the like)

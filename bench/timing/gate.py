@@ -21,9 +21,9 @@ import torch
 
 from models.attention import build_attention
 
-from .environment import REPO_ROOT, environment, positive_int
-from .measure import time_interleaved
-from .results import attention_label
+from ..environment import REPO_ROOT, environment, positive_int
+from ..measure import time_interleaved
+from ..results import attention_label
 
 BASELINE_PATH = REPO_ROOT / "results" / "gate" / "baseline.json"
 SHAPE = {"batch_size": 4, "heads": 8, "head_dim": 16, "seq_len": 1024}

@@ -23,164 +23,23 @@ import json
 import random
 import statistics
 import time
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from models import EncoderConfig, recommender_class
-from models.sasrec import TRAIN_WINDOWS
+from models.attention.kernels.linrec import linrec_backend_for
 
+from ..data import SequenceDataset, leave_one_out, load_dataset
+from ..data.synthetic import synthetic_dataset
+from ..environment import check_device, environment
+from ..measure import LoadMonitor, peak_memory
+from ..results import folder_owner
 from . import distributed
-from .data import SequenceDataset, leave_one_out, load_dataset
-from .environment import check_device, environment
-from .measure import LoadMonitor, peak_memory
-from .metrics import exclude_seen, metrics_from_ranks, pessimistic_ranks
-from .results import folder_owner
-from .synthetic import synthetic_dataset
-
-PROTOCOLS = ("full", "uni100", "pop100")
-FULL_RANKING = ("all", "seen_excluded")  # the two protocols every full-ranking evaluation reports
-BATCHING = ("random", "by_length")
-
-# Published training settings by name. `recbole` is the LinRec authors' RecBole setting (the
-# defaults of TrainConfig, their width 128 x 8 heads set separately); `sasrec-plus` is SASRec+
-# (Klenitskiy & Vasilev, RecSys 2023, arXiv:2309.07602): pre-LN with a final LayerNorm, item
-# embeddings x sqrt(d), no embedding LayerNorm, one head, ReLU feed-forward of the model width,
-# dropout 0.1, ML-1M as preprocessed for BERT4Rec (items with >= 5 ratings: 3,416).
-# `sasrec-plus-port` is SASRec+ as its code runs (the PyTorch SASRec port it adapts, trained by its
-# scripts): the reference block (only queries normalised, residuals from the normalised input),
-# dropout inside the feed-forward too, xavier q/k/v weights, LayerNorm eps 1e-8, random batches.
-# NOTE: that code numbers positions from the oldest item of a right-padded window; here positions
-# count from the most recent item (left padding), which lets a batch be cut to its longest sequence.
-RECIPES: dict[str, dict] = {
-    "recbole": {},
-    "sasrec-plus": {
-        "norm": "pre",
-        "embedding_scale": True,
-        "embedding_norm": False,
-        "hidden": 64,
-        "heads": 1,
-        "layers": 2,
-        "inner": 64,
-        "activation": "relu",
-        "dropout": 0.1,
-        "min_count": 5,
-        "batch_size": 128,
-        "lr": 1e-3,
-        "epochs": 200,
-        "patience": 10,
-        "select_protocol": "seen_excluded",
-        "batching": "by_length",
-    },
-}
-RECIPES["sasrec-plus-port"] = {
-    **RECIPES["sasrec-plus"],
-    "norm": "sasrec",
-    "feed_forward_dropout": True,
-    "attention_init": "xavier",
-    "layer_norm_eps": 1e-8,
-    "batching": "random",
-}
-
-
-@dataclass
-class TrainConfig:
-    dataset: str = "ml-1m"  # registered name, a file path, or "synthetic"
-    data_dir: str | None = None
-    data_format: str | None = None  # a file's format when its name and lines do not tell (bench.data.FORMATS)
-    min_count: int = 0  # k-core filtering (the authors: 5 for Gowalla)
-    model: str = "sasrec"  # sasrec | bert4rec
-    objective: str = "all_positions"  # SASRec only: all_positions | last_position
-    attention: str = "sdpa"
-    attention_options: dict = field(default_factory=dict)
-    causal: bool | None = None  # SASRec: default causal for all_positions; BERT4Rec: always bidirectional
-    max_len: int = 200
-    hidden: int = 64
-    heads: int = 2
-    layers: int = 2
-    inner: int = 256
-    dropout: float = 0.2
-    attention_dropout: float | None = None  # None: the same as dropout
-    norm: str = "post"
-    activation: str = "gelu"
-    embedding_scale: bool = False  # item embeddings x sqrt(hidden)
-    embedding_norm: bool = True  # LayerNorm on the summed embeddings
-    feed_forward_dropout: bool = False  # dropout inside the feed-forward too (SASRec's code)
-    layer_norm_eps: float = 1e-12
-    attention_init: str = "normal"  # q/k/v weights: "normal" (std 0.02) or "xavier" (nn.MultiheadAttention's)
-    positions: str = "from_newest"  # position numbering: "from_newest" or "from_oldest" (SASRec's code)
-    # SASRec all_positions: the "last" N + 1 items of each user, or "all": windows covering the whole history
-    train_windows: str = "last"
-    # "random" batches, or "by_length": similar lengths together, each batch cut to its longest sequence
-    batching: str = "random"
-    # run each training batch as groups of similar length, each cut to its longest (the same loss; less padding)
-    split_batches: bool = True
-    mask_ratio: float = 0.2  # BERT4Rec
-    prefixes_per_user: int = 4  # SASRec last_position: training prefixes sampled per user and epoch
-    # BERT4Rec: copies of each sequence per epoch, each masked afresh (the original's dupe factor)
-    masks_per_user: int = 1
-    epochs: int = 100
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    patience: int = 10  # epochs without a better valid NDCG@10 before stopping
-    max_minutes: float | None = None  # wall-clock budget; stops after the epoch that crosses it
-    eval_batch_size: int = 512
-    protocol: str = "full"
-    # early stopping reads this protocol's NDCG@10; None: "all" (full ranking) or the sampled one
-    select_protocol: str | None = None
-    recipe: str | None = None  # the named recipe these settings started from (recorded; applied by with_recipe)
-    seed: int = 2000
-    device: str = "cpu"
-    threads: int | None = None
-    out: str = "runs/latest"
-    synthetic_users: int = 500
-    synthetic_items: int = 200
-
-    def __post_init__(self):
-        recommender_class(self.model)  # a clear error for an unknown --model
-        if self.protocol not in PROTOCOLS:
-            raise ValueError(f"--protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
-        if self.train_windows not in TRAIN_WINDOWS:
-            raise ValueError(f"--train-windows must be one of {TRAIN_WINDOWS}, got {self.train_windows!r}")
-        if self.batching not in BATCHING:
-            raise ValueError(f"--batching must be one of {BATCHING}, got {self.batching!r}")
-        if self.recipe is not None and self.recipe not in RECIPES:
-            raise ValueError(f"--recipe must be one of {tuple(RECIPES)}, got {self.recipe!r}")
-        allowed = FULL_RANKING if self.protocol == "full" else (self.protocol,)
-        if self.select_protocol is None:
-            self.select_protocol = allowed[0]
-        if self.select_protocol not in allowed:
-            raise ValueError(
-                f"--select-protocol must be one of {allowed} with --protocol {self.protocol}, got "
-                f"{self.select_protocol!r}"
-            )
-        for name in (
-            "epochs",
-            "batch_size",
-            "max_len",
-            "hidden",
-            "heads",
-            "layers",
-            "prefixes_per_user",
-            "masks_per_user",
-            "patience",
-            "threads",  # None: torch's default
-        ):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.max_minutes is not None and self.max_minutes < 0:  # 0: no epoch (a snapshot tests the best one)
-            raise ValueError(f"--max-minutes must be >= 0, got {self.max_minutes}")
-        for name in ("dropout", "attention_dropout"):
-            if getattr(self, name) is not None and not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)}")
-
-
-def with_recipe(recipe: str | None, **settings) -> TrainConfig:
-    """A TrainConfig from a named recipe, with any setting overridden by `settings`."""
-    return TrainConfig(**{**RECIPES.get(recipe, {}), **settings, "recipe": recipe})
+from .config import TrainConfig, fixed_settings
+from .evaluate import evaluate
 
 
 def get_dataset(config: TrainConfig) -> SequenceDataset:
@@ -217,91 +76,6 @@ def build_model(config: TrainConfig, num_items: int):
 # ------------------------------------------------------------------ evaluation
 
 
-@torch.no_grad()
-def evaluate(
-    model,
-    examples: list[tuple[list[int], int]],
-    num_items: int,
-    config: TrainConfig,
-    *,
-    item_popularity: torch.Tensor | None = None,
-    seed: int = 0,
-    ks=(5, 10, 20),
-    device: str | None = None,
-    replicas: distributed.Replicas | None = None,
-    ranks_out: dict | None = None,
-) -> dict[str, dict]:
-    """Metrics per protocol over (history, target) pairs, scored in batches of eval_batch_size users.
-
-    Full ranking: {"all": ..., "seen_excluded": ...} from the same scores; sampled: {protocol: ...}.
-    With replicas, batches are dealt round robin and their ranks gathered back in order: every
-    rank returns the same metrics, equal to one process's. `ranks_out`, when given, receives each
-    protocol's rank of every example, in the order of `examples` (for paired tests between runs).
-    """
-    model.eval()
-    device = device or config.device
-    replicas = replicas or distributed.Replicas()
-    full = config.protocol == "full"
-    order = list(range(len(examples)))
-    if full:  # similar lengths together: batches are cut to their longest history (metrics are means, order-free)
-        order.sort(key=lambda position: len(examples[position][0]))
-        examples = [examples[position] for position in order]
-    chunks = [
-        examples[start : start + config.eval_batch_size] for start in range(0, len(examples), config.eval_batch_size)
-    ]
-    ranks_by_chunk = {}
-    for index, chunk in enumerate(chunks):
-        if not distributed.mine(index, replicas):
-            continue
-        histories = [h for h, _ in chunk]
-        targets = torch.tensor([t - 1 for _, t in chunk])  # item id -> score column
-        scores = model.score_next(histories, device).float().cpu()  # (b, I)
-        if full:
-            ranks_by_chunk[index] = {
-                "all": pessimistic_ranks(scores, targets),
-                "seen_excluded": pessimistic_ranks(exclude_seen(scores, histories, targets), targets),
-            }
-        else:
-            generator = torch.Generator().manual_seed(seed * 1_000_003 + index)  # per batch: the same on any rank
-            candidates = _sampled_candidates(
-                histories, targets, num_items, config.protocol, item_popularity, generator
-            )  # (b, 101), target first
-            ranks_by_chunk[index] = {
-                config.protocol: pessimistic_ranks(
-                    scores.gather(1, candidates), torch.zeros(len(chunk), dtype=torch.long)
-                )
-            }
-    ordered = distributed.gather_in_order(ranks_by_chunk, len(chunks), replicas)
-    names = FULL_RANKING if full else (config.protocol,)
-    all_ranks = {
-        name: torch.cat([ranks[name] for ranks in ordered]) if ordered else torch.empty(0, dtype=torch.long)
-        for name in names
-    }
-    if ranks_out is not None:
-        for name, ranks in all_ranks.items():
-            in_input_order = torch.empty_like(ranks)
-            in_input_order[torch.tensor(order, dtype=torch.long)] = ranks
-            ranks_out[name] = in_input_order.tolist()
-    return {name: metrics_from_ranks(ranks, ks) for name, ranks in all_ranks.items()}
-
-
-def _sampled_candidates(histories, targets, num_items, protocol, popularity, generator, negatives=100):
-    weights = popularity.double() if protocol == "pop100" else torch.ones(num_items, dtype=torch.float64)
-    rows = []
-    for history, target in zip(histories, targets.tolist(), strict=False):
-        w = weights.clone()
-        w[torch.tensor(sorted(set(history))) - 1] = 0
-        w[target] = 0
-        if int((w > 0).sum()) < negatives:
-            raise ValueError(
-                f"--protocol {protocol}: a user has fewer than {negatives} items left to sample as negatives "
-                f"({num_items} items in all)"
-            )
-        picked = torch.multinomial(w, negatives, replacement=False, generator=generator)
-        rows.append(torch.cat([torch.tensor([target]), picked]))
-    return torch.stack(rows)
-
-
 # ------------------------------------------------------------------ training
 
 
@@ -317,19 +91,6 @@ def _batches(examples: list[list[int]], config: TrainConfig, rng: random.Random)
         batches += [ordered[i : i + size] for i in range(0, len(ordered), size)]
     rng.shuffle(batches)
     return batches
-
-
-RESUMABLE_CHANGES = ("out", "epochs", "max_minutes", "patience", "threads", "data_dir")
-
-
-def _fixed(config: dict) -> dict:
-    """The settings a resumed run must share with the run it continues.
-
-    A setting added to TrainConfig after a checkpoint was written counts as matching while it
-    keeps its default, so old checkpoints stay resumable.
-    """
-    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
-    return {k: v for k, v in config.items() if k not in RESUMABLE_CHANGES and not (k in defaults and v == defaults[k])}
 
 
 def _save(path: Path, payload: dict) -> None:
@@ -408,7 +169,7 @@ def train(
 
     resume: continue OUT/checkpoint.pt (a fresh start, said so, when there is none); overwrite: replace a
     finished or interrupted run in OUT (refused otherwise). progress: a per-step progress bar; log: one line
-    per epoch (loss, time, valid metrics). Under torchrun, one data-parallel replica (bench.distributed).
+    per epoch (loss, time, valid metrics). Under torchrun, one data-parallel replica (bench.training.distributed).
     """
     check_device(config.device)
     replicas, device = distributed.setup(config.device)
@@ -461,7 +222,7 @@ def _train(config, replicas, device, *, resume, overwrite, progress, log, datase
         print(f"--resume: no checkpoint in {out}: starting from scratch", flush=True)
     if resume and checkpoint_path.exists():
         checkpoint = _load(checkpoint_path)
-        if _fixed(checkpoint["config"]) != _fixed(asdict(config)):
+        if fixed_settings(checkpoint["config"]) != fixed_settings(asdict(config)):
             raise ValueError(
                 f"--resume: {checkpoint_path} was written with a different configuration; use another --out or drop "
                 "--resume"
@@ -607,6 +368,8 @@ def _train(config, replicas, device, *, resume, overwrite, progress, log, datase
         "config": asdict(config),
         "dataset": dataset.stats(),
         "parameters": sum(p.numel() for p in model.parameters()),
+        # the LinRec path that ran ("auto" falls back to PyTorch when the C++ kernel cannot be built)
+        "backend": linrec_backend_for(config.attention_options, device) if config.attention == "linrec" else None,
         **environment(device),
     }
     if replicas.writer:

@@ -2,7 +2,7 @@
 
 Two means that differ say little when seeds spread as much; a paired test over users asks whether one
 model ranks the same users' targets better. Each finished accuracy cell keeps every test user's rank
-(`bench.accuracy.ranks_dir`); `compare` pairs two such files user by user and reports
+(`bench.training.accuracy.ranks_dir`); `compare` pairs two such files user by user and reports
 
 - the mean per-user NDCG@10 difference (b - a) with a paired bootstrap 95 % interval (users resampled
   with replacement, the same resample for both runs);

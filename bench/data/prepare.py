@@ -21,7 +21,8 @@ import zipfile
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from .data import DATASETS, DataFormatError, load_dataset
+from .dataset import load_dataset
+from .files import DATASETS, DataFormatError
 
 # name -> (where the public download lives, what to download)
 SOURCES: dict[str, tuple[str, str]] = {

@@ -1,0 +1,164 @@
+"""Training settings: TrainConfig (every setting of a run, recorded in its results and checkpoint) and the named
+recipes that bundle published settings (`--recipe`), each setting still overridable one by one."""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass, field, fields
+
+from models import recommender_class
+from models.sasrec import TRAIN_WINDOWS
+
+PROTOCOLS = ("full", "uni100", "pop100")
+FULL_RANKING = ("all", "seen_excluded")  # the two protocols every full-ranking evaluation reports
+BATCHING = ("random", "by_length")
+
+# Published training settings by name. `recbole` is the LinRec authors' RecBole setting (the
+# defaults of TrainConfig, their width 128 x 8 heads set separately); `sasrec-plus` is SASRec+
+# (Klenitskiy & Vasilev, RecSys 2023, arXiv:2309.07602): pre-LN with a final LayerNorm, item
+# embeddings x sqrt(d), no embedding LayerNorm, one head, ReLU feed-forward of the model width,
+# dropout 0.1, ML-1M as preprocessed for BERT4Rec (items with >= 5 ratings: 3,416).
+# `sasrec-plus-port` is SASRec+ as its code runs (the PyTorch SASRec port it adapts, trained by its
+# scripts): the reference block (only queries normalised, residuals from the normalised input),
+# dropout inside the feed-forward too, xavier q/k/v weights, LayerNorm eps 1e-8, random batches.
+# NOTE: that code numbers positions from the oldest item of a right-padded window; here positions
+# count from the most recent item (left padding), which lets a batch be cut to its longest sequence.
+RECIPES: dict[str, dict] = {
+    "recbole": {},
+    "sasrec-plus": {
+        "norm": "pre",
+        "embedding_scale": True,
+        "embedding_norm": False,
+        "hidden": 64,
+        "heads": 1,
+        "layers": 2,
+        "inner": 64,
+        "activation": "relu",
+        "dropout": 0.1,
+        "min_count": 5,
+        "batch_size": 128,
+        "lr": 1e-3,
+        "epochs": 200,
+        "patience": 10,
+        "select_protocol": "seen_excluded",
+        "batching": "by_length",
+    },
+}
+RECIPES["sasrec-plus-port"] = {
+    **RECIPES["sasrec-plus"],
+    "norm": "sasrec",
+    "feed_forward_dropout": True,
+    "attention_init": "xavier",
+    "layer_norm_eps": 1e-8,
+    "batching": "random",
+}
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = "ml-1m"  # registered name, a file path, or "synthetic"
+    data_dir: str | None = None
+    data_format: str | None = None  # a file's format when its name and lines do not tell (bench.data.FORMATS)
+    min_count: int = 0  # k-core filtering (the authors: 5 for Gowalla)
+    model: str = "sasrec"  # sasrec | bert4rec
+    objective: str = "all_positions"  # SASRec only: all_positions | last_position
+    attention: str = "sdpa"
+    attention_options: dict = field(default_factory=dict)
+    causal: bool | None = None  # SASRec: default causal for all_positions; BERT4Rec: always bidirectional
+    max_len: int = 200
+    hidden: int = 64
+    heads: int = 2
+    layers: int = 2
+    inner: int = 256
+    dropout: float = 0.2
+    attention_dropout: float | None = None  # None: the same as dropout
+    norm: str = "post"
+    activation: str = "gelu"
+    embedding_scale: bool = False  # item embeddings x sqrt(hidden)
+    embedding_norm: bool = True  # LayerNorm on the summed embeddings
+    feed_forward_dropout: bool = False  # dropout inside the feed-forward too (SASRec's code)
+    layer_norm_eps: float = 1e-12
+    attention_init: str = "normal"  # q/k/v weights: "normal" (std 0.02) or "xavier" (nn.MultiheadAttention's)
+    positions: str = "from_newest"  # position numbering: "from_newest" or "from_oldest" (SASRec's code)
+    # SASRec all_positions: the "last" N + 1 items of each user, or "all": windows covering the whole history
+    train_windows: str = "last"
+    # "random" batches, or "by_length": similar lengths together, each batch cut to its longest sequence
+    batching: str = "random"
+    # run each training batch as groups of similar length, each cut to its longest (the same loss; less padding)
+    split_batches: bool = True
+    mask_ratio: float = 0.2  # BERT4Rec
+    prefixes_per_user: int = 4  # SASRec last_position: training prefixes sampled per user and epoch
+    # BERT4Rec: copies of each sequence per epoch, each masked afresh (the original's dupe factor)
+    masks_per_user: int = 1
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 10  # epochs without a better valid NDCG@10 before stopping
+    max_minutes: float | None = None  # wall-clock budget; stops after the epoch that crosses it
+    eval_batch_size: int = 512
+    protocol: str = "full"
+    # early stopping reads this protocol's NDCG@10; None: "all" (full ranking) or the sampled one
+    select_protocol: str | None = None
+    recipe: str | None = None  # the named recipe these settings started from (recorded; applied by with_recipe)
+    seed: int = 2000
+    device: str = "cpu"
+    threads: int | None = None
+    out: str = "runs/latest"
+    synthetic_users: int = 500
+    synthetic_items: int = 200
+
+    def __post_init__(self):
+        recommender_class(self.model)  # a clear error for an unknown --model
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"--protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+        if self.train_windows not in TRAIN_WINDOWS:
+            raise ValueError(f"--train-windows must be one of {TRAIN_WINDOWS}, got {self.train_windows!r}")
+        if self.batching not in BATCHING:
+            raise ValueError(f"--batching must be one of {BATCHING}, got {self.batching!r}")
+        if self.recipe is not None and self.recipe not in RECIPES:
+            raise ValueError(f"--recipe must be one of {tuple(RECIPES)}, got {self.recipe!r}")
+        allowed = FULL_RANKING if self.protocol == "full" else (self.protocol,)
+        if self.select_protocol is None:
+            self.select_protocol = allowed[0]
+        if self.select_protocol not in allowed:
+            raise ValueError(
+                f"--select-protocol must be one of {allowed} with --protocol {self.protocol}, got "
+                f"{self.select_protocol!r}"
+            )
+        for name in (
+            "epochs",
+            "batch_size",
+            "max_len",
+            "hidden",
+            "heads",
+            "layers",
+            "prefixes_per_user",
+            "masks_per_user",
+            "patience",
+            "threads",  # None: torch's default
+        ):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.max_minutes is not None and self.max_minutes < 0:  # 0: no epoch (a snapshot tests the best one)
+            raise ValueError(f"--max-minutes must be >= 0, got {self.max_minutes}")
+        for name in ("dropout", "attention_dropout"):
+            if getattr(self, name) is not None and not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)}")
+
+
+def with_recipe(recipe: str | None, **settings) -> TrainConfig:
+    """A TrainConfig from a named recipe, with any setting overridden by `settings`."""
+    return TrainConfig(**{**RECIPES.get(recipe, {}), **settings, "recipe": recipe})
+
+
+RESUMABLE_CHANGES = ("out", "epochs", "max_minutes", "patience", "threads", "data_dir")
+
+
+def fixed_settings(config: dict) -> dict:
+    """The settings a resumed run must share with the run it continues.
+
+    A setting added to TrainConfig after a checkpoint was written counts as matching while it
+    keeps its default, so old checkpoints stay resumable.
+    """
+    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+    return {k: v for k, v in config.items() if k not in RESUMABLE_CHANGES and not (k in defaults and v == defaults[k])}
