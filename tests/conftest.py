@@ -35,3 +35,24 @@ def _short_sweep_waits(monkeypatch):
     """Tests time tiny cells on a busy CI machine: interleave briefly and never wait for quiet."""
     monkeypatch.setattr("bench.timing.sweep.QUIET_WAIT_S", 0.0)
     monkeypatch.setattr("bench.timing.sweep.INTERLEAVE_S", 0.2)
+
+
+@pytest.fixture
+def registry_restored(monkeypatch):
+    """A test that loads a plugin (late_plugin, misbehaving_plugin, ...) registers its names for itself only: the
+    registry, the plugin list handed to workers and the imported modules are as before afterwards."""
+    import sys
+
+    from bench.plugins import ENV
+    from models.attention import base
+
+    registry, configs, modules = dict(base._REGISTRY), dict(base._CONFIGS), set(sys.modules)
+    monkeypatch.setenv(ENV, os.environ.get(ENV, ""))
+    yield
+    base._REGISTRY.clear()
+    base._REGISTRY.update(registry)
+    base._CONFIGS.clear()
+    base._CONFIGS.update(configs)
+    for name in set(sys.modules) - modules:
+        if name.endswith("_plugin"):
+            del sys.modules[name]

@@ -1,7 +1,6 @@
 """Every command resolves --attention after --plugin modules load, through the one registry; unknown names are
 refused up front (status 2, with the closest registered names); a dataset path that does not exist says so."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,23 +8,8 @@ from pathlib import Path
 import pytest
 
 import bench.cli
-from bench.plugins import ENV
-from models.attention import base
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def registry_restored(monkeypatch):
-    """Loading late_plugin registers names for this test only (other tests enumerate the registry)."""
-    registry, configs = dict(base._REGISTRY), dict(base._CONFIGS)
-    monkeypatch.setenv(ENV, os.environ.get(ENV, ""))
-    yield
-    base._REGISTRY.clear()
-    base._REGISTRY.update(registry)
-    base._CONFIGS.clear()
-    base._CONFIGS.update(configs)
-    sys.modules.pop("late_plugin", None)
 
 
 def _parsed(monkeypatch, command: str, argv: list[str]):

@@ -16,7 +16,7 @@ import pytest
 
 import bench.timing.sweep
 from bench.data import DataFormatError, load_dataset
-from bench.plugins import ENV, PluginError, load_plugins
+from bench.plugins import PluginError, load_plugins
 from bench.reports.timing import report
 from bench.results import ResultsFileBusy, folder_owner
 from bench.timing.cells import Cell, unsupported_reason
@@ -26,23 +26,9 @@ from bench.timing.sweep import run_sweep
 from bench.training.accuracy import TrainCell, run_accuracy_sweep
 from bench.training.config import TrainConfig
 from bench.training.train import train
-from models.attention import base
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = {"min_time_s": 0.0, "min_repeats": 1, "max_repeats": 2}
-
-
-@pytest.fixture
-def registry_restored(monkeypatch):
-    registry, configs = dict(base._REGISTRY), dict(base._CONFIGS)
-    monkeypatch.setenv(ENV, os.environ.get(ENV, ""))
-    yield
-    base._REGISTRY.clear()
-    base._REGISTRY.update(registry)
-    base._CONFIGS.clear()
-    base._CONFIGS.update(configs)
-    for name in [m for m in sys.modules if m in ("misbehaving_plugin", "raising_plugin", "twice_plugin")]:
-        sys.modules.pop(name)
 
 
 # 1. one writer per run folder
