@@ -26,6 +26,7 @@ from .kernels.linrec import (
 )
 from .kernels.performer import orthogonal_random_features, performer_attention, performer_features
 from .kernels.recompute import recompute_in_blocks
+from .kernels.retention import retention_attention, retention_decays
 from .kernels.softmax import sdpa_attention, softmax_attention
 
 __all__ = [
@@ -45,6 +46,8 @@ __all__ = [
     "performer_features",
     "recompute_in_blocks",
     "resolve_linrec_backend",
+    "retention_attention",
+    "retention_decays",
     "sdpa_attention",
     "softmax_attention",
 ]

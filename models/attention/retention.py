@@ -1,0 +1,35 @@
+"""Multi-scale retention (RetNet) as a mixer behind the attention interface: decayed linear attention, one decay
+per head.
+
+Sun et al., "Retentive Network: A Successor to Transformer for Large Language Models", 2023,
+https://arxiv.org/abs/2307.08621 (the kernel and its deviations: kernels/retention.py)
+"""
+
+from .base import AttentionLayer, Capabilities, OutputDropoutMixin, register_attention
+from .kernels.common import DEFAULT_CHUNK_SIZE
+from .kernels.retention import retention_attention, retention_decays
+
+
+@register_attention("retention")
+class RetentionAttention(OutputDropoutMixin, AttentionLayer):
+    capabilities = Capabilities(
+        causal=True,
+        padding_mask=True,
+        needs_max_len=False,
+        exact_softmax=False,
+        family="decayed linear attention (a linear recurrence per head)",
+        time="O(N C d + N d^2)",
+        memory="O(N d + d^2)",
+        reference="Sun et al., 2023 (arXiv:2307.08621)",
+    )
+
+    def __init__(self, dim, heads, *, causal=False, max_len=None, dropout=0.0, chunk_size: int = DEFAULT_CHUNK_SIZE):
+        super().__init__(dim, heads, causal=causal, max_len=max_len, dropout=dropout)
+        self.chunk_size = chunk_size
+        self.register_buffer("gamma", retention_decays(heads), persistent=False)  # (H,), fixed as in RetNet
+
+    def attend(self, q, k, v, key_padding_mask):
+        out = retention_attention(
+            q, k, v, gamma=self.gamma, causal=self.causal, key_padding_mask=key_padding_mask, chunk_size=self.chunk_size
+        )
+        return self._output_dropout(out)
