@@ -56,6 +56,8 @@ def test_quick_preset_end_to_end_then_resume_skips_everything(tmp_path):
         assert (out.parent / row["ranks_file"]).is_file() and row["dataset_stats"]["file_sha256"] == ""
     assert "Paired tests against sdpa" in table and "paired Δ vs sdpa (seen excl.)" in table
     assert "Wilcoxon p = " in table
+    # and by history length, from the same ranks (synthetic histories are short: every user in the first range)
+    assert "## By history length (seen items excluded)" in table and "| NDCG@10 < 100 |" in table
     assert "| batches |" in table and "| split |" in table and "| whole |" not in table
 
 

@@ -28,7 +28,7 @@ matplotlib.use("Agg")
 import pandas as pd
 
 from .accuracy_plots import _colors, _learning_curves, _pareto, _vs_axis
-from .paired import PairedComparison, compare_seeds, read_ranks
+from .per_user import _where, paired_lines, paired_to_baseline, strata_table
 from .training_rows import BASELINE, PROTOCOL_NAMES, _devices, _protocols, device_label, summary, train_frame
 
 # ------------------------------------------------------------------ the frame
@@ -44,12 +44,6 @@ def _pm(mean: float, std: float, seeds: int) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "—"
     return f"{mean:.4f} ± {std:.4f}" if seeds > 1 and not math.isnan(std) else f"{mean:.4f}"
-
-
-def _where(names: tuple[str, ...], values) -> str:
-    values = values if isinstance(values, tuple) else (values,)
-    shown = {"seq_len": "N={}", "batch_size": "batch {}"}
-    return ", ".join(shown.get(name, "{}").format(value) for name, value in zip(names, values, strict=True))
 
 
 def gaps_to_baseline(
@@ -98,43 +92,6 @@ def gaps_to_baseline(
                 f"- {_where(within, where)}: {value} {gap:+.4f} {'validation ' if split == 'valid' else ''}NDCG@10 vs "
                 f"{baseline}; the gap {detail}{training}."
             )
-    return lines
-
-
-def paired_to_baseline(
-    frame: pd.DataFrame, protocol: str, baseline: str = BASELINE, within: tuple[str, ...] = ("seq_len", "batch_size")
-) -> dict[tuple, PairedComparison]:
-    """(mechanism, *within) -> the paired test of its finished runs against the baseline's of the same seeds,
-    over the same test users (bench.reports.paired): only where both sides kept their per-user ranks."""
-    if "ranks_path" not in frame:
-        return {}
-    finished = frame[~frame["partial"].astype(bool) & frame["ranks_path"].notna()]
-    results = {}
-    for where, shape in finished.groupby(list(within)):
-        where = where if isinstance(where, tuple) else (where,)
-        reference = shape[shape["mechanism"] == baseline]
-        base = dict(zip(reference["seed"], reference["ranks_path"], strict=True))
-        for mechanism, runs in shape[shape["mechanism"] != baseline].groupby("mechanism"):
-            pairs = [
-                (read_ranks(base[seed]), read_ranks(path))
-                for seed, path in zip(runs["seed"], runs["ranks_path"], strict=True)
-                if seed in base and Path(base[seed]).exists() and Path(path).exists()
-            ]
-            if pairs:
-                results[(mechanism, *where)] = compare_seeds(pairs, protocol=protocol)
-    return results
-
-
-def paired_lines(tests: dict[tuple, PairedComparison], within=("seq_len", "batch_size")) -> list[str]:
-    lines = []
-    for (mechanism, *where), test in sorted(tests.items(), key=lambda item: tuple(map(str, item[0]))):
-        verdict = "significant" if test.significant else "not significant"
-        lines.append(
-            f"- {_where(within, tuple(where))}: {mechanism} {test.difference:+.4f} NDCG@10 vs {BASELINE} over "
-            f"{test.users} users ({test.seeds} seed pair(s) averaged per user), 95 % paired bootstrap interval "
-            f"[{test.ci_low:+.4f}, {test.ci_high:+.4f}], Wilcoxon p = {test.wilcoxon_p:.2g}, paired t p = "
-            f"{test.t_p:.2g}: {verdict}."
-        )
     return lines
 
 
@@ -282,6 +239,17 @@ def accuracy_report(rows: list[dict], out: Path) -> list[Path]:
                     "per-user NDCG@10 difference excludes 0 and the Wilcoxon signed-rank test agrees (p < 0.05).",
                     "",
                     *lines,
+                    "",
+                ]
+            strata = strata_table(runs, protocol)
+            if not strata.empty:
+                text += [
+                    f"## By history length ({PROTOCOL_NAMES.get(protocol, protocol)})",
+                    "",
+                    "Test NDCG@10 of the users whose history before the test item falls in each range (runs that "
+                    "recorded history lengths; mean over their seeds):",
+                    "",
+                    _markdown(strata),
                     "",
                 ]
         written += [*_write_md_csv(stem, shown, text), stem.with_suffix(".tex")]

@@ -391,7 +391,14 @@ def _write_test_ranks(path: Path, dataset: SequenceDataset, split, ranks: dict[s
     user by user; the file's sha256 says which file that was. About 25 KB gzipped for ML-1M."""
     user_ids = dataset.user_ids or [str(index) for index in range(dataset.num_users)]
     tested = [user for user, sequence in zip(user_ids, dataset.sequences, strict=True) if len(sequence) >= 3]
-    payload = {"dataset": dataset.name, "file_sha256": dataset.file_sha256, "users": tested, "ranks": ranks}
+    payload = {
+        "dataset": dataset.name,
+        "file_sha256": dataset.file_sha256,
+        "users": tested,
+        "ranks": ranks,
+        # items before each test target: reports read accuracy by history length from it
+        "history_lengths": [len(history) for history, _ in split.test],
+    }
     tmp = path.with_name(path.name + ".tmp")
     with gzip.open(tmp, "wt", encoding="utf-8") as handle:
         json.dump(payload, handle, separators=(",", ":"))

@@ -1,0 +1,91 @@
+"""What the per-user test ranks of finished runs tell (bench.training.train keeps them, with each user's history
+length): paired tests of every mechanism against sdpa over the same users, and accuracy by history length (whom a
+longer window helps)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .paired import PairedComparison, compare_seeds, ndcg_at, read_ranks
+from .training_rows import BASELINE
+
+# history lengths (items before the test item) that split ML-1M's users into short, long and very long histories
+STRATA = ((0, 100, "< 100"), (100, 400, "100-399"), (400, None, ">= 400"))
+
+
+def strata_table(runs: pd.DataFrame, protocol: str) -> pd.DataFrame:
+    """One row per (mechanism, N, batch): NDCG@10 per history-length stratum, mean over the seeds whose ranks
+    file records history lengths, with the stratum's user count. Empty when no run recorded them."""
+    records = []
+    finished = runs[~runs["partial"].astype(bool)] if "partial" in runs else runs
+    if "ranks_path" not in finished:
+        return pd.DataFrame()
+    for (mechanism, n, batch), group in finished.groupby(["mechanism", "seq_len", "batch_size"]):
+        per_seed = []
+        for path in group["ranks_path"].dropna():
+            payload = read_ranks(path)
+            if "history_lengths" not in payload or protocol not in payload["ranks"]:
+                continue
+            lengths = np.asarray(payload["history_lengths"])
+            gains = ndcg_at(payload["ranks"][protocol])
+            per_seed.append(
+                {label: (gains[_in(lengths, low, high)], _in(lengths, low, high).sum()) for low, high, label in STRATA}
+            )
+        if not per_seed:
+            continue
+        record = {"mechanism": mechanism, "N": n, "batch": batch, "seeds": len(per_seed)}
+        for _, _, label in STRATA:
+            record[f"NDCG@10 {label}"] = f"{np.mean([seed[label][0].mean() for seed in per_seed]):.4f}"
+            record[f"users {label}"] = int(per_seed[0][label][1])
+        records.append(record)
+    return pd.DataFrame(records)
+
+
+def _in(lengths: np.ndarray, low: int, high: int | None) -> np.ndarray:
+    return (lengths >= low) & (lengths < high) if high is not None else lengths >= low
+
+
+def _where(names: tuple[str, ...], values) -> str:
+    values = values if isinstance(values, tuple) else (values,)
+    shown = {"seq_len": "N={}", "batch_size": "batch {}"}
+    return ", ".join(shown.get(name, "{}").format(value) for name, value in zip(names, values, strict=True))
+
+
+def paired_to_baseline(
+    frame: pd.DataFrame, protocol: str, baseline: str = BASELINE, within: tuple[str, ...] = ("seq_len", "batch_size")
+) -> dict[tuple, PairedComparison]:
+    """(mechanism, *within) -> the paired test of its finished runs against the baseline's of the same seeds,
+    over the same test users (bench.reports.paired): only where both sides kept their per-user ranks."""
+    if "ranks_path" not in frame:
+        return {}
+    finished = frame[~frame["partial"].astype(bool) & frame["ranks_path"].notna()]
+    results = {}
+    for where, shape in finished.groupby(list(within)):
+        where = where if isinstance(where, tuple) else (where,)
+        reference = shape[shape["mechanism"] == baseline]
+        base = dict(zip(reference["seed"], reference["ranks_path"], strict=True))
+        for mechanism, runs in shape[shape["mechanism"] != baseline].groupby("mechanism"):
+            pairs = [
+                (read_ranks(base[seed]), read_ranks(path))
+                for seed, path in zip(runs["seed"], runs["ranks_path"], strict=True)
+                if seed in base and Path(base[seed]).exists() and Path(path).exists()
+            ]
+            if pairs:
+                results[(mechanism, *where)] = compare_seeds(pairs, protocol=protocol)
+    return results
+
+
+def paired_lines(tests: dict[tuple, PairedComparison], within=("seq_len", "batch_size")) -> list[str]:
+    lines = []
+    for (mechanism, *where), test in sorted(tests.items(), key=lambda item: tuple(map(str, item[0]))):
+        verdict = "significant" if test.significant else "not significant"
+        lines.append(
+            f"- {_where(within, tuple(where))}: {mechanism} {test.difference:+.4f} NDCG@10 vs {BASELINE} over "
+            f"{test.users} users ({test.seeds} seed pair(s) averaged per user), 95 % paired bootstrap interval "
+            f"[{test.ci_low:+.4f}, {test.ci_high:+.4f}], Wilcoxon p = {test.wilcoxon_p:.2g}, paired t p = "
+            f"{test.t_p:.2g}: {verdict}."
+        )
+    return lines
