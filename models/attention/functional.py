@@ -24,6 +24,7 @@ from .kernels.linrec import (
     linrec_attention,
     resolve_linrec_backend,
 )
+from .kernels.lru import lru_lambda, lru_parameters, lru_scan
 from .kernels.performer import orthogonal_random_features, performer_attention, performer_features
 from .kernels.recompute import recompute_in_blocks
 from .kernels.retention import retention_attention, retention_decays
@@ -41,6 +42,9 @@ __all__ = [
     "linear_attention",
     "linformer_attention",
     "linrec_attention",
+    "lru_lambda",
+    "lru_parameters",
+    "lru_scan",
     "orthogonal_random_features",
     "performer_attention",
     "performer_features",
