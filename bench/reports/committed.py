@@ -16,6 +16,7 @@ COMMITTED_REPORTS: dict[str, list[str]] = {
     "short-n-cpu": ["sweeps/short-n-cpu.jsonl"],
     "short-n-bidir-amd-epyc": ["sweeps/short-n-bidir-amd-epyc.jsonl"],
     "quick-cpu-amd-epyc": ["sweeps/quick-cpu-amd-epyc.jsonl"],
+    "mixers-cpu": ["sweeps/mixers-cpu.jsonl"],
     "quick-cpu": ["sweeps/quick-cpu.jsonl"],
     "accuracy": ["sweeps/accuracy-*-cpu.jsonl", "sweeps/accuracy-*-cpu.*.jsonl", "runs/*/*/results.json"],
     "two-shards-cpu": ["distributed/two-shards/quick.jsonl"],
