@@ -331,3 +331,13 @@ def test_a_snapshot_of_an_unfinished_cell_is_partial_and_the_finished_row_supers
     assert finished["status"] == "ok" and finished["epochs_run"] == 3
     frame = train_frame(load_rows(out))
     assert frame["partial"].tolist() == [False] and frame["epochs_run"].tolist() == [3]
+
+
+def test_a_preset_whose_every_run_changes_the_recipe_alike_still_gets_its_report(tmp_path):
+    """The LinRec authors' setting and the Gowalla cells change the recipe the same way in every run (width,
+    selection, k-core): no run of the recipe as named exists, yet their table must be written."""
+    own = {"inner": 256, "select_protocol": "all", "min_count": 5}
+    rows = [{**_row(name, 2000, ndcg), "settings": own} for name, ndcg in (("sdpa", 0.3), ("linrec", 0.28))]
+    accuracy_report(rows, tmp_path)
+    (page,) = tmp_path.glob("accuracy_*inner-256_min_count-5_select_protocol-all.md")
+    assert "| linrec |" in page.read_text() and not list(tmp_path.glob("ablation_*"))

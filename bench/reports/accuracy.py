@@ -159,12 +159,7 @@ def accuracy_report(rows: list[dict], out: Path) -> list[Path]:
         return written
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for setting, every_variant in frame.groupby("setting"):
-        if every_variant["variant"].nunique() > 1:
-            written += _ablation_table(every_variant.dropna(axis=1, how="all"), setting, out)
-        runs = every_variant[every_variant["variant"] == ""].dropna(axis=1, how="all")
-        if runs.empty:
-            continue
+    for setting, runs in _settings(frame, out, written):
         protocols = _protocols(runs)
         colors = _colors(runs["mechanism"])
         table = summary(runs)
@@ -254,6 +249,21 @@ def accuracy_report(rows: list[dict], out: Path) -> list[Path]:
                 ]
         written += [*_write_md_csv(stem, shown, text), stem.with_suffix(".tex")]
     return written + _order_tables(frame, out)
+
+
+def _settings(frame: pd.DataFrame, out: Path, written: list[Path]):
+    """(name, runs) for each setting's report. Where a setting has runs of the recipe as named, those; its other
+    variants go to the ablation table. Where every run changes the recipe the same way (a preset's own setting,
+    e.g. the LinRec authors' width and selection), that variant is reported as a setting of its own."""
+    for setting, every_variant in frame.groupby("setting"):
+        if every_variant["variant"].nunique() > 1:
+            written += _ablation_table(every_variant.dropna(axis=1, how="all"), setting, out)
+        base = every_variant[every_variant["variant"] == ""]
+        if not base.empty:
+            yield setting, base.dropna(axis=1, how="all")
+        elif every_variant["variant"].nunique() == 1:
+            name = every_variant["variant"].iloc[0].replace("=", "-").replace(",", "_")
+            yield f"{setting}_{name}", every_variant.dropna(axis=1, how="all")
 
 
 def _device_sentence(devices: pd.Series) -> str:
