@@ -16,6 +16,7 @@ scipy when it is installed).
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import math
@@ -158,8 +159,18 @@ class PairedComparison:
         return f"{self.difference:+.4f} [{self.ci_low:+.4f}, {self.ci_high:+.4f}], p={self.wilcoxon_p:.1g}{star}"
 
 
+@functools.lru_cache(maxsize=256)
+def _read_ranks(path: str) -> dict:
+    return _load_ranks(Path(path))
+
+
 def read_ranks(path: Path) -> dict:
-    path = Path(path)
+    """A finished run's test ranks (read once per report: the paired tests and the strata of every protocol share
+    it; callers must not modify it)."""
+    return _read_ranks(str(path))
+
+
+def _load_ranks(path: Path) -> dict:
     try:
         with gzip.open(path, "rt", encoding="utf-8") as handle:
             payload = json.load(handle)

@@ -265,7 +265,7 @@ def ranks_dir(out: Path) -> Path:
 
 def _keep_ranks(cell: TrainCell, cell_dir: Path, out: Path) -> str | None:
     """Copy a finished cell's test ranks beside the results file; the row names the copy (relative to the file)."""
-    from .train import TEST_RANKS_FILE
+    from .evaluate import TEST_RANKS_FILE
 
     source = cell_dir / TEST_RANKS_FILE
     if not source.exists():

@@ -18,7 +18,6 @@ of a recipe can still be overridden one by one, which is how the ablation is run
 from __future__ import annotations
 
 import contextlib
-import gzip
 import json
 import random
 import statistics
@@ -39,7 +38,7 @@ from ..measure import LoadMonitor, peak_memory
 from ..results import folder_owner
 from . import distributed
 from .config import TrainConfig, fixed_settings
-from .evaluate import evaluate
+from .evaluate import TEST_RANKS_FILE, evaluate, write_test_ranks
 
 
 def get_dataset(config: TrainConfig) -> SequenceDataset:
@@ -373,33 +372,9 @@ def _train(config, replicas, device, *, resume, overwrite, progress, log, datase
         **environment(device),
     }
     if replicas.writer:
-        _write_test_ranks(out / TEST_RANKS_FILE, dataset, split, test_ranks)
+        write_test_ranks(out / TEST_RANKS_FILE, dataset, split, test_ranks)
         tmp = out / "results.json.tmp"
         tmp.write_text(json.dumps(results, indent=2) + "\n")
         tmp.replace(out / "results.json")  # atomic: a reader never sees half a file
     distributed.barrier(replicas)
     return results
-
-
-TEST_RANKS_FILE = "test_ranks.json.gz"
-
-
-def _write_test_ranks(path: Path, dataset: SequenceDataset, split, ranks: dict[str, list[int]]) -> None:
-    """Each test user's rank of their target, per protocol: what a paired test between two runs reads.
-
-    Users are named by their raw ids (the test users: those with 3+ items), so runs on the same file pair up
-    user by user; the file's sha256 says which file that was. About 40 KB gzipped for ML-1M."""
-    user_ids = dataset.user_ids or [str(index) for index in range(dataset.num_users)]
-    tested = [user for user, sequence in zip(user_ids, dataset.sequences, strict=True) if len(sequence) >= 3]
-    payload = {
-        "dataset": dataset.name,
-        "file_sha256": dataset.file_sha256,
-        "users": tested,
-        "ranks": ranks,
-        # items before each test target: reports read accuracy by history length from it
-        "history_lengths": [len(history) for history, _ in split.test],
-    }
-    tmp = path.with_name(path.name + ".tmp")
-    with gzip.open(tmp, "wt", encoding="utf-8") as handle:
-        json.dump(payload, handle, separators=(",", ":"))
-    tmp.replace(path)
