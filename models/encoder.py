@@ -142,6 +142,8 @@ class SequenceEncoder(nn.Module):
             position_embeddings = self.position_embedding(positions)[None]  # (1, N, hidden)
         x = self.item_embedding(items) * self.embedding_multiplier + position_embeddings  # (B, N, hidden)
         x = self.dropout(self.embedding_norm(x))
+        if bool(padding_mask.all()):  # nothing padded: no mask, so torch's flash kernels stay eligible for sdpa
+            padding_mask = None
         for block in self.blocks:
             x = block(x, padding_mask)
         return self.final_norm(x)

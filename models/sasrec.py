@@ -36,6 +36,16 @@ def history_windows(sequence: list[int], max_len: int) -> list[list[int]]:
     return windows
 
 
+def scored_targets(sequence: list[int]) -> list[int]:
+    """The next-item targets of a training sequence: every item after the first, or, when the sequence carries
+    `scored` (one bool per item, as generated tasks mark where they planted a dependency), those items only
+    (0: no target at that position)."""
+    scored = getattr(sequence, "scored", None)
+    if scored is None:
+        return sequence[1:]
+    return [item if keep else 0 for item, keep in zip(sequence[1:], scored[1:], strict=True)]
+
+
 @register_recommender("sasrec")
 class SASRec(Recommender):
     train_options = ("objective", "causal", "prefixes_per_user", "train_windows", "split_batches")
@@ -90,7 +100,7 @@ class SASRec(Recommender):
             n = min(n, max(len(s) for s in sequences) - 1)
         if self.objective == "all_positions":
             inputs = left_pad([s[:-1] for s in sequences], n, device)
-            targets = left_pad([s[1:] for s in sequences], n, device)
+            targets = left_pad([scored_targets(s) for s in sequences], n, device)
             return {"items": inputs, "targets": targets}
         histories, targets = [], []
         for seq in sequences:

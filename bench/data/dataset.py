@@ -30,6 +30,9 @@ class SequenceDataset:
     format: str = ""
     item_ids: list[str] = field(default_factory=list)  # raw id of item 1, 2, ... (empty for synthetic data)
     file_sha256: str = ""  # of the file as read (compressed bytes when gzip): which file a row was trained on
+    # generated tasks fix their own split (held-out users) and reference levels (ceiling, chance); files have none
+    split: LeaveOneOut | None = None
+    levels: dict = field(default_factory=dict)
 
     @property
     def num_users(self) -> int:
@@ -61,6 +64,7 @@ class SequenceDataset:
             "source": self.source,
             "file_sha256": self.file_sha256,
             "sequences_sha256": self.fingerprint(),
+            **({"levels": self.levels} if self.levels else {}),
         }
 
     def fingerprint(self) -> str:
@@ -140,15 +144,21 @@ class LeaveOneOut:
     train: list[list[int]]
     valid: list[tuple[list[int], int]]
     test: list[tuple[list[int], int]]
+    test_users: list[int] = field(default_factory=list)  # the dataset's index of each test example's user
 
 
 def leave_one_out(dataset: SequenceDataset) -> LeaveOneOut:
-    train, valid, test = [], [], []
-    for seq in dataset.sequences:
+    """The dataset's own split when it fixes one (generated tasks), else the last item of each user for test, the
+    one before it for validation."""
+    if dataset.split is not None:
+        return dataset.split
+    train, valid, test, test_users = [], [], [], []
+    for user, seq in enumerate(dataset.sequences):
         if len(seq) < 3:
             train.append(list(seq))
             continue
         train.append(seq[:-2])
         valid.append((seq[:-2], seq[-2]))
         test.append((seq[:-1], seq[-1]))
-    return LeaveOneOut(train, valid, test)
+        test_users.append(user)
+    return LeaveOneOut(train, valid, test, test_users)

@@ -193,8 +193,13 @@ def check_cells(cells: list[TrainCell], *, jobs: int, threads: int | None, devic
     check_device(device)
     for cell in cells:
         cell.train_config(Path("."), device=device, threads=threads, data_dir=data_dir)  # raises on a bad setting
+    from ..data.longrange import LongRangeTask, is_longrange
+
     for dataset in sorted({cell.dataset for cell in cells} - {"synthetic"}):
-        locate(dataset, data_dir)
+        if is_longrange(dataset):
+            LongRangeTask.from_name(dataset)  # raises on a bad task name
+        else:
+            locate(dataset, data_dir)
 
 
 def _run_locked(cells, out, work_dir, jobs, threads, device, data_dir, poll_s, log) -> list[dict]:

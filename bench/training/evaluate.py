@@ -106,10 +106,10 @@ TEST_RANKS_FILE = "test_ranks.json.gz"
 def write_test_ranks(path: Path, dataset: SequenceDataset, split, ranks: dict[str, list[int]]) -> None:
     """Each test user's rank of their target, per protocol: what a paired test between two runs reads.
 
-    Users are named by their raw ids (the test users: those with 3+ items), so runs on the same file pair up
-    user by user; the file's sha256 says which file that was. About 40 KB gzipped for ML-1M."""
+    Users are named by their raw ids (the split's test users), so runs on the same file pair up user by user; the
+    file's sha256 says which file that was. About 40 KB gzipped for ML-1M."""
     user_ids = dataset.user_ids or [str(index) for index in range(dataset.num_users)]
-    tested = [user for user, sequence in zip(user_ids, dataset.sequences, strict=True) if len(sequence) >= 3]
+    tested = [user_ids[index] for index in split.test_users]
     payload = {
         "dataset": dataset.name,
         "file_sha256": dataset.file_sha256,

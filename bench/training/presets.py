@@ -118,6 +118,22 @@ def _ablation_ml_1m() -> list[TrainCell]:
     return cells
 
 
+def _longrange(items: int | None = None, distances=None) -> list[TrainCell]:
+    """Every causal mechanism on every long-range task, shortest distances first (they take minutes; k = 4096
+    takes hours for sdpa on a CPU), each with the task's window and batch size."""
+    from ..data.longrange import DISTANCES, TASKS, LongRangeTask
+
+    cells = []
+    for distance in distances or DISTANCES:
+        for task in TASKS:
+            spec = LongRangeTask(task, distance, **({"items": items} if items else {}))
+            cells += [
+                TrainCell(spec.name, name, spec.window, spec.batch_size, 2000, "longrange", options=options)
+                for name, options in causal_mechanisms()
+            ]
+    return cells
+
+
 def presets() -> dict[str, list[TrainCell]]:
     """Built when asked, so mechanisms registered by plugins are in the presets."""
     return {
@@ -139,6 +155,10 @@ def presets() -> dict[str, list[TrainCell]]:
         # the same at the LinRec authors' width (hidden 128, 8 heads of 16), for a lent GPU; batches stay whole
         # there, as in the reference code (splitting them by length was measured on a CPU only)
         "gpu": _paper("ml-1m", {"hidden": 128, "heads": 8, "inner": 256, "split_batches": False}),
+        # how far back each mechanism can look: recall / repeat / taste at k = 8 ... 4096, 2,048 items
+        "longrange": _longrange(),
+        # the same with 8,192 items, for a lent GPU
+        "longrange-gpu": _longrange(items=8192),
     }
 
 

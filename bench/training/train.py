@@ -32,6 +32,7 @@ from models import EncoderConfig, recommender_class
 from models.attention.kernels.linrec import linrec_backend_for
 
 from ..data import SequenceDataset, leave_one_out, load_dataset
+from ..data.longrange import is_longrange, longrange_dataset
 from ..data.synthetic import synthetic_dataset
 from ..environment import check_device, environment
 from ..measure import LoadMonitor, peak_memory
@@ -44,6 +45,8 @@ from .evaluate import TEST_RANKS_FILE, evaluate, write_test_ranks
 def get_dataset(config: TrainConfig) -> SequenceDataset:
     if config.dataset == "synthetic":
         return synthetic_dataset(config.synthetic_users, config.synthetic_items, seed=config.seed)
+    if is_longrange(config.dataset):
+        return longrange_dataset(config.dataset)
     return load_dataset(config.dataset, config.data_dir, min_count=config.min_count, fmt=config.data_format)
 
 
