@@ -244,13 +244,11 @@ def cmd_accuracy(args) -> None:
         cells = [c for c in cells if any(part in c.slug() for part in args.only)]
         if not cells:
             sys.exit(f"accuracy: --only {','.join(args.only)}: no cell of preset {args.preset!r} matches")
-    out = (
-        Path(args.out)
-        if args.out
-        else REPO_ROOT / "results" / "sweeps" / f"accuracy-{args.preset}-{args.device.split(':')[0]}.jsonl"
-    )
+    longrange = args.preset.startswith("longrange")  # its own results file and work folder: runs beside the others
+    stem = args.preset if longrange else f"accuracy-{args.preset}"
+    out = Path(args.out) if args.out else REPO_ROOT / "results" / "sweeps" / f"{stem}-{args.device.split(':')[0]}.jsonl"
     where = {
-        "work_dir": Path(args.work_dir or DEFAULT_WORK_DIR),
+        "work_dir": Path(args.work_dir or (REPO_ROOT / "runs" / "longrange" if longrange else DEFAULT_WORK_DIR)),
         "threads": args.threads,
         "device": args.device,
         "data_dir": args.data_dir,

@@ -28,8 +28,10 @@ matplotlib.use("Agg")
 import pandas as pd
 
 from .accuracy_plots import _colors, _learning_curves, _pareto, _vs_axis
+from .longrange import is_longrange_row, longrange_report
 from .per_user import _where, paired_lines, paired_to_baseline, strata_table
 from .training_rows import BASELINE, PROTOCOL_NAMES, _devices, _protocols, device_label, summary, train_frame
+from .training_rows import pipe_table as _markdown
 
 # ------------------------------------------------------------------ the frame
 
@@ -139,11 +141,6 @@ def _table(table: pd.DataFrame, protocols: list[str], paired: dict | None = None
     )
 
 
-def _markdown(table: pd.DataFrame) -> str:
-    header = "| " + " | ".join(table.columns) + " |\n|" + "---|" * len(table.columns) + "\n"
-    return header + "".join("| " + " | ".join(str(v) for v in row) + " |\n" for row in table.itertuples(index=False))
-
-
 def _write_md_csv(stem: Path, shown: pd.DataFrame, text: list[str]) -> list[Path]:
     """The table as CSV and the page (heading, explanation, table, sections) as Markdown."""
     shown.to_csv(stem.with_suffix(".csv"), index=False)
@@ -152,9 +149,10 @@ def _write_md_csv(stem: Path, shown: pd.DataFrame, text: list[str]) -> list[Path
 
 
 def accuracy_report(rows: list[dict], out: Path) -> list[Path]:
-    """Every accuracy plot and table for the finished training rows; returns the files written."""
-    frame = train_frame(rows)
-    written: list[Path] = []
+    """Every accuracy plot and table for the finished training rows; returns the files written. Rows of the
+    long-range tasks get their own report (accuracy against distance)."""
+    written = longrange_report(rows, out)
+    frame = train_frame([row for row in rows if not is_longrange_row(row)])
     if frame.empty:
         return written
     out = Path(out)

@@ -226,3 +226,9 @@ def device_label(device: str) -> str:
 def _devices(values) -> str:
     """One device, or every device of a group joined ('mixed' seeds: their s/epoch is a median across machines)."""
     return " + ".join(sorted({device_label(v) for v in values}))
+
+
+def pipe_table(table: pd.DataFrame) -> str:
+    """A markdown pipe table of a frame's columns (pandas' to_markdown would pull in `tabulate`)."""
+    header = "| " + " | ".join(map(str, table.columns)) + " |\n|" + "---|" * len(table.columns) + "\n"
+    return header + "".join("| " + " | ".join(str(v) for v in row) + " |\n" for row in table.itertuples(index=False))

@@ -219,10 +219,11 @@ def _train_cells(cells, todo, already, out, work_dir, jobs, threads, device, dat
     def finish(cell: TrainCell, row: dict) -> None:
         append_to_parts(out, row)
         written.append(row)
-        test = row.get("test", {}).get("seen_excluded", {})
+        protocol = (row.get("config") or {}).get("select_protocol") or "seen_excluded"  # the one it was selected on
+        test = row.get("test", {}).get(protocol, {})
         log(
             f"[{already + len(written)}/{len(cells)}] {cell.slug()}: {row['status']}"
-            + (f"  test NDCG@10 seen-excluded {test['ndcg@10']:.4f}" if test else f"  {row['message']}")
+            + (f"  test NDCG@10 {protocol} {test['ndcg@10']:.4f}" if test else f"  {row['message']}")
         )
 
     running: dict[subprocess.Popen, tuple[TrainCell, Path]] = {}

@@ -1,0 +1,185 @@
+"""The long-range report: test accuracy against the distance k of the planted dependency, one plot per task with its
+ceiling and chance drawn, and each mechanism's effective context in one table.
+
+Effective context: the largest distance at which a mechanism keeps at least half of its accuracy at the shortest
+distance, counted above chance (chance falls as k grows: recall's is 0.49 at k = 8, 0.002 at k = 4096, so raw
+accuracy would credit guessing). Distances are read from the shortest up; the first one that falls below half ends
+it. '-': no skill even at the shortest distance (less than a tenth of the way from chance to the ceiling).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from ..data.longrange import NAME, TASKS
+from ..results import attention_label, fallback_note
+from .accuracy_plots import _colors
+from .training_rows import pipe_table as _markdown
+
+METRIC = "ndcg@10"
+PROTOCOL = "all"  # the target was seen before: excluding seen items would remove it
+KEPT = 0.5  # the share of the short-distance skill that counts as still looking that far back
+SKILL = 0.1  # below this share of the way from chance to the ceiling, a mechanism has no skill to keep
+
+
+def is_longrange_row(row: dict) -> bool:
+    return bool(NAME.match(str(row.get("dataset", ""))))
+
+
+def longrange_frame(rows: list[dict]) -> pd.DataFrame:
+    """One line per finished long-range cell (the latest row of a cell wins), seeds kept apart."""
+    records = []
+    for row in rows:
+        if row.get("level") != "train" or row.get("status") not in ("ok", "partial") or not is_longrange_row(row):
+            continue
+        match = NAME.match(row["dataset"])
+        levels = row["dataset_stats"]["levels"]
+        history = row.get("history") or []
+        records.append(
+            {
+                "task": match["task"],
+                "distance": int(match["distance"]),
+                "items": row["dataset_stats"]["items"],
+                "mechanism": attention_label(row["attention"], row.get("options") or {}) + fallback_note(row),
+                "seed": row["seed"],
+                "accuracy": row["test"][PROTOCOL][METRIC],
+                "recall@10": row["test"][PROTOCOL]["recall@10"],
+                "ceiling": levels["ceiling_ndcg@10"],
+                "chance": levels["chance_ndcg@10"],
+                "best_epoch": row["best_epoch"],
+                "epochs_run": row["epochs_run"],
+                # learnt in the last quarter of the budget: more epochs might still move it
+                "late": row["best_epoch"] > 0.75 * row["epochs_run"] and len(history) > 1,
+                "partial": row["status"] == "partial",
+                "minutes": (row["seconds_per_epoch"] or 0) * (row["epochs_run"] or 0) / 60,
+                "device": row.get("device", ""),
+                "timestamp": row.get("timestamp", ""),
+            }
+        )
+    frame = pd.DataFrame(records)
+    if frame.empty:
+        return frame
+    key = ["task", "distance", "items", "mechanism", "seed"]
+    return frame.sort_values("timestamp").drop_duplicates(key, keep="last").reset_index(drop=True)
+
+
+def _by_cell(frame: pd.DataFrame) -> pd.DataFrame:
+    """Seeds averaged: one line per (task, items, mechanism, distance)."""
+    grouped = frame.groupby(["task", "items", "mechanism", "distance"])
+    table = grouped[["accuracy", "recall@10", "ceiling", "chance", "minutes"]].mean()
+    table["seeds"] = grouped.size()
+    table["late"] = grouped["late"].any()
+    table["partial"] = grouped["partial"].any()
+    return table.reset_index()
+
+
+def effective_context(line: pd.DataFrame) -> str:
+    """A mechanism's effective context on one task, from its lines over distance (see the module docstring)."""
+    line = line.sort_values("distance")
+    shortest = line.iloc[0]
+    skill = shortest["accuracy"] - shortest["chance"]
+    if skill < SKILL * (shortest["ceiling"] - shortest["chance"]):
+        return "-"
+    kept = None
+    for _, point in line.iterrows():
+        if point["accuracy"] - point["chance"] < KEPT * skill:
+            break
+        kept = int(point["distance"])
+    return f">= {kept}" if kept == int(line["distance"].max()) else str(kept)
+
+
+def _accuracy_table(cells: pd.DataFrame) -> pd.DataFrame:
+    """Mechanisms x distances (NDCG@10), with the ceiling and chance as the first two lines."""
+
+    def shown(point) -> str:
+        marks = ("*" if point["late"] else "") + ("†" if point["partial"] else "")
+        return f"{point['accuracy']:.3f}{marks}"
+
+    table = cells.assign(shown=cells.apply(shown, axis=1)).pivot(index="mechanism", columns="distance", values="shown")
+    levels = cells.groupby("distance")[["ceiling", "chance"]].mean().T.map(lambda value: f"{value:.3f}")
+    table = pd.concat([levels, table.fillna("")])
+    table.columns = [f"k={k}" for k in table.columns]
+    return table.reset_index(names="")
+
+
+def _plot(cells: pd.DataFrame, title: str, path: Path) -> None:
+    colors = _colors(cells["mechanism"])
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    levels = cells.groupby("distance")[["ceiling", "chance"]].mean()
+    ax.plot(levels.index, levels["ceiling"], "k--", lw=1, label="ceiling (Bayes-optimal)")
+    ax.plot(levels.index, levels["chance"], ":", color="grey", lw=1.2, label="chance")
+    for mechanism, line in cells.groupby("mechanism"):
+        line = line.sort_values("distance")
+        ax.plot(line["distance"], line["accuracy"], "o-", color=colors[mechanism], label=mechanism, ms=4)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(cells["distance"].unique()), [str(k) for k in sorted(cells["distance"].unique())])
+    ax.set_xlabel("distance k to the evidence (items)")
+    ax.set_ylabel(f"test {METRIC.upper()} (all items ranked)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def longrange_report(rows: list[dict], out: Path) -> list[Path]:
+    """Plots and tables of the long-range rows among `rows` (none: nothing written); returns the files."""
+    frame = longrange_frame(rows)
+    if frame.empty:
+        return []
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cells = _by_cell(frame)
+    written, text, context = [], [], {}
+    devices = " + ".join(sorted(frame["device"].unique()))
+    for (items, task), task_cells in sorted(
+        cells.groupby(["items", "task"]), key=lambda g: (g[0][0], TASKS.index(g[0][1]))
+    ):
+        suffix = "" if items == 2048 else f"_i{items}"
+        path = out / f"longrange_{task}{suffix}.png"
+        _plot(task_cells, f"{task}: accuracy vs distance ({items} items) — {devices}", path)
+        written.append(path)
+        text += [
+            f"## {task} ({items} items)",
+            "",
+            f"![{task}]({path.name})",
+            "",
+            _markdown(_accuracy_table(task_cells)),
+            "",
+        ]
+        for mechanism, line in task_cells.groupby("mechanism"):
+            context.setdefault((items, mechanism), {})[task] = effective_context(line)
+    table = pd.DataFrame(
+        [{"items": items, "mechanism": mechanism, **by_task} for (items, mechanism), by_task in sorted(context.items())]
+    )
+    header = [
+        "# Long-range: how far back each mechanism looks",
+        "",
+        f"Generated tasks with a dependency planted at distance k (bench/data/longrange.py); test {METRIC.upper()} "
+        "over held-out users, every item ranked; one seed unless said. Device: " + devices + ".",
+        "",
+        "## Effective context",
+        "",
+        f"The largest distance at which a mechanism keeps at least {KEPT:.0%} of its shortest-distance accuracy "
+        "above chance, distances read from the shortest up ('>= k': kept at every distance run; '-': no skill at "
+        "the shortest distance).",
+        "",
+        _markdown(table),
+        "",
+        "Accuracy tables: `*` the best epoch came in the last quarter of the training budget (more epochs might "
+        "still move it); `†` a cell still training (its best epoch so far).",
+        "",
+    ]
+    stem = out / "longrange"
+    stem.with_suffix(".md").write_text("\n".join(header + text))
+    table.to_csv(out / "longrange_effective_context.csv", index=False)
+    cells.to_csv(stem.with_suffix(".csv"), index=False)
+    return written + [stem.with_suffix(".md"), stem.with_suffix(".csv"), out / "longrange_effective_context.csv"]

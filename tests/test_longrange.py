@@ -1,0 +1,147 @@
+"""The long-range level: the generators plant what they say, the ceilings and chance levels are right, cells resume,
+and the report reads effective context as documented."""
+
+import random
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.data.longrange import (
+    CATEGORY_SIZE,
+    EVIDENCE,
+    LongRangeTask,
+    dcg_at_10,
+    uniform_ndcg_at_10,
+)
+from bench.reports.longrange import effective_context
+
+
+def _small(task, distance, **kw):
+    return LongRangeTask(task, distance, valid_users=16, test_users=200, **kw)
+
+
+@pytest.mark.parametrize("distance", [8, 64, 512])
+def test_recall_target_is_the_only_earlier_copy_k_steps_back(distance):
+    dataset = _small("recall", distance).generate()
+    for history, target in dataset.split.test:
+        assert len(history) + 1 == distance + min(distance, 256)
+        assert history[-distance] == target  # the item k steps before the target
+        assert history.count(target) == 1  # ... and nowhere else: no nearer evidence
+        assert history[-1] == history[-1 - distance] and history.count(history[-1]) == 2  # a copied predecessor
+    for sequence in dataset.split.train[:50]:
+        planted = [t for t, keep in enumerate(sequence.scored) if keep]
+        assert planted and all(t >= distance and sequence[t] == sequence[t - distance] for t in planted)
+
+
+@pytest.mark.parametrize("distance", [8, 256, 2048])
+def test_repeat_target_is_the_play_a_period_back(distance):
+    task = _small("repeat", distance)
+    dataset = task.generate()
+    for history, target in dataset.split.test:
+        assert history[-distance] == target
+    sequence = dataset.split.train[0]
+    planted = np.array(sequence.scored)
+    assert not planted[:distance].any()
+    # about 10 % of plays are noise: a play and the one a period back are both clean ~81 % of the time
+    assert 0.7 < planted[distance:].mean() < 0.9
+
+
+@pytest.mark.parametrize("distance", [8, 1024])
+def test_taste_evidence_is_k_steps_back_and_the_rest_is_noise(distance):
+    dataset = _small("taste", distance).generate()
+    agree, recent_in_category = 0, []
+    for history, target in dataset.split.test:
+        category = (target - 1) // CATEGORY_SIZE
+        evidence = Counter((item - 1) // CATEGORY_SIZE for item in history[:EVIDENCE])
+        agree += evidence.most_common(1)[0][0] == category
+        recent = history[EVIDENCE:]
+        assert len(recent) == distance - 1  # the last evidence item is exactly k steps before the target
+        recent_in_category += [(item - 1) // CATEGORY_SIZE == category for item in recent]
+    assert agree >= 0.95 * len(dataset.split.test)  # the evidence says the category
+    assert np.mean(recent_in_category) < 4 / (2048 // CATEGORY_SIZE)  # the recent items do not (chance: 1/256)
+
+
+def test_generation_is_deterministic_and_names_round_trip():
+    first, second = _small("recall", 64).generate(), _small("recall", 64).generate()
+    assert first.fingerprint() == second.fingerprint()
+    assert LongRangeTask.from_name("longrange-taste-k1024-i8192") == LongRangeTask("taste", 1024, items=8192)
+    assert LongRangeTask("repeat", 64).name == "longrange-repeat-k64"
+    with pytest.raises(ValueError, match="longrange-<task>-k<distance>"):
+        LongRangeTask.from_name("longrange-recall")
+    with pytest.raises(ValueError, match="multiple of 8"):
+        LongRangeTask("recall", 12)
+
+
+def test_uniform_ndcg_by_hand():
+    assert uniform_ndcg_at_10(1) == 1.0
+    assert uniform_ndcg_at_10(3) == pytest.approx((1 + 1 / np.log2(3) + 0.5) / 3)
+    assert uniform_ndcg_at_10(20) == pytest.approx(sum(1 / np.log2(r + 1) for r in range(1, 11)) / 20)
+
+
+def test_taste_ceiling_by_hand_and_by_simulation():
+    task = LongRangeTask("taste", 8)
+    first_block = sum(dcg_at_10(r) for r in range(1, 9))  # the certain category's 8 items at ranks 1-8
+    second_block = dcg_at_10(9) + dcg_at_10(10)
+    certain = [1 + (i % CATEGORY_SIZE) for i in range(EVIDENCE)]  # every evidence item from category 0
+    assert task.taste_ceiling(certain) == pytest.approx(first_block / CATEGORY_SIZE)
+    split = [1 + (i % CATEGORY_SIZE) + (CATEGORY_SIZE if i % 2 else 0) for i in range(EVIDENCE)]  # 16 / 16
+    assert task.taste_ceiling(split) == pytest.approx(0.5 * (first_block + second_block) / CATEGORY_SIZE)
+    # the Bayes-optimal ranking played on generated users scores what the ceiling says, on average
+    rng = random.Random(0)
+    dataset = LongRangeTask("taste", 8, valid_users=1, test_users=3000).generate()
+    scores = []
+    for history, target in dataset.split.test:
+        hits = Counter((item - 1) // CATEGORY_SIZE for item in history[:EVIDENCE])
+        top = max(hits.values())
+        best = rng.choice(sorted(c for c, n in hits.items() if n == top))  # ties: any of the most likely
+        rank = rng.randint(1, CATEGORY_SIZE) if (target - 1) // CATEGORY_SIZE == best else 99
+        scores.append(dcg_at_10(rank))
+    assert np.mean(scores) == pytest.approx(dataset.levels["ceiling_ndcg@10"], abs=0.02)
+
+
+def test_recall_chance_counts_the_items_seen():
+    dataset = _small("recall", 64).generate()
+    expected = np.mean([uniform_ndcg_at_10(len(set(h))) for h, _ in dataset.split.test])
+    assert dataset.levels["chance_ndcg@10"] == pytest.approx(expected)
+    assert dataset.levels["ceiling_ndcg@10"] == 1.0
+
+
+def test_sasrec_trains_on_the_planted_positions_only():
+    from bench.training.config import with_recipe
+    from bench.training.train import build_model
+
+    dataset = _small("recall", 64).generate()
+    model = build_model(with_recipe("longrange", dataset=dataset.name, max_len=128), dataset.num_items)
+    sequences = dataset.split.train[:4]
+    targets = model.make_batch(sequences, random.Random(0))["targets"]  # (4, 127)
+    assert int((targets != 0).sum()) == sum(sum(s.scored[1:]) for s in sequences)
+    plain = model.make_batch([list(s) for s in sequences], random.Random(0))["targets"]
+    assert bool((plain != 0).all())  # a plain list: every position is a target
+
+
+def test_a_longrange_cell_resumes_where_it_stopped(tmp_path):
+    from bench.training.config import with_recipe
+    from bench.training.train import train
+
+    settings = {"dataset": "longrange-recall-k8", "max_len": 16, "batch_size": 32, "threads": 1, "out": str(tmp_path)}
+    first = train(with_recipe("longrange", epochs=1, **settings), progress=False, log=False)
+    resumed = train(with_recipe("longrange", epochs=2, **settings), resume=True, progress=False, log=False)
+    assert first["epochs_run"] == 1 and resumed["epochs_run"] == 2
+    assert resumed["history"][0] == first["history"][0]  # the first epoch is kept, not re-run
+    assert resumed["dataset"]["levels"]["distance"] == 8
+    assert len(resumed["test"]) == 2 and resumed["protocol"]["selected_on"] == "all"
+
+
+def _line(accuracy, chance, ceiling=1.0):
+    distances = [8, 64, 256, 1024, 4096][: len(accuracy)]
+    return pd.DataFrame({"distance": distances, "accuracy": accuracy, "chance": chance, "ceiling": ceiling})
+
+
+def test_effective_context_reads_half_the_skill_above_chance():
+    assert effective_context(_line([1.0, 0.85, 0.29, 0.1], [0.5, 0.05, 0.01, 0.0])) == "256"
+    assert effective_context(_line([0.9, 0.9, 0.9], [0.1, 0.1, 0.1])) == ">= 256"
+    assert effective_context(_line([0.52, 0.5], [0.5, 0.05])) == "-"  # no skill at the shortest distance
+    # a rebound after a fall does not count: the first distance below half ends it
+    assert effective_context(_line([1.0, 0.1, 0.9], [0.0, 0.0, 0.0])) == "8"
