@@ -8,7 +8,7 @@ Kernels for your own model: `models.attention.functional` (q, k, v as (B, H, N, 
 """
 
 from . import softmax  # noqa: F401, I001  (registers sdpa and softmax first: the baselines lead every list)
-from . import efficient, functional, linear, linformer, linrec, lru, performer, retention  # noqa: F401  (registers)
+from . import efficient, functional, linear, linformer, linrec, lru, mamba, performer, retention  # noqa: F401  (registers)
 from .base import (
     AttentionLayer,
     Capabilities,

@@ -204,6 +204,15 @@ class AttentionLayer(nn.Module):
         return f"dim={self.dim}, heads={self.heads}, causal={self.causal}, max_len={self.max_len}"
 
 
+class PackedMixerMixin:
+    """For mixers that read the packed projection as a whole (its three parts are not queries, keys and values):
+    per-head tensors, for callers that split heads themselves, are packed back first."""
+
+    def attend(self, q, k, v, key_padding_mask):
+        packed = torch.stack([q, k, v], dim=2).permute(0, 3, 2, 1, 4)  # (B, N, 3, H, d)
+        return self.attend_packed(packed, key_padding_mask).transpose(1, 2)  # (B, H, N, d)
+
+
 class OutputDropoutMixin:
     """NOTE: kernels without an attention matrix cannot drop attention weights; they
     apply `dropout` to the attention output before the output projection instead."""

@@ -12,13 +12,13 @@ position-wise feed-forward, which the encoder supplies here.
 import torch
 from torch import nn
 
-from .base import AttentionLayer, Capabilities, OutputDropoutMixin, register_attention
+from .base import AttentionLayer, Capabilities, OutputDropoutMixin, PackedMixerMixin, register_attention
 from .kernels.common import DEFAULT_CHUNK_SIZE, at_least_fp32
 from .kernels.lru import lru_parameters, lru_scan
 
 
 @register_attention("lru")
-class LRUMixer(OutputDropoutMixin, AttentionLayer):
+class LRUMixer(PackedMixerMixin, OutputDropoutMixin, AttentionLayer):
     capabilities = Capabilities(
         causal=True,
         padding_mask=True,
@@ -64,8 +64,3 @@ class LRUMixer(OutputDropoutMixin, AttentionLayer):
             out = out * key_padding_mask[..., None]
         out = self._output_dropout(out).to(qkv.dtype)
         return out.view(batch, length, self.heads, self.head_dim)  # (B, N, H, d)
-
-    def attend(self, q, k, v, key_padding_mask):
-        """Per-head tensors (B, H, N, d) x3, for callers that split heads themselves."""
-        packed = torch.stack([q, k, v], dim=2).permute(0, 3, 2, 1, 4)  # (B, N, 3, H, d)
-        return self.attend_packed(packed, key_padding_mask).transpose(1, 2)  # (B, H, N, d)

@@ -1,0 +1,81 @@
+"""The selective scan of Mamba: a diagonal state-space recurrence whose step, input and readout depend on the input.
+
+Gu & Dao, "Mamba: Linear-Time Sequence Modeling with Selective State Spaces", 2023, https://arxiv.org/abs/2312.00752;
+as a sequential recommender: Liu et al., "Mamba4Rec", 2024, https://arxiv.org/abs/2403.03900
+
+Per channel e (E channels) and state s (S states per channel), with A = -exp(A_log) < 0:
+
+    h_t[e, s] = exp(delta_t[e] A[e, s]) h_{t-1}[e, s] + delta_t[e] B_t[s] x_t[e]     (zero-order-hold A, Euler B)
+    y_t[e]    = sum_s C_t[s] h_t[e, s]
+
+delta_t > 0 (softplus), B_t and C_t are computed from the input at t: the selection. Because the decay differs per
+(t, e, s), no fixed matrix of powers exists (as in the LRU or retention): the scan runs over t, on (B, E, S) states.
+mamba-ssm fuses it on CUDA (and recomputes the states in the backward pass); here the PyTorch loop keeps one
+(B, E, S) state per step for autograd: O(N E S) time and memory, N small steps.
+
+Shape legend: B batch, N length, E channels, S states per channel, K convolution width.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def mamba_parameters(channels: int, states: int, dt_rank: int, dt_min: float = 1e-3, dt_max: float = 0.1):
+    """(A_log, dt_bias) initialised as Mamba does: A = -(1..S) per channel (S4D-real), and a softplus bias that
+    starts the step delta log-uniform on [dt_min, dt_max]."""
+    a_log = torch.log(torch.arange(1, states + 1, dtype=torch.float32)).repeat(channels, 1)  # (E, S)
+    dt = torch.exp(torch.rand(channels) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))  # (E,)
+    dt_bias = dt + torch.log(-torch.expm1(-dt))  # softplus(dt_bias) = dt
+    return a_log, dt_bias
+
+
+def causal_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """x (B, N, E) convolved along N per channel with weight (E, 1, K), seeing only the K - 1 positions before."""
+    width = weight.shape[-1]
+    out = F.conv1d(F.pad(x.transpose(1, 2), (width - 1, 0)), weight, bias, groups=x.shape[-1])  # (B, E, N)
+    return out.transpose(1, 2)  # (B, N, E)
+
+
+def _scan(decay: torch.Tensor, drive: torch.Tensor, readout: torch.Tensor) -> torch.Tensor:
+    """y_t = readout_t . h_t with h_t = decay_t * h_{t-1} + drive_t; decay, drive (B, N, E, S), readout (B, N, S)."""
+    state = drive.new_zeros(drive.shape[0], drive.shape[2], drive.shape[3])  # (B, E, S)
+    outputs = []
+    for t in range(drive.shape[1]):
+        state = decay[:, t] * state + drive[:, t]  # (B, E, S)
+        outputs.append(state @ readout[:, t, :, None])  # (B, E, 1)
+    return torch.cat(outputs, dim=-1).transpose(1, 2)  # (B, N, E)
+
+
+def selective_scan(
+    x: torch.Tensor,
+    delta: torch.Tensor,
+    a_log: torch.Tensor,
+    b: torch.Tensor,
+    c: torch.Tensor,
+    *,
+    causal: bool = True,
+    padding_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """x, delta (B, N, E); a_log (E, S); b, c (B, N, S); padding_mask (B, N), True = real. Returns y (B, N, E).
+
+    A padded position neither feeds nor decays the state (decay 1, drive 0), so padding on either side changes
+    nothing at the real positions, and its own output is 0. Bidirectional: a forward and a backward scan, the
+    current position's drive counted once."""
+    a = -torch.exp(a_log.to(x.dtype))  # (E, S) < 0
+    decay = torch.exp(delta[..., None] * a)  # (B, N, E, S) in (0, 1)
+    drive = (delta * x)[..., None] * b[:, :, None, :]  # (B, N, E, S)
+    if padding_mask is not None:
+        real = padding_mask[..., None, None]  # (B, N, 1, 1)
+        decay = torch.where(real, decay, torch.ones_like(decay))
+        drive = drive * real
+    y = _scan(decay, drive, c)
+    if not causal:
+        backward = _scan(decay.flip(1), drive.flip(1), c.flip(1)).flip(1)
+        y = y + backward - (drive @ c[..., None]).squeeze(-1)  # (B, N, E): drive_t counted in both scans
+    if padding_mask is not None:
+        y = y * padding_mask[..., None]
+    return y
