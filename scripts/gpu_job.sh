@@ -4,7 +4,8 @@
 #   bash scripts/gpu_job.sh OUT_DIR [MINUTES]
 # It (1) runs the CUDA correctness tests, torchrun (and Ray, when installed) on the card, (2) runs `--preset gpu`
 # of the sweep, resumable,
-# (3) if ML-1M is in ./device_data (copied there beforehand; never committed), runs the accuracy sweep's gpu
+# (3) the long-range level's k = 1024 and 4096 cells for sdpa, LinRec and Mamba (hours each on a CPU), (4) if the
+# standard ML-1M file is in ./device_data (copied there beforehand; never committed), the accuracy sweep's gpu
 # preset (SASRec at the authors' width) within the time left.
 # Everything lands in OUT_DIR: sweep JSONL, training results, logs.
 set -uo pipefail
@@ -34,7 +35,15 @@ SWEEP_S=$(( $(left) * 5 / 10 ))
 timeout "$SWEEP_S" python -m bench sweep --preset gpu --device cuda --max-cell-s 20 --no-progress \
     --out "$OUT/gpu-sweep.jsonl" 2>&1 | tail -3
 
-if [ -f device_data/ml-1m/ml-1m.txt.gz ]; then
+# the long-range level's longest cells, which cost a CPU hours each (sdpa at k = 4096 first): the CPU preset's
+# cells, so their rows sit beside the CPU rows in the report (device recorded per row)
+LONG_S=$(( $(left) * 4 / 10 ))
+timeout "$LONG_S" python -m bench accuracy --preset longrange --only k4096,k1024 --attention sdpa,linrec,mamba \
+    --device cuda --jobs 3 --threads 2 --work-dir "$OUT/longrange-runs" --out "$OUT/longrange-cuda.jsonl" \
+    > "$OUT/longrange.log" 2>&1
+tail -3 "$OUT/longrange.log"
+
+if [ -f device_data/ml-1m/ml-1m_sasrec.txt.gz ]; then
   # the accuracy sweep's gpu preset (the paper preset at the authors' width, 128 x 8 heads), several cells side by
   # side on the card (small models leave it idle otherwise); checkpoints in OUT, so a later lent session resumes
   # them (copy OUT/accuracy-runs back and pass it as --work-dir); cells still training when time is up get a

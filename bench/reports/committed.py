@@ -17,6 +17,7 @@ COMMITTED_REPORTS: dict[str, list[str]] = {
     "short-n-bidir-amd-epyc": ["sweeps/short-n-bidir-amd-epyc.jsonl"],
     "quick-cpu-amd-epyc": ["sweeps/quick-cpu-amd-epyc.jsonl"],
     "mixers-cpu": ["sweeps/mixers-cpu.jsonl"],
+    "mixers-mamba-cpu": ["sweeps/mixers-mamba-cpu.jsonl"],
     "quick-cpu": ["sweeps/quick-cpu.jsonl"],
     "accuracy": ["sweeps/accuracy-*-cpu.jsonl", "sweeps/accuracy-*-cpu.*.jsonl", "runs/*/*/results.json"],
     "longrange": ["sweeps/longrange-*.jsonl"],
