@@ -57,6 +57,16 @@ def test_scan_equals_the_closed_form_in_values_and_gradients(causal):
         torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-10)
 
 
+def test_a_strong_decay_over_a_long_chunk_stays_finite():
+    """A decay of exp(-200) per position: the state forgets at once, nothing overflows or turns NaN."""
+    x = torch.ones(1, 64, 2)
+    delta = torch.full((1, 64, 2), 50.0)
+    a_log, _ = mamba_parameters(2, 4, 1)
+    b = c = torch.ones(1, 64, 4)
+    y = selective_scan(x, delta, a_log, b, c)
+    assert torch.isfinite(y).all() and torch.allclose(y, torch.full_like(y, 4 * 50.0))  # only the current drive
+
+
 def test_the_convolution_sees_only_the_past():
     x = torch.randn(1, 9, 2)
     weight, bias = torch.randn(2, 1, 4), torch.zeros(2)

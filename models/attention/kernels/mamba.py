@@ -9,9 +9,11 @@ Per channel e (E channels) and state s (S states per channel), with A = -exp(A_l
     y_t[e]    = sum_s C_t[s] h_t[e, s]
 
 delta_t > 0 (softplus), B_t and C_t are computed from the input at t: the selection. Because the decay differs per
-(t, e, s), no fixed matrix of powers exists (as in the LRU or retention): the scan runs over t, on (B, E, S) states.
-mamba-ssm fuses it on CUDA (and recomputes the states in the backward pass); here the PyTorch loop keeps one
-(B, E, S) state per step for autograd: O(N E S) time and memory, N small steps.
+(t, e, s), no fixed matrix of powers exists (as in the LRU or retention): the scan runs over t, one fused
+multiply-add on (B, E, S) states per position, the states kept for autograd and read out together: O(N E S) time
+and memory, N Python steps. (Summing each chunk's pairs at once, weighted by exp(L_t - L_b), costs C times the
+arithmetic and was slower here at every size measured: 0.38 against 0.33 s at N = 256, batch 1, width 128.)
+mamba-ssm fuses the scan on CUDA and recomputes the states in the backward pass.
 
 Shape legend: B batch, N length, E channels, S states per channel, K convolution width.
 """
@@ -40,14 +42,17 @@ def causal_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
     return out.transpose(1, 2)  # (B, N, E)
 
 
-def _scan(decay: torch.Tensor, drive: torch.Tensor, readout: torch.Tensor) -> torch.Tensor:
-    """y_t = readout_t . h_t with h_t = decay_t * h_{t-1} + drive_t; decay, drive (B, N, E, S), readout (B, N, S)."""
+def _scan(log_decay: torch.Tensor, drive: torch.Tensor, readout: torch.Tensor) -> torch.Tensor:
+    """y_t = readout_t . h_t with h_t = exp(log_decay_t) h_{t-1} + drive_t; log_decay, drive (B, N, E, S), readout
+    (B, N, S). One fused multiply-add per position; the readout of all states at once."""
+    # unbound once: indexing [:, t] in the loop would cost a full-size gradient per position in the backward pass
+    decays, drives = log_decay.exp().unbind(1), drive.unbind(1)  # N x (B, E, S), decays in (0, 1]
     state = drive.new_zeros(drive.shape[0], drive.shape[2], drive.shape[3])  # (B, E, S)
-    outputs = []
-    for t in range(drive.shape[1]):
-        state = decay[:, t] * state + drive[:, t]  # (B, E, S)
-        outputs.append(state @ readout[:, t, :, None])  # (B, E, 1)
-    return torch.cat(outputs, dim=-1).transpose(1, 2)  # (B, N, E)
+    states = []
+    for decay, step in zip(decays, drives, strict=True):
+        state = torch.addcmul(step, decay, state)  # (B, E, S)
+        states.append(state)
+    return torch.einsum("ntes,nts->nte", torch.stack(states, dim=1), readout)  # (B, N, E)
 
 
 def selective_scan(
@@ -66,16 +71,16 @@ def selective_scan(
     nothing at the real positions, and its own output is 0. Bidirectional: a forward and a backward scan, the
     current position's drive counted once."""
     a = -torch.exp(a_log.to(x.dtype))  # (E, S) < 0
-    decay = torch.exp(delta[..., None] * a)  # (B, N, E, S) in (0, 1)
+    log_decay = delta[..., None] * a  # (B, N, E, S) <= 0
     drive = (delta * x)[..., None] * b[:, :, None, :]  # (B, N, E, S)
     if padding_mask is not None:
         real = padding_mask[..., None, None]  # (B, N, 1, 1)
-        decay = torch.where(real, decay, torch.ones_like(decay))
+        log_decay = log_decay * real
         drive = drive * real
-    y = _scan(decay, drive, c)
+    y = _scan(log_decay, drive, c)
     if not causal:
-        backward = _scan(decay.flip(1), drive.flip(1), c.flip(1)).flip(1)
-        y = y + backward - (drive @ c[..., None]).squeeze(-1)  # (B, N, E): drive_t counted in both scans
+        backward = _scan(log_decay.flip(1), drive.flip(1), c.flip(1)).flip(1)
+        y = y + backward - torch.einsum("ntes,nts->nte", drive, c)  # drive_t is in both scans
     if padding_mask is not None:
         y = y * padding_mask[..., None]
     return y
