@@ -36,6 +36,7 @@ def test_a_fallback_to_the_pytorch_path_is_marked_in_reports(tmp_path):
     assert fallback_note(row) == " (PyTorch path)"
     assert fallback_note({**row, "backend": "cpp"}) == ""
     assert fallback_note({**row, "options": {"backend": "torch"}}) == ""  # asked for it: nothing fell back
+    assert fallback_note({**row, "options": {"variant": "official"}}) == ""  # no fused kernel for it: nothing fell back
     assert fallback_note({**row, "backend": None}) == ""  # older rows: not recorded
     base = {"level": "kernel", "causal": True, "seq_len": 8, "batch_size": 1, "dim": 8, "heads": 1, "mode": "fwd",
             "dtype": "fp32", "device": "CPU", "device_type": "cpu", "status": "ok", "time_ms": 1.0,

@@ -145,3 +145,40 @@ def test_effective_context_reads_half_the_skill_above_chance():
     assert effective_context(_line([0.52, 0.5], [0.5, 0.05])) == "-"  # no skill at the shortest distance
     # a rebound after a fall does not count: the first distance below half ends it
     assert effective_context(_line([1.0, 0.1, 0.9], [0.0, 0.0, 0.0])) == "8"
+
+
+def _report_row(mechanism, distance, ndcg, chance):
+    return {
+        "level": "train",
+        "status": "ok",
+        "dataset": f"longrange-recall-k{distance}",
+        "dataset_stats": {"items": 2048, "levels": {"ceiling_ndcg@10": 1.0, "chance_ndcg@10": chance}},
+        "attention": mechanism,
+        "options": {},
+        "seed": 2000,
+        "test": {"all": {"ndcg@10": ndcg, "recall@10": ndcg}},
+        "best_epoch": 16 if ndcg > 0.5 else 3,
+        "epochs_run": 16,
+        "history": [{}, {}],
+        "seconds_per_epoch": 2.0,
+        "device": "CPU test",
+        "timestamp": f"2026-12-03T00:00:{distance % 60:02d}",
+    }
+
+
+def test_the_report_draws_each_task_and_tabulates_effective_context(tmp_path):
+    from bench.reports.longrange import longrange_report
+
+    rows = [
+        _report_row("sdpa", 8, 1.0, 0.49),
+        _report_row("sdpa", 64, 0.98, 0.04),
+        _report_row("linrec", 8, 0.99, 0.49),
+        _report_row("linrec", 64, 0.05, 0.04),
+        {"level": "train", "status": "ok", "dataset": "ml-1m"},  # not a long-range row: left to the other reports
+    ]
+    written = longrange_report(rows, tmp_path)
+    assert (tmp_path / "longrange_recall.png") in written
+    text = (tmp_path / "longrange.md").read_text()
+    assert "| 2048 | linrec | 8 |" in text and "| 2048 | sdpa | >= 64 |" in text
+    assert "| linrec | 0.990* | 0.050 |" in text and "| sdpa | 1.000* | 0.980* |" in text  # *: best epoch late
+    assert longrange_report(rows[-1:], tmp_path / "none") == []

@@ -266,10 +266,14 @@ def cmd_accuracy(args) -> None:
 
 def cmd_data_stats(args) -> None:
     from ..data import DataFormatError, DatasetNotFound, load_dataset
+    from ..data.longrange import is_longrange, longrange_dataset
 
     try:
-        dataset = load_dataset(args.dataset, args.data_dir, min_count=args.min_count, fmt=args.format)
-    except (DataFormatError, DatasetNotFound) as err:
+        if is_longrange(args.dataset):  # generated: its sizes, ceiling and chance
+            dataset = longrange_dataset(args.dataset)
+        else:
+            dataset = load_dataset(args.dataset, args.data_dir, min_count=args.min_count, fmt=args.format)
+    except (DataFormatError, DatasetNotFound, ValueError) as err:
         sys.exit(f"data stats: {err}")
     stats = dataset.stats()
     width = max(map(len, stats))

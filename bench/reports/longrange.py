@@ -17,7 +17,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from ..data.longrange import NAME, TASKS
 from ..results import attention_label, fallback_note
 from .accuracy_plots import _colors
 from .training_rows import pipe_table as _markdown
@@ -29,7 +28,14 @@ SKILL = 0.1  # below this share of the way from chance to the ceiling, a mechani
 
 
 def is_longrange_row(row: dict) -> bool:
-    return bool(NAME.match(str(row.get("dataset", ""))))
+    return str(row.get("dataset", "")).startswith("longrange-")
+
+
+def _task_and_distance(dataset: str) -> tuple[str, int]:
+    """'longrange-recall-k64[-i8192]' -> ('recall', 64): the name bench.data.longrange gives a task (read here
+    from the row, so reports need not import the data package, which imports torch)."""
+    _, task, distance, *_ = dataset.split("-")
+    return task, int(distance[1:])
 
 
 def longrange_frame(rows: list[dict]) -> pd.DataFrame:
@@ -38,13 +44,13 @@ def longrange_frame(rows: list[dict]) -> pd.DataFrame:
     for row in rows:
         if row.get("level") != "train" or row.get("status") not in ("ok", "partial") or not is_longrange_row(row):
             continue
-        match = NAME.match(row["dataset"])
+        task, distance = _task_and_distance(row["dataset"])
         levels = row["dataset_stats"]["levels"]
         history = row.get("history") or []
         records.append(
             {
-                "task": match["task"],
-                "distance": int(match["distance"]),
+                "task": task,
+                "distance": distance,
                 "items": row["dataset_stats"]["items"],
                 "mechanism": attention_label(row["attention"], row.get("options") or {}) + fallback_note(row),
                 "seed": row["seed"],
@@ -140,9 +146,7 @@ def longrange_report(rows: list[dict], out: Path) -> list[Path]:
     cells = _by_cell(frame)
     written, text, context = [], [], {}
     devices = " + ".join(sorted(frame["device"].unique()))
-    for (items, task), task_cells in sorted(
-        cells.groupby(["items", "task"]), key=lambda g: (g[0][0], TASKS.index(g[0][1]))
-    ):
+    for (items, task), task_cells in sorted(cells.groupby(["items", "task"]), key=lambda g: g[0]):
         suffix = "" if items == 2048 else f"_i{items}"
         path = out / f"longrange_{task}{suffix}.png"
         _plot(task_cells, f"{task}: accuracy vs distance ({items} items) — {devices}", path)
@@ -159,7 +163,7 @@ def longrange_report(rows: list[dict], out: Path) -> list[Path]:
             context.setdefault((items, mechanism), {})[task] = effective_context(line)
     table = pd.DataFrame(
         [{"items": items, "mechanism": mechanism, **by_task} for (items, mechanism), by_task in sorted(context.items())]
-    )
+    ).fillna("not run")
     header = [
         "# Long-range: how far back each mechanism looks",
         "",
