@@ -17,6 +17,8 @@ FAST = {"min_time_s": 0.0, "min_repeats": 1, "max_repeats": 2}
 
 @pytest.fixture
 def fresh_build(monkeypatch):
+    """A machine where the install compiled nothing: what the first use then does."""
+    monkeypatch.setattr(linrec_cpp, "_installed", lambda: None)
     linrec_cpp._build.cache_clear()
     yield
     linrec_cpp._build.cache_clear()  # the next caller builds (or loads) for real

@@ -147,3 +147,24 @@ def test_what_it_does_not_implement_is_refused_clearly():
     q, k, v, _ = _inputs()
     with pytest.raises(ValueError, match="float32/float64"):
         fn.linrec_attention(q.half(), k.half(), v.half(), causal=True, backend="cpp")
+
+
+def test_an_installed_build_is_used_only_when_it_matches_the_source(monkeypatch):
+    """setup.py stamps the source's digest into the extension it compiles at install time: a build of this source
+    is loaded instead of compiling one, a stale build (older source) is left alone."""
+    import sys
+    import types
+
+    from models.attention.kernels import linrec_cpp
+
+    installed = types.ModuleType("models.attention.kernels._linrec_cpu")
+    monkeypatch.setitem(sys.modules, installed.__name__, installed)
+    try:
+        installed.source_digest = linrec_cpp.source_digest()
+        linrec_cpp._build.cache_clear()
+        assert linrec_cpp._build() is installed
+        installed.source_digest = "0" * 12
+        linrec_cpp._build.cache_clear()
+        assert linrec_cpp._build() is not installed and extension_error() is None  # built (or cached) from source
+    finally:
+        linrec_cpp._build.cache_clear()

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import importlib
 import io
 import os
 import shutil
@@ -75,9 +76,27 @@ def _already_built(cpp_extension, name: str) -> bool:
     return (folder / f"{name}.so").exists()
 
 
+def source_digest() -> str:
+    """Of the kernel's C++ source, as setup.py stamps it into an installed build."""
+    return hashlib.sha256(Path(__file__).with_name("linrec_cpu.cpp").read_bytes()).hexdigest()[:12]
+
+
+def _installed():
+    """The extension compiled when the package was installed (setup.py), if it was and matches this source."""
+    try:
+        installed = importlib.import_module(f"{__package__}._linrec_cpu")
+    except ImportError:  # not built at install (the usual case), or built against another torch
+        return None
+    return installed if getattr(installed, "source_digest", None) == source_digest() else None
+
+
 @functools.cache
 def _build():
-    """The compiled module, or the exception that stopped the build (cached either way)."""
+    """The compiled module (the installed one, else built now), or the exception that stopped the build (cached
+    either way)."""
+    installed = _installed()
+    if installed is not None:
+        return installed
     compiler = os.environ.get("CXX") or "c++"
     if shutil.which(compiler) is None:  # one clear reason instead of torch's multi-line compiler banner
         return RuntimeError(f"no C++ compiler ({compiler!r} not found; install one or set CXX)")
