@@ -157,7 +157,7 @@ def test_latest_measurement_of_a_cell_wins(tmp_path):
     assert len(frame) == 1 and frame["time_ms"].iloc[0] == 123.0
 
 
-@pytest.mark.parametrize("name", ["quick-cpu", "accuracy"])
+@pytest.mark.parametrize("name", ["quick-cpu", "accuracy", "longrange", "mixers-mamba-cpu"])
 def test_committed_reports_are_what_the_committed_rows_give(tmp_path, name):
     """A committed table differs from its rows only if someone edited one of them by hand (or forgot to regenerate:
     python -m bench report --committed)."""
