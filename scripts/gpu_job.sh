@@ -18,7 +18,7 @@ left() { echo $(( MINUTES * 60 - ($(date +%s) - START) )); }
 python -c "import torch; print(torch.__version__, torch.cuda.get_device_name())" | tee "$OUT/device.txt"
 python -m pip install --quiet --disable-pip-version-check pandas matplotlib psutil tqdm pytest pytest-benchmark 2>&1 | tail -1
 
-timeout 120 python -m pytest -q tests/test_attention_layers.py tests/kernels/ -k "cuda or fla" 2>&1 | tail -3 | tee "$OUT/cuda_tests.txt"
+timeout 120 python -m pytest -q tests/test_attention_layers.py tests/kernels/ -k "cuda or fla or mamba_ssm" 2>&1 | tail -3 | tee "$OUT/cuda_tests.txt"
 if python -c "import fla" 2>/dev/null; then  # flash-linear-attention present: our LinRec on it vs its own kernel
   timeout 120 python -m bench peers --device cuda --seq-len 4096,16384 --mode fwd_bwd --only linrec,fla --out "$OUT/peers-fla.jsonl" 2>&1 | tail -8
 fi

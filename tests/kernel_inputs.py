@@ -1,4 +1,7 @@
-"""Inputs and a relative-error check shared by the kernel tests."""
+"""Inputs, a relative-error check and stand-ins for optional CUDA packages, shared by the kernel tests."""
+
+import sys
+import types
 
 import torch
 
@@ -17,3 +20,16 @@ def _close(actual, expected, rtol=1e-4):
     scale = expected.abs().max().clamp_min(1e-6)
     err = ((actual - expected).abs().max() / scale).item()
     assert err < rtol, f"relative error {err:.2e} >= {rtol}"
+
+
+def install_stand_in(monkeypatch, dotted: str, **functions) -> None:
+    """Make `import dotted` (and its parents) give a module holding `functions`, for this test only: a stand-in
+    for a CUDA package, written from its documented contract, checks how our code maps onto it."""
+    parts = dotted.split(".")
+    for depth in range(1, len(parts) + 1):
+        name = ".".join(parts[:depth])
+        module = types.ModuleType(name)
+        if depth == len(parts):
+            for attribute, function in functions.items():
+                setattr(module, attribute, function)
+        monkeypatch.setitem(sys.modules, name, module)

@@ -1,5 +1,5 @@
-"""Rows say which LinRec path ran (the fused C++ kernel, the PyTorch path, ...), and reports mark rows that asked
-for the default path and got the slower fallback."""
+"""Rows say which kernel ran where there is a choice (LinRec's fused C++ kernel or its PyTorch path, Mamba's and
+retention's CUDA packages), and reports mark rows that asked for the default path and got the slower fallback."""
 
 import json
 
@@ -16,13 +16,14 @@ FAST = {"min_time_s": 0.0, "min_repeats": 1, "max_repeats": 2}
 
 
 def test_timing_rows_record_the_backend_that_ran(tmp_path):
-    cells = Grid([("linrec", {}), ("linrec", {"backend": "torch"}), ("sdpa", {})], seq_len=[16], batch_size=[2],
-                 dim=16, heads=2, causal=[True]).cells("cpu")  # fmt: skip
+    mechanisms = [("linrec", {}), ("linrec", {"backend": "torch"}), ("sdpa", {}), ("mamba", {}), ("retention", {})]
+    cells = Grid(mechanisms, seq_len=[16], batch_size=[2], dim=16, heads=2, causal=[True]).cells("cpu")
     rows = run_sweep(cells, tmp_path / "s.jsonl", config={}, timing=FAST, progress=False)
     by_label = {(row["attention"], json.dumps(row["options"])): row["backend"] for row in rows}
     assert by_label[("linrec", "{}")] == ("cpp" if extension_error() is None else "torch")
     assert by_label[("linrec", '{"backend": "torch"}')] == "torch"
     assert by_label[("sdpa", "{}")] is None
+    assert by_label[("mamba", "{}")] == by_label[("retention", "{}")] == "torch"  # their fused kernels need CUDA
 
 
 def test_training_results_record_the_backend(tmp_path):

@@ -278,10 +278,8 @@ def measure_cell(cell: Cell, *, seed: int = 0, timing: dict | None = None) -> di
     }
 
 
-def linrec_backend_ran(cell: Cell) -> str | None:
-    """Which LinRec path a cell runs here; None for other mechanisms."""
-    if cell.attention != "linrec":
-        return None
-    from models.attention.kernels.linrec import linrec_backend_for
+def backend_ran(cell: Cell) -> str | None:
+    """Which kernel a cell runs here, for mechanisms with more than one (LinRec, retention, Mamba); else None."""
+    from models.attention import attention_class
 
-    return linrec_backend_for(cell.options, cell.device, DTYPES[cell.dtype], compiled=cell.compile)
+    return attention_class(cell.attention).backend_for(cell.options, cell.device, DTYPES[cell.dtype], cell.compile)

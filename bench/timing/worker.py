@@ -19,7 +19,7 @@ import psutil
 
 from ..measure import time_interleaved
 from ..plugins import load_plugins
-from .cells import Cell, linrec_backend_ran, make_workload, measure_cell
+from .cells import Cell, backend_ran, make_workload, measure_cell
 
 
 def _worker_main(conn, threads: int | None, memory_limit_bytes: int | None) -> None:
@@ -56,11 +56,11 @@ def _worker_main(conn, threads: int | None, memory_limit_bytes: int | None) -> N
 
 
 def _worker_env(cell: Cell) -> dict:
-    """What ran, read in the worker: its thread count (the parent's may differ) and LinRec's backend."""
+    """What ran, read in the worker: its thread count (the parent's may differ) and the kernel backend."""
     import torch
 
     try:
-        backend = linrec_backend_ran(cell)
+        backend = backend_ran(cell)
     except Exception as err:  # noqa: BLE001 -- the row says why rather than failing the cell over a label
         backend = f"unknown ({_short(err)})"
     return {"threads": torch.get_num_threads(), "backend": backend}

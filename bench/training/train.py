@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from models import EncoderConfig, recommender_class
-from models.attention.kernels.linrec import linrec_backend_for
+from models.attention import attention_class
 
 from ..data import SequenceDataset, leave_one_out, load_dataset
 from ..data.longrange import is_longrange, longrange_dataset
@@ -370,8 +370,8 @@ def _train(config, replicas, device, *, resume, overwrite, progress, log, datase
         "config": asdict(config),
         "dataset": dataset.stats(),
         "parameters": sum(p.numel() for p in model.parameters()),
-        # the LinRec path that ran ("auto" falls back to PyTorch when the C++ kernel cannot be built)
-        "backend": linrec_backend_for(config.attention_options, device) if config.attention == "linrec" else None,
+        # the kernel that ran, where there is a choice ("auto" falls back to PyTorch when a fused one is missing)
+        "backend": attention_class(config.attention).backend_for(config.attention_options, device),
         **environment(device),
     }
     if replicas.writer:

@@ -146,6 +146,12 @@ class AttentionLayer(nn.Module):
         return {p.name: p.default for p in params if p.name not in common and p.kind is p.KEYWORD_ONLY}
 
     @classmethod
+    def backend_for(cls, options: dict, device, dtype=torch.float32, compiled: bool = False) -> str | None:
+        """The kernel a layer built with `options` runs on `device`, for mechanisms with more than one (what result
+        rows record: an "auto" choice depends on the machine). None: one path only."""
+        return None
+
+    @classmethod
     def prepare(cls, device: str) -> None:
         """Do now what the first call on `device` would (build a compiled kernel), so that no timed call pays."""
 

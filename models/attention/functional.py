@@ -9,7 +9,8 @@ n number of chunks, C chunk length, m random features, k_proj Linformer length.
 
 The kernels live one family per module in `models/attention/kernels/` (common helpers,
 the causal linear core, softmax, LinRec, linear, Efficient Attention, Performer,
-Linformer, the memory-saving recompute); the mathematics is in docs/mechanisms.md.
+Linformer, the memory-saving recompute, and the recurrent mixers: LRU, retention, Mamba);
+the mathematics is in docs/mechanisms.md.
 """
 
 from .kernels.causal import CAUSAL_BACKENDS, causal_linear_attention
@@ -25,6 +26,7 @@ from .kernels.linrec import (
     resolve_linrec_backend,
 )
 from .kernels.lru import lru_lambda, lru_parameters, lru_scan
+from .kernels.mamba import selective_scan
 from .kernels.performer import orthogonal_random_features, performer_attention, performer_features
 from .kernels.recompute import recompute_in_blocks
 from .kernels.retention import retention_attention, retention_decays
@@ -52,6 +54,7 @@ __all__ = [
     "resolve_linrec_backend",
     "retention_attention",
     "retention_decays",
+    "selective_scan",
     "sdpa_attention",
     "softmax_attention",
 ]

@@ -28,6 +28,7 @@ from .functional import (
     linrec_attention,
     resolve_linrec_backend,
 )
+from .kernels.linrec import linrec_backend_for
 from .kernels.linrec_cpp import extension_error, linrec_cpp_packed
 
 
@@ -76,6 +77,10 @@ class LinRecAttention(OutputDropoutMixin, AttentionLayer):
             backend,
         )
         self.kernel = compiled_linrec_attention() if compile else linrec_attention
+
+    @classmethod
+    def backend_for(cls, options, device, dtype=torch.float32, compiled=False):
+        return linrec_backend_for(options, device, dtype, compiled=compiled)
 
     @classmethod
     def prepare(cls, device):

@@ -16,11 +16,18 @@ second set) and keeps the convolution causal.
 
 import math
 
+import torch
 from torch import nn
 
 from .base import AttentionLayer, Capabilities, OutputDropoutMixin, PackedMixerMixin, register_attention
 from .kernels.common import at_least_fp32
-from .kernels.mamba import causal_depthwise_conv, mamba_parameters, selective_scan
+from .kernels.mamba import (
+    MAMBA_BACKENDS,
+    causal_depthwise_conv,
+    mamba_parameters,
+    resolve_mamba_backend,
+    selective_scan,
+)
 
 
 @register_attention("mamba")
@@ -36,16 +43,33 @@ class MambaMixer(PackedMixerMixin, OutputDropoutMixin, AttentionLayer):
         reference="Gu & Dao, 2023 (arXiv:2312.00752); Mamba4Rec, 2024 (arXiv:2403.03900)",
     )
 
-    def __init__(self, dim, heads, *, causal=False, max_len=None, dropout=0.0, d_state: int = 16, d_conv: int = 4):
+    def __init__(
+        self,
+        dim,
+        heads,
+        *,
+        causal=False,
+        max_len=None,
+        dropout=0.0,
+        d_state: int = 16,
+        d_conv: int = 4,
+        backend: str = "auto",  # "auto": mamba-ssm's fused scan on CUDA when installed, else "torch"
+    ):
         super().__init__(dim, heads, causal=causal, max_len=max_len, dropout=dropout)
         if d_state < 1 or d_conv < 1:
             raise ValueError(f"mamba: d_state and d_conv must be >= 1, got {d_state}, {d_conv}")
-        self.d_state, self.dt_rank = d_state, math.ceil(dim / 16)
+        if backend not in MAMBA_BACKENDS:
+            raise ValueError(f"mamba: unknown backend {backend!r}; expected one of {MAMBA_BACKENDS}")
+        self.d_state, self.dt_rank, self.backend = d_state, math.ceil(dim / 16), backend
         self.conv = nn.Conv1d(dim, dim, d_conv, groups=dim)  # (E, 1, K): depthwise, used causally
         self.x_proj = nn.Linear(dim, self.dt_rank + 2 * d_state, bias=False)  # -> delta (low rank), B, C
         self.dt_proj = nn.Linear(self.dt_rank, dim, bias=False)
         a_log, dt_bias = mamba_parameters(dim, d_state, self.dt_rank)
         self.a_log, self.dt_bias = nn.Parameter(a_log), nn.Parameter(dt_bias)  # (E, S), (E,)
+
+    @classmethod
+    def backend_for(cls, options, device, dtype=None, compiled=False):
+        return resolve_mamba_backend(options.get("backend", "auto"), torch.empty(0, device=device))
 
     def attend_packed(self, qkv, key_padding_mask):
         batch, length = qkv.shape[:2]
@@ -57,7 +81,9 @@ class MambaMixer(PackedMixerMixin, OutputDropoutMixin, AttentionLayer):
         delta = nn.functional.softplus(at_least_fp32(self.dt_proj(low_rank)) + self.dt_bias)  # (B, N, E) > 0
         # the scan in fp32 at least: its decays are exponentials
         u, b, c = at_least_fp32(u), at_least_fp32(b), at_least_fp32(c)
-        y = selective_scan(u, delta, self.a_log, b, c, causal=self.causal, padding_mask=key_padding_mask)
+        y = selective_scan(
+            u, delta, self.a_log, b, c, causal=self.causal, padding_mask=key_padding_mask, backend=self.backend
+        )
         out = (y + skip) * nn.functional.silu(at_least_fp32(z))  # (B, N, E)
         if key_padding_mask is not None:
             out = out * key_padding_mask[..., None]

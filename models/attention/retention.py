@@ -5,9 +5,11 @@ Sun et al., "Retentive Network: A Successor to Transformer for Large Language Mo
 https://arxiv.org/abs/2307.08621 (the kernel and its deviations: kernels/retention.py)
 """
 
+import torch
+
 from .base import AttentionLayer, Capabilities, OutputDropoutMixin, register_attention
 from .kernels.common import DEFAULT_CHUNK_SIZE
-from .kernels.retention import retention_attention, retention_decays
+from .kernels.retention import RETENTION_BACKENDS, resolve_retention_backend, retention_attention, retention_decays
 
 
 @register_attention("retention")
@@ -23,13 +25,36 @@ class RetentionAttention(OutputDropoutMixin, AttentionLayer):
         reference="Sun et al., 2023 (arXiv:2307.08621)",
     )
 
-    def __init__(self, dim, heads, *, causal=False, max_len=None, dropout=0.0, chunk_size: int = DEFAULT_CHUNK_SIZE):
+    def __init__(
+        self,
+        dim,
+        heads,
+        *,
+        causal=False,
+        max_len=None,
+        dropout=0.0,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        backend: str = "auto",  # "auto": flash-linear-attention on CUDA when installed, else "torch"
+    ):
         super().__init__(dim, heads, causal=causal, max_len=max_len, dropout=dropout)
-        self.chunk_size = chunk_size
+        if backend not in RETENTION_BACKENDS:
+            raise ValueError(f"retention: unknown backend {backend!r}; expected one of {RETENTION_BACKENDS}")
+        self.chunk_size, self.backend = chunk_size, backend
         self.register_buffer("gamma", retention_decays(heads), persistent=False)  # (H,), fixed as in RetNet
+
+    @classmethod
+    def backend_for(cls, options, device, dtype=None, compiled=False):
+        return resolve_retention_backend(options.get("backend", "auto"), torch.empty(0, device=device))
 
     def attend(self, q, k, v, key_padding_mask):
         out = retention_attention(
-            q, k, v, gamma=self.gamma, causal=self.causal, key_padding_mask=key_padding_mask, chunk_size=self.chunk_size
+            q,
+            k,
+            v,
+            gamma=self.gamma,
+            causal=self.causal,
+            key_padding_mask=key_padding_mask,
+            chunk_size=self.chunk_size,
+            backend=self.backend,
         )
         return self._output_dropout(out)

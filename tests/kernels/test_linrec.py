@@ -1,12 +1,9 @@
 """LinRec kernels (models/attention/kernels/linrec.py): variants, gradients, recompute, inference path, fla backend."""
 
-import sys
-import types
-
 import dense_reference as dense
 import pytest
 import torch
-from kernel_inputs import B, D, H, N, _close, _inputs
+from kernel_inputs import B, D, H, N, _close, _inputs, install_stand_in
 
 import models.attention.kernels.causal  # noqa: F401  (patched as kernels.causal)
 from models.attention import functional as fn
@@ -84,9 +81,9 @@ def test_linrec_inference_path_matches_the_autograd_path(monkeypatch, padded, bl
         _close(fast, dense.linrec_paper(query, k, v, False, mask))
 
 
-def _stand_in_fla(calls: list):
-    """A stand-in for flash-linear-attention's chunk_linear_attn, written from its documented
-    contract: q, k, v (B, T, H, K); normalize=False gives o_t = sum_{s <= t} scale (q_t . k_s) v_s."""
+def _stand_in_chunk_linear_attn(calls: list):
+    """flash-linear-attention's chunk_linear_attn from its documented contract: q, k, v (B, T, H, K);
+    normalize=False gives o_t = sum_{s <= t} scale (q_t . k_s) v_s."""
 
     def chunk_linear_attn(q, k, v, scale=None, normalize=True, **_):
         calls.append({"shape": tuple(q.shape), "scale": scale, "normalize": normalize})
@@ -95,24 +92,15 @@ def _stand_in_fla(calls: list):
         scores = scores * torch.ones(length, length).tril()
         return torch.einsum("bhts,bshv->bthv", scores, v), None
 
-    module = types.ModuleType("fla.ops.linear_attn")
-    module.chunk_linear_attn = chunk_linear_attn
-    return module
+    return chunk_linear_attn
 
 
 @pytest.mark.parametrize("variant", ["paper", "official"])
 def test_fla_backend_maps_causal_linrec_onto_chunk_linear_attn(monkeypatch, variant):
     """The real kernel needs CUDA (scripts/gpu_job.sh); here the mapping (layout, scale 1, no
     normalisation, rescaled queries) is checked against the torch backend with a stand-in."""
-    import types
-
     calls = []
-    for name, module in (
-        ("fla", types.ModuleType("fla")),
-        ("fla.ops", types.ModuleType("fla.ops")),
-        ("fla.ops.linear_attn", _stand_in_fla(calls)),
-    ):
-        monkeypatch.setitem(sys.modules, name, module)
+    install_stand_in(monkeypatch, "fla.ops.linear_attn", chunk_linear_attn=_stand_in_chunk_linear_attn(calls))
     monkeypatch.setattr(kernels.causal, "_FLA_DEVICE_TYPES", ("cpu",))
     q, k, v, real = _inputs()
     got = fn.linrec_attention(q, k, v, causal=True, variant=variant, key_padding_mask=real, backend="fla")

@@ -3,7 +3,9 @@ and fp64 gradients; bidirectional against the dense gamma^|i - j| form."""
 
 import pytest
 import torch
+from kernel_inputs import install_stand_in
 
+from models.attention.kernels.common import import_error
 from models.attention.kernels.retention import retention_attention, retention_decays
 
 B, H, N, D = 2, 3, 13, 4
@@ -82,3 +84,65 @@ def test_decays_span_short_to_long_memory():
     gamma = retention_decays(8)
     assert gamma[0].item() == pytest.approx(1 - 1 / 32) and gamma[-1].item() == pytest.approx(1 - 1 / 4096)
     assert (gamma[1:] > gamma[:-1]).all() and retention_decays(1).item() == pytest.approx(1 - 1 / 32)
+
+
+def _stand_in_chunk_simple_gla(calls: list):
+    """flash-linear-attention's chunk_simple_gla from its documented contract: q, k, v (B, T, H, K), g (B, T, H) a
+    log decay per position and head; o_t = scale sum_{s <= t} exp(G_t - G_s) (q_t . k_s) v_s, G = cumsum(g)."""
+
+    def chunk_simple_gla(q, k, v, g=None, scale=None, **_):
+        calls.append({"shape": tuple(q.shape), "gate": tuple(g.shape), "scale": scale})
+        total = g.cumsum(1)  # (B, T, H)
+        decay = torch.exp(total[:, :, None, :] - total[:, None, :, :])  # (B, t, s, H)
+        decay = decay * torch.ones(q.shape[1], q.shape[1], dtype=q.dtype).tril()[None, :, :, None]
+        scores = torch.einsum("bthk,bshk->btsh", q, k) * scale * decay
+        return torch.einsum("btsh,bshv->bthv", scores, v), None
+
+    return chunk_simple_gla
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_the_fla_backend_computes_the_same_retention(monkeypatch, causal):
+    """The real kernel needs CUDA; the mapping (layout, the decay as a constant gate, scale 1) is checked against
+    the torch path with a stand-in, padding on either side."""
+    from models.attention.kernels import retention as kernel
+
+    calls = []
+    install_stand_in(monkeypatch, "fla.ops.simple_gla", chunk_simple_gla=_stand_in_chunk_simple_gla(calls))
+    monkeypatch.setattr(kernel.FLA_SIMPLE_GLA, "device_types", ("cpu",))
+    import_error.cache_clear()
+    try:
+        q, k, v, mask = _inputs()
+        gamma = retention_decays(H)
+        got = retention_attention(q, k, v, gamma=gamma, causal=causal, key_padding_mask=mask, backend="auto")
+        want = retention_attention(q, k, v, gamma=gamma, causal=causal, key_padding_mask=mask, backend="torch")
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+        assert calls[0] == {"shape": (B, N, H, D), "gate": (B, N, H), "scale": 1.0}
+        assert len(calls) == (1 if causal else 2)
+    finally:
+        import_error.cache_clear()
+
+
+def test_the_fla_backend_refuses_cpu_tensors_and_unknown_backends():
+    q, k, v, _ = _inputs()
+    gamma = retention_decays(H)
+    with pytest.raises(ValueError, match="backend='fla' runs on cuda tensors only"):
+        retention_attention(q, k, v, gamma=gamma, backend="fla")
+    with pytest.raises(ValueError, match="unknown backend 'triton'"):
+        retention_attention(q, k, v, gamma=gamma, backend="triton")
+
+
+def _fla_on_cuda() -> bool:
+    import importlib.util
+
+    return torch.cuda.is_available() and importlib.util.find_spec("fla") is not None
+
+
+@pytest.mark.skipif(not _fla_on_cuda(), reason="needs CUDA and flash-linear-attention")
+@pytest.mark.parametrize("causal", [True, False])
+def test_fla_retention_on_cuda_matches_the_torch_path(causal):
+    q, k, v, mask = (t.detach().float().cuda() for t in _inputs())
+    gamma = retention_decays(H, device="cuda")
+    got = retention_attention(q, k, v, gamma=gamma, causal=causal, key_padding_mask=mask, backend="fla")
+    want = retention_attention(q, k, v, gamma=gamma, causal=causal, key_padding_mask=mask, backend="torch")
+    torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-4)

@@ -5,6 +5,10 @@ Shape legend: B batch, H heads, N length, d head dim, e value dim, n chunks, C c
 
 from __future__ import annotations
 
+import functools
+import importlib
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -66,3 +70,49 @@ def merge_chunks(x: torch.Tensor, length: int) -> torch.Tensor:
     """(B, H, n, C, e) -> (B, H, N, e)."""
     batch, heads, n_chunks, chunk, dim = x.shape
     return x.reshape(batch, heads, n_chunks * chunk, dim)[:, :, :length]  # (B, H, N, e)
+
+
+@functools.cache
+def import_error(module: str, function: str) -> str | None:
+    """Why `from module import function` fails here (None: it works), asked once per process. An optional CUDA
+    package whose build does not match the machine raises more than ImportError."""
+    try:
+        getattr(importlib.import_module(module), function)
+    except Exception as err:  # noqa: BLE001 -- any failure means: not usable here
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+@dataclass
+class OptionalKernel:
+    """A fused kernel from an optional package (mamba-ssm, flash-linear-attention), taken by `backend="auto"` where
+    it imports and the tensors are on a device it runs on; "torch" (the path in this repository) otherwise."""
+
+    name: str  # the backend's name: "mamba-ssm", "fla"
+    module: str
+    function: str
+    package: str  # what `pip install` takes
+    device_types: tuple[str, ...] = ("cuda",)
+
+    def resolve(self, mechanism: str, backend: str, like: torch.Tensor) -> str:
+        """The path `backend` names for tensors like `like`; raises on a name that is neither auto, torch nor ours."""
+        if backend not in ("auto", "torch", self.name):
+            raise ValueError(f"{mechanism}: unknown backend {backend!r}; expected one of auto, torch, {self.name}")
+        if backend != "auto":
+            return backend
+        usable = like.device.type in self.device_types and import_error(self.module, self.function) is None
+        return self.name if usable else "torch"
+
+    def load(self, mechanism: str, like: torch.Tensor):
+        """The package's function, or an error that says what is missing."""
+        if like.device.type not in self.device_types:
+            raise ValueError(
+                f"{mechanism} backend={self.name!r} runs on {'/'.join(self.device_types)} tensors only, got "
+                f"{like.device.type}; use backend='torch'"
+            )
+        error = import_error(self.module, self.function)
+        if error is not None:
+            raise ImportError(
+                f"{mechanism} backend={self.name!r} needs {self.package} (pip install {self.package}): {error}"
+            )
+        return getattr(importlib.import_module(self.module), self.function)

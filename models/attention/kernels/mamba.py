@@ -13,7 +13,8 @@ delta_t > 0 (softplus), B_t and C_t are computed from the input at t: the select
 multiply-add on (B, E, S) states per position, the states kept for autograd and read out together: O(N E S) time
 and memory, N Python steps. (Summing each chunk's pairs at once, weighted by exp(L_t - L_b), costs C times the
 arithmetic and was slower here at every size measured: 0.38 against 0.33 s at N = 256, batch 1, width 128.)
-mamba-ssm fuses the scan on CUDA and recomputes the states in the backward pass.
+On CUDA with mamba-ssm installed, `backend="auto"` hands the scan to its fused kernel (selective_scan_fn, which
+recomputes the states in the backward pass); padding maps onto it as a zero step (no decay, no drive).
 
 Shape legend: B batch, N length, E channels, S states per channel, K convolution width.
 """
@@ -24,6 +25,11 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+from .common import OptionalKernel
+
+MAMBA_SSM = OptionalKernel("mamba-ssm", "mamba_ssm.ops.selective_scan_interface", "selective_scan_fn", "mamba-ssm")
+MAMBA_BACKENDS = ("auto", "torch", MAMBA_SSM.name)
 
 
 def mamba_parameters(channels: int, states: int, dt_rank: int, dt_min: float = 1e-3, dt_max: float = 0.1):
@@ -64,12 +70,17 @@ def selective_scan(
     *,
     causal: bool = True,
     padding_mask: torch.Tensor | None = None,
+    backend: str = "torch",
 ) -> torch.Tensor:
     """x, delta (B, N, E); a_log (E, S); b, c (B, N, S); padding_mask (B, N), True = real. Returns y (B, N, E).
 
     A padded position neither feeds nor decays the state (decay 1, drive 0), so padding on either side changes
     nothing at the real positions, and its own output is 0. Bidirectional: a forward and a backward scan, the
-    current position's drive counted once."""
+    current position's drive counted once. backend: "torch" (below), "mamba-ssm" (CUDA), or "auto"
+    (resolve_mamba_backend)."""
+    backend = resolve_mamba_backend(backend, x)
+    if backend == "mamba-ssm":
+        return _mamba_ssm_selective_scan(x, delta, a_log, b, c, causal, padding_mask)
     a = -torch.exp(a_log.to(x.dtype))  # (E, S) < 0
     log_decay = delta[..., None] * a  # (B, N, E, S) <= 0
     drive = (delta * x)[..., None] * b[:, :, None, :]  # (B, N, E, S)
@@ -81,6 +92,30 @@ def selective_scan(
     if not causal:
         backward = _scan(log_decay.flip(1), drive.flip(1), c.flip(1)).flip(1)
         y = y + backward - torch.einsum("ntes,nts->nte", drive, c)  # drive_t is in both scans
+    if padding_mask is not None:
+        y = y * padding_mask[..., None]
+    return y
+
+
+def resolve_mamba_backend(backend: str, x: torch.Tensor) -> str:
+    """The scan `backend` names; "auto": mamba-ssm's fused kernel on CUDA when it imports, else "torch"."""
+    return MAMBA_SSM.resolve("mamba", backend, x)
+
+
+def _mamba_ssm_selective_scan(x, delta, a_log, b, c, causal, padding_mask):
+    """The same scan by mamba-ssm's selective_scan_fn, which takes (B, E, N) inputs, (B, S, N) B and C, A (E, S)."""
+    selective_scan_fn = MAMBA_SSM.load("mamba", x)
+    if padding_mask is not None:
+        delta = delta * padding_mask[..., None]  # a zero step: decay exp(0) = 1, drive 0
+    a = -torch.exp(a_log.to(delta.dtype))  # (E, S)
+
+    def scan(x, delta, b, c):  # (B, N, .) in and out
+        return selective_scan_fn(x.transpose(1, 2), delta.transpose(1, 2), a, b.transpose(1, 2), c.transpose(1, 2))
+
+    y = scan(x, delta, b, c).transpose(1, 2)  # (B, N, E)
+    if not causal:
+        backward = scan(*(t.flip(1) for t in (x, delta, b, c))).transpose(1, 2).flip(1)
+        y = y + backward - (delta * x) * (b * c).sum(-1, keepdim=True)  # drive_t . C_t is in both scans
     if padding_mask is not None:
         y = y * padding_mask[..., None]
     return y

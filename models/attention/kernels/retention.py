@@ -17,13 +17,20 @@ NOTE: RetNet's block also normalises each head's output (GroupNorm), gates it (s
 their absolute sum; those belong to its block, not to the mixer compared here (the encoder's LayerNorms follow).
 Decay counts positions: padded positions hold no key or value, so left and right padding change nothing, but
 padding inside a sequence would count as elapsed steps.
+
+On CUDA with flash-linear-attention installed, `backend="auto"` hands the decayed products to its chunked kernel
+(chunk_simple_gla, a constant per-head log decay as its gate); the normaliser r_i (one column) stays here.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .common import DEFAULT_CHUNK_SIZE, at_least_fp32, check_qkv, real_positions
+from .common import DEFAULT_CHUNK_SIZE, OptionalKernel, at_least_fp32, check_qkv, real_positions
+
+# flash-linear-attention's kernels are Triton (GPU) kernels
+FLA_SIMPLE_GLA = OptionalKernel("fla", "fla.ops.simple_gla", "chunk_simple_gla", "flash-linear-attention")
+RETENTION_BACKENDS = ("auto", "torch", FLA_SIMPLE_GLA.name)
 
 # RetNet's per-head decays: gamma_h = 1 - 2^(-5 - h), the first head remembering ~32 steps, each next one twice as long
 MAX_DECAY_EXPONENT = 5
@@ -67,9 +74,15 @@ def retention_attention(
     causal: bool = True,
     key_padding_mask: torch.Tensor | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    backend: str = "torch",
 ) -> torch.Tensor:
-    """Retention, (B, H, N, d) x3 -> (B, H, N, e); gamma (H,) the per-head decays; mask (B, N), True = real."""
+    """Retention, (B, H, N, d) x3 -> (B, H, N, e); gamma (H,) the per-head decays; mask (B, N), True = real.
+    backend: "torch" (the chunked pass here), "fla" (CUDA) or "auto" (resolve_retention_backend)."""
     check_qkv(q, k, v)
+    if resolve_retention_backend(backend, q) == "fla":
+        products = _fla_pass
+    else:
+        products = _causal_pass
     dtype = q.dtype
     q, k, v = at_least_fp32(q), at_least_fp32(k), at_least_fp32(v)
     real = real_positions(key_padding_mask, q)  # (B, 1, N, 1) or None
@@ -79,11 +92,27 @@ def retention_attention(
     q = q * q.shape[-1] ** -0.5
     ones = real.expand(-1, q.shape[1], -1, -1)  # (B, H, N, 1): the decay sums r_i, by the same pass
     unit = torch.ones_like(ones)
-    out = _causal_pass(q, k, v, gamma, chunk_size)
+    out = products(q, k, v, gamma, chunk_size)
     weight = _causal_pass(unit, ones, unit, gamma, chunk_size)  # (B, H, N, 1): sum_{real j <= i} gamma^(i-j)
     if not causal:
-        flipped = _causal_pass(q.flip(2), k.flip(2), v.flip(2), gamma, chunk_size).flip(2)
+        flipped = products(q.flip(2), k.flip(2), v.flip(2), gamma, chunk_size).flip(2)
         out = out + flipped - (q * k).sum(-1, keepdim=True) * v  # the diagonal j = i was counted twice
         weight = weight + _causal_pass(unit, ones.flip(2), unit, gamma, chunk_size).flip(2) - ones
     out = out * weight.clamp_min(1.0).rsqrt() * real  # RetNet's normalised decay; padded rows 0
     return out.to(dtype)
+
+
+def resolve_retention_backend(backend: str, q: torch.Tensor) -> str:
+    """The path `backend` names; "auto": flash-linear-attention on CUDA when it imports, else "torch"."""
+    return FLA_SIMPLE_GLA.resolve("retention", backend, q)
+
+
+def _fla_pass(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gamma: torch.Tensor, chunk: int) -> torch.Tensor:
+    """_causal_pass by fla's chunk_simple_gla: o_t = scale sum_{s <= t} exp(G_t - G_s) (q_t . k_s) v_s with G the
+    running sum of the gate g; a constant g = log gamma per head gives gamma^(t - s). Its chunking is its own."""
+    chunk_simple_gla = FLA_SIMPLE_GLA.load("retention", q)
+    batch, heads, length, _ = q.shape
+    gate = torch.log(gamma.to(q.dtype)).expand(batch, length, heads).contiguous()  # (B, N, H)
+    # fla takes (B, N, H, d); ours are (B, H, N, d)
+    out, _ = chunk_simple_gla(*(t.transpose(1, 2).contiguous() for t in (q, k, v)), g=gate, scale=1.0)
+    return out.transpose(1, 2)  # (B, H, N, e)
