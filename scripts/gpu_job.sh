@@ -20,7 +20,7 @@ python -m pip install --quiet --disable-pip-version-check pandas matplotlib psut
 
 timeout 120 python -m pytest -q tests/test_attention_layers.py tests/kernels/ -k "cuda or fla or mamba_ssm" 2>&1 | tail -3 | tee "$OUT/cuda_tests.txt"
 if python -c "import fla" 2>/dev/null; then  # flash-linear-attention present: our LinRec on it vs its own kernel
-  timeout 120 python -m bench peers --device cuda --seq-len 4096,16384 --mode fwd_bwd --only linrec,fla --out "$OUT/peers-fla.jsonl" 2>&1 | tail -8
+  timeout 120 python -m bench peers --device cuda --seq-len 4096,16384 --mode fwd_bwd --only linrec,fla,mamba,retention --out "$OUT/peers-fla.jsonl" 2>&1 | tail -8
 fi
 
 # beyond one machine, on the card: torchrun (nccl, one process per GPU) and, when Ray is installed, the Ray executor

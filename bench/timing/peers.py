@@ -8,6 +8,7 @@ alike); medians per job, then ratios ours / peer and ours / sdpa per cell.
 - kernel level: q, k, v (B, H, N, d) in, output out, projections excluded:
   functional.linrec_attention vs F.scaled_dot_product_attention (and, on CUDA,
   flash-linear-attention's chunked linear attention when installed);
+- on CUDA, Mamba and retention layers on mamba-ssm's / fla's kernels beside their PyTorch paths, when installed;
 - layer level: build_attention(...) modules vs performer-pytorch's SelfAttention /
   FastAttention and linformer's LinformerSelfAttention, same shapes and options.
 Peers are optional (pip install -e .[peers]); a missing one is reported, not fatal.
@@ -128,6 +129,12 @@ def peer_jobs(
                 add(
                     f"kernel/linrec-fla/{tag}", lambda: linrec_attention(q, k, v, causal=True, backend="fla"), (q, k, v)
                 )
+            # the recurrent mixers on their packages' fused kernels beside their PyTorch paths, through our layers
+            for name, package, fused in (("mamba", "mamba_ssm", "mamba-ssm"), ("retention", "fla", "fla")):
+                if _optional(package) is not None:
+                    for backend in ("torch", fused):
+                        layer = build_attention(name, dim, heads, causal=True, backend=backend).to(device)
+                        add(f"layer/{name}-{backend}/{tag}", lambda m=layer: m(x), (x,))
     ours_linformer = build_attention("linformer", dim, heads, max_len=seq_len, k=linformer_k).to(device)
     add("layer/linformer/bidir", lambda m=ours_linformer: m(x), (x,))
     linformer = _optional("linformer")
@@ -146,6 +153,8 @@ PAIRS = [
     ("layer/linformer", "layer/linformer-lucidrains"),
     ("kernel/linrec", "kernel/fla-chunk-linear"),
     ("kernel/linrec-fla", "kernel/fla-chunk-linear"),
+    ("layer/mamba-torch", "layer/mamba-mamba-ssm"),  # our scan against the fused one, same layer around it
+    ("layer/retention-torch", "layer/retention-fla"),
 ]
 
 
