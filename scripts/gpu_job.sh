@@ -19,7 +19,8 @@ python -c "import torch; print(torch.__version__, torch.cuda.get_device_name())"
 python -m pip install --quiet --disable-pip-version-check pandas matplotlib psutil tqdm pytest pytest-benchmark 2>&1 | tail -1
 
 timeout 120 python -m pytest -q tests/test_attention_layers.py tests/kernels/ -k "cuda or fla or mamba_ssm" 2>&1 | tail -3 | tee "$OUT/cuda_tests.txt"
-if python -c "import fla" 2>/dev/null; then  # flash-linear-attention present: our LinRec on it vs its own kernel
+# flash-linear-attention or mamba-ssm present: our LinRec on fla vs fla's own kernel, Mamba / retention on theirs
+if python -c "import fla" 2>/dev/null || python -c "import mamba_ssm" 2>/dev/null; then
   timeout 120 python -m bench peers --device cuda --seq-len 4096,16384 --mode fwd_bwd --only linrec,fla,mamba,retention --out "$OUT/peers-fla.jsonl" 2>&1 | tail -8
 fi
 
