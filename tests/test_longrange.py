@@ -182,3 +182,23 @@ def test_the_report_draws_each_task_and_tabulates_effective_context(tmp_path):
     assert "| 2048 | linrec | 8 |" in text and "| 2048 | sdpa | >= 64 |" in text
     assert "| linrec | 0.990* | 0.050 |" in text and "| sdpa | 1.000* | 0.980* |" in text  # *: best epoch late
     assert longrange_report(rows[-1:], tmp_path / "none") == []
+
+
+def test_a_longer_budget_is_reported_beside_the_preset_not_in_its_place(tmp_path):
+    from bench.reports.longrange import longrange_report
+    from bench.training.presets import BUDGET_EPOCHS, preset_cells
+
+    longer = {**_report_row("linrec", 64, 0.97, 0.04), "best_epoch": 40, "epochs_run": 64}
+    longer["config"] = {"epochs": BUDGET_EPOCHS}
+    longer["timestamp"] = "2026-12-03T01:00:00"  # written after the preset's row: still not its replacement
+    rows = [_report_row("linrec", 8, 0.99, 0.49), _report_row("linrec", 64, 0.55, 0.04), longer]
+    longrange_report(rows, tmp_path)
+    text = (tmp_path / "longrange.md").read_text()
+    assert "| linrec | 0.990* | 0.550* |" in text  # the preset's table keeps the 16-epoch cell
+    assert "## Longer training" in text
+    assert "| recall | 64 | linrec | 2000 | 0.550 (best epoch 16) | 0.970 (best epoch 40) |" in text
+    cells = preset_cells("longrange-budget")
+    assert {c.settings["epochs"] for c in cells} == {BUDGET_EPOCHS} and {c.dataset for c in cells} == {
+        "longrange-recall-k64"
+    }
+    assert not {c.key() for c in cells} & {c.key() for c in preset_cells("longrange")}  # their own cells

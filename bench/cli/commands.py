@@ -248,7 +248,7 @@ def cmd_accuracy(args) -> None:
     stem = args.preset if longrange else f"accuracy-{args.preset}"
     out = Path(args.out) if args.out else REPO_ROOT / "results" / "sweeps" / f"{stem}-{args.device.split(':')[0]}.jsonl"
     where = {
-        "work_dir": Path(args.work_dir or (REPO_ROOT / "runs" / "longrange" if longrange else DEFAULT_WORK_DIR)),
+        "work_dir": Path(args.work_dir or (REPO_ROOT / "runs" / args.preset if longrange else DEFAULT_WORK_DIR)),
         "threads": args.threads,
         "device": args.device,
         "data_dir": args.data_dir,

@@ -60,6 +60,7 @@ def longrange_frame(rows: list[dict]) -> pd.DataFrame:
                 "chance": levels["chance_ndcg@10"],
                 "best_epoch": row["best_epoch"],
                 "epochs_run": row["epochs_run"],
+                "budget": (row.get("config") or {}).get("epochs") or row["epochs_run"],  # epochs allowed
                 # learnt in the last quarter of the budget: more epochs might still move it
                 "late": row["best_epoch"] > 0.75 * row["epochs_run"] and len(history) > 1,
                 "partial": row["status"] == "partial",
@@ -71,8 +72,29 @@ def longrange_frame(rows: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(records)
     if frame.empty:
         return frame
-    key = ["task", "distance", "items", "mechanism", "seed"]
+    key = ["task", "distance", "items", "mechanism", "seed", "budget"]
     return frame.sort_values("timestamp").drop_duplicates(key, keep="last").reset_index(drop=True)
+
+
+def split_budgets(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the preset's rows: each cell at its smallest training budget, the cells also trained longer: every budget)."""
+    cell = ["task", "distance", "items", "mechanism", "seed"]
+    smallest = frame.groupby(cell)["budget"].transform("min")
+    budgets = frame.groupby(cell)["budget"].transform("nunique")
+    return frame[frame["budget"] == smallest], frame[budgets > 1]
+
+
+def _budget_table(longer: pd.DataFrame) -> pd.DataFrame:
+    """One line per cell trained with several budgets: NDCG@10 (best epoch) under each."""
+    longer = longer.assign(
+        shown=longer.apply(lambda r: f"{r['accuracy']:.3f} (best epoch {int(r['best_epoch'])})", axis=1),
+        budget=longer["budget"].map(lambda b: f"{int(b)} epochs"),
+    )
+    table = longer.pivot_table(
+        index=["task", "distance", "mechanism", "seed"], columns="budget", values="shown", aggfunc="first"
+    )
+    table = table[sorted(table.columns, key=lambda c: int(c.split()[0]))]
+    return table.reset_index().rename(columns={"distance": "k"})
 
 
 def _by_cell(frame: pd.DataFrame) -> pd.DataFrame:
@@ -143,6 +165,7 @@ def longrange_report(rows: list[dict], out: Path) -> list[Path]:
         return []
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    frame, longer = split_budgets(frame)
     cells = _by_cell(frame)
     written, text, context = [], [], {}
     devices = " + ".join(sorted(frame["device"].unique()))
@@ -182,6 +205,17 @@ def longrange_report(rows: list[dict], out: Path) -> list[Path]:
         "still move it); `†` a cell still training (its best epoch so far).",
         "",
     ]
+    if not longer.empty:
+        text += [
+            "## Longer training",
+            "",
+            "Cells also trained with a larger budget (`--preset longrange-budget`): whether a mechanism below the "
+            "ceiling lacks the capacity to look that far back or learns it more slowly. The tables above keep the "
+            "preset's budget.",
+            "",
+            _markdown(_budget_table(longer)),
+            "",
+        ]
     stem = out / "longrange"
     stem.with_suffix(".md").write_text("\n".join(header + text))
     table.to_csv(out / "longrange_effective_context.csv", index=False)
