@@ -52,9 +52,20 @@ def test_two_accuracy_drivers_on_one_work_folder_are_refused(tmp_path):
 # 2. SIGINT and SIGTERM
 
 
+def _deliverable_sigint() -> None:
+    """In the child: SIGINT back to its default. A shell starts background jobs with SIGINT ignored, and Python then
+    installs no KeyboardInterrupt handler, so a suite run with `&` would send the signal into the void."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(args, tmp_path):
     return subprocess.Popen(
-        [sys.executable, "-m", "bench", *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "bench", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_deliverable_sigint,
     )
 
 
