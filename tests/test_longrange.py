@@ -197,6 +197,11 @@ def test_a_longer_budget_is_reported_beside_the_preset_not_in_its_place(tmp_path
     assert "| linrec | 0.990* | 0.550* |" in text  # the preset's table keeps the 16-epoch cell
     assert "## Longer training" in text
     assert "| recall | 64 | linrec | 2000 | 0.550 (best epoch 16) | 0.970 (best epoch 40) |" in text
+    # the effective context reads the preset's budget and names what the longer one changes
+    assert "| 2048 | linrec | >= 64 |" in text
+    slow = {**longer, "test": {"all": {"ndcg@10": 0.99, "recall@10": 0.99}}}
+    longrange_report([*rows[:1], _report_row("linrec", 64, 0.1, 0.04), slow], tmp_path / "slow")
+    assert "| 2048 | linrec | 8 (>= 64 trained longer) |" in (tmp_path / "slow" / "longrange.md").read_text()
     cells = preset_cells("longrange-budget")
     assert {c.settings["epochs"] for c in cells} == {BUDGET_EPOCHS}
     assert {c.dataset for c in cells} == {"longrange-recall-k64", "longrange-recall-k256"}

@@ -76,12 +76,13 @@ def longrange_frame(rows: list[dict]) -> pd.DataFrame:
     return frame.sort_values("timestamp").drop_duplicates(key, keep="last").reset_index(drop=True)
 
 
-def split_budgets(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(the preset's rows: each cell at its smallest training budget, the cells also trained longer: every budget)."""
+def split_budgets(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(the preset's rows: each cell at its smallest training budget; the cells also trained longer, every budget;
+    each cell at its largest budget)."""
     cell = ["task", "distance", "items", "mechanism", "seed"]
-    smallest = frame.groupby(cell)["budget"].transform("min")
-    budgets = frame.groupby(cell)["budget"].transform("nunique")
-    return frame[frame["budget"] == smallest], frame[budgets > 1]
+    budget = frame.groupby(cell)["budget"]
+    smallest, largest, budgets = budget.transform("min"), budget.transform("max"), budget.transform("nunique")
+    return frame[frame["budget"] == smallest], frame[budgets > 1], frame[frame["budget"] == largest]
 
 
 def _budget_table(longer: pd.DataFrame) -> pd.DataFrame:
@@ -165,8 +166,15 @@ def longrange_report(rows: list[dict], out: Path) -> list[Path]:
         return []
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    frame, longer = split_budgets(frame)
+    frame, longer, longest = split_budgets(frame)
     cells = _by_cell(frame)
+    # where a longer budget moves a mechanism's effective context, the table says so beside the preset's reading
+    trained_longer = set(zip(longer["items"], longer["task"], longer["mechanism"], strict=True))
+    context_longest = {
+        key: effective_context(line)
+        for key, line in _by_cell(longest).groupby(["items", "task", "mechanism"])
+        if key in trained_longer
+    }
     written, text, context = [], [], {}
     devices = " + ".join(sorted(frame["device"].unique()))
     for (items, task), task_cells in sorted(cells.groupby(["items", "task"]), key=lambda g: g[0]):
@@ -183,7 +191,11 @@ def longrange_report(rows: list[dict], out: Path) -> list[Path]:
             "",
         ]
         for mechanism, line in task_cells.groupby("mechanism"):
-            context.setdefault((items, mechanism), {})[task] = effective_context(line)
+            reading = effective_context(line)
+            longest_reading = context_longest.get((items, task, mechanism), reading)
+            if longest_reading != reading:
+                reading += f" ({longest_reading} trained longer)"
+            context.setdefault((items, mechanism), {})[task] = reading
     table = pd.DataFrame(
         [{"items": items, "mechanism": mechanism, **by_task} for (items, mechanism), by_task in sorted(context.items())]
     ).fillna("not run")
@@ -197,7 +209,8 @@ def longrange_report(rows: list[dict], out: Path) -> list[Path]:
         "",
         f"The largest distance at which a mechanism keeps at least {KEPT:.0%} of its shortest-distance accuracy "
         "above chance, distances read from the shortest up ('>= k': kept at every distance run; '-': no skill at "
-        "the shortest distance).",
+        "the shortest distance). '(... trained longer)': the reading where the cells of the section 'Longer "
+        "training' replace the preset's.",
         "",
         _markdown(table),
         "",
