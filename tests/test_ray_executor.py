@@ -70,7 +70,8 @@ def test_a_ray_sweep_survives_a_killed_task_and_writes_each_cell_once(tmp_path):
     keys = [Cell.of_row(row).key() for row in rows]
     assert len(keys) == len(set(keys)) == 12  # 2 mechanisms x 3 N x 2 (causal, bidirectional), each once
     assert {row["status"] for row in rows} == {"ok"}
-    assert {row["executor"] for row in rows} == {"ray"} and {row["niceness"] for row in rows} == {0}
+    # not reniced by Ray (15 by default): the tasks run at this process's own niceness, whatever started it
+    assert {row["executor"] for row in rows} == {"ray"} and {row["niceness"] for row in rows} == {os.nice(0)}
 
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     assert again.returncode == 0, again.stderr[-3000:]
