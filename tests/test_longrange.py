@@ -108,6 +108,40 @@ def test_recall_chance_counts_the_items_seen():
     assert dataset.levels["ceiling_ndcg@10"] == 1.0
 
 
+@pytest.mark.parametrize("task", ["recall", "repeat"])
+def test_probes_mark_every_test_position_whose_evidence_is_k_back(task):
+    dataset = _small(task, 64).generate()
+    assert len(dataset.probes) == len(dataset.split.test)
+    for probe, (history, target) in zip(dataset.probes, dataset.split.test, strict=True):
+        assert list(probe) == [*history, target]  # the test user's whole sequence
+        marked = [t for t, keep in enumerate(probe.scored) if keep]
+        assert marked[-1] == len(probe) - 1 and len(marked) > 1  # the test target and others before it
+        assert all(probe[t] == probe[t - 64] for t in marked)
+    assert _small("taste", 64).generate().probes is None  # its one position at distance k is the test target
+
+
+def test_probe_metrics_at_the_last_position_equal_the_test_protocol():
+    """A full pass scores position t as training does; at the last position that is exactly the test's input."""
+    import torch
+
+    from bench.data.longrange import ScoredSequence
+    from bench.training.config import with_recipe
+    from bench.training.evaluate import evaluate, evaluate_probes
+    from bench.training.train import build_model
+
+    dataset = _small("recall", 8).generate()
+    config = with_recipe("longrange", dataset=dataset.name, max_len=16)
+    torch.manual_seed(0)
+    model = build_model(config, dataset.num_items)
+    last_only = [ScoredSequence(list(p), [False] * (len(p) - 1) + [True]) for p in dataset.probes]
+    probed = evaluate_probes(model, last_only, "cpu", tokens_per_batch=100)  # several batches
+    tested = evaluate(model, dataset.split.test, dataset.num_items, config, device="cpu")["all"]
+    assert probed["positions"] == len(dataset.split.test)
+    assert probed["ndcg@10"] == pytest.approx(tested["ndcg@10"]) and probed["recall@10"] == tested["recall@10"]
+    every = evaluate_probes(model, dataset.probes, "cpu")
+    assert every["positions"] == sum(sum(p.scored[1:]) for p in dataset.probes)
+
+
 def test_sasrec_trains_on_the_planted_positions_only():
     from bench.training.config import with_recipe
     from bench.training.train import build_model
@@ -132,6 +166,8 @@ def test_a_longrange_cell_resumes_where_it_stopped(tmp_path):
     assert resumed["history"][0] == first["history"][0]  # the first epoch is kept, not re-run
     assert resumed["dataset"]["levels"]["distance"] == 8
     assert len(resumed["test"]) == 2 and resumed["protocol"]["selected_on"] == "all"
+    # every test user's target and the copies before it: more positions than the 1,000 test users
+    assert resumed["test_probes"]["positions"] > 1000 and 0 <= resumed["test_probes"]["ndcg@10"] <= 1
 
 
 def _line(accuracy, chance, ceiling=1.0):
@@ -182,6 +218,12 @@ def test_the_report_draws_each_task_and_tabulates_effective_context(tmp_path):
     assert "| 2048 | linrec | 8 |" in text and "| 2048 | sdpa | >= 64 |" in text
     assert "| linrec | 0.990* | 0.050 |" in text and "| sdpa | 1.000* | 0.980* |" in text  # *: best epoch late
     assert longrange_report(rows[-1:], tmp_path / "none") == []
+    # the probes (every test position k back) shown beside the last position, and read for effective context
+    probed = {**_report_row("linrec", 64, 0.05, 0.04), "test_probes": {"ndcg@10": 0.95, "positions": 9000}}
+    longrange_report([*rows[:3], probed], tmp_path / "probed")
+    text = (tmp_path / "probed" / "longrange.md").read_text()
+    assert "| linrec | 0.990* | 0.050 (0.950) |" in text
+    assert "| 2048 | linrec | 8 (>= 64 at every position k back) |" in text
 
 
 def test_a_longer_budget_is_reported_beside_the_preset_not_in_its_place(tmp_path):
@@ -206,3 +248,37 @@ def test_a_longer_budget_is_reported_beside_the_preset_not_in_its_place(tmp_path
     assert {c.settings["epochs"] for c in cells} == {BUDGET_EPOCHS}
     assert {c.dataset for c in cells} == {"longrange-recall-k64", "longrange-recall-k256"}
     assert not {c.key() for c in cells} & {c.key() for c in preset_cells("longrange")}  # their own cells
+
+
+def test_an_older_cell_gets_its_probes_as_a_later_copy_of_its_row(tmp_path):
+    """scripts/longrange_probes.py: a row written without the probes gains them from the run's checkpoint."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from bench.reports.longrange import longrange_frame
+    from bench.reports.training_rows import train_row
+    from bench.results import append_row, load_rows
+    from bench.training.config import with_recipe
+    from bench.training.train import train
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "longrange_probes.py"
+    spec = importlib.util.spec_from_file_location("longrange_probes", script)
+    longrange_probes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(longrange_probes)
+
+    run = tmp_path / "run"
+    settings = {"dataset": "longrange-recall-k8", "max_len": 16, "batch_size": 32, "threads": 1, "out": str(run)}
+    results = train(with_recipe("longrange", epochs=1, **settings), progress=False, log=False)
+    (run / "config.json").write_text(json.dumps(results["config"]))  # as the accuracy sweep leaves it
+    old = {k: v for k, v in train_row(results).items() if k != "test_probes"}  # as rows were before the probes
+    rows_file = tmp_path / "longrange.jsonl"
+    append_row(rows_file, old)
+    longrange_probes.add_probes(rows_file, load_rows(rows_file), run)
+    rows = load_rows(rows_file)
+    assert len(rows) == 2 and rows[0] == json.loads(json.dumps(old))  # the first row untouched
+    assert rows[1]["test_probes"] == pytest.approx(results["test_probes"])  # the same checkpoint, the same reading
+    frame = longrange_frame(rows)
+    assert len(frame) == 1 and frame["probes"].iloc[0] == pytest.approx(results["test_probes"]["ndcg@10"])
+    longrange_probes.add_probes(rows_file, load_rows(rows_file), run)  # has them now: nothing appended
+    assert len(load_rows(rows_file)) == 2

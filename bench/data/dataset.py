@@ -33,6 +33,9 @@ class SequenceDataset:
     # generated tasks fix their own split (held-out users) and reference levels (ceiling, chance); files have none
     split: LeaveOneOut | None = None
     levels: dict = field(default_factory=dict)
+    # long-range tasks: each test user's whole sequence, marking every position whose evidence lies exactly k back
+    # (a second reading of the reach, over many positions instead of the last one alone)
+    probes: list | None = None
 
     @property
     def num_users(self) -> int:

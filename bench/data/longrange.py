@@ -126,7 +126,7 @@ class LongRangeTask:
         rng = np.random.default_rng([self.seed, TASKS.index(self.task), self.distance])
         make = {"recall": self._recall, "repeat": self._repeat, "taste": self._taste}[self.task]
         groups = {"train": self.train_users, "valid": self.valid_users, "test": self.test_users}
-        sequences, user_ids, categories = [], [], []
+        sequences, user_ids, categories, probes = [], [], [], []
         for group, count in groups.items():
             for index in range(count):
                 sequence, scored, category = make(rng)
@@ -135,6 +135,8 @@ class LongRangeTask:
                 )
                 user_ids.append(f"{group}-{index}")
                 categories.append(category)
+                if group == "test" and self.task != "taste":  # taste's one position at distance k is the target
+                    probes.append(ScoredSequence(sequence.tolist(), scored.tolist()))
         train_end, valid_end = self.train_users, self.train_users + self.valid_users
         split = LeaveOneOut(
             train=sequences[:train_end],
@@ -152,6 +154,7 @@ class LongRangeTask:
             split=split,
         )
         dataset.levels = self._levels(split.test, categories[valid_end:])
+        dataset.probes = probes or None
         return dataset
 
     # -- generators: the sequence (target last), where a dependency is planted (the training targets), the user's

@@ -55,6 +55,8 @@ def longrange_frame(rows: list[dict]) -> pd.DataFrame:
                 "mechanism": attention_label(row["attention"], row.get("options") or {}) + fallback_note(row),
                 "seed": row["seed"],
                 "accuracy": row["test"][PROTOCOL][METRIC],
+                # every test position whose evidence is k back (rows from before it was recorded: none)
+                "probes": (row.get("test_probes") or {}).get(METRIC, float("nan")),
                 "recall@10": row["test"][PROTOCOL]["recall@10"],
                 "ceiling": levels["ceiling_ndcg@10"],
                 "chance": levels["chance_ndcg@10"],
@@ -73,7 +75,8 @@ def longrange_frame(rows: list[dict]) -> pd.DataFrame:
     if frame.empty:
         return frame
     key = ["task", "distance", "items", "mechanism", "seed", "budget"]
-    return frame.sort_values("timestamp").drop_duplicates(key, keep="last").reset_index(drop=True)
+    # stable: of two rows with one timestamp (a cell's row and its copy with the probes added), the later in file wins
+    return frame.sort_values("timestamp", kind="stable").drop_duplicates(key, keep="last").reset_index(drop=True)
 
 
 def split_budgets(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -101,7 +104,7 @@ def _budget_table(longer: pd.DataFrame) -> pd.DataFrame:
 def _by_cell(frame: pd.DataFrame) -> pd.DataFrame:
     """Seeds averaged: one line per (task, items, mechanism, distance)."""
     grouped = frame.groupby(["task", "items", "mechanism", "distance"])
-    table = grouped[["accuracy", "recall@10", "ceiling", "chance", "minutes"]].mean()
+    table = grouped[["accuracy", "probes", "recall@10", "ceiling", "chance", "minutes"]].mean()
     table["seeds"] = grouped.size()
     table["late"] = grouped["late"].any()
     table["partial"] = grouped["partial"].any()
@@ -128,7 +131,8 @@ def _accuracy_table(cells: pd.DataFrame) -> pd.DataFrame:
 
     def shown(point) -> str:
         marks = ("*" if point["late"] else "") + ("†" if point["partial"] else "")
-        return f"{point['accuracy']:.3f}{marks}"
+        probes = "" if pd.isna(point["probes"]) else f" ({point['probes']:.3f})"
+        return f"{point['accuracy']:.3f}{marks}{probes}"
 
     table = cells.assign(shown=cells.apply(shown, axis=1)).pivot(index="mechanism", columns="distance", values="shown")
     levels = cells.groupby("distance")[["ceiling", "chance"]].mean().T.map(lambda value: f"{value:.3f}")
@@ -195,6 +199,9 @@ def longrange_report(rows: list[dict], out: Path) -> list[Path]:
             longest_reading = context_longest.get((items, task, mechanism), reading)
             if longest_reading != reading:
                 reading += f" ({longest_reading} trained longer)"
+            probed = effective_context(line.assign(accuracy=line["probes"].fillna(line["accuracy"])))
+            if probed != reading.split(" (")[0]:
+                reading += f" ({probed} at every position k back)"
             context.setdefault((items, mechanism), {})[task] = reading
     table = pd.DataFrame(
         [{"items": items, "mechanism": mechanism, **by_task} for (items, mechanism), by_task in sorted(context.items())]
@@ -210,12 +217,16 @@ def longrange_report(rows: list[dict], out: Path) -> list[Path]:
         f"The largest distance at which a mechanism keeps at least {KEPT:.0%} of its shortest-distance accuracy "
         "above chance, distances read from the shortest up ('>= k': kept at every distance run; '-': no skill at "
         "the shortest distance). '(... trained longer)': the reading where the cells of the section 'Longer "
-        "training' replace the preset's.",
+        "training' replace the preset's; '(... at every position k back)': the reading where a cell's NDCG@10 over "
+        "every test position whose evidence lies k back (recall, repeat; in brackets in the tables, where recorded) "
+        "replaces its last-position one.",
         "",
         _markdown(table),
         "",
         "Accuracy tables: `*` the best epoch came in the last quarter of the training budget (more epochs might "
-        "still move it); `†` a cell still training (its best epoch so far).",
+        "still move it); `†` a cell still training (its best epoch so far); in brackets, NDCG@10 over every test "
+        "position whose evidence lies k back, not only the last (recall, repeat; cells run since it is recorded): a "
+        "model can fit distance k at every position but the test's one (docs/longrange.md).",
         "",
     ]
     if not longer.empty:

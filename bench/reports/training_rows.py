@@ -92,6 +92,7 @@ def train_row(results: dict) -> dict:
         "message": "",
         **{k: results.get(k) for k in RUN_FIELDS},
         "test": test,
+        **({"test_probes": results["test_probes"]} if results.get("test_probes") else {}),  # long-range tasks
         "valid": valid,
         "history": compact_history(results.get("history")),
         "dataset_stats": results["dataset"],

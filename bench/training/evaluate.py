@@ -83,6 +83,25 @@ def evaluate(
     return {name: metrics_from_ranks(ranks, ks) for name, ranks in all_ranks.items()}
 
 
+@torch.no_grad()
+def evaluate_probes(model, probes: list, device: str, tokens_per_batch: int = 16384, ks=(5, 10, 20)) -> dict:
+    """Full-ranking metrics (every item ranked, pessimistic ties) at every marked position of whole sequences,
+    pooled over positions: `probes` are sequences with a `scored` mask (long-range tasks: the positions whose
+    evidence lies exactly k back). A causal next-item model scores them all in one pass per batch of users."""
+    model.eval()
+    ranks = []
+    length = max(len(sequence) for sequence in probes)
+    users_per_batch = max(1, tokens_per_batch // length)
+    for start in range(0, len(probes), users_per_batch):
+        chunk = probes[start : start + users_per_batch]
+        items = torch.tensor([list(sequence) for sequence in chunk], device=device)  # (b, L): equal lengths
+        marked = torch.tensor([sequence.scored for sequence in chunk], device=device)[:, 1:]  # (b, L - 1)
+        states = model.encoder(items[:, :-1])  # (b, L - 1, hidden): position t predicts item t + 1
+        scores = model.encoder.item_scores(states[marked]).float().cpu()  # (T, I)
+        ranks.append(pessimistic_ranks(scores, items[:, 1:][marked].cpu() - 1))
+    return {**metrics_from_ranks(torch.cat(ranks), ks), "positions": sum(len(r) for r in ranks)}
+
+
 def _sampled_candidates(histories, targets, num_items, protocol, popularity, generator, negatives=100):
     weights = popularity.double() if protocol == "pop100" else torch.ones(num_items, dtype=torch.float64)
     rows = []

@@ -39,7 +39,7 @@ from ..measure import LoadMonitor, peak_memory
 from ..results import folder_owner
 from . import distributed
 from .config import TrainConfig, fixed_settings
-from .evaluate import TEST_RANKS_FILE, evaluate, write_test_ranks
+from .evaluate import TEST_RANKS_FILE, evaluate, evaluate_probes, write_test_ranks
 
 
 def get_dataset(config: TrainConfig) -> SequenceDataset:
@@ -332,10 +332,12 @@ def _train(config, replicas, device, *, resume, overwrite, progress, log, datase
     valid = evaluate_on(split.valid, config.seed)
     test_ranks: dict[str, list[int]] = {}
     test = evaluate_on(split.test, config.seed + 1, ranks_out=test_ranks)
+    probes = evaluate_probes(model, dataset.probes, device) if dataset.probes else None
     epochs = state["history"]
     loads = [e["other_load_cores"] for e in epochs if e.get("other_load_cores") is not None]
     results = {
         "test": test,
+        **({"test_probes": probes} if probes else {}),  # long-range: every test position at distance k, every item
         "valid": valid,
         "best_epoch": state["best_epoch"],
         "epochs_run": state["epoch"],
