@@ -239,6 +239,8 @@ def test_one_seed_against_several_is_read_against_the_known_spread_only(linrec, 
     rows = [_row("sdpa", s, v) for s, v in zip((1, 2, 3), (0.180, 0.182, 0.178), strict=True)]
     (line,) = gaps_to_baseline(train_frame([*rows, _row("linrec", 1, linrec)]), "seen_excluded")
     assert f"{verdict} twice sdpa's seed-to-seed std (0.0020; 3 seeds); linrec has one seed" in line
+    # the mean gap and the gap over the seed both ran (sdpa's seed 1: 0.180) side by side
+    assert f"over the seed(s) both ran (1): {linrec - 0.180:+.4f}" in line
 
 
 @pytest.mark.parametrize("same_file", [False, True])

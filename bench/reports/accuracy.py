@@ -90,11 +90,22 @@ def gaps_to_baseline(
                 )
             else:
                 detail = "cannot be compared with the seed spread yet (one seed on each side)"
+            detail += _matched_seeds(pair, column, baseline, value, metric)
             lines.append(
                 f"- {_where(within, where)}: {value} {gap:+.4f} {'validation ' if split == 'valid' else ''}NDCG@10 vs "
                 f"{baseline}; the gap {detail}{training}."
             )
     return lines
+
+
+def _matched_seeds(pair: pd.DataFrame, column: str, baseline: str, value, metric: str) -> str:
+    """Where the two sides ran different seeds: the gap over the seeds both ran (what the paired test reads)."""
+    seeds = [set(pair[(pair[column] == side) & pair[metric].notna()]["seed"]) for side in (baseline, value)]
+    common = sorted(seeds[0] & seeds[1])
+    if not common or seeds[0] == seeds[1]:
+        return ""
+    means = [pair[(pair[column] == side) & pair["seed"].isin(common)][metric].mean() for side in (baseline, value)]
+    return f"; over the seed(s) both ran ({', '.join(map(str, common))}): {means[1] - means[0]:+.4f}"
 
 
 # ------------------------------------------------------------------ plots
