@@ -101,3 +101,38 @@ def test_read_ranks_names_a_bad_file(tmp_path):
     bad.write_text("not gzip")
     with pytest.raises(ValueError, match="bad.json.gz"):
         read_ranks(bad)
+
+
+def test_window_strata_pairs_each_window_with_the_reference_one_per_history_length(tmp_path):
+    import pandas as pd
+
+    from bench.reports.per_user import history_length_sections, window_strata
+
+    users = [str(u) for u in range(200)]
+    lengths = [50] * 100 + [500] * 100  # 100 short histories, then 100 beyond N = 200
+
+    def run(name, mechanism, n, ranks):
+        path = tmp_path / f"{name}.json.gz"
+        with gzip.open(path, "wt") as handle:
+            payload = {"users": users, "ranks": {"seen_excluded": ranks}, "history_lengths": lengths}
+            json.dump({**payload, "file_sha256": "abc"}, handle)
+        return {"mechanism": mechanism, "seq_len": n, "batch_size": 128, "seed": 2000, "partial": False,
+                "ranks_path": str(path)}  # fmt: skip
+
+    runs = pd.DataFrame(
+        [
+            run("sdpa200", "sdpa", 200, [20] * 200),
+            run("sdpa800", "sdpa", 800, [20] * 100 + [1] * 100),  # the longer window helps only the long histories
+            run("linrec800", "linrec", 800, [1] * 200),  # no N = 200 run to pair with: no row
+        ]
+    )
+    table = window_strata(runs, "seen_excluded")
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert (row["mechanism"], row["N"], row["against N"], row["seed pairs"]) == ("sdpa", 800, 200, 1)
+    assert row["Δ NDCG@10 >= 400"].startswith("+1.0000") and row["Δ NDCG@10 >= 400"].endswith("*")
+    assert row["Δ NDCG@10 < 100"].startswith("+0.0000") and not row["Δ NDCG@10 < 100"].endswith("*")
+    assert row["Δ NDCG@10 100-399"] == ""  # nobody in that range
+    assert row["every user"].startswith("+0.5000")
+    text = "\n".join(history_length_sections(runs, "seen_excluded"))
+    assert "## What the window changes, by history length" in text and "| sdpa | 800 | 200 |" in text

@@ -29,7 +29,7 @@ import pandas as pd
 
 from .accuracy_plots import _colors, _learning_curves, _pareto, _vs_axis
 from .longrange import is_longrange_row, longrange_report
-from .per_user import _where, paired_lines, paired_to_baseline, strata_table
+from .per_user import _where, history_length_sections, paired_lines, paired_to_baseline
 from .training_rows import BASELINE, PROTOCOL_NAMES, _devices, _protocols, device_label, summary, train_frame
 from .training_rows import pipe_table as _markdown
 
@@ -245,17 +245,7 @@ def accuracy_report(rows: list[dict], out: Path) -> list[Path]:
                     *lines,
                     "",
                 ]
-            strata = strata_table(runs, protocol)
-            if not strata.empty:
-                text += [
-                    f"## By history length ({PROTOCOL_NAMES.get(protocol, protocol)})",
-                    "",
-                    "Test NDCG@10 of the users whose history before the test item falls in each range (runs that "
-                    "recorded history lengths; mean over their seeds):",
-                    "",
-                    _markdown(strata),
-                    "",
-                ]
+            text += history_length_sections(runs, protocol)
         written += [*_write_md_csv(stem, shown, text), stem.with_suffix(".tex")]
     return written + _order_tables(frame, out)
 

@@ -1,6 +1,7 @@
 """What the per-user test ranks of finished runs tell (bench.training.train keeps them, with each user's history
-length): paired tests of every mechanism against sdpa over the same users, and accuracy by history length (whom a
-longer window helps)."""
+length): paired tests of every mechanism against sdpa over the same users, accuracy by history length, and what
+another window N changes for each history length, paired against the same mechanism at the reference N (whom a
+longer window helps, and whether that is more than chance)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,45 @@ import numpy as np
 import pandas as pd
 
 from .paired import PairedComparison, compare_seeds, ndcg_at, read_ranks
-from .training_rows import BASELINE
+from .training_rows import BASELINE, PROTOCOL_NAMES, pipe_table
 
 # history lengths (items before the test item) that split ML-1M's users into short, long and very long histories
 STRATA = ((0, 100, "< 100"), (100, 400, "100-399"), (400, None, ">= 400"))
+REFERENCE_WINDOW = 200  # the N of SASRec's and LinRec's papers: every other window is read against it
+
+
+def history_length_sections(runs: pd.DataFrame, protocol: str) -> list[str]:
+    """The report's markdown on history lengths: accuracy per stratum, then each other window against the
+    reference one, per stratum. Empty when no run recorded history lengths."""
+    strata = strata_table(runs, protocol)
+    if strata.empty:
+        return []
+    name = PROTOCOL_NAMES.get(protocol, protocol)
+    text = [
+        f"## By history length ({name})",
+        "",
+        "Test NDCG@10 of the users whose history before the test item falls in each range (runs that recorded "
+        "history lengths; mean over their seeds):",
+        "",
+        pipe_table(strata),
+        "",
+    ]
+    windows = window_strata(runs, protocol)
+    if not windows.empty:
+        text += [
+            f"## What the window changes, by history length ({name})",
+            "",
+            f"Each mechanism at another N against itself at N={REFERENCE_WINDOW}, same batch size and seeds, paired "
+            "over the same test users of each range: the mean NDCG@10 difference (N minus "
+            f"N={REFERENCE_WINDOW}), its 95 % paired bootstrap interval and the Wilcoxon p; *: significant (the "
+            "interval excludes 0 and p < 0.05). Users whose whole history fits both windows see the same items, so "
+            "a longer window can only help those beyond the shorter one; what it changes for the others is how "
+            "the model was trained.",
+            "",
+            pipe_table(windows),
+            "",
+        ]
+    return text
 
 
 def strata_table(runs: pd.DataFrame, protocol: str) -> pd.DataFrame:
@@ -42,6 +78,43 @@ def strata_table(runs: pd.DataFrame, protocol: str) -> pd.DataFrame:
             record[f"users {label}"] = int(per_seed[0][label][1])
         records.append(record)
     return pd.DataFrame(records)
+
+
+def window_strata(runs: pd.DataFrame, protocol: str, reference: int = REFERENCE_WINDOW) -> pd.DataFrame:
+    """One row per (mechanism, N other than the reference, batch) with finished runs of both N on common seeds:
+    the paired test of N against the reference N over every test user and within each history-length stratum."""
+    if "ranks_path" not in runs:
+        return pd.DataFrame()
+    finished = runs[~runs["partial"].astype(bool) & runs["ranks_path"].notna()] if "partial" in runs else runs
+    records = []
+    for (mechanism, batch), group in finished.groupby(["mechanism", "batch_size"]):
+        base = group[group["seq_len"] == reference]
+        base = dict(zip(base["seed"], base["ranks_path"], strict=True))
+        for n, other in group[group["seq_len"] != reference].groupby("seq_len"):
+            pairs = [
+                (read_ranks(base[seed]), read_ranks(path))
+                for seed, path in zip(other["seed"], other["ranks_path"], strict=True)
+                if seed in base and Path(base[seed]).exists() and Path(path).exists()
+            ]
+            pairs = [(a, b) for a, b in pairs if "history_lengths" in a and "history_lengths" in b]
+            if not pairs or any(protocol not in a["ranks"] or protocol not in b["ranks"] for a, b in pairs):
+                continue
+            record = {"mechanism": mechanism, "N": n, "against N": reference, "batch": batch, "seed pairs": len(pairs)}
+            record["every user"] = compare_seeds(pairs, protocol=protocol).brief()
+            for low, high, label in STRATA:
+                within = [(_stratum(a, protocol, low, high), _stratum(b, protocol, low, high)) for a, b in pairs]
+                shared = set.intersection(*(set(a["users"]) & set(b["users"]) for a, b in within))
+                record[f"Δ NDCG@10 {label}"] = compare_seeds(within, protocol=protocol).brief() if shared else ""
+            records.append(record)
+    return pd.DataFrame(records)
+
+
+def _stratum(payload: dict, protocol: str, low: int, high: int | None) -> dict:
+    """The payload's users whose history length lies in [low, high), with their ranks under one protocol."""
+    keep = _in(np.asarray(payload["history_lengths"]), low, high)
+    users = [user for user, kept in zip(payload["users"], keep, strict=True) if kept]
+    ranks = np.asarray(payload["ranks"][protocol])[keep].tolist()
+    return {"users": users, "ranks": {protocol: ranks}, "file_sha256": payload.get("file_sha256", "")}
 
 
 def _in(lengths: np.ndarray, low: int, high: int | None) -> np.ndarray:
