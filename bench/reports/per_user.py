@@ -88,14 +88,8 @@ def window_strata(runs: pd.DataFrame, protocol: str, reference: int = REFERENCE_
     finished = runs[~runs["partial"].astype(bool) & runs["ranks_path"].notna()] if "partial" in runs else runs
     records = []
     for (mechanism, batch), group in finished.groupby(["mechanism", "batch_size"]):
-        base = group[group["seq_len"] == reference]
-        base = dict(zip(base["seed"], base["ranks_path"], strict=True))
         for n, other in group[group["seq_len"] != reference].groupby("seq_len"):
-            pairs = [
-                (read_ranks(base[seed]), read_ranks(path))
-                for seed, path in zip(other["seed"], other["ranks_path"], strict=True)
-                if seed in base and Path(base[seed]).exists() and Path(path).exists()
-            ]
+            pairs = _seed_pairs(group[group["seq_len"] == reference], other)
             pairs = [(a, b) for a, b in pairs if "history_lengths" in a and "history_lengths" in b]
             if not pairs or any(protocol not in a["ranks"] or protocol not in b["ranks"] for a, b in pairs):
                 continue
@@ -107,6 +101,16 @@ def window_strata(runs: pd.DataFrame, protocol: str, reference: int = REFERENCE_
                 record[f"Δ NDCG@10 {label}"] = compare_seeds(within, protocol=protocol).brief() if shared else ""
             records.append(record)
     return pd.DataFrame(records)
+
+
+def _seed_pairs(reference: pd.DataFrame, runs: pd.DataFrame) -> list[tuple[dict, dict]]:
+    """(reference run's ranks, run's ranks) for every seed both sides ran, where both ranks files are here."""
+    base = dict(zip(reference["seed"], reference["ranks_path"], strict=True))
+    return [
+        (read_ranks(base[seed]), read_ranks(path))
+        for seed, path in zip(runs["seed"], runs["ranks_path"], strict=True)
+        if seed in base and Path(base[seed]).exists() and Path(path).exists()
+    ]
 
 
 def _stratum(payload: dict, protocol: str, low: int, high: int | None) -> dict:
@@ -138,14 +142,8 @@ def paired_to_baseline(
     results = {}
     for where, shape in finished.groupby(list(within)):
         where = where if isinstance(where, tuple) else (where,)
-        reference = shape[shape["mechanism"] == baseline]
-        base = dict(zip(reference["seed"], reference["ranks_path"], strict=True))
         for mechanism, runs in shape[shape["mechanism"] != baseline].groupby("mechanism"):
-            pairs = [
-                (read_ranks(base[seed]), read_ranks(path))
-                for seed, path in zip(runs["seed"], runs["ranks_path"], strict=True)
-                if seed in base and Path(base[seed]).exists() and Path(path).exists()
-            ]
+            pairs = _seed_pairs(shape[shape["mechanism"] == baseline], runs)
             if pairs:
                 results[(mechanism, *where)] = compare_seeds(pairs, protocol=protocol)
     return results
