@@ -19,7 +19,12 @@ COMMITTED_REPORTS: dict[str, list[str]] = {
     "mixers-cpu": ["sweeps/mixers-cpu.jsonl"],
     "mixers-mamba-cpu": ["sweeps/mixers-mamba-cpu.jsonl"],
     "quick-cpu": ["sweeps/quick-cpu.jsonl"],
-    "accuracy": ["sweeps/accuracy-*-cpu.jsonl", "sweeps/accuracy-*-cpu.*.jsonl", "runs/*/*/results.json"],
+    "accuracy": [
+        "sweeps/accuracy-*-cpu.jsonl",
+        "sweeps/accuracy-*-cpu.*.jsonl",
+        "sweeps/accuracy-*-cuda.jsonl",
+        "runs/*/*/results.json",
+    ],
     "longrange": ["sweeps/longrange-*.jsonl"],
     "two-shards-cpu": ["distributed/two-shards/quick.jsonl"],
     "cpp-cpu": ["sweeps/cpp-cpu.jsonl"],
