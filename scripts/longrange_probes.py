@@ -1,4 +1,4 @@
-"""Add the probe reading to long-range cells that finished before training recorded it.
+"""Add the probe reading to long-range cells that finished before training recorded it; print top-1 at the probes.
 
     python scripts/longrange_probes.py results/sweeps/longrange-cpu.jsonl runs/longrange/<cell> [...]
 
@@ -61,16 +61,16 @@ def add_probes(results: Path, rows: list[dict], run: Path) -> None:
     if not mine:
         raise SystemExit(f"{run}: no row in {results} was trained in this folder")
     row = mine[-1]
-    if row.get("test_probes"):
-        print(f"{run.name}: already has test_probes ({row['test_probes']['ndcg@10']:.3f})")
-        return
     dataset = longrange_dataset(config.dataset)
     model = build_model(config, dataset.num_items)
     model.load_state_dict(torch.load(run / "best.pt", weights_only=True)["model"])
-    probes = evaluate_probes(model, dataset.probes, "cpu")
+    probes = row.get("test_probes")
+    if not probes:  # a cell that has the reading already is only read (top-1), not appended again
+        probes = evaluate_probes(model, dataset.probes, "cpu")
+        added = {"from": "best.pt", "commit": git_commit()}
+        append_to_parts(results, {**row, "test_probes": probes, "probes_added": added})
+    model.eval()
     elsewhere, last = top1_at_probes(model, dataset.probes)
-    added = {"from": "best.pt", "commit": git_commit()}
-    append_to_parts(results, {**row, "test_probes": probes, "probes_added": added})
     print(
         f"{run.name}: test NDCG@10 {row['test']['all']['ndcg@10']:.3f} at the last position; "
         f"{probes['ndcg@10']:.3f} over {probes['positions']} positions k back; "

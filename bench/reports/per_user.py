@@ -56,10 +56,7 @@ def strata_table(runs: pd.DataFrame, protocol: str) -> pd.DataFrame:
     """One row per (mechanism, N, batch): NDCG@10 per history-length stratum, mean over the seeds whose ranks
     file records history lengths, with the stratum's user count. Empty when no run recorded them."""
     records = []
-    finished = runs[~runs["partial"].astype(bool)] if "partial" in runs else runs
-    if "ranks_path" not in finished:
-        return pd.DataFrame()
-    for (mechanism, n, batch), group in finished.groupby(["mechanism", "seq_len", "batch_size"]):
+    for (mechanism, n, batch), group in _finished_with_ranks(runs).groupby(["mechanism", "seq_len", "batch_size"]):
         per_seed = []
         for path in group["ranks_path"].dropna():
             payload = read_ranks(path)
@@ -83,11 +80,8 @@ def strata_table(runs: pd.DataFrame, protocol: str) -> pd.DataFrame:
 def window_strata(runs: pd.DataFrame, protocol: str, reference: int = REFERENCE_WINDOW) -> pd.DataFrame:
     """One row per (mechanism, N other than the reference, batch) with finished runs of both N on common seeds:
     the paired test of N against the reference N over every test user and within each history-length stratum."""
-    if "ranks_path" not in runs:
-        return pd.DataFrame()
-    finished = runs[~runs["partial"].astype(bool) & runs["ranks_path"].notna()] if "partial" in runs else runs
     records = []
-    for (mechanism, batch), group in finished.groupby(["mechanism", "batch_size"]):
+    for (mechanism, batch), group in _finished_with_ranks(runs).groupby(["mechanism", "batch_size"]):
         for n, other in group[group["seq_len"] != reference].groupby("seq_len"):
             pairs = _seed_pairs(group[group["seq_len"] == reference], other)
             pairs = [(a, b) for a, b in pairs if "history_lengths" in a and "history_lengths" in b]
@@ -101,6 +95,14 @@ def window_strata(runs: pd.DataFrame, protocol: str, reference: int = REFERENCE_
                 record[f"Δ NDCG@10 {label}"] = compare_seeds(within, protocol=protocol).brief() if shared else ""
             records.append(record)
     return pd.DataFrame(records)
+
+
+def _finished_with_ranks(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs that finished (no snapshot of a cell still training) and kept their per-user test ranks."""
+    if "ranks_path" not in runs:
+        return runs.iloc[0:0]
+    finished = ~runs["partial"].astype(bool) if "partial" in runs else True
+    return runs[finished & runs["ranks_path"].notna()]
 
 
 def _seed_pairs(reference: pd.DataFrame, runs: pd.DataFrame) -> list[tuple[dict, dict]]:
@@ -136,11 +138,8 @@ def paired_to_baseline(
 ) -> dict[tuple, PairedComparison]:
     """(mechanism, *within) -> the paired test of its finished runs against the baseline's of the same seeds,
     over the same test users (bench.reports.paired): only where both sides kept their per-user ranks."""
-    if "ranks_path" not in frame:
-        return {}
-    finished = frame[~frame["partial"].astype(bool) & frame["ranks_path"].notna()]
     results = {}
-    for where, shape in finished.groupby(list(within)):
+    for where, shape in _finished_with_ranks(frame).groupby(list(within)):
         where = where if isinstance(where, tuple) else (where,)
         for mechanism, runs in shape[shape["mechanism"] != baseline].groupby("mechanism"):
             pairs = _seed_pairs(shape[shape["mechanism"] == baseline], runs)
