@@ -13,7 +13,7 @@ import pytest
 from bench.reports.accuracy import accuracy_report, gaps_to_baseline
 from bench.reports.timing import report
 from bench.reports.training_rows import compact_history, train_frame, variant
-from bench.results import append_to_parts, load_rows, result_parts
+from bench.results import append_to_parts, folder_owner, load_rows, result_parts
 from bench.training.accuracy import TrainCell, done_keys, run_accuracy_sweep
 from bench.training.presets import preset_cells
 
@@ -343,3 +343,44 @@ def test_a_preset_whose_every_run_changes_the_recipe_alike_still_gets_its_report
     accuracy_report(rows, tmp_path)
     (page,) = tmp_path.glob("accuracy_*inner-256_min_count-5_select_protocol-all.md")
     assert "| linrec |" in page.read_text() and not list(tmp_path.glob("ablation_*"))
+
+
+def test_status_reads_each_cell_as_finished_part_way_or_waiting_without_training(tmp_path):
+    import dataclasses
+
+    from bench.training.progress import cell_progress, format_progress
+    from bench.training.train import train
+
+    small = {"epochs": 3, "patience": 3, "synthetic_users": 200}
+    finished, part_way, failed, untouched = (
+        TrainCell("synthetic", "sdpa", 20, 16, seed=seed, settings=small) for seed in (1, 2, 3, 4)
+    )
+    out, work = tmp_path / "acc.jsonl", tmp_path / "work"
+    run_accuracy_sweep([finished], out, work_dir=work, threads=1, log=lambda *_: None)
+    cell_dir = work / part_way.slug()
+    cell_dir.mkdir(parents=True)
+    train(dataclasses.replace(part_way.train_config(cell_dir, threads=1), epochs=1), progress=False, log=False)
+    append_to_parts(out, {"level": "train", **asdict(failed), "status": "error", "message": "exit 1: boom"})
+    cells = [finished, part_way, failed, untouched]
+    progress = cell_progress(cells, out, work)
+    assert [p.state for p in progress] == ["finished", "part-way", "waiting", "waiting"]
+    assert progress[0].detail.startswith("test NDCG@10 ") and "(seen_excluded), best epoch " in progress[0].detail
+    # the budget is the cell's (3 epochs), not the shortened one the checkpoint was written with
+    assert progress[1].detail.startswith("epoch 1/3, best 1 (valid ") and "; 2 epoch(s) left (" in progress[1].detail
+    assert progress[2].detail == "last try: error: exit 1: boom" and progress[3].detail == ""
+    text = format_progress(progress, out, work)
+    assert text.splitlines()[-1].startswith("1 finished, 1 part-way, 2 waiting; ")
+    assert text.endswith("no driver is training there now") and len(load_rows(out)) == 2  # nothing written
+    assert cell_progress([part_way], out, work)[0].detail == progress[1].detail  # reading it trained nothing
+    with folder_owner(work, "an accuracy sweep", "--work-dir"):  # a driver at work there
+        assert format_progress(progress, out, work).endswith(f"a driver is training there now (pid {os.getpid()})")
+
+
+def test_status_from_the_command_line(tmp_path):
+    out, work = tmp_path / "acc.jsonl", tmp_path / "work"
+    flags = ["--preset", "quick", "--out", str(out), "--work-dir", str(work), "--status"]
+    shown = subprocess.run([sys.executable, "-m", "bench", "accuracy", *flags], capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert len(lines) == len(preset_cells("quick")) + 1 and all(" waiting" in line for line in lines[:-1])
+    assert lines[-1].startswith(f"{len(preset_cells('quick'))} waiting; ") and not out.exists() and not work.exists()

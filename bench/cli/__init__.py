@@ -278,6 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no training: a 'partial' row (best epoch so far, tested) for each cell stopped mid-training",
     )
+    acc.add_argument(
+        "--status",
+        action="store_true",
+        help="no training: each cell's state (finished with its test reading, part-way with its epoch and what is "
+        "left, waiting) and whether a driver is training now",
+    )
     acc.set_defaults(func=commands.cmd_accuracy)
 
     data = sub.add_parser("data", help="dataset utilities")

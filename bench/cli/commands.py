@@ -254,6 +254,11 @@ def cmd_accuracy(args) -> None:
         "data_dir": args.data_dir,
     }
     try:
+        if args.status:
+            from ..training.progress import cell_progress, format_progress
+
+            print(format_progress(cell_progress(cells, out, where["work_dir"]), out, where["work_dir"]))
+            return
         if args.snapshot:
             rows = snapshot_unfinished(cells, out, **where)
             print(f"{len(rows)} partial row(s) in {out}")
