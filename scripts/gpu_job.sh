@@ -7,8 +7,8 @@
 #   1. the CUDA correctness tests of the mechanisms (a minute at most);
 #   2. side by side on the card, the training cells the CPU presets have not finished: the paper preset's ML-1M
 #      cells (when the standard file was copied to ./device_data/ml-1m beforehand; never committed) and the
-#      long-range level's k = 1024 and 4096 cells for the six attention mechanisms. Each results file starts as a
-#      copy of the committed CPU one, so every cell with a row is skipped; only rows written here are archived.
+#      long-range level's k = 1024 and 4096 cells for the six attention mechanisms. Every cell finished in a
+#      committed CPU results file is skipped (--skip-done-in); the files here hold only rows written here.
 #      Cells still training when time is up get a snapshot row (status partial: best epoch so far, tested);
 #   3. the gpu timing preset (layer level) with the time left.
 # Back home, unpack the archive into results/sweeps/ (accuracy-paper-cuda.jsonl and longrange-cuda.jsonl with their
@@ -29,13 +29,10 @@ python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name() 
 timeout 90 python3 -m pytest -q -p no:cacheprovider tests/test_attention_layers.py tests/kernels/ \
   -k "cuda or fla or mamba_ssm" 2>&1 | tail -3
 
-# rows already committed are skipped: the results file starts as a copy of the CPU one (its lines are dropped again
-# before archiving)
-seed_rows() {  # seed_rows COMMITTED WORKFILE -> number of lines copied
-  if [ -f "$1" ]; then cp "$1" "$2"; wc -l < "$2"; else : > "$2"; echo 0; fi
-}
-PAPER_SEEDED=$(seed_rows results/sweeps/accuracy-paper-cpu.jsonl "$WORK/accuracy-paper-cuda.jsonl")
-LONG_SEEDED=$(seed_rows results/sweeps/longrange-cpu.jsonl "$WORK/longrange-cuda.jsonl")
+# cells finished on a CPU are skipped: the committed results files of each preset (their parts are read too)
+done_in() { ls "$@" 2>/dev/null | paste -sd, -; }
+PAPER_DONE=$(done_in results/sweeps/accuracy-paper-cpu.jsonl results/sweeps/accuracy-mixers-cpu.jsonl)
+LONG_DONE=$(done_in results/sweeps/longrange-cpu.jsonl)
 
 TRAIN_S=$(( $(left) * 7 / 10 ))
 PIDS=()
@@ -43,21 +40,23 @@ if [ -f device_data/ml-1m/ml-1m_sasrec.txt.gz ]; then
   # 14 cells at once: small models leave the card idle otherwise; the length sweep and N = 200 cells come first
   timeout "$TRAIN_S" python3 -m bench accuracy --preset paper --device "$DEVICE" --data-dir device_data \
     --jobs "${GPU_CELLS:-14}" --threads 1 --work-dir "$WORK/accuracy-runs" --out "$WORK/accuracy-paper-cuda.jsonl" \
-    > "$WORK/accuracy.log" 2>&1 &
+    ${PAPER_DONE:+--skip-done-in "$PAPER_DONE"} > "$WORK/accuracy.log" 2>&1 &
   PIDS+=($!)
 fi
 timeout "$TRAIN_S" python3 -m bench accuracy --preset longrange --only k1024,k4096 \
   --attention sdpa,linrec,linrec-official,linear,efficient,performer --device "$DEVICE" --jobs "${LONG_CELLS:-6}" --threads 1 \
-  --work-dir "$WORK/longrange-runs" --out "$WORK/longrange-cuda.jsonl" > "$WORK/longrange.log" 2>&1 &
+  --work-dir "$WORK/longrange-runs" --out "$WORK/longrange-cuda.jsonl" ${LONG_DONE:+--skip-done-in "$LONG_DONE"} \
+  > "$WORK/longrange.log" 2>&1 &
 PIDS+=($!)
 wait "${PIDS[@]}"
 tail -n 4 "$WORK/accuracy.log" "$WORK/longrange.log" 2>/dev/null
 if [ -f device_data/ml-1m/ml-1m_sasrec.txt.gz ]; then
   python3 -m bench accuracy --preset paper --device "$DEVICE" --data-dir device_data --work-dir "$WORK/accuracy-runs" \
-    --out "$WORK/accuracy-paper-cuda.jsonl" --snapshot --threads 4 2>&1 | tail -n 1
+    --out "$WORK/accuracy-paper-cuda.jsonl" ${PAPER_DONE:+--skip-done-in "$PAPER_DONE"} --snapshot --threads 4 2>&1 |
+    tail -n 1
 fi
 python3 -m bench accuracy --preset longrange --only k1024,k4096 --device "$DEVICE" --work-dir "$WORK/longrange-runs" \
-  --out "$WORK/longrange-cuda.jsonl" --snapshot --threads 4 2>&1 | tail -n 1
+  --out "$WORK/longrange-cuda.jsonl" ${LONG_DONE:+--skip-done-in "$LONG_DONE"} --snapshot --threads 4 2>&1 | tail -n 1
 
 SWEEP_S=$(( $(left) - 45 ))
 if [ "$SWEEP_S" -gt 30 ]; then
@@ -65,11 +64,6 @@ if [ "$SWEEP_S" -gt 30 ]; then
     --out "$WORK/gpu-sweep.jsonl" 2>&1 | tail -n 3
 fi
 
-# only what was written here: drop the seeded CPU rows, keep rows, ranks and logs
-tail -n +"$(( PAPER_SEEDED + 1 ))" "$WORK/accuracy-paper-cuda.jsonl" > "$WORK/accuracy-paper-cuda.new" &&
-  mv "$WORK/accuracy-paper-cuda.new" "$WORK/accuracy-paper-cuda.jsonl"
-tail -n +"$(( LONG_SEEDED + 1 ))" "$WORK/longrange-cuda.jsonl" > "$WORK/longrange-cuda.new" &&
-  mv "$WORK/longrange-cuda.new" "$WORK/longrange-cuda.jsonl"
 wc -l "$WORK"/*.jsonl
 tar czf "$OUT/gpu_job.tar.gz" -C "$WORK" --exclude='*.pt' .
 ls -l "$OUT"

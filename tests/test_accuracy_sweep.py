@@ -384,3 +384,22 @@ def test_status_from_the_command_line(tmp_path):
     lines = shown.stdout.splitlines()
     assert len(lines) == len(preset_cells("quick")) + 1 and all(" waiting" in line for line in lines[:-1])
     assert lines[-1].startswith(f"{len(preset_cells('quick'))} waiting; ") and not out.exists() and not work.exists()
+
+
+def test_cells_finished_in_another_results_file_are_skipped_and_read_as_finished_there(tmp_path):
+    from bench.training.progress import cell_progress
+
+    small = {"epochs": 1, "patience": 1, "synthetic_users": 200}
+    theirs, ours = (TrainCell("synthetic", "sdpa", 20, 16, seed=seed, settings=small) for seed in (1, 2))
+    elsewhere, out, work = tmp_path / "other-machine.jsonl", tmp_path / "acc.jsonl", tmp_path / "work"
+    (finished,) = run_accuracy_sweep([theirs], elsewhere, work_dir=tmp_path / "w2", threads=1, log=lambda *_: None)
+    append_to_parts(elsewhere, {"level": "train", **asdict(ours), "status": "error", "message": "exit 1"})
+    rows = run_accuracy_sweep([theirs, ours], out, work_dir=work, threads=1, done_in=[elsewhere], log=lambda *_: None)
+    assert [TrainCell.of_row(r) for r in rows] == [ours]  # an error there is not finished: trained here
+    assert not (work / theirs.slug()).exists()
+    first, second = cell_progress([theirs, ours], out, work, done_in=[elsewhere])
+    assert first.state == "finished" and first.detail.endswith(f"(in {elsewhere})")
+    assert second.state == "finished" and "(in " not in second.detail
+    with pytest.raises(ValueError, match=r"--skip-done-in: .*typo.jsonl is not a file; expected a results file"):
+        run_accuracy_sweep([ours], out, work_dir=work, done_in=[tmp_path / "typo.jsonl"], log=lambda *_: None)
+    assert finished["status"] == "ok"

@@ -279,6 +279,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="no training: a 'partial' row (best epoch so far, tested) for each cell stopped mid-training",
     )
     acc.add_argument(
+        "--skip-done-in",
+        type=_csv(str),
+        default=(),
+        metavar="FILES",
+        help="results files (comma-separated) whose finished cells are skipped too: rows another machine or "
+        "another driver wrote",
+    )
+    acc.add_argument(
         "--status",
         action="store_true",
         help="no training: each cell's state (finished with its test reading, part-way with its epoch and what is "

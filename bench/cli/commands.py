@@ -257,13 +257,14 @@ def cmd_accuracy(args) -> None:
         if args.status:
             from ..training.progress import cell_progress, format_progress
 
-            print(format_progress(cell_progress(cells, out, where["work_dir"]), out, where["work_dir"]))
+            progress = cell_progress(cells, out, where["work_dir"], done_in=args.skip_done_in)
+            print(format_progress(progress, out, where["work_dir"]))
             return
         if args.snapshot:
-            rows = snapshot_unfinished(cells, out, **where)
+            rows = snapshot_unfinished(cells, out, done_in=args.skip_done_in, **where)
             print(f"{len(rows)} partial row(s) in {out}")
             return
-        rows = run_accuracy_sweep(cells, out, jobs=args.jobs, **where)
+        rows = run_accuracy_sweep(cells, out, jobs=args.jobs, done_in=args.skip_done_in, **where)
     except (ResultsFileBusy, ValueError, DatasetNotFound) as err:
         sys.exit(f"accuracy: {err}")
     print(f"{len(rows)} new training cell(s) in {out}" if rows else f"nothing to do: every cell is already in {out}")

@@ -109,6 +109,25 @@ def done_keys(path: Path) -> set[str]:
     return keys
 
 
+def check_done_in(paths) -> list[Path]:
+    """--skip-done-in: results files that must exist (a typo would otherwise retrain what is finished)."""
+    paths = [Path(p) for p in paths]
+    for path in paths:
+        if not path.is_file():
+            raise ValueError(
+                f"--skip-done-in: {path} is not a file; expected a results file (JSON lines) of `bench accuracy`"
+            )
+    return paths
+
+
+def done_anywhere(out: Path, done_in=()) -> set[str]:
+    """Cells finished in `out` or in any of `done_in` (rows written elsewhere: another machine, another file)."""
+    keys = done_keys(out)
+    for path in check_done_in(done_in):
+        keys |= done_keys(path)
+    return keys
+
+
 def snapshot_unfinished(
     cells: list[TrainCell],
     out: Path,
@@ -117,6 +136,7 @@ def snapshot_unfinished(
     threads: int | None = None,
     device: str = "cpu",
     data_dir: str | None = None,
+    done_in=(),
     log=print,
 ) -> list[dict]:
     """Rows with status 'partial' for cells stopped mid-training: their best epoch so far, tested.
@@ -128,7 +148,7 @@ def snapshot_unfinished(
 
     from .train import train
 
-    done, written = done_keys(out), []
+    done, written = done_anywhere(out, done_in), []
     with results_writer(out):
         for cell in cells:
             cell_dir = work_dir / cell.slug()
@@ -172,15 +192,18 @@ def run_accuracy_sweep(
     threads: int | None = None,
     device: str = "cpu",
     data_dir: str | None = None,
+    done_in=(),
     poll_s: float = 2.0,
     log=print,
 ) -> list[dict]:
-    """Train every cell not yet in `out`, `jobs` at a time; returns the rows written by this call."""
+    """Train every cell not yet in `out` (nor in any `done_in` file), `jobs` at a time; returns the rows written by
+    this call."""
     out, work_dir = Path(out), Path(work_dir)
     if jobs < 1:  # before the lock: a refused call leaves nothing behind (not even OUT.lock)
         raise ValueError(f"--jobs must be >= 1, got {jobs}")
+    done_in = check_done_in(done_in)  # before the lock, like --jobs
     with results_writer(out):
-        return _run_locked(cells, out, work_dir, jobs, threads, device, data_dir, poll_s, log)
+        return _run_locked(cells, out, work_dir, jobs, threads, device, data_dir, done_in, poll_s, log)
 
 
 def check_cells(cells: list[TrainCell], *, jobs: int, threads: int | None, device: str, data_dir: str | None) -> None:
@@ -202,8 +225,8 @@ def check_cells(cells: list[TrainCell], *, jobs: int, threads: int | None, devic
             locate(dataset, data_dir)
 
 
-def _run_locked(cells, out, work_dir, jobs, threads, device, data_dir, poll_s, log) -> list[dict]:
-    done = done_keys(out)
+def _run_locked(cells, out, work_dir, jobs, threads, device, data_dir, done_in, poll_s, log) -> list[dict]:
+    done = done_anywhere(out, done_in)
     todo = [c for c in cells if c.key() not in done]
     already = len(cells) - len(todo)  # of these cells (an --only selection counts its own)
     check_cells(todo, jobs=jobs, threads=threads, device=device, data_dir=data_dir)

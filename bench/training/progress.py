@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..results import ResultsFileBusy, folder_owner, load_rows, result_parts
-from .accuracy import TrainCell
+from .accuracy import TrainCell, check_done_in
 
 RECENT_EPOCHS = 5  # seconds per epoch: the median of the last few, so one slow (loaded) epoch does not rule it
 
@@ -25,13 +25,16 @@ class CellProgress:
     detail: str  # one line: the test reading, the training's position, or the last failure
 
 
-def _final_rows(out: Path) -> dict[str, dict]:
-    """The latest row of each cell in the results file (and its parts); a missing file has none."""
+def _final_rows(out: Path, done_in=()) -> dict[str, dict]:
+    """The latest row of each cell in the results file (and its parts), then the finished ones of `done_in` where
+    `out` has none; a missing `out` has none."""
     rows: dict[str, dict] = {}
-    for part in result_parts(out) if Path(out).exists() else []:
-        for row in load_rows(part):
-            if row.get("level") == "train":
-                rows[TrainCell.of_row(row).key()] = row
+    for path in [*check_done_in(done_in), out]:  # the sweep's own file last: its rows win
+        for part in result_parts(path):
+            for row in load_rows(part):
+                finished_elsewhere = path != out and row.get("status") in ("ok", "oom", "unsupported")
+                if row.get("level") == "train" and (path == out or finished_elsewhere):
+                    rows[TrainCell.of_row(row).key()] = {**row, "read_from": str(path)}
     return rows
 
 
@@ -72,8 +75,8 @@ def _training_position(cell: TrainCell, checkpoint: Path) -> str:
     )
 
 
-def cell_progress(cells: list[TrainCell], out: Path, work_dir: Path) -> list[CellProgress]:
-    rows = _final_rows(out)
+def cell_progress(cells: list[TrainCell], out: Path, work_dir: Path, done_in=()) -> list[CellProgress]:
+    rows = _final_rows(Path(out), done_in)
     progress = []
     for cell in cells:
         row = rows.get(cell.key())
@@ -81,7 +84,9 @@ def cell_progress(cells: list[TrainCell], out: Path, work_dir: Path) -> list[Cel
         checkpoint = Path(work_dir) / cell.slug() / "checkpoint.pt"
         if status in ("ok", "oom", "unsupported"):
             state = "finished" if status == "ok" else status
-            progress.append(CellProgress(cell, state, _test_reading(row) if status == "ok" else row["message"]))
+            detail = _test_reading(row) if status == "ok" else row["message"]
+            elsewhere = f" (in {row['read_from']})" if row["read_from"] != str(out) else ""
+            progress.append(CellProgress(cell, state, detail + elsewhere))
         elif checkpoint.exists():  # a 'partial' snapshot row does not finish a cell
             progress.append(CellProgress(cell, "part-way", _training_position(cell, checkpoint)))
         else:
