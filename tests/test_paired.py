@@ -106,7 +106,8 @@ def test_read_ranks_names_a_bad_file(tmp_path):
 def test_window_strata_pairs_each_window_with_the_reference_one_per_history_length(tmp_path):
     import pandas as pd
 
-    from bench.reports.per_user import history_length_sections, window_strata
+    from bench.reports.accuracy_plots import _by_history, _colors
+    from bench.reports.per_user import history_length_sections, strata_table, window_strata
 
     users = [str(u) for u in range(200)]
     lengths = [50] * 100 + [500] * 100  # 100 short histories, then 100 beyond N = 200
@@ -136,3 +137,11 @@ def test_window_strata_pairs_each_window_with_the_reference_one_per_history_leng
     assert row["every user"].startswith("+0.5000")
     text = "\n".join(history_length_sections(runs, "seen_excluded"))
     assert "## What the window changes, by history length" in text and "| sdpa | 800 | 200 |" in text
+    # accuracy per range, as numbers for the plot and to four decimals in the table (rank 20 is outside the top 10)
+    strata = strata_table(runs, "seen_excluded").set_index(["mechanism", "N"])
+    assert strata.loc[("sdpa", 800), "NDCG@10 >= 400"] == 1.0 and strata.loc[("sdpa", 800), "NDCG@10 < 100"] == 0.0
+    assert strata.loc[("linrec", 800), "users >= 400"] == 100 and np.isnan(strata.loc[("sdpa", 200), "NDCG@10 100-399"])
+    assert "| sdpa | 800 | 128 | 1 | 0.0000 | 100 | nan | 0 | 1.0000 | 100 |" in text
+    plot = tmp_path / "by_history.png"
+    _by_history({"seen_excluded": strata.reset_index()}, "test", plot, _colors(["sdpa", "linrec"]))
+    assert plot.stat().st_size > 10_000

@@ -5,6 +5,7 @@ setting (dataset with its item count, recommender and objective, recipe, model w
 
     accuracy_vs_len_<setting>.png     test NDCG@10 under both protocols and s/epoch vs N
     accuracy_vs_batch_<setting>.png   the same vs batch size
+    accuracy_by_history_<setting>.png test NDCG@10 vs N within each history-length range
     pareto_<setting>_<protocol>.png   test NDCG@10 vs total training time, Pareto front
     learning_curves_<setting>.png     validation NDCG@10 vs epoch, one line per run
     accuracy_<setting>.md/.csv/.tex   mean ± std over seeds, and each gap to sdpa against
@@ -27,9 +28,9 @@ import matplotlib
 matplotlib.use("Agg")
 import pandas as pd
 
-from .accuracy_plots import _colors, _learning_curves, _pareto, _vs_axis
+from .accuracy_plots import _by_history, _colors, _learning_curves, _pareto, _vs_axis
 from .longrange import is_longrange_row, longrange_report
-from .per_user import _where, history_length_sections, paired_lines, paired_to_baseline
+from .per_user import _where, history_length_sections, paired_lines, paired_to_baseline, strata_table
 from .training_rows import BASELINE, PROTOCOL_NAMES, _devices, _protocols, device_label, summary, train_frame
 from .training_rows import pipe_table as _markdown
 
@@ -187,6 +188,11 @@ def accuracy_report(rows: list[dict], out: Path) -> list[Path]:
                 path,
                 colors,
             )
+            written.append(path)
+        by_history = {p: strata_table(runs[runs["batch_size"] == common_batch], p) for p in protocols}
+        if all(not t.empty for t in by_history.values()) and any(t["N"].nunique() > 1 for t in by_history.values()):
+            path = out / f"accuracy_by_history_{setting}.png"
+            _by_history(by_history, f"Accuracy vs N by history length, batch {common_batch} — {title}", path, colors)
             written.append(path)
         by_batch = table[table["seq_len"] == common_len]
         if by_batch["batch_size"].nunique() > 1:

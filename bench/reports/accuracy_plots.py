@@ -1,5 +1,5 @@
-"""The accuracy reports' plots: accuracy (and seconds per epoch) against N or batch size, accuracy against training
-time with its Pareto front, learning curves."""
+"""The accuracy reports' plots: accuracy (and seconds per epoch) against N or batch size, accuracy against N within
+each history-length range, accuracy against training time with its Pareto front, learning curves."""
 
 from __future__ import annotations
 
@@ -129,5 +129,39 @@ def _learning_curves(frame: pd.DataFrame, title: str, path: Path, colors: dict) 
     ax.grid(alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7, frameon=False)
     fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _by_history(strata: dict[str, pd.DataFrame], title: str, path: Path, colors: dict) -> None:
+    """Test NDCG@10 against N within each history-length range (columns), one row of panels per protocol: whom a
+    longer window helps. `strata`: protocol -> per_user.strata_table of one batch size."""
+    labels = [c.removeprefix("NDCG@10 ") for c in next(iter(strata.values())) if c.startswith("NDCG@10 ")]
+    fig, axes = plt.subplots(len(strata), len(labels), figsize=(4.6 * len(labels), 3.6 * len(strata)), squeeze=False)
+    for row, (protocol, table) in zip(axes, strata.items(), strict=True):
+        for ax, label in zip(row, labels, strict=True):
+            for mechanism, line in table.groupby("mechanism"):
+                line = line.sort_values("N")
+                seeds = dict(zip(line["N"], line["seeds"], strict=True))
+                if len(set(seeds.values())) > 1:  # a step between N can then be partly a seed effect: say so
+                    mechanism_label = f"{mechanism} (seeds: {', '.join(f'N={n}: {k}' for n, k in seeds.items())})"
+                else:
+                    mechanism_label = mechanism
+                ax.plot(line["N"], line[f"NDCG@10 {label}"], marker="o", color=colors[mechanism], label=mechanism_label)
+            windows = sorted(table["N"].unique())
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(windows, [str(n) for n in windows])
+            ax.set_title(f"history {label} items ({int(table[f'users {label}'].iloc[0])} users)", fontsize=9)
+            ax.set_xlabel("sequence length N")
+            ax.set_ylabel(f"test NDCG@10 ({PROTOCOL_NAMES.get(protocol, protocol)})")
+            ax.grid(alpha=0.3)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=min(len(names), 6), fontsize=8, frameon=False)
+    fig.suptitle(
+        title + "\n(finished runs that kept their per-user ranks; mean over seeds; paired differences between windows, "
+        "seed by seed: the report's table 'What the window changes')",
+        fontsize=10,
+    )
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -31,7 +31,7 @@ def history_length_sections(runs: pd.DataFrame, protocol: str) -> list[str]:
         "Test NDCG@10 of the users whose history before the test item falls in each range (runs that recorded "
         "history lengths; mean over their seeds):",
         "",
-        pipe_table(strata),
+        pipe_table(strata.assign(**{c: strata[c].map("{:.4f}".format) for c in strata if c.startswith("NDCG")})),
         "",
     ]
     windows = window_strata(runs, protocol)
@@ -71,7 +71,8 @@ def strata_table(runs: pd.DataFrame, protocol: str) -> pd.DataFrame:
             continue
         record = {"mechanism": mechanism, "N": n, "batch": batch, "seeds": len(per_seed)}
         for _, _, label in STRATA:
-            record[f"NDCG@10 {label}"] = f"{np.mean([seed[label][0].mean() for seed in per_seed]):.4f}"
+            gains = [seed[label][0] for seed in per_seed]
+            record[f"NDCG@10 {label}"] = float(np.mean([g.mean() for g in gains])) if gains[0].size else np.nan
             record[f"users {label}"] = int(per_seed[0][label][1])
         records.append(record)
     return pd.DataFrame(records)
