@@ -372,6 +372,11 @@ def test_status_reads_each_cell_as_finished_part_way_or_waiting_without_training
     assert text.splitlines()[-1].startswith("1 finished, 1 part-way, 2 waiting; ")
     assert text.endswith("no driver is training there now") and len(load_rows(out)) == 2  # nothing written
     assert cell_progress([part_way], out, work)[0].detail == progress[1].detail  # reading it trained nothing
+    torn = work / untouched.slug() / "checkpoint.pt"
+    torn.parent.mkdir()
+    torn.write_bytes(b"torn mid-write")
+    (unreadable,) = cell_progress([untouched], out, work)
+    assert unreadable.state == "part-way" and "checkpoint.pt: not a readable checkpoint" in unreadable.detail
     with folder_owner(work, "an accuracy sweep", "--work-dir"):  # a driver at work there
         assert format_progress(progress, out, work).endswith(f"a driver is training there now (pid {os.getpid()})")
 

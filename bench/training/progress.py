@@ -88,7 +88,11 @@ def cell_progress(cells: list[TrainCell], out: Path, work_dir: Path, done_in=())
             elsewhere = f" (in {row['read_from']})" if row["read_from"] != str(out) else ""
             progress.append(CellProgress(cell, state, detail + elsewhere))
         elif checkpoint.exists():  # a 'partial' snapshot row does not finish a cell
-            progress.append(CellProgress(cell, "part-way", _training_position(cell, checkpoint)))
+            try:
+                position = _training_position(cell, checkpoint)
+            except ValueError as err:  # one unreadable checkpoint does not hide the other cells
+                position = str(err)
+            progress.append(CellProgress(cell, "part-way", position))
         else:
             last = f"last try: {status}: {row['message']}" if row else ""
             progress.append(CellProgress(cell, "waiting", last))
