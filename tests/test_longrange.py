@@ -179,8 +179,10 @@ def test_effective_context_reads_half_the_skill_above_chance():
     assert effective_context(_line([1.0, 0.85, 0.29, 0.1], [0.5, 0.05, 0.01, 0.0])) == "256"
     assert effective_context(_line([0.9, 0.9, 0.9], [0.1, 0.1, 0.1])) == ">= 256"
     assert effective_context(_line([0.52, 0.5], [0.5, 0.05])) == "-"  # no skill at the shortest distance
-    # a rebound after a fall does not count: the first distance below half ends it
-    assert effective_context(_line([1.0, 0.1, 0.9], [0.0, 0.0, 0.0])) == "8"
+    # a rebound after a fall does not count: the first distance below half ends it; the rebound is named
+    assert effective_context(_line([1.0, 0.1, 0.9], [0.0, 0.0, 0.0])) == "8; again at 256"
+    assert effective_context(_line([1.0, 0.9, 0.1, 0.9, 0.1], [0.0] * 5)) == "64; again at 1024"
+    assert effective_context(_line([1.0, 0.1, 0.1], [0.0, 0.0, 0.0])) == "8"
 
 
 def _report_row(mechanism, distance, ndcg, chance):

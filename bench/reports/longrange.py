@@ -4,7 +4,8 @@ ceiling and chance drawn, and each mechanism's effective context in one table.
 Effective context: the largest distance at which a mechanism keeps at least half of its accuracy at the shortest
 distance, counted above chance (chance falls as k grows: recall's is 0.49 at k = 8, 0.002 at k = 4096, so raw
 accuracy would credit guessing). Distances are read from the shortest up; the first one that falls below half ends
-it. '-': no skill even at the shortest distance (less than a tenth of the way from chance to the ceiling).
+it; a later distance where the share is kept again is named ('64; again at 1024'), not counted. '-': no skill even
+at the shortest distance (less than a tenth of the way from chance to the ceiling).
 """
 
 from __future__ import annotations
@@ -118,12 +119,15 @@ def effective_context(line: pd.DataFrame) -> str:
     skill = shortest["accuracy"] - shortest["chance"]
     if skill < SKILL * (shortest["ceiling"] - shortest["chance"]):
         return "-"
-    kept = None
-    for _, point in line.iterrows():
-        if point["accuracy"] - point["chance"] < KEPT * skill:
-            break
-        kept = int(point["distance"])
-    return f">= {kept}" if kept == int(line["distance"].max()) else str(kept)
+    held = [point["accuracy"] - point["chance"] >= KEPT * skill for _, point in line.iterrows()]
+    distances = [int(k) for k in line["distance"]]
+    first_fall = held.index(False) if False in held else len(held)
+    kept = distances[first_fall - 1]
+    if first_fall == len(held):
+        return f">= {kept}"
+    # a rebound does not extend it (a fall in between means it does not look that far back in general), but is said
+    again = [str(k) for k, h in zip(distances[first_fall:], held[first_fall:], strict=True) if h]
+    return f"{kept}; again at {', '.join(again)}" if again else str(kept)
 
 
 def _accuracy_table(cells: pd.DataFrame) -> pd.DataFrame:
@@ -215,8 +219,9 @@ def longrange_report(rows: list[dict], out: Path) -> list[Path]:
         "## Effective context",
         "",
         f"The largest distance at which a mechanism keeps at least {KEPT:.0%} of its shortest-distance accuracy "
-        "above chance, distances read from the shortest up ('>= k': kept at every distance run; '-': no skill at "
-        "the shortest distance). '(... trained longer)': the reading where the cells of the section 'Longer "
+        "above chance, distances read from the shortest up ('>= k': kept at every distance run; 'k; again at K': "
+        "it fell after k and was kept again at K, which does not count; '-': no skill at the shortest distance). "
+        "'(... trained longer)': the reading where the cells of the section 'Longer "
         "training' replace the preset's; '(... at every position k back)': the reading where a cell's NDCG@10 over "
         "every test position whose evidence lies k back (recall, repeat; in brackets in the tables, where recorded) "
         "replaces its last-position one.",
