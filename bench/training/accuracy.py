@@ -99,6 +99,12 @@ def _row(cell: TrainCell, status: str, message: str = "", results: dict | None =
     return row
 
 
+def selected_test(row: dict) -> tuple[str, dict]:
+    """(protocol, test metrics) of a row under the protocol its run was selected on; {} when it has none."""
+    protocol = (row.get("config") or {}).get("select_protocol") or "seen_excluded"
+    return protocol, (row.get("test") or {}).get(protocol) or {}
+
+
 def done_keys(path: Path) -> set[str]:
     """Cells with a final row in the results file or any part continuing it."""
     keys = set()
@@ -242,8 +248,7 @@ def _train_cells(cells, todo, already, out, work_dir, jobs, threads, device, dat
     def finish(cell: TrainCell, row: dict) -> None:
         append_to_parts(out, row)
         written.append(row)
-        protocol = (row.get("config") or {}).get("select_protocol") or "seen_excluded"  # the one it was selected on
-        test = row.get("test", {}).get(protocol, {})
+        protocol, test = selected_test(row)
         log(
             f"[{already + len(written)}/{len(cells)}] {cell.slug()}: {row['status']}"
             + (f"  test NDCG@10 {protocol} {test['ndcg@10']:.4f}" if test else f"  {row['message']}")

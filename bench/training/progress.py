@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..results import ResultsFileBusy, folder_owner, load_rows, result_parts
-from .accuracy import TrainCell, check_done_in
+from .accuracy import TrainCell, check_done_in, selected_test
 
 RECENT_EPOCHS = 5  # seconds per epoch: the median of the last few, so one slow (loaded) epoch does not rule it
 
@@ -39,8 +39,7 @@ def _final_rows(out: Path, done_in=()) -> dict[str, dict]:
 
 
 def _test_reading(row: dict) -> str:
-    protocol = (row.get("config") or {}).get("select_protocol") or "seen_excluded"
-    test = (row.get("test") or {}).get(protocol) or {}
+    protocol, test = selected_test(row)
     if not test:
         return row.get("message", "")
     reading = f"test NDCG@10 {test['ndcg@10']:.4f} R@10 {test['recall@10']:.4f} ({protocol})"
