@@ -20,7 +20,11 @@ class ResultsFileError(ValueError):
 
 
 class ResultsFileBusy(RuntimeError):
-    """Another process is writing to this results file."""
+    """Another process is writing to this results file (or owns this run folder); `holder` names it ('pid 1234')."""
+
+    def __init__(self, message: str, holder: str = "another process"):
+        super().__init__(message)
+        self.holder = holder
 
 
 MODEL_DROPOUT = 0.2  # model cells: RecBole's dropout (embeddings, residual branches, attention unless set)
@@ -145,7 +149,7 @@ def exclusive_lock(lock_path: Path, busy: str):
         except BlockingIOError:
             lock.seek(0)
             holder = lock.read().strip() or "another process"
-            raise ResultsFileBusy(busy.format(holder=holder)) from None
+            raise ResultsFileBusy(busy.format(holder=holder), holder) from None
         lock.seek(0)
         lock.truncate()
         lock.write(f"pid {os.getpid()}")

@@ -106,7 +106,7 @@ def driver_holding(work_dir: Path) -> str | None:
         with folder_owner(work_dir, "a status reading", "--work-dir"):
             return None
     except ResultsFileBusy as busy:
-        return str(busy).split(" is in use by ", 1)[1].split(" (", 1)[0]
+        return busy.holder
 
 
 def format_progress(progress: list[CellProgress], out: Path, work_dir: Path) -> str:
