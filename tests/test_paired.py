@@ -145,3 +145,25 @@ def test_window_strata_pairs_each_window_with_the_reference_one_per_history_leng
     plot = tmp_path / "by_history.png"
     _by_history({"seen_excluded": strata.reset_index()}, "test", plot, _colors(["sdpa", "linrec"]))
     assert plot.stat().st_size > 10_000
+
+
+def test_other_mechanisms_are_also_paired_with_linrec_and_the_lines_name_it(tmp_path):
+    import pandas as pd
+
+    from bench.reports.per_user import paired_lines, paired_to_baseline
+
+    users = [str(u) for u in range(100)]
+
+    def run(mechanism, ranks):
+        path = tmp_path / f"{mechanism}.json.gz"
+        with gzip.open(path, "wt") as handle:
+            json.dump({"users": users, "ranks": {"seen_excluded": ranks}, "file_sha256": "abc"}, handle)
+        return {"mechanism": mechanism, "seq_len": 200, "batch_size": 128, "seed": 2000, "partial": False,
+                "ranks_path": str(path)}  # fmt: skip
+
+    runs = pd.DataFrame([run("sdpa", [1] * 100), run("linrec", [20] * 100), run("mamba", [1] * 100)])
+    tests = paired_to_baseline(runs[runs["mechanism"] != "sdpa"], "seen_excluded", baseline="linrec")
+    assert set(tests) == {("mamba", 200, 128)}  # LinRec is not paired with itself
+    assert tests[("mamba", 200, 128)].difference == pytest.approx(1.0) and tests[("mamba", 200, 128)].significant
+    (line,) = paired_lines(tests, baseline="linrec")
+    assert line.startswith("- N=200, batch 128: mamba +1.0000 NDCG@10 vs linrec over 100 users")

@@ -31,7 +31,7 @@ import pandas as pd
 from .accuracy_plots import _by_history, _colors, _learning_curves, _pareto, _vs_axis
 from .longrange import is_longrange_row, longrange_report
 from .per_user import _where, history_length_sections, paired_lines, paired_to_baseline, strata_table
-from .training_rows import BASELINE, PROTOCOL_NAMES, _devices, _protocols, device_label, summary, train_frame
+from .training_rows import BASELINE, PROTOCOL_NAMES, SUBJECT, _devices, _protocols, device_label, summary, train_frame
 from .training_rows import pipe_table as _markdown
 
 # ------------------------------------------------------------------ the frame
@@ -240,17 +240,21 @@ def accuracy_report(rows: list[dict], out: Path) -> list[Path]:
             gaps = gaps_to_baseline(runs, protocol)
             if gaps:
                 text += [f"## Gap to {BASELINE} ({PROTOCOL_NAMES.get(protocol, protocol)})", "", *gaps, ""]
-            lines = paired_lines(paired[protocol])
-            if lines:
-                text += [
-                    f"## Paired tests against {BASELINE} ({PROTOCOL_NAMES.get(protocol, protocol)})",
-                    "",
-                    "The same test users scored by both: significant when the 95 % paired bootstrap interval of the "
-                    "per-user NDCG@10 difference excludes 0 and the Wilcoxon signed-rank test agrees (p < 0.05).",
-                    "",
-                    *lines,
-                    "",
-                ]
+            # LinRec too: whoever weighs another efficient mixer against it wants that gap tested directly
+            against_linrec = paired_to_baseline(runs[runs["mechanism"] != BASELINE], protocol, baseline=SUBJECT)
+            for baseline, tests in ((BASELINE, paired[protocol]), (SUBJECT, against_linrec)):
+                lines = paired_lines(tests, baseline=baseline)
+                if lines:
+                    text += [
+                        f"## Paired tests against {baseline} ({PROTOCOL_NAMES.get(protocol, protocol)})",
+                        "",
+                        "The same test users scored by both: significant when the 95 % paired bootstrap interval of "
+                        "the per-user NDCG@10 difference excludes 0 and the Wilcoxon signed-rank test agrees "
+                        "(p < 0.05).",
+                        "",
+                        *lines,
+                        "",
+                    ]
             text += history_length_sections(runs, protocol)
         written += [*_write_md_csv(stem, shown, text), stem.with_suffix(".tex")]
     return written + _order_tables(frame, out)

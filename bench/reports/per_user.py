@@ -149,12 +149,14 @@ def paired_to_baseline(
     return results
 
 
-def paired_lines(tests: dict[tuple, PairedComparison], within=("seq_len", "batch_size")) -> list[str]:
+def paired_lines(
+    tests: dict[tuple, PairedComparison], within=("seq_len", "batch_size"), baseline: str = BASELINE
+) -> list[str]:
     lines = []
     for (mechanism, *where), test in sorted(tests.items(), key=lambda item: tuple(map(str, item[0]))):
         verdict = "significant" if test.significant else "not significant"
         lines.append(
-            f"- {_where(within, tuple(where))}: {mechanism} {test.difference:+.4f} NDCG@10 vs {BASELINE} over "
+            f"- {_where(within, tuple(where))}: {mechanism} {test.difference:+.4f} NDCG@10 vs {baseline} over "
             f"{test.users} users ({test.seeds} seed pair(s) averaged per user), 95 % paired bootstrap interval "
             f"[{test.ci_low:+.4f}, {test.ci_high:+.4f}], Wilcoxon p = {test.wilcoxon_p:.2g}, paired t p = "
             f"{test.t_p:.2g}: {verdict}."

@@ -10,6 +10,7 @@ import pandas as pd
 from ..results import attention_label, duplicate_keys, fallback_note
 
 BASELINE = "sdpa"
+SUBJECT = "linrec"  # the suite's subject: other mechanisms are tested against it as well as against the baseline
 PROTOCOL_NAMES = {"seen_excluded": "seen items excluded", "all": "all items ranked"}
 
 
