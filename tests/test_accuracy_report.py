@@ -175,3 +175,20 @@ def test_a_preset_whose_every_run_changes_the_recipe_alike_still_gets_its_report
     accuracy_report(rows, tmp_path)
     (page,) = tmp_path.glob("accuracy_*inner-256_min_count-5_select_protocol-all.md")
     assert "| linrec |" in page.read_text() and not list(tmp_path.glob("ablation_*"))
+
+
+def test_two_variants_of_a_preset_setting_get_a_report_each_and_an_ablation_table(tmp_path):
+    """The authors' setting with whole-history windows and with the last window only: neither is the recipe as
+    named, each keeps its own report, and the ablation table sets them side by side."""
+    own = {"inner": 256, "select_protocol": "all"}
+    rows = [
+        {**_row(name, 2000, ndcg), "settings": {**own, **windows}}
+        for windows, ndcg in (({}, 0.28), ({"train_windows": "all"}, 0.30))
+        for name in ("sdpa", "linrec")
+    ]
+    accuracy_report(rows, tmp_path)
+    last = tmp_path.glob("accuracy_*inner-256_select_protocol-all.md")
+    whole = tmp_path.glob("accuracy_*inner-256_select_protocol-all_train_windows-all.md")
+    assert len(list(last)) == 1 and len(list(whole)) == 1
+    (ablation,) = tmp_path.glob("ablation_*.md")
+    assert "train_windows=all" in ablation.read_text()

@@ -238,3 +238,18 @@ def test_cells_finished_in_another_results_file_are_skipped_and_read_as_finished
     with pytest.raises(ValueError, match=r"--skip-done-in: .*typo.jsonl is not a file; expected a results file"):
         run_accuracy_sweep([ours], out, work_dir=work, done_in=[tmp_path / "typo.jsonl"], log=lambda *_: None)
     assert finished["status"] == "ok"
+
+
+def test_the_authors_setting_trains_every_interaction_and_keeps_the_last_window_cells_as_its_ablation():
+    """RecBole's prefix augmentation makes every training interaction a target: the authors' cells train on windows
+    covering the whole history; the cells that ran on the last window alone keep their names (and rows)."""
+    authors = [c for c in preset_cells("paper") if c.recipe == "recbole" and c.settings.get("hidden") == 128]
+    whole = [c for c in authors if c.train_config("x").train_windows == "all"]
+    last = [c for c in authors if c.train_config("x").train_windows == "last"]
+    assert {(c.dataset, c.attention) for c in whole} == {
+        (d, a) for d in ("ml-1m", "gowalla-subset") for a in ("sdpa", "linrec")
+    }
+    assert {c.slug() for c in last} >= {
+        "ml-1m-sasrec-all_positions-recbole-sdpa-N200-B128-s2000-heads8-hidden128-inner256-select_protocolall",
+        "gowalla-subset-sasrec-all_positions-recbole-linrec-N100-B128-s2000-heads8-hidden128-inner256-min_count5-select_protocolall",
+    }  # fmt: skip

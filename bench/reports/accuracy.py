@@ -262,17 +262,18 @@ def accuracy_report(rows: list[dict], out: Path) -> list[Path]:
 
 def _settings(frame: pd.DataFrame, out: Path, written: list[Path]):
     """(name, runs) for each setting's report. Where a setting has runs of the recipe as named, those; its other
-    variants go to the ablation table. Where every run changes the recipe the same way (a preset's own setting,
-    e.g. the LinRec authors' width and selection), that variant is reported as a setting of its own."""
+    variants go to the ablation table. Where no run keeps the recipe as named (a preset's own settings, e.g. the
+    LinRec authors' width and selection, with and without whole-history windows), each variant is reported as a
+    setting of its own."""
     for setting, every_variant in frame.groupby("setting"):
         if every_variant["variant"].nunique() > 1:
             written += _ablation_table(every_variant.dropna(axis=1, how="all"), setting, out)
         base = every_variant[every_variant["variant"] == ""]
         if not base.empty:
             yield setting, base.dropna(axis=1, how="all")
-        elif every_variant["variant"].nunique() == 1:
-            name = every_variant["variant"].iloc[0].replace("=", "-").replace(",", "_")
-            yield f"{setting}_{name}", every_variant.dropna(axis=1, how="all")
+            continue
+        for name, runs in every_variant.groupby("variant"):
+            yield f"{setting}_{name.replace('=', '-').replace(',', '_')}", runs.dropna(axis=1, how="all")
 
 
 def _device_sentence(devices: pd.Series) -> str:
