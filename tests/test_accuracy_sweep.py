@@ -246,8 +246,10 @@ def test_the_authors_setting_trains_every_interaction_and_keeps_the_last_window_
     authors = [c for c in preset_cells("paper") if c.recipe == "recbole" and c.settings.get("hidden") == 128]
     whole = [c for c in authors if c.train_config("x").train_windows == "all"]
     last = [c for c in authors if c.train_config("x").train_windows == "last"]
-    assert {(c.dataset, c.attention) for c in whole} == {
-        (d, a) for d in ("ml-1m", "gowalla-subset") for a in ("sdpa", "linrec")
+    assert {(c.dataset, c.attention, c.options.get("variant")) for c in whole} == {
+        (d, a, v)
+        for d in ("ml-1m", "gowalla-subset")
+        for a, v in (("sdpa", None), ("linrec", None), ("linrec", "official"))
     }
     assert {c.slug() for c in last} >= {
         "ml-1m-sasrec-all_positions-recbole-sdpa-N200-B128-s2000-heads8-hidden128-inner256-select_protocolall",
