@@ -1,6 +1,7 @@
 """The accuracy report's readings of training rows: gaps against the seed spread, the tie-order table, devices,
 timings, variants, unfinished cells."""
 
+import pandas as pd
 import pytest
 
 from bench.reports.accuracy import accuracy_report, gaps_to_baseline
@@ -190,5 +191,9 @@ def test_two_variants_of_a_preset_setting_get_a_report_each_and_an_ablation_tabl
     last = tmp_path.glob("accuracy_*inner-256_select_protocol-all.md")
     whole = tmp_path.glob("accuracy_*inner-256_select_protocol-all_train_windows-all.md")
     assert len(list(last)) == 1 and len(list(whole)) == 1
-    (ablation,) = tmp_path.glob("ablation_*.md")
-    assert "train_windows=all" in ablation.read_text()
+    (ablation,) = tmp_path.glob("ablation_*.csv")
+    table = pd.read_csv(ablation, dtype=str).fillna("")
+    gains = table.loc[table["change"].str.contains("train_windows=all"), [c for c in table if c.startswith("Δ")]]
+    # measured against the last-window row each extends, not left blank for want of a plain recipe
+    assert (gains.iloc[:, 0] == "+0.0200").all() and len(gains) == 2
+    assert (table.loc[~table["change"].str.contains("train_windows"), gains.columns[0]] == "").all()

@@ -342,14 +342,22 @@ def _order_tables(frame: pd.DataFrame, out: Path) -> list[Path]:
     return written
 
 
+def _reference_variant(variant: str, variants: pd.Series) -> str | None:
+    """The run a variant is compared with: the recipe as named (""), else the variant with the most changes
+    that are all among this one's (the preset's own settings have no plain recipe), else none."""
+    changes = set(filter(None, variant.split(",")))
+    extended = [other for other in variants if set(filter(None, other.split(","))) < changes]
+    return max(extended, key=lambda other: len(other.split(",")), default=None)
+
+
 def _ablation_table(runs: pd.DataFrame, setting: str, out: Path) -> list[Path]:
     """One change at a time against the recipe as named: mean ± std over seeds and the change in NDCG@10."""
     protocols = _protocols(runs)
     table = summary(runs, by=("mechanism", "seq_len", "batch_size", "variant"))
     lines = []
     for (mechanism, n, batch), group in table.groupby(["mechanism", "seq_len", "batch_size"]):
-        base = group[group["variant"] == ""]
         for _, row in group.sort_values("variant").iterrows():
+            base = group[group["variant"] == _reference_variant(row["variant"], group["variant"])]
             line = {
                 "mechanism": mechanism,
                 "N": n,
@@ -363,7 +371,7 @@ def _ablation_table(runs: pd.DataFrame, setting: str, out: Path) -> list[Path]:
                 line[f"NDCG@10 ({short})"] = _pm(row[f"{column}|mean"], row[f"{column}|std"], row["seeds"])
                 line[f"Δ ({short})"] = (
                     f"{row[f'{column}|mean'] - base[f'{column}|mean'].iloc[0]:+.4f}"
-                    if not base.empty and row["variant"]
+                    if not base.empty and row["variant"] != base["variant"].iloc[0]
                     else ""
                 )
             line["best epoch"] = round(row["best_epoch"], 1)
@@ -377,7 +385,9 @@ def _ablation_table(runs: pd.DataFrame, setting: str, out: Path) -> list[Path]:
         f"# Ablation — {setting.replace('_', ', ')}",
         "",
         "Each row changes one setting of the recipe; Δ is the change of mean test NDCG@10 "
-        "against the recipe as named (same mechanism, N, batch, seeds). A Δ smaller than the std is noise. "
+        "against the recipe as named (same mechanism, N, batch, seeds), or, where no run keeps it, against the "
+        "row whose changes this row's extend (e.g. whole-history windows against the last window). "
+        "A Δ smaller than the std is noise. "
         "†: includes a run still training (snapshot of its best epoch so far).",
         "",
         _markdown(shown),
