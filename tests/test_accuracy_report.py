@@ -197,3 +197,28 @@ def test_two_variants_of_a_preset_setting_get_a_report_each_and_an_ablation_tabl
     # measured against the last-window row each extends, not left blank for want of a plain recipe
     assert (gains.iloc[:, 0] == "+0.0200").all() and len(gains) == 2
     assert (table.loc[~table["change"].str.contains("train_windows"), gains.columns[0]] == "").all()
+
+
+def test_the_ablation_pairs_a_change_with_the_run_it_changes_over_the_same_users(tmp_path):
+    """With per-user ranks on both sides, the ablation's Δ is a paired test, starred where significant."""
+    import gzip
+    import json
+
+    users = [str(u) for u in range(300)]
+
+    def ranks(name, hits):
+        path = tmp_path / f"{name}.json.gz"
+        with gzip.open(path, "wt") as handle:  # hits of 300 users at rank 1, the rest missed (rank 20)
+            json.dump({"users": users, "ranks": {"seen_excluded": [1] * hits + [20] * (300 - hits)}}, handle)
+        return str(path)
+
+    own = {"inner": 256, "select_protocol": "all"}
+    rows = [
+        {**_row("sdpa", 2000, 0.30), "settings": {**own, "train_windows": "all"}, "ranks_path": ranks("whole", 150)},
+        {**_row("sdpa", 2000, 0.28), "settings": own, "ranks_path": ranks("last", 100)},
+    ]
+    accuracy_report(rows, tmp_path / "out")
+    (ablation,) = (tmp_path / "out").glob("ablation_*.csv")
+    table = pd.read_csv(ablation, dtype=str).fillna("")
+    whole = table.loc[table["change"].str.contains("train_windows"), "Δ (seen excl.)"].item()
+    assert whole.startswith("+0.1667 [") and whole.endswith("*")  # 50 more users of 300 hit at rank 1

@@ -30,7 +30,14 @@ import pandas as pd
 
 from .accuracy_plots import _by_history, _colors, _learning_curves, _pareto, _vs_axis
 from .longrange import is_longrange_row, longrange_report
-from .per_user import _where, history_length_sections, paired_lines, paired_to_baseline, strata_table
+from .per_user import (
+    _where,
+    history_length_sections,
+    paired_between,
+    paired_lines,
+    paired_to_baseline,
+    strata_table,
+)
 from .training_rows import BASELINE, PROTOCOL_NAMES, SUBJECT, _devices, _protocols, device_label, summary, train_frame
 from .training_rows import pipe_table as _markdown
 
@@ -356,8 +363,10 @@ def _ablation_table(runs: pd.DataFrame, setting: str, out: Path) -> list[Path]:
     table = summary(runs, by=("mechanism", "seq_len", "batch_size", "variant"))
     lines = []
     for (mechanism, n, batch), group in table.groupby(["mechanism", "seq_len", "batch_size"]):
+        shape_runs = runs[(runs["mechanism"] == mechanism) & (runs["seq_len"] == n) & (runs["batch_size"] == batch)]
         for _, row in group.sort_values("variant").iterrows():
             base = group[group["variant"] == _reference_variant(row["variant"], group["variant"])]
+            changed = not base.empty and row["variant"] != base["variant"].iloc[0]
             line = {
                 "mechanism": mechanism,
                 "N": n,
@@ -369,9 +378,20 @@ def _ablation_table(runs: pd.DataFrame, setting: str, out: Path) -> list[Path]:
                 column = f"ndcg@10:{protocol}"
                 short = _short(protocol)
                 line[f"NDCG@10 ({short})"] = _pm(row[f"{column}|mean"], row[f"{column}|std"], row["seeds"])
+                paired = (
+                    paired_between(
+                        shape_runs[shape_runs["variant"] == base["variant"].iloc[0]],
+                        shape_runs[shape_runs["variant"] == row["variant"]],
+                        protocol,
+                    )
+                    if changed
+                    else None
+                )
                 line[f"Δ ({short})"] = (
-                    f"{row[f'{column}|mean'] - base[f'{column}|mean'].iloc[0]:+.4f}"
-                    if not base.empty and row["variant"] != base["variant"].iloc[0]
+                    paired.brief()
+                    if paired
+                    else f"{row[f'{column}|mean'] - base[f'{column}|mean'].iloc[0]:+.4f}"
+                    if changed
                     else ""
                 )
             line["best epoch"] = round(row["best_epoch"], 1)
@@ -387,7 +407,8 @@ def _ablation_table(runs: pd.DataFrame, setting: str, out: Path) -> list[Path]:
         "Each row changes one setting of the recipe; Δ is the change of mean test NDCG@10 "
         "against the recipe as named (same mechanism, N, batch, seeds), or, where no run keeps it, against the "
         "row whose changes this row's extend (e.g. whole-history windows against the last window). "
-        "A Δ smaller than the std is noise. "
+        "Where both sides kept their test ranks, Δ is paired over the same users and seeds: 95 % bootstrap "
+        "interval and Wilcoxon p, * where significant; else a Δ smaller than the std is noise. "
         "†: includes a run still training (snapshot of its best epoch so far).",
         "",
         _markdown(shown),

@@ -116,6 +116,14 @@ def _seed_pairs(reference: pd.DataFrame, runs: pd.DataFrame) -> list[tuple[dict,
     ]
 
 
+def paired_between(reference: pd.DataFrame, runs: pd.DataFrame, protocol: str) -> PairedComparison | None:
+    """The paired test of runs against reference runs of the same seeds (e.g. a recipe change against the recipe
+    it changes); None where no finished seed pair kept its ranks."""
+    reference, runs = _finished_with_ranks(reference), _finished_with_ranks(runs)
+    pairs = _seed_pairs(reference, runs) if len(reference) and len(runs) else []
+    return compare_seeds(pairs, protocol=protocol) if pairs else None
+
+
 def _stratum(payload: dict, protocol: str, low: int, high: int | None) -> dict:
     """The payload's users whose history length lies in [low, high), with their ranks under one protocol."""
     keep = _in(np.asarray(payload["history_lengths"]), low, high)
