@@ -19,7 +19,6 @@ Rows come from the accuracy sweep (`level == "train"`) or from a training run's 
 
 from __future__ import annotations
 
-import math
 import statistics
 from pathlib import Path
 
@@ -28,32 +27,27 @@ import matplotlib
 matplotlib.use("Agg")
 import pandas as pd
 
+from .ablation import ablation_table
 from .accuracy_plots import _by_history, _colors, _learning_curves, _pareto, _vs_axis
 from .longrange import is_longrange_row, longrange_report
-from .per_user import (
-    _where,
-    history_length_sections,
-    paired_between,
-    paired_lines,
-    paired_to_baseline,
-    strata_table,
+from .per_user import _where, history_length_sections, paired_lines, paired_to_baseline, strata_table
+from .training_rows import (
+    BASELINE,
+    PROTOCOL_NAMES,
+    SUBJECT,
+    _devices,
+    _protocols,
+    device_label,
+    mean_pm,
+    several_devices,
+    short_protocol,
+    summary,
+    train_frame,
+    write_md_csv,
 )
-from .training_rows import BASELINE, PROTOCOL_NAMES, SUBJECT, _devices, _protocols, device_label, summary, train_frame
 from .training_rows import pipe_table as _markdown
 
 # ------------------------------------------------------------------ the frame
-
-
-def _several_devices(table: pd.DataFrame) -> bool:
-    """Whether a summary's rows come from more than one device: its tables then name each row's (seconds per
-    epoch compare only within one device)."""
-    return "device" in table and table["device"].nunique() > 1
-
-
-def _pm(mean: float, std: float, seeds: int) -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return "—"
-    return f"{mean:.4f} ± {std:.4f}" if seeds > 1 and not math.isnan(std) else f"{mean:.4f}"
 
 
 def gaps_to_baseline(
@@ -122,35 +116,30 @@ def _matched_seeds(pair: pd.DataFrame, column: str, baseline: str, value, metric
 # ------------------------------------------------------------------ tables
 
 
-def _short(protocol: str) -> str:
-    """A protocol's name in a table header."""
-    return "seen excl." if protocol == "seen_excluded" else protocol
-
-
 def _table(table: pd.DataFrame, protocols: list[str], paired: dict | None = None) -> pd.DataFrame:
     out = table[["mechanism", "seq_len", "batch_size", "seeds"]].rename(columns={"seq_len": "N", "batch_size": "batch"})
     out["seeds"] = [
         f"{n} †" if partial else str(n) for n, partial in zip(table["seeds"], table["partial"], strict=True)
     ]
     for protocol in protocols:
-        short = _short(protocol)
+        short = short_protocol(protocol)
         for metric, name in (("ndcg@10", "NDCG@10"), ("recall@10", "Recall@10")):
             out[f"{name} ({short})"] = [
-                _pm(m, s, n)
+                mean_pm(m, s, n)
                 for m, s, n in zip(
                     table[f"{metric}:{protocol}|mean"], table[f"{metric}:{protocol}|std"], table["seeds"], strict=False
                 )
             ]
     for protocol, tests in (paired or {}).items():
         if tests:
-            out[f"paired Δ vs {BASELINE} ({_short(protocol)})"] = [
+            out[f"paired Δ vs {BASELINE} ({short_protocol(protocol)})"] = [
                 tests[key].brief() if key in tests else ""
                 for key in zip(table["mechanism"], table["seq_len"], table["batch_size"], strict=True)
             ]
     out["best epoch"] = table["best_epoch"].round(1)
     if "batches" in table:
         out["batches"] = table["batches"]
-    if _several_devices(table):
+    if several_devices(table):
         out["device"] = table["device"]
     out["s/epoch"] = table["s_per_epoch"].round(1)
     out["other load"] = [f"{v:.1f}" if v == v else "—" for v in table["other_load"]]  # NaN: not recorded
@@ -158,13 +147,6 @@ def _table(table: pd.DataFrame, protocols: list[str], paired: dict | None = None
     return out.sort_values(
         ["N", "batch", "mechanism"], key=lambda c: c.map(lambda v: (v != BASELINE, v)) if c.name == "mechanism" else c
     )
-
-
-def _write_md_csv(stem: Path, shown: pd.DataFrame, text: list[str]) -> list[Path]:
-    """The table as CSV and the page (heading, explanation, table, sections) as Markdown."""
-    shown.to_csv(stem.with_suffix(".csv"), index=False)
-    stem.with_suffix(".md").write_text("\n".join(text))
-    return [stem.with_suffix(".md"), stem.with_suffix(".csv")]
 
 
 def accuracy_report(rows: list[dict], out: Path) -> list[Path]:
@@ -263,7 +245,7 @@ def accuracy_report(rows: list[dict], out: Path) -> list[Path]:
                         "",
                     ]
             text += history_length_sections(runs, protocol)
-        written += [*_write_md_csv(stem, shown, text), stem.with_suffix(".tex")]
+        written += [*write_md_csv(stem, shown, text), stem.with_suffix(".tex")]
     return written + _order_tables(frame, out)
 
 
@@ -274,7 +256,7 @@ def _settings(frame: pd.DataFrame, out: Path, written: list[Path]):
     setting of its own."""
     for setting, every_variant in frame.groupby("setting"):
         if every_variant["variant"].nunique() > 1:
-            written += _ablation_table(every_variant.dropna(axis=1, how="all"), setting, out)
+            written += ablation_table(every_variant.dropna(axis=1, how="all"), setting, out)
         base = every_variant[every_variant["variant"] == ""]
         if not base.empty:
             yield setting, base.dropna(axis=1, how="all")
@@ -311,8 +293,8 @@ def _order_tables(frame: pd.DataFrame, out: Path) -> list[Path]:
         for protocol in protocols:  # the validation users too: a second sample of users, as large as the test's
             mean, std = (table.get(f"valid_ndcg@10:{protocol}|{stat}") for stat in ("mean", "std"))
             if mean is not None:
-                short = _short(protocol)
-                values = [_pm(m, s, n) for m, s, n in zip(mean, std, table["seeds"], strict=True)]
+                short = short_protocol(protocol)
+                values = [mean_pm(m, s, n) for m, s, n in zip(mean, std, table["seeds"], strict=True)]
                 shown.insert(
                     list(shown.columns).index("best epoch"),
                     f"valid NDCG@10 ({short})",
@@ -345,72 +327,5 @@ def _order_tables(frame: pd.DataFrame, out: Path) -> list[Path]:
                 )
             ]
             text += [f"## Gap between the orders ({PROTOCOL_NAMES.get(protocol, protocol)})", "", *gaps, ""]
-        written += _write_md_csv(stem, shown, text)
+        written += write_md_csv(stem, shown, text)
     return written
-
-
-def _reference_variant(variant: str, variants: pd.Series) -> str | None:
-    """The run a variant is compared with: the recipe as named (""), else the variant with the most changes
-    that are all among this one's (the preset's own settings have no plain recipe), else none."""
-    changes = set(filter(None, variant.split(",")))
-    extended = [other for other in variants if set(filter(None, other.split(","))) < changes]
-    return max(extended, key=lambda other: len(other.split(",")), default=None)
-
-
-def _ablation_table(runs: pd.DataFrame, setting: str, out: Path) -> list[Path]:
-    """One change at a time against the recipe as named: mean ± std over seeds and the change in NDCG@10."""
-    protocols = _protocols(runs)
-    table = summary(runs, by=("mechanism", "seq_len", "batch_size", "variant"))
-    lines = []
-    for (mechanism, n, batch), group in table.groupby(["mechanism", "seq_len", "batch_size"]):
-        shape_runs = runs[(runs["mechanism"] == mechanism) & (runs["seq_len"] == n) & (runs["batch_size"] == batch)]
-        for _, row in group.sort_values("variant").iterrows():
-            base = group[group["variant"] == _reference_variant(row["variant"], group["variant"])]
-            changed = not base.empty and row["variant"] != base["variant"].iloc[0]
-            line = {
-                "mechanism": mechanism,
-                "N": n,
-                "batch": batch,
-                "change": row["variant"] or "(recipe as named)",
-                "seeds": f"{row['seeds']} †" if row.get("partial") else str(row["seeds"]),
-            }
-            for protocol in protocols:
-                column = f"ndcg@10:{protocol}"
-                short = _short(protocol)
-                line[f"NDCG@10 ({short})"] = _pm(row[f"{column}|mean"], row[f"{column}|std"], row["seeds"])
-                paired = (
-                    paired_between(
-                        shape_runs[shape_runs["variant"] == base["variant"].iloc[0]],
-                        shape_runs[shape_runs["variant"] == row["variant"]],
-                        protocol,
-                    )
-                    if changed
-                    else None
-                )
-                line[f"Δ ({short})"] = (
-                    paired.brief()
-                    if paired
-                    else f"{row[f'{column}|mean'] - base[f'{column}|mean'].iloc[0]:+.4f}"
-                    if changed
-                    else ""
-                )
-            line["best epoch"] = round(row["best_epoch"], 1)
-            if _several_devices(table):
-                line["device"] = row["device"]
-            line["s/epoch"] = round(row["s_per_epoch"], 1)
-            lines.append(line)
-    shown = pd.DataFrame(lines)
-    stem = out / f"ablation_{setting}"
-    text = [
-        f"# Ablation — {setting.replace('_', ', ')}",
-        "",
-        "Each row changes one setting of the recipe; Δ is the change of mean test NDCG@10 "
-        "against the recipe as named (same mechanism, N, batch, seeds), or, where no run keeps it, against the "
-        "row whose changes this row's extend (e.g. whole-history windows against the last window). "
-        "Where both sides kept their test ranks, Δ is paired over the same users and seeds: 95 % bootstrap "
-        "interval and Wilcoxon p, * where significant; else a Δ smaller than the std is noise. "
-        "†: includes a run still training (snapshot of its best epoch so far).",
-        "",
-        _markdown(shown),
-    ]
-    return _write_md_csv(stem, shown, text)

@@ -1,9 +1,12 @@
 """Training rows for the accuracy reports: a run's results.json as a row, and finished rows as one frame (one line
-per run, metrics flattened as '<metric>:<protocol>') with its summary over seeds."""
+per run, metrics flattened as '<metric>:<protocol>') with its summary over seeds, and the cell formats and
+files the report tables share."""
 
 from __future__ import annotations
 
+import math
 import sys
+from pathlib import Path
 
 import pandas as pd
 
@@ -234,3 +237,27 @@ def pipe_table(table: pd.DataFrame) -> str:
     """A markdown pipe table of a frame's columns (pandas' to_markdown would pull in `tabulate`)."""
     header = "| " + " | ".join(map(str, table.columns)) + " |\n|" + "---|" * len(table.columns) + "\n"
     return header + "".join("| " + " | ".join(str(v) for v in row) + " |\n" for row in table.itertuples(index=False))
+
+
+def several_devices(table: pd.DataFrame) -> bool:
+    """Whether a summary's rows come from more than one device: its tables then name each row's (seconds per
+    epoch compare only within one device)."""
+    return "device" in table and table["device"].nunique() > 1
+
+
+def mean_pm(mean: float, std: float, seeds: int) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "—"
+    return f"{mean:.4f} ± {std:.4f}" if seeds > 1 and not math.isnan(std) else f"{mean:.4f}"
+
+
+def short_protocol(protocol: str) -> str:
+    """A protocol's name in a table header."""
+    return "seen excl." if protocol == "seen_excluded" else protocol
+
+
+def write_md_csv(stem: Path, shown: pd.DataFrame, text: list[str]) -> list[Path]:
+    """The table as CSV and the page (heading, explanation, table, sections) as Markdown."""
+    shown.to_csv(stem.with_suffix(".csv"), index=False)
+    stem.with_suffix(".md").write_text("\n".join(text))
+    return [stem.with_suffix(".md"), stem.with_suffix(".csv")]
