@@ -62,6 +62,9 @@ def test_without_a_matching_reference_differences_are_counted_not_judged(tmp_pat
     assert not any("here," in line and "in the reference" in line for line in lines)  # no per-cell verdicts
 
 
-def test_the_committed_references_cover_both_cpu_models_seen():
-    devices = {measured_setup(load_frame([p]))["device"] for p in (REPO / "results" / "sweeps").glob(REFERENCE_GLOB)}
-    assert {"CPU Intel(R) Xeon(R) Processor", "CPU AMD EPYC"} <= devices
+def test_the_committed_references_give_each_cpu_model_seen_one_reference_at_the_main_jobs_one_thread():
+    setups = [measured_setup(load_frame([p])) for p in sorted((REPO / "results" / "sweeps").glob(REFERENCE_GLOB))]
+    keys = [tuple(setup.values()) for setup in setups]
+    assert len(set(keys)) == len(keys), "two committed references share one setup: the main job could not choose"
+    one_thread = {setup["device"] for setup in setups if setup["threads"] == 1}
+    assert {"CPU Intel(R) Xeon(R) Processor", "CPU AMD EPYC"} <= one_thread

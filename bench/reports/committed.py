@@ -16,6 +16,7 @@ COMMITTED_REPORTS: dict[str, list[str]] = {
     "short-n-cpu": ["sweeps/short-n-cpu.jsonl"],
     "short-n-bidir-amd-epyc": ["sweeps/short-n-bidir-amd-epyc.jsonl"],
     "quick-cpu-amd-epyc": ["sweeps/quick-cpu-amd-epyc.jsonl"],
+    "quick-cpu-intel-xeon": ["sweeps/quick-cpu-intel-xeon.jsonl"],
     "mixers-cpu": ["sweeps/mixers-cpu.jsonl"],
     "mixers-mamba-cpu": ["sweeps/mixers-mamba-cpu.jsonl"],
     "quick-cpu": ["sweeps/quick-cpu.jsonl"],
