@@ -35,6 +35,26 @@ def git_commit() -> str:
         return "unknown"
 
 
+@functools.cache
+def code_version() -> dict:
+    """The code this process runs, read once (the first call, at start): HEAD's commit ('-dirty' when tracked files
+    differ) and a SHA-256 of that difference (`git diff HEAD`, tracked files), so a dirty run still names its code.
+    A run that outlives edits to the tree keeps what it started with: call this before the work starts."""
+    import hashlib
+
+    commit = git_commit()
+    diff_sha256 = None
+    if commit.endswith("-dirty"):
+        try:
+            diff = subprocess.run(
+                ["git", "diff", "HEAD", "--no-color", "--no-ext-diff"], cwd=REPO_ROOT, capture_output=True, check=True
+            ).stdout
+            diff_sha256 = hashlib.sha256(diff).hexdigest()[:16]
+        except (OSError, subprocess.CalledProcessError):
+            diff_sha256 = "unknown"
+    return {"commit": commit, "diff_sha256": diff_sha256}
+
+
 def device_name(device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
@@ -50,7 +70,7 @@ def device_name(device: str) -> str:
 def environment(device: str = "cpu") -> dict:
     """The fields every result row carries."""
     return {
-        "commit": git_commit(),
+        **code_version(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "host": platform.node(),

@@ -260,7 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
         "ablation (ML-100K, one recipe choice at a time) | "
         "ablation-ml-1m (ML-1M: position numbering, tie order) | "
         "longrange (recall / repeat / taste at distances 8-4096, generated) | longrange-gpu (8,192 items) | "
-        "longrange-budget (recall at k = 64 and 256, 4x the epochs, for those below the ceiling)",
+        "longrange-budget (recall at k = 64 and 256, 4x the epochs, for those below the ceiling) | "
+        "seeds (ML-1M N = 200: sdpa and LinRec 5 seeds, the others 3; Beauty N = 50)",
     )
     acc.add_argument("--out", help="results file (default results/sweeps/accuracy-PRESET-DEVICE.jsonl)")
     acc.add_argument("--work-dir", help="checkpoints and logs per cell (default runs/accuracy)")

@@ -104,6 +104,7 @@ def train_row(results: dict) -> dict:
         "run_commit": results.get("commit"),
     }
     row.update({k: results.get(k) for k in ("torch", "threads", "host", "device", "timestamp", "commit")})
+    row.update({k: results[k] for k in ("diff_sha256", "code_versions") if k in results})
     return row
 
 

@@ -95,7 +95,9 @@ def _row(cell: TrainCell, status: str, message: str = "", results: dict | None =
     """A row of the training level: the cell, its status and, when it ran, the run's results and
     the environment of the process that trained it (the driver's commit is kept beside the run's)."""
     row = train_row(results) if results else {"level": "train", **environment(device)}
-    row.update(asdict(cell), label=cell.label, status=status, message=message, commit=git_commit())
+    row.update(asdict(cell), label=cell.label, status=status, message=message, driver_commit=git_commit())
+    if not results:  # no run: the driver's code is the only code there is
+        row["commit"] = git_commit()
     return row
 
 

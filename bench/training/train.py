@@ -34,7 +34,7 @@ from models.attention import attention_class
 from ..data import SequenceDataset, leave_one_out, load_dataset
 from ..data.longrange import is_longrange, longrange_dataset
 from ..data.synthetic import synthetic_dataset
-from ..environment import check_device, environment
+from ..environment import check_device, code_version, environment
 from ..measure import LoadMonitor, peak_memory
 from ..results import folder_owner
 from . import distributed
@@ -220,6 +220,7 @@ def _train(config, replicas, device, *, resume, overwrite, progress, log, datase
     if replicas.world > 1:  # replicas start equal (same seed; DDP also broadcasts) but draw different dropout masks
         torch.manual_seed(config.seed * 1000 + replicas.rank)
     state = {"epoch": 0, "best_valid": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": [], "train_seconds": 0.0}
+    started_code = code_version()  # read now: the tree may change while the run trains
     if resume and not checkpoint_path.exists() and log:
         print(f"--resume: no checkpoint in {out}: starting from scratch", flush=True)
     if resume and checkpoint_path.exists():
@@ -234,6 +235,10 @@ def _train(config, replicas, device, *, resume, overwrite, progress, log, datase
         rng_by_rank = checkpoint.get("torch_rng_by_rank") or [checkpoint["torch_rng"]]
         torch.set_rng_state(rng_by_rank[replicas.rank] if len(rng_by_rank) == replicas.world else rng_by_rank[0])
         state = checkpoint["state"]
+    # the code of every start of this run: the first trained it from scratch, a later one resumed it
+    state["code_versions"] = state.get("code_versions") or []
+    if started_code not in state["code_versions"]:
+        state["code_versions"].append(started_code)
     elif not resume and replicas.writer:
         for stale in (checkpoint_path, best_path, out / "results.json"):
             stale.unlink(missing_ok=True)
@@ -375,6 +380,9 @@ def _train(config, replicas, device, *, resume, overwrite, progress, log, datase
         # the kernel that ran, where there is a choice ("auto" falls back to PyTorch when a fused one is missing)
         "backend": attention_class(config.attention).backend_for(config.attention_options, device),
         **environment(device),
+        # the code that trained it, as read when the run (first) started; resumes on other code listed after it
+        **state["code_versions"][0],
+        "code_versions": state["code_versions"],
     }
     if replicas.writer:
         write_test_ranks(out / TEST_RANKS_FILE, dataset, split, test_ranks)
