@@ -146,3 +146,39 @@ def test_fla_retention_on_cuda_matches_the_torch_path(causal):
     got = retention_attention(q, k, v, gamma=gamma, causal=causal, key_padding_mask=mask, backend="fla")
     want = retention_attention(q, k, v, gamma=gamma, causal=causal, key_padding_mask=mask, backend="torch")
     torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-4)
+
+
+def test_padding_inside_a_sequence_takes_the_general_normaliser():
+    """A gap inside the real positions: the closed-form normaliser does not apply; the decayed pass gives r_i."""
+    q, k, v, mask = _inputs()
+    mask[0, 7:9] = False  # left padding and a gap
+    gamma = retention_decays(H)
+    got = retention_attention(q, k, v, gamma=gamma, causal=True, key_padding_mask=mask, chunk_size=4)
+    torch.testing.assert_close(got, _recurrence(q, k, v, gamma, mask), rtol=1e-10, atol=1e-10)
+    both = retention_attention(q, k, v, gamma=gamma, causal=False, key_padding_mask=mask, chunk_size=4)
+    want = _dense_bidirectional(q, k, v, gamma, mask) * mask[:, None, :, None]
+    torch.testing.assert_close(both, want, rtol=1e-10, atol=1e-10)
+
+
+def test_a_long_sequence_stays_finite_and_exact_in_fp32():
+    """Thousands of positions (hundreds of chunks): the states' decayed prefix must neither overflow nor drift."""
+    torch.manual_seed(1)
+    q, k, v = (torch.randn(1, 2, 3000, 8) for _ in range(3))
+    gamma = torch.tensor([0.5, 0.999])
+    got = retention_attention(q, k, v, gamma=gamma, causal=True, chunk_size=16)
+    ones = torch.ones(1, 3000, dtype=torch.bool)
+    want = _recurrence(q.double(), k.double(), v.double(), gamma.double(), ones)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4)
+
+
+def test_the_decayed_prefix_equals_the_running_sum():
+    from models.attention.kernels.retention import _decayed_prefix
+
+    states = torch.randn(2, 3, 11, 2, 2, dtype=torch.float64)
+    decay = torch.tensor([0.1, 0.7, 1.0], dtype=torch.float64)
+    running, want = torch.zeros_like(states[:, :, 0]), []
+    for t in range(11):
+        running = decay[None, :, None, None] * running + states[:, :, t]
+        want.append(running)
+    torch.testing.assert_close(_decayed_prefix(states, decay), torch.stack(want, 2))

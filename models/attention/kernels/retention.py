@@ -10,8 +10,10 @@ Per head with decay gamma, over the real positions j <= i (causal):
 
 i.e. out = ((Q K^T / sqrt(d)) * D) V with D_ij = gamma^(i - j) for j <= i, rows of D scaled by 1 / sqrt(r_i) (RetNet's
 normalised decay matrix). Bidirectional: D_ij = gamma^|i - j|, computed as a forward and a backward pass whose
-shared diagonal is counted once. Chunks of C positions: inside a chunk the masked C x C product, across chunks the
-state decayed by gamma^C: O(N C d + N d^2) time, O(N d + d^2) memory, no N x N matrix.
+shared diagonal is counted once. Chunks of C positions, all at once: inside a chunk the masked C x C product, across
+chunks the states by one decayed prefix over chunks (blocks of chunks by small matrix products, no Python loop
+over chunks): O(N C d + N d^2) time, O(N C + N d^2 / C) memory, no N x N matrix. The normaliser r_i in closed form
+where padding is on one side only.
 
 NOTE: RetNet's block also normalises each head's output (GroupNorm), gates it (swish) and scales the score rows by
 their absolute sum; those belong to its block, not to the mixer compared here (the encoder's LayerNorms follow).
@@ -26,7 +28,15 @@ from __future__ import annotations
 
 import torch
 
-from .common import DEFAULT_CHUNK_SIZE, OptionalKernel, at_least_fp32, check_qkv, real_positions
+from .common import (
+    DEFAULT_CHUNK_SIZE,
+    OptionalKernel,
+    at_least_fp32,
+    check_qkv,
+    merge_chunks,
+    real_positions,
+    split_chunks,
+)
 
 # flash-linear-attention's kernels are Triton (GPU) kernels
 FLA_SIMPLE_GLA = OptionalKernel("fla", "fla.ops.simple_gla", "chunk_simple_gla", "flash-linear-attention")
@@ -42,27 +52,83 @@ def retention_decays(heads: int, device=None) -> torch.Tensor:
     return (1 - 2.0 ** (-MAX_DECAY_EXPONENT - spread)).to(device=device, dtype=torch.float32)
 
 
+PREFIX_BLOCK = 32  # chunk states summed per block by one small matrix product; blocks of blocks recursively
+
+
+def _decayed_prefix(states: torch.Tensor, decay: torch.Tensor) -> torch.Tensor:
+    """X_t = sum_{t' <= t} decay^(t - t') U_t' over dim 2 of U (B, H, n, d, e), decay (H,), with no loop over t.
+
+    Blocks of m states: inside a block, one product with the (m, m) matrix decay^(a - b) [b <= a]; across blocks,
+    the same prefix over the blocks' totals (decay^m per block) by recursion, log_m(n) levels in all. Every weight is
+    a power <= 1 of the decay, so nothing overflows (a cumsum rescaled by decay^-t overflows fp32 after a few
+    thousand positions) and all the work is matrix products."""
+    batch, heads, n, d, e = states.shape
+    m = min(PREFIX_BLOCK, n)
+    blocks = -(-n // m)
+    flat = states.reshape(batch, heads, n, d * e)  # (B, H, n, de)
+    if blocks * m != n:
+        flat = torch.nn.functional.pad(flat, (0, 0, 0, blocks * m - n))
+    flat = flat.view(batch, heads, blocks, m, d * e)  # (B, H, nb, m, de)
+    steps = torch.arange(m, device=states.device, dtype=states.dtype)
+    decay = decay.to(states.dtype)[:, None, None]  # (H, 1, 1); powers, not exp(log): a decay may underflow to 0
+    gap = steps[:, None] - steps[None, :]
+    inside = decay ** gap.clamp_min(0) * (gap >= 0)  # (H, m, m)
+    local = inside[:, None] @ flat  # (B, H, nb, m, de): prefix within each block
+    if blocks > 1:
+        totals = local[:, :, :, -1].reshape(batch, heads, blocks, d, e)  # (B, H, nb, d, e): each block's last
+        ends = _decayed_prefix(totals, decay[:, 0, 0] ** m)  # (B, H, nb, d, e): state after block j
+        entering = torch.cat([torch.zeros_like(ends[:, :, :1]), ends[:, :, :-1]], dim=2).flatten(-2)  # (B, H, nb, de)
+        age = (decay[:, :, 0] ** (steps + 1))[:, None, :, None]  # (H, 1, m, 1): decay^(a + 1)
+        local = local + age * entering[:, :, :, None]
+    return local.reshape(batch, heads, blocks * m, d, e)[:, :, :n]  # (B, H, n, d, e)
+
+
 def _causal_pass(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gamma: torch.Tensor, chunk: int) -> torch.Tensor:
-    """sum_{j <= i} gamma^(i - j) (q_i . k_j) v_j for (B, H, N, d) inputs, chunk by chunk."""
-    batch, heads, length, _ = q.shape
+    """sum_{j <= i} gamma^(i - j) (q_i . k_j) v_j for (B, H, N, d) inputs, every chunk at once.
+
+    Per chunk t of C positions (a query, b key inside it): the masked decayed product inside the chunk, plus what
+    earlier chunks left, read through the state S_t entering chunk t:
+        O_t = ((Q_t K_t^T) * gamma^(a - b) [b <= a]) V_t + (Q_t * gamma^(a + 1)) S_t
+        S_t = sum_{t' < t} (gamma^C)^(t - 1 - t') U_t',   U_t' = (K_t' * gamma^(C - 1 - b))^T V_t'
+    The states come from one decayed prefix over chunks (_decayed_prefix); autograd differentiates it all."""
+    length = q.shape[2]
+    qc, kc, vc = (split_chunks(t, chunk) for t in (q, k, v))  # (B, H, n, C, d); the last chunk zero-filled
     positions = torch.arange(chunk, device=q.device, dtype=q.dtype)
     log_gamma = torch.log(gamma.to(q.dtype))[:, None]  # (H, 1)
     gap = positions[:, None] - positions[None, :]  # (C, C): a - b
     inside = torch.exp(log_gamma[..., None] * gap.clamp_min(0)) * (gap >= 0)  # (H, C, C): gamma^(a-b), b <= a
-    to_query = torch.exp(log_gamma * (positions + 1))  # (H, C): gamma^(a+1), the state's age at query a
-    from_key = torch.exp(log_gamma * (chunk - 1 - positions))  # (H, C): gamma^(C-1-b), key b's age at chunk end
-    whole = torch.exp(log_gamma * chunk)[..., None]  # (H, 1, 1): gamma^C
-    state = q.new_zeros(batch, heads, q.shape[-1], v.shape[-1])  # (B, H, d, e)
-    outputs = []
-    for start in range(0, length, chunk):
-        qc, kc, vc = (t[:, :, start : start + chunk] for t in (q, k, v))  # (B, H, c, d)
-        c = qc.shape[2]
-        local = (qc @ kc.transpose(-1, -2)) * inside[:, :c, :c]  # (B, H, c, c)
-        carried = (qc * to_query[:, :c, None]) @ state  # (B, H, c, e): what earlier chunks left
-        outputs.append(local @ vc + carried)
-        if c == chunk:  # a shorter chunk is the last one: no later chunk reads the state
-            state = state * whole + (kc * from_key[..., None]).transpose(-1, -2) @ vc  # (B, H, d, e)
-    return torch.cat(outputs, dim=2)  # (B, H, N, e)
+    to_query = torch.exp(log_gamma * (positions + 1))[:, None, :, None]  # (H, 1, C, 1): state's age at query a
+    from_key = torch.exp(log_gamma * (chunk - 1 - positions))[:, None, :, None]  # (H, 1, C, 1): key b's at chunk end
+    local = ((qc @ kc.transpose(-1, -2)) * inside[:, None]) @ vc  # (B, H, n, C, e)
+    added = (kc * from_key).transpose(-1, -2) @ vc  # (B, H, n, d, e): U_t
+    ends = _decayed_prefix(added, torch.exp(log_gamma[:, 0] * chunk))  # (B, H, n, d, e): state after chunk t
+    entering = torch.cat([torch.zeros_like(ends[:, :, :1]), ends[:, :, :-1]], dim=2)  # (B, H, n, d, e): S_t
+    out = local + (qc * to_query) @ entering  # (B, H, n, C, e)
+    return merge_chunks(out, length)  # (B, H, N, e)
+
+
+def _decay_sums(real: torch.Tensor, gamma: torch.Tensor, causal: bool, chunk: int) -> torch.Tensor:
+    """r_i = sum over real j of gamma^(i - j) (j <= i; both sides when bidirectional), (B, H, N, 1).
+
+    Where each sequence's real positions are one contiguous run (left or right padding, none inside), in closed
+    form: the c_i real positions up to i are the c_i just before it, r_i = (1 - gamma^c_i) / (1 - gamma) (and the
+    mirror image for the keys after i). Otherwise by the decayed pass itself, on a single column."""
+    run_starts = torch.diff(real[:, 0, :, 0], dim=-1, prepend=real.new_zeros(real.shape[0], 1)).clamp_min(0).sum(-1)
+    heads = gamma.shape[0]
+    g = gamma.to(real.dtype)[:, None, None]  # (H, 1, 1)
+    if bool((run_starts <= 1).all()):
+        before = real.cumsum(2)  # (B, 1, N, 1): real positions <= i
+        weight = (1 - g**before) / (1 - g)  # (B, H, N, 1)
+        if not causal:
+            after = real.flip(2).cumsum(2).flip(2)  # real positions >= i
+            weight = weight + (1 - g**after) / (1 - g) - 1  # i itself counted once
+        return weight
+    ones = real.expand(-1, heads, -1, -1)  # (B, H, N, 1)
+    unit = torch.ones_like(ones)
+    weight = _causal_pass(unit, ones, unit, gamma, chunk)
+    if not causal:
+        weight = weight + _causal_pass(unit, ones.flip(2), unit, gamma, chunk).flip(2) - ones
+    return weight
 
 
 def retention_attention(
@@ -90,14 +156,11 @@ def retention_attention(
         real = q.new_ones(q.shape[0], 1, q.shape[2], 1)
     k, v = k * real, v * real  # padded positions hold nothing to retain
     q = q * q.shape[-1] ** -0.5
-    ones = real.expand(-1, q.shape[1], -1, -1)  # (B, H, N, 1): the decay sums r_i, by the same pass
-    unit = torch.ones_like(ones)
     out = products(q, k, v, gamma, chunk_size)
-    weight = _causal_pass(unit, ones, unit, gamma, chunk_size)  # (B, H, N, 1): sum_{real j <= i} gamma^(i-j)
     if not causal:
         flipped = products(q.flip(2), k.flip(2), v.flip(2), gamma, chunk_size).flip(2)
         out = out + flipped - (q * k).sum(-1, keepdim=True) * v  # the diagonal j = i was counted twice
-        weight = weight + _causal_pass(unit, ones.flip(2), unit, gamma, chunk_size).flip(2) - ones
+    weight = _decay_sums(real, gamma, causal, chunk_size)  # (B, H, N, 1)
     out = out * weight.clamp_min(1.0).rsqrt() * real  # RetNet's normalised decay; padded rows 0
     return out.to(dtype)
 
