@@ -1,10 +1,11 @@
-"""The install-time build of LinRec's fused C++ kernel (everything else is in pyproject.toml).
+"""The install-time build of the suite's C++ CPU kernels (everything else is in pyproject.toml): LinRec's fused walk
+and the recurrent mixers' scans.
 
-`pip install .` compiles it for this machine: pyproject.toml puts torch in the build environment. With
-`--no-build-isolation` it compiles against the torch already installed instead (a CPU-only torch, say, where build
+`pip install .` compiles them for this machine: pyproject.toml puts torch in the build environment. With
+`--no-build-isolation` they compile against the torch already installed instead (a CPU-only torch, say, where build
 isolation would fetch PyPI's default build). A build the running torch cannot load (another torch version), a stale
 one (the source changed since) or none at all (no compiler: the install still succeeds) is left aside: the kernel
-then builds on first use (about a minute, once per machine), or LinRec runs its PyTorch path and says so once.
+then builds on first use (about a minute, once per machine), or the mechanism runs its PyTorch path and says so once.
 """
 
 import hashlib
@@ -13,8 +14,15 @@ from pathlib import Path
 from setuptools import setup
 
 KERNELS = Path("models/attention/kernels")
-# what the loader compares (models/attention/kernels/linrec_cpp.py, source_digest): a stale build is not loaded
-DIGEST = hashlib.sha256((KERNELS / "linrec_cpu.cpp").read_bytes()).hexdigest()[:12]
+FLAGS = ["-O3", "-march=native", "-fopenmp", "-fassociative-math", "-fno-signed-zeros", "-fno-trapping-math"]
+# (installed module, source, the macro that stamps its digest): what the loader compares (kernels/cpp_build.py,
+# source_digest), so that a stale build is not loaded
+EXTENSIONS = [("_linrec_cpu", "linrec_cpu", "LINREC_SOURCE_DIGEST"), ("_scan_cpu", "scan_cpu", "SCAN_SOURCE_DIGEST")]
+
+
+def digest(source: str) -> str:
+    return hashlib.sha256((KERNELS / f"{source}.cpp").read_bytes()).hexdigest()[:12]
+
 
 ext_modules, cmdclass = [], {}
 try:
@@ -24,30 +32,23 @@ except ImportError:
 else:
     ext_modules = [
         CppExtension(
-            "models.attention.kernels._linrec_cpu",
-            [str(KERNELS / "linrec_cpu_module.cpp")],
-            extra_compile_args=[
-                "-O3",
-                "-march=native",
-                "-fopenmp",
-                "-fassociative-math",
-                "-fno-signed-zeros",
-                "-fno-trapping-math",
-                f'-DLINREC_SOURCE_DIGEST="{DIGEST}"',
-            ],
+            f"models.attention.kernels.{module}",
+            [str(KERNELS / f"{source}_module.cpp")],
+            extra_compile_args=[*FLAGS, f'-D{macro}="{digest(source)}"'],
             extra_link_args=["-fopenmp"],
         )
+        for module, source, macro in EXTENSIONS
     ]
 
     class OptionalBuild(BuildExtension):
-        """A failed compile (no compiler, no headers) never fails the install: the kernel builds on first use, or
-        LinRec runs its PyTorch path and says so."""
+        """A failed compile (no compiler, no headers) never fails the install: the kernels build on first use, or
+        the mechanisms run their PyTorch paths and say so."""
 
         def run(self):
             try:
                 super().run()
             except Exception as err:  # noqa: BLE001
-                print(f"linrec: the fused C++ kernel was not compiled at install ({err}); it builds on first use")
+                print(f"linrec: the C++ kernels were not compiled at install ({err}); they build on first use")
 
     cmdclass = {"build_ext": OptionalBuild.with_options(use_ninja=False)}
 

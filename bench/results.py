@@ -44,15 +44,17 @@ def attention_label(name: str, options: dict, compiled: bool = False) -> str:
 
 
 def fallback_note(row: dict) -> str:
-    """' (PyTorch path)' for a LinRec row that asked for the default path on a CPU but ran the PyTorch one (the C++
-    kernel could not be built there): its times are not the fused kernel's. '' otherwise, and for older rows. The
-    released formula (variant=official) and the blockwise backward (recompute_heads) have no fused kernel: their
+    """' (PyTorch path)' for a LinRec, LRU or Mamba row that asked for the default path on a CPU but ran the PyTorch
+    one (the C++ kernel could not be built there, or did not exist yet): its times are not the fused kernel's. ''
+    otherwise, and for rows older than the backend field. The released formula (variant=official) and the blockwise backward (recompute_heads) have no fused kernel: their
     PyTorch path is the default one, not a fallback."""
     options = row.get("options") or {}
     fused_exists = options.get("variant", "paper") == "paper" and not options.get("recompute_heads")
     asked_default = options.get("backend", "auto") == "auto" and not options.get("compile") and fused_exists
     on_cpu = str(row.get("device_type") or row.get("device") or "cpu").lower().startswith("cpu")
-    ran_torch = row.get("attention") == "linrec" and row.get("backend") == "torch"
+    # LinRec's walk and the LRU's and Mamba's scans have a fused C++ path on a CPU (rows before the scans had one
+    # ran their PyTorch paths, and say so too)
+    ran_torch = row.get("attention") in ("linrec", "lru", "mamba") and row.get("backend") == "torch"
     return " (PyTorch path)" if asked_default and on_cpu and ran_torch else ""
 
 

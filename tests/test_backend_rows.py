@@ -16,14 +16,25 @@ FAST = {"min_time_s": 0.0, "min_repeats": 1, "max_repeats": 2}
 
 
 def test_timing_rows_record_the_backend_that_ran(tmp_path):
-    mechanisms = [("linrec", {}), ("linrec", {"backend": "torch"}), ("sdpa", {}), ("mamba", {}), ("retention", {})]
+    mechanisms = [
+        ("linrec", {}),
+        ("linrec", {"backend": "torch"}),
+        ("sdpa", {}),
+        ("mamba", {}),
+        ("lru", {}),
+        ("retention", {}),
+    ]
     cells = Grid(mechanisms, seq_len=[16], batch_size=[2], dim=16, heads=2, causal=[True]).cells("cpu")
     rows = run_sweep(cells, tmp_path / "s.jsonl", config={}, timing=FAST, progress=False)
     by_label = {(row["attention"], json.dumps(row["options"])): row["backend"] for row in rows}
     assert by_label[("linrec", "{}")] == ("cpp" if extension_error() is None else "torch")
     assert by_label[("linrec", '{"backend": "torch"}')] == "torch"
     assert by_label[("sdpa", "{}")] is None
-    assert by_label[("mamba", "{}")] == by_label[("retention", "{}")] == "torch"  # their fused kernels need CUDA
+    from models.attention.kernels import scan_cpp
+
+    scans = "cpp" if scan_cpp.extension_error() is None else "torch"
+    assert by_label[("mamba", "{}")] == by_label[("lru", "{}")] == scans  # the fused C++ scans on a CPU
+    assert by_label[("retention", "{}")] == "torch"  # its chunked PyTorch form on a CPU; fla on CUDA
 
 
 def test_training_results_record_the_backend(tmp_path):

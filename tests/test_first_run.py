@@ -1,6 +1,7 @@
 """What a newcomer sees on a first run: a word before the kernel builds, one line when it cannot, a progress bar
 that says what it is doing until the last row is written, and a clean tree afterwards."""
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 import bench.timing.sweep
 from bench.timing.grid import Grid
 from bench.timing.sweep import measured_rows, run_sweep
-from models.attention.kernels import linrec_cpp
+from models.attention.kernels import cpp_build, linrec_cpp
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = {"min_time_s": 0.0, "min_repeats": 1, "max_repeats": 2}
@@ -18,51 +19,100 @@ FAST = {"min_time_s": 0.0, "min_repeats": 1, "max_repeats": 2}
 @pytest.fixture
 def fresh_build(monkeypatch):
     """A machine where the install compiled nothing: what the first use then does."""
-    monkeypatch.setattr(linrec_cpp, "_installed", lambda: None)
-    linrec_cpp._build.cache_clear()
+    monkeypatch.setattr(linrec_cpp.KERNEL, "installed", lambda: None)
+    linrec_cpp.KERNEL.build.cache_clear()
     yield
-    linrec_cpp._build.cache_clear()  # the next caller builds (or loads) for real
+    linrec_cpp.KERNEL.build.cache_clear()  # the next caller builds (or loads) for real
 
 
 def test_a_missing_compiler_is_one_line_and_no_build_is_tried(monkeypatch, fresh_build, capsys):
     monkeypatch.setenv("CXX", "no-such-compiler-here")
-    monkeypatch.setattr(linrec_cpp, "_quiet_cpp_extension", lambda: pytest.fail("tried to build without a compiler"))
+    monkeypatch.setattr(cpp_build, "quiet_cpp_extension", lambda: pytest.fail("tried to build without a compiler"))
     reason = linrec_cpp.extension_error()
     assert reason == "RuntimeError: no C++ compiler ('no-such-compiler-here' not found; install one or set CXX)"
     assert capsys.readouterr().err == ""
 
 
 class _FakeExtension:
-    calls: list = []
+    folder: Path
 
-    @staticmethod
-    def _get_build_directory(name, verbose):
-        return "/nonexistent/build"
+    @classmethod
+    def _get_build_directory(cls, name, verbose):
+        return str(cls.folder)
 
     @staticmethod
     def load_inline(**kwargs):
-        _FakeExtension.calls.append(kwargs["name"])
         return "module"
 
 
-def test_a_build_is_announced_once_in_one_line(monkeypatch, fresh_build, capsys):
-    monkeypatch.delenv("CXX", raising=False)
-    if linrec_cpp.shutil.which("c++") is None:
+@pytest.fixture
+def fake_builds(monkeypatch, tmp_path):
+    """torch's extension cache in a temporary folder; the child build writes a library there."""
+    if shutil.which("c++") is None:
         pytest.skip("no C++ compiler here")
-    monkeypatch.setattr(linrec_cpp, "_quiet_cpp_extension", lambda: _FakeExtension)
-    assert linrec_cpp._build() == "module" and linrec_cpp._build() == "module"  # cached: one build
+    monkeypatch.delenv("CXX", raising=False)
+    _FakeExtension.folder = tmp_path
+    monkeypatch.setattr(cpp_build, "quiet_cpp_extension", lambda: _FakeExtension)
+    builds = []
+
+    def child(arguments, timeout_s):
+        builds.append(arguments)
+        (tmp_path / f"{linrec_cpp.KERNEL.extension_name()}.so").write_bytes(b"a library")
+        return None
+
+    monkeypatch.setattr(cpp_build, "_child_load", child)
+    return builds
+
+
+def test_a_build_is_announced_once_in_one_line(fresh_build, fake_builds, capsys):
+    assert linrec_cpp.KERNEL.build() == "module" and linrec_cpp.KERNEL.build() == "module"  # cached: one build
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "building LinRec's fused C++ kernel (once per machine" in err
+    assert fake_builds == [["--build", "linrec"]]
 
 
-def test_an_existing_build_is_loaded_silently(monkeypatch, fresh_build, capsys):
-    monkeypatch.delenv("CXX", raising=False)
-    if linrec_cpp.shutil.which("c++") is None:
-        pytest.skip("no C++ compiler here")
-    monkeypatch.setattr(linrec_cpp, "_quiet_cpp_extension", lambda: _FakeExtension)
-    monkeypatch.setattr(linrec_cpp, "_already_built", lambda extension, name: True)
-    linrec_cpp._build()
-    assert capsys.readouterr().err == ""
+def test_an_existing_verified_build_is_loaded_silently(fresh_build, fake_builds, tmp_path, capsys):
+    library = tmp_path / f"{linrec_cpp.KERNEL.extension_name()}.so"
+    library.write_bytes(b"a library")
+    cpp_build._record_verified(library)
+    assert linrec_cpp.KERNEL.build() == "module"
+    assert capsys.readouterr().err == "" and fake_builds == []
+
+
+def test_a_stale_lock_of_a_killed_build_is_cleared_and_the_build_goes_on(fresh_build, fake_builds, tmp_path, capsys):
+    """A builder killed mid-compile leaves torch's `lock`: torch would wait on it forever."""
+    (tmp_path / "lock").write_text("")
+    assert linrec_cpp.KERNEL.build() == "module"
+    assert not (tmp_path / "lock").exists() and "stale build lock" in capsys.readouterr().err
+
+
+def test_a_changed_library_is_rebuilt_not_loaded(fresh_build, fake_builds, tmp_path, capsys):
+    """A library cut short after it was verified (a full disk, a copy interrupted): its digest no longer matches."""
+    library = tmp_path / f"{linrec_cpp.KERNEL.extension_name()}.so"
+    library.write_bytes(b"a library, whole")
+    cpp_build._record_verified(library)
+    library.write_bytes(b"a lib")
+    assert linrec_cpp.KERNEL.build() == "module"
+    assert fake_builds == [["--build", "linrec"]] and "unverified or corrupt; rebuilding" in capsys.readouterr().err
+
+
+def test_a_truncated_library_crashes_only_the_child_that_tries_it(tmp_path):
+    """The real check, in a real child process: half of a compiled library (its ELF header intact)."""
+    built = linrec_cpp.KERNEL.build()
+    if isinstance(built, Exception):
+        pytest.skip(f"no build to cut here ({built})")
+    whole = Path(built.__file__).read_bytes()
+    cut = tmp_path / "cut.so"
+    cut.write_bytes(whole[: len(whole) // 2])
+    assert cpp_build._child_load(["--library", str(cut)], 120.0) is not None
+    assert cpp_build._child_load(["--library", built.__file__], 120.0) is None
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "0", "-3", "soon"])
+def test_a_build_time_limit_must_be_a_positive_number(monkeypatch, value):
+    monkeypatch.setenv("LINREC_BUILD_TIMEOUT_S", value)
+    with pytest.raises(ValueError, match="LINREC_BUILD_TIMEOUT_S must be a positive number"):
+        cpp_build.build_timeout_s()
 
 
 def test_the_status_follows_every_phase_and_a_busy_group_says_it_waits(monkeypatch):

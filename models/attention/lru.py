@@ -14,7 +14,7 @@ from torch import nn
 
 from .base import AttentionLayer, Capabilities, OutputDropoutMixin, PackedMixerMixin, register_attention
 from .kernels.common import DEFAULT_CHUNK_SIZE, at_least_fp32
-from .kernels.lru import lru_parameters, lru_scan
+from .kernels.lru import LRU_BACKENDS, lru_parameters, lru_scan, resolve_lru_backend
 
 
 @register_attention("lru")
@@ -41,11 +41,18 @@ class LRUMixer(PackedMixerMixin, OutputDropoutMixin, AttentionLayer):
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         r_min: float = 0.8,
         r_max: float = 0.99,
+        backend: str = "auto",  # "auto": the fused C++ scan on a CPU where it builds, else "torch" (chunked)
     ):
         super().__init__(dim, heads, causal=causal, max_len=max_len, dropout=dropout)
-        self.chunk_size = chunk_size
+        if backend not in LRU_BACKENDS:
+            raise ValueError(f"lru: unknown backend {backend!r}; expected one of {', '.join(LRU_BACKENDS)}")
+        self.chunk_size, self.backend = chunk_size, backend
         nu_log, theta_log = lru_parameters(dim, r_min, r_max)
         self.nu_log, self.theta_log = nn.Parameter(nu_log), nn.Parameter(theta_log)  # (P,) with P = dim
+
+    @classmethod
+    def backend_for(cls, options, device, dtype=torch.float32, compiled=False):
+        return resolve_lru_backend(options.get("backend", "auto"), torch.empty(0, device=device, dtype=dtype))
 
     def attend_packed(self, qkv, key_padding_mask):
         batch, length = qkv.shape[:2]
@@ -58,6 +65,7 @@ class LRUMixer(PackedMixerMixin, OutputDropoutMixin, AttentionLayer):
             causal=self.causal,
             padding_mask=key_padding_mask,
             chunk_size=self.chunk_size,
+            backend=self.backend,
         )
         out = states.real + parts[:, :, 2]  # (B, N, P): Re(h_t) + D x_t
         if key_padding_mask is not None:

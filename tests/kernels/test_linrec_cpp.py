@@ -161,10 +161,11 @@ def test_an_installed_build_is_used_only_when_it_matches_the_source(monkeypatch)
     monkeypatch.setitem(sys.modules, installed.__name__, installed)
     try:
         installed.source_digest = linrec_cpp.source_digest()
-        linrec_cpp._build.cache_clear()
-        assert linrec_cpp._build() is installed
+        kernel = linrec_cpp.KERNEL
+        kernel.build.cache_clear()
+        assert kernel.build() is installed
         installed.source_digest = "0" * 12
-        linrec_cpp._build.cache_clear()
-        assert linrec_cpp._build() is not installed and extension_error() is None  # built (or cached) from source
+        kernel.build.cache_clear()
+        assert kernel.build() is not installed and extension_error() is None  # built (or cached) from source
     finally:
-        linrec_cpp._build.cache_clear()
+        linrec_cpp.KERNEL.build.cache_clear()

@@ -174,7 +174,10 @@ def test_auto_stays_on_torch_without_the_package_and_the_named_backend_says_why(
     import_error.cache_clear()
     try:
         x, delta, a_log, b, c, _ = _inputs()
-        assert kernel.resolve_mamba_backend("auto", x) == "torch"
+        from models.attention.kernels.scan_cpp import extension_error
+
+        assert kernel.resolve_mamba_backend("auto", x) == ("cpp" if extension_error() is None else "torch")
+        assert kernel.resolve_mamba_backend("auto", x.to("meta")) == "torch"  # neither package nor a CPU tensor
         with pytest.raises(ImportError, match="pip install mamba-ssm"):
             selective_scan(x, delta, a_log, b, c, backend="mamba-ssm")
     finally:

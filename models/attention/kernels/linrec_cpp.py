@@ -24,22 +24,10 @@ causality, padding); `extension_error()` says why the extension is unavailable (
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import hashlib
-import importlib
-import io
-import os
-import shutil
-import sys
-from pathlib import Path
-
 import torch
 
 from .common import NORM_EPS
-
-# the kernel itself, in C++ (its own file: an editor, a formatter and compiler line numbers work on it)
-_SOURCE = (Path(__file__).with_name("linrec_cpu.cpp")).read_text()
+from .cpp_build import CppKernel
 
 _CPP_DECLARATIONS = r"""
 torch::Tensor forward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor real, bool causal,
@@ -48,88 +36,13 @@ void backward(torch::Tensor grad, torch::Tensor q, torch::Tensor k, torch::Tenso
               bool causal, double eps, torch::Tensor kept, torch::Tensor dq, torch::Tensor dk, torch::Tensor dv);
 """
 
-
-# native: built on the machine that runs it; associative maths lets the dot products vectorise
-_CFLAGS = [
-    "-O3",
-    "-march=native",
-    "-fopenmp",
-    "-fassociative-math",
-    "-fno-signed-zeros",
-    "-fno-trapping-math",
-]
-
-
-def _quiet_cpp_extension():
-    """torch.utils.cpp_extension, imported without the 'No CUDA runtime is found, using CUDA_HOME=...' line a CUDA
-    build of torch prints on a machine without a GPU: this kernel is CPU-only and nobody asked for CUDA."""
-    with contextlib.redirect_stderr(io.StringIO()):
-        import torch.utils.cpp_extension as cpp_extension
-    return cpp_extension
-
-
-def _already_built(cpp_extension, name: str) -> bool:
-    try:  # private helper: where load_inline keeps builds (TORCH_EXTENSIONS_DIR or the user cache)
-        folder = Path(cpp_extension._get_build_directory(name, verbose=False))
-    except Exception:  # noqa: BLE001 -- unknown layout: assume a build is coming, and say so
-        return False
-    return (folder / f"{name}.so").exists()
-
-
-def source_digest() -> str:
-    """Of the kernel's C++ source, as setup.py stamps it into an installed build."""
-    return hashlib.sha256(Path(__file__).with_name("linrec_cpu.cpp").read_bytes()).hexdigest()[:12]
-
-
-def _installed():
-    """The extension compiled when the package was installed (setup.py), if it was and matches this source."""
-    try:
-        installed = importlib.import_module(f"{__package__}._linrec_cpu")
-    except ImportError:  # not built at install (the usual case), or built against another torch
-        return None
-    return installed if getattr(installed, "source_digest", None) == source_digest() else None
-
-
-@functools.cache
-def _build():
-    """The compiled module (the installed one, else built now), or the exception that stopped the build (cached
-    either way)."""
-    installed = _installed()
-    if installed is not None:
-        return installed
-    compiler = os.environ.get("CXX") or "c++"
-    if shutil.which(compiler) is None:  # one clear reason instead of torch's multi-line compiler banner
-        return RuntimeError(f"no C++ compiler ({compiler!r} not found; install one or set CXX)")
-    cpp_extension = _quiet_cpp_extension()
-    # the name carries a hash of source and flags: two checkouts (or versions) never load each other's build
-    digest = hashlib.sha256("".join([_CPP_DECLARATIONS, _SOURCE, *_CFLAGS]).encode()).hexdigest()[:12]
-    name = f"linrec_cpu_{digest}"
-    if not _already_built(cpp_extension, name):
-        print("linrec: building LinRec's fused C++ kernel (once per machine, about a minute) ...", file=sys.stderr)
-    try:
-        return cpp_extension.load_inline(
-            name=name,
-            cpp_sources=[_CPP_DECLARATIONS, _SOURCE],
-            functions=["forward", "backward"],
-            extra_cflags=_CFLAGS,
-            extra_ldflags=["-fopenmp"],
-            verbose=False,
-        )
-    except Exception as err:  # noqa: BLE001 -- no compiler, no ninja, no headers: the PyTorch path stays
-        return err
-
-
-def extension_error() -> str | None:
-    """Why the C++ kernel cannot be used here, or None."""
-    built = _build()
-    return f"{type(built).__name__}: {built}".splitlines()[0] if isinstance(built, Exception) else None
-
-
-def _module():
-    built = _build()
-    if isinstance(built, Exception):
-        raise RuntimeError(f"linrec backend='cpp': the C++ extension could not be built ({extension_error()})")
-    return built
+# the kernel itself is in C++ (its own file: an editor, a formatter and compiler line numbers work on it)
+KERNEL = CppKernel(
+    "linrec", "LinRec's fused C++ kernel", "linrec_cpu.cpp", _CPP_DECLARATIONS, ["forward", "backward"], "_linrec_cpu"
+)
+source_digest = KERNEL.source_digest
+extension_error = KERNEL.error  # why the C++ kernel cannot be used here, or None
+_module = KERNEL.module
 
 
 def _last_dim_contiguous(t: torch.Tensor) -> torch.Tensor:

@@ -11,18 +11,23 @@ Per state channel p (P channels), complex:
 
 Causal: the scan over t; bidirectional: a forward and a backward scan, the shared u_t counted once. Chunks of C
 positions: inside a chunk the masked powers lambda^(a - b) (C x C x P), across chunks the state times lambda^C:
-O(N C P) time, O(N P + C^2 P) memory, no sequential loop over positions.
+O(N C P) time, O(N P + C^2 P) memory, no sequential loop over positions. On a CPU, `backend="auto"` takes the fused
+C++ walk instead (kernels/scan_cpp.py: O(N P) time, the states only), this chunked scan being its reference.
 
 Shape legend: B batch, N length, P state channels, C chunk length.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 
 from .common import DEFAULT_CHUNK_SIZE, at_least_fp32
+from .scan_cpp import lru_scan_cpp, resolve_scan_backend
+
+LRU_BACKENDS = ("auto", "torch", "cpp")
 
 
 def lru_parameters(channels: int, r_min: float = 0.8, r_max: float = 0.99, max_phase: float = math.pi / 10):
@@ -68,9 +73,11 @@ def lru_scan(
     causal: bool = True,
     padding_mask: torch.Tensor | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    backend: str = "torch",
 ) -> torch.Tensor:
     """LRU states for a complex input u (B, N, P); padding_mask (B, N), True = real (padded inputs are dropped and
-    padded states zeroed). Returns the complex states (B, N, P)."""
+    padded states zeroed). Returns the complex states (B, N, P). backend: "torch" (the chunked scan here), "cpp"
+    (the fused C++ walk, kernels/scan_cpp.py) or "auto" (cpp where it applies)."""
     if u.dim() != 3 or not u.is_complex():
         raise ValueError(f"u must be complex (B, N, P), got {u.dtype} {tuple(u.shape)}")
     lam = lru_lambda(nu_log, theta_log).to(u.dtype)  # (P,)
@@ -78,9 +85,20 @@ def lru_scan(
     u = u * gamma
     if padding_mask is not None:
         u = u * padding_mask[..., None]
-    states = _causal_scan(u, lam, chunk_size)
+    if resolve_lru_backend(backend, u) == "cpp":
+        scan = lru_scan_cpp
+    else:
+        scan = functools.partial(_causal_scan, chunk=chunk_size)
+    states = scan(u, lam)
     if not causal:
-        states = states + _causal_scan(u.flip(1), lam, chunk_size).flip(1) - u  # u_t is in both scans
+        states = states + scan(u.flip(1), lam).flip(1) - u  # u_t is in both scans
     if padding_mask is not None:
         states = states * padding_mask[..., None]
     return states
+
+
+def resolve_lru_backend(backend: str, like: torch.Tensor) -> str:
+    """The scan `backend` names; "auto": the fused C++ walk on CPU where it builds, else "torch"."""
+    if backend not in LRU_BACKENDS:
+        raise ValueError(f"lru: unknown backend {backend!r}; expected one of {', '.join(LRU_BACKENDS)}")
+    return resolve_scan_backend("lru", backend, like)

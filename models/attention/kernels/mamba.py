@@ -14,6 +14,8 @@ multiply-add on (B, E, S) states per position, forward and backward written by h
 that only the states are kept: O(N E S) time and memory, N Python steps each way. (Summing each chunk's pairs at
 once, weighted by exp(L_t - L_b), costs C times the arithmetic and was slower here at every size measured: 0.38
 against 0.33 s at N = 256, batch 1, width 128.)
+On a CPU, `backend="auto"` takes the fused C++ walk (kernels/scan_cpp.py: no Python loop, the states kept only every
+64 positions and recomputed in the backward), this scan being its reference.
 On CUDA with mamba-ssm installed, `backend="auto"` hands the scan to its fused kernel (selective_scan_fn, which
 recomputes the states in the backward pass); padding maps onto it as a zero step (no decay, no drive).
 
@@ -28,9 +30,10 @@ import torch
 import torch.nn.functional as F
 
 from .common import OptionalKernel
+from .scan_cpp import resolve_scan_backend, selective_scan_cpp
 
 MAMBA_SSM = OptionalKernel("mamba-ssm", "mamba_ssm.ops.selective_scan_interface", "selective_scan_fn", "mamba-ssm")
-MAMBA_BACKENDS = ("auto", "torch", MAMBA_SSM.name)
+MAMBA_BACKENDS = ("auto", "torch", "cpp", MAMBA_SSM.name)
 
 
 def mamba_parameters(channels: int, states: int, dt_rank: int, dt_min: float = 1e-3, dt_max: float = 0.1):
@@ -113,8 +116,8 @@ def selective_scan(
 
     A padded position neither feeds nor decays the state (its step delta is 0: decay 1, drive 0), so padding on
     either side changes nothing at the real positions, and its own output is 0. Bidirectional: a forward and a
-    backward scan, the current position's drive counted once. backend: "torch" (above), "mamba-ssm" (CUDA), or
-    "auto" (resolve_mamba_backend)."""
+    backward scan, the current position's drive counted once. backend: "torch" (above), "cpp" (the fused C++ walk),
+    "mamba-ssm" (CUDA), or "auto" (resolve_mamba_backend)."""
     backend = resolve_mamba_backend(backend, x)
     if backend == "mamba-ssm":
         return _mamba_ssm_selective_scan(x, delta, a_log, b, c, causal, padding_mask)
@@ -122,9 +125,10 @@ def selective_scan(
     if padding_mask is not None:
         delta = delta * padding_mask[..., None]  # (B, N, E): a zero step at padded positions
     dx = delta * x  # (B, N, E)
-    y = _SelectiveScan.apply(dx, delta, a, b, c)
+    scan = selective_scan_cpp if backend == "cpp" else _SelectiveScan.apply
+    y = scan(dx, delta, a, b, c)
     if not causal:
-        backward = _SelectiveScan.apply(dx.flip(1), delta.flip(1), a, b.flip(1), c.flip(1)).flip(1)
+        backward = scan(dx.flip(1), delta.flip(1), a, b.flip(1), c.flip(1)).flip(1)
         y = y + backward - dx * (b * c).sum(-1, keepdim=True)  # drive_t . c_t is in both scans
     if padding_mask is not None:
         y = y * padding_mask[..., None]
@@ -132,8 +136,12 @@ def selective_scan(
 
 
 def resolve_mamba_backend(backend: str, x: torch.Tensor) -> str:
-    """The scan `backend` names; "auto": mamba-ssm's fused kernel on CUDA when it imports, else "torch"."""
-    return MAMBA_SSM.resolve("mamba", backend, x)
+    """The scan `backend` names; "auto": mamba-ssm's fused kernel on CUDA when it imports, the fused C++ walk on a
+    CPU where it builds (kernels/scan_cpp.py), else "torch"."""
+    if backend == "cpp":
+        return resolve_scan_backend("mamba", backend, x)
+    chosen = MAMBA_SSM.resolve("mamba", backend, x)
+    return resolve_scan_backend("mamba", "auto", x) if backend == "auto" and chosen == "torch" else chosen
 
 
 def _mamba_ssm_selective_scan(x, delta, a_log, b, c, causal, padding_mask):

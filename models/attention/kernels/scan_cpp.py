@@ -1,0 +1,120 @@
+"""The recurrent mixers' scans as fused C++ walks on the CPU (source: scan_cpu.cpp), forward and backward.
+
+The PyTorch paths (kernels/lru.py: chunked powers of lambda; kernels/mamba.py: one Python step per position) stay the
+references these are tested against (values, fp64 gradients). Here one walk per (sequence, block of channels) keeps
+the state in registers:
+
+- LRU: h_t = lam h_{t-1} + u_t, complex, on the real views of u and lam; the states are the output and all the
+  backward needs.
+- Mamba: h_t = exp(delta_t A) h_{t-1} + dx_t b_t, y_t = c_t . h_t; the forward keeps the state entering every
+  MAMBA_CHUNK-th position only ((B, N / 64, E, S), not the (B, N, E, S) states), the backward recomputes a chunk at a
+  time from it.
+
+Jobs (sequence x channel block) run in parallel (at::parallel_for, OpenMP). float32 and float64 (for gradcheck).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .cpp_build import CppKernel
+
+_CPP_DECLARATIONS = r"""
+torch::Tensor lru_forward(torch::Tensor u, torch::Tensor lam);
+std::vector<torch::Tensor> lru_backward(torch::Tensor gh, torch::Tensor h, torch::Tensor lam);
+std::vector<torch::Tensor> mamba_forward(torch::Tensor dx, torch::Tensor delta, torch::Tensor a, torch::Tensor b,
+                                         torch::Tensor c, int64_t chunk, bool keep);
+std::vector<torch::Tensor> mamba_backward(torch::Tensor gy, torch::Tensor dx, torch::Tensor delta, torch::Tensor a,
+                                          torch::Tensor b, torch::Tensor c, torch::Tensor kept, int64_t chunk);
+"""
+KERNEL = CppKernel(
+    "scan",
+    "the recurrent mixers' fused C++ scans",
+    "scan_cpu.cpp",
+    _CPP_DECLARATIONS,
+    ["lru_forward", "lru_backward", "mamba_forward", "mamba_backward"],
+    "_scan_cpu",
+)
+extension_error = KERNEL.error
+
+MAMBA_CHUNK = 64  # positions between the states the forward keeps for the backward
+SCAN_DTYPES = (torch.float32, torch.float64)
+
+
+def applies(like: torch.Tensor) -> bool:
+    """Whether the fused scans can run on tensors like this one: CPU, float32/float64 (complex64/128 for the LRU)."""
+    real = torch.empty(0, dtype=like.dtype).real.dtype if like.is_complex() else like.dtype
+    return like.device.type == "cpu" and real in SCAN_DTYPES
+
+
+class _LRUScan(torch.autograd.Function):
+    """u (B, N, P) complex, lam (P,) complex -> h (B, N, P): h_t = lam h_{t-1} + u_t."""
+
+    @staticmethod
+    def forward(ctx, u, lam):
+        u_real = torch.view_as_real(u.resolve_conj().contiguous())  # (B, N, P, 2)
+        lam_real = torch.view_as_real(lam.resolve_conj().contiguous())  # (P, 2)
+        h = KERNEL.module().lru_forward(u_real, lam_real)
+        ctx.save_for_backward(h, lam_real)
+        return torch.view_as_complex(h)
+
+    @staticmethod
+    def backward(ctx, grad):
+        h, lam_real = ctx.saved_tensors
+        grad_real = torch.view_as_real(grad.resolve_conj().contiguous())
+        du, dlam = KERNEL.module().lru_backward(grad_real, h, lam_real)
+        return torch.view_as_complex(du), torch.view_as_complex(dlam.contiguous())
+
+
+def lru_scan_cpp(u: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """The LRU recurrence h_t = lam h_{t-1} + u_t over dim 1 of u (B, N, P), complex."""
+    return _LRUScan.apply(u, lam)
+
+
+class _SelectiveScan(torch.autograd.Function):
+    """dx, delta (B, N, E); a (E, S); b, c (B, N, S) -> y (B, N, E), as kernels/mamba.py's _SelectiveScan."""
+
+    @staticmethod
+    def forward(ctx, dx, delta, a, b, c):
+        inputs = [t.contiguous() for t in (dx, delta, a, b, c)]
+        y, kept = KERNEL.module().mamba_forward(*inputs, MAMBA_CHUNK, any(ctx.needs_input_grad))
+        ctx.save_for_backward(*inputs, kept)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        *inputs, kept = ctx.saved_tensors
+        return tuple(KERNEL.module().mamba_backward(grad.contiguous(), *inputs, kept, MAMBA_CHUNK))
+
+
+def selective_scan_cpp(dx, delta, a, b, c) -> torch.Tensor:
+    return _SelectiveScan.apply(dx, delta, a, b, c)
+
+
+def resolve_scan_backend(mechanism: str, backend: str, like: torch.Tensor, fallback: str = "torch") -> str:
+    """ "auto" -> "cpp" where the fused scans apply (CPU, float32/64) and the extension builds, else `fallback`; a
+    named "cpp" that cannot run here is refused in one line (when the layer is built, not at its first call)."""
+    if backend == "cpp":
+        if not applies(like):
+            raise ValueError(f"{mechanism}: backend='cpp' runs on CPU float32/float64 tensors, got {like.device.type}")
+        if extension_error() is not None:
+            raise RuntimeError(f"{mechanism}: backend='cpp' is unavailable here ({extension_error()})")
+        return "cpp"
+    if backend == "auto" and applies(like):
+        if extension_error() is None:
+            return "cpp"
+        _warn_no_extension(mechanism, extension_error())
+    return fallback if backend == "auto" else backend
+
+
+def _warn_no_extension(mechanism: str, reason: str) -> None:
+    import warnings
+
+    if (mechanism, reason) not in _WARNED:
+        _WARNED.add((mechanism, reason))
+        warnings.warn(
+            f"{mechanism}: the fused C++ scan is unavailable ({reason}); using the PyTorch path", stacklevel=3
+        )
+
+
+_WARNED: set = set()

@@ -1,0 +1,302 @@
+// Fused CPU scans for the recurrent mixers: the LRU's complex diagonal recurrence and Mamba's selective scan,
+// forward and backward, one walk over the sequence per (sequence, block of channels), the state in registers/L1.
+// The PyTorch paths (kernels/lru.py, kernels/mamba.py) stay the references these are tested against.
+//
+// LRU, per channel p (complex):   h_t = lam h_{t-1} + u_t
+//   backward (PyTorch's convention: gradients are conjugate Wirtinger derivatives):
+//   g_t = gh_t + conj(lam) g_{t+1};   du_t = g_t;   dlam = sum_t g_t conj(h_{t-1})
+//
+// Mamba, per channel e and state s:  h_t = exp(delta_t A) h_{t-1} + dx_t b_t;   y_t = sum_s c_t h_t
+//   backward: G_t = gy_t c_t + exp(delta_{t+1} A) G_{t+1};   dc_t = sum_e gy_t h_t;   d(dx)_t = sum_s G_t b_t;
+//   db_t = sum_e G_t dx_t;   W_t = G_t h_{t-1} exp(delta_t A);   d(delta)_t = sum_s W_t A;   dA = sum_t W_t delta_t
+//   The forward keeps the state entering every CHUNK-th position only (N / CHUNK of the (E, S) states, not N): the
+//   backward recomputes each chunk's states and decays into a small buffer, then walks it in reverse.
+//
+// Sums over channels (db, dc) and over the batch (dlam, dA) are written per job and added up by the caller: no
+// two threads write one element. Shapes: B batch, N length, P / E channels, S states per channel.
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+// exp for x <= 0 in float: Cody-Waite range reduction and Cephes' degree-6 polynomial (relative error ~1e-7), written
+// with arithmetic only so that the compiler vectorises the loops around it (std::exp in float would not vectorise
+// without -ffast-math). Below -87 the result is 0 (expf's smallest normal is ~1.2e-38).
+inline float exp_nonpositive(float x) {
+  const bool tiny = x < -87.0f;
+  x = tiny ? -87.0f : x;
+  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return tiny ? 0.0f : p * scale;
+}
+
+inline double exp_nonpositive(double x) { return std::exp(x); }  // float64: exact, for gradcheck
+
+constexpr int64_t LRU_BLOCK = 64;    // channels per job
+constexpr int64_t MAMBA_BLOCK = 8;   // channels per job
+
+template <typename T>
+void lru_forward_impl(const T* u, const T* lam, T* h, int64_t batch, int64_t length, int64_t channels) {
+  const int64_t blocks = (channels + LRU_BLOCK - 1) / LRU_BLOCK;
+  at::parallel_for(0, batch * blocks, 1, [&](int64_t begin, int64_t end) {
+    T hr[LRU_BLOCK], hi[LRU_BLOCK], lr[LRU_BLOCK], li[LRU_BLOCK];
+    for (int64_t job = begin; job < end; ++job) {
+      const int64_t b = job / blocks, p0 = (job % blocks) * LRU_BLOCK, width = std::min(LRU_BLOCK, channels - p0);
+      for (int64_t p = 0; p < width; ++p) {
+        hr[p] = hi[p] = 0;
+        lr[p] = lam[2 * (p0 + p)];
+        li[p] = lam[2 * (p0 + p) + 1];
+      }
+      for (int64_t t = 0; t < length; ++t) {
+        const T* ut = u + ((b * length + t) * channels + p0) * 2;
+        T* ht = h + ((b * length + t) * channels + p0) * 2;
+        for (int64_t p = 0; p < width; ++p) {
+          const T re = lr[p] * hr[p] - li[p] * hi[p] + ut[2 * p];
+          const T im = lr[p] * hi[p] + li[p] * hr[p] + ut[2 * p + 1];
+          hr[p] = re;
+          hi[p] = im;
+          ht[2 * p] = re;
+          ht[2 * p + 1] = im;
+        }
+      }
+    }
+  });
+}
+
+template <typename T>
+void lru_backward_impl(const T* gh, const T* h, const T* lam, T* du, T* dlam_by_batch, int64_t batch, int64_t length,
+                       int64_t channels) {
+  const int64_t blocks = (channels + LRU_BLOCK - 1) / LRU_BLOCK;
+  at::parallel_for(0, batch * blocks, 1, [&](int64_t begin, int64_t end) {
+    T gr[LRU_BLOCK], gi[LRU_BLOCK], lr[LRU_BLOCK], li[LRU_BLOCK], dr[LRU_BLOCK], di[LRU_BLOCK];
+    for (int64_t job = begin; job < end; ++job) {
+      const int64_t b = job / blocks, p0 = (job % blocks) * LRU_BLOCK, width = std::min(LRU_BLOCK, channels - p0);
+      for (int64_t p = 0; p < width; ++p) {
+        gr[p] = gi[p] = dr[p] = di[p] = 0;
+        lr[p] = lam[2 * (p0 + p)];
+        li[p] = lam[2 * (p0 + p) + 1];
+      }
+      for (int64_t t = length - 1; t >= 0; --t) {
+        const int64_t at = ((b * length + t) * channels + p0) * 2;
+        const T* ght = gh + at;
+        T* dut = du + at;
+        for (int64_t p = 0; p < width; ++p) {
+          const T re = ght[2 * p] + lr[p] * gr[p] + li[p] * gi[p];  // g_t = gh_t + conj(lam) g_{t+1}
+          const T im = ght[2 * p + 1] + lr[p] * gi[p] - li[p] * gr[p];
+          gr[p] = re;
+          gi[p] = im;
+          dut[2 * p] = re;
+          dut[2 * p + 1] = im;
+        }
+        if (t > 0) {  // h_0 = 0: the first step's lam multiplies nothing
+          const T* hp = h + at - channels * 2;
+          for (int64_t p = 0; p < width; ++p) {  // g_t conj(h_{t-1})
+            dr[p] += gr[p] * hp[2 * p] + gi[p] * hp[2 * p + 1];
+            di[p] += gi[p] * hp[2 * p] - gr[p] * hp[2 * p + 1];
+          }
+        }
+      }
+      for (int64_t p = 0; p < width; ++p) {
+        dlam_by_batch[(b * channels + p0 + p) * 2] = dr[p];
+        dlam_by_batch[(b * channels + p0 + p) * 2 + 1] = di[p];
+      }
+    }
+  });
+}
+
+template <typename T>
+void mamba_forward_impl(const T* dx, const T* delta, const T* a, const T* bmat, const T* cmat, T* y, T* kept,
+                        int64_t batch, int64_t length, int64_t channels, int64_t states, int64_t chunk) {
+  const int64_t blocks = (channels + MAMBA_BLOCK - 1) / MAMBA_BLOCK;
+  const int64_t chunks = (length + chunk - 1) / chunk;
+  at::parallel_for(0, batch * blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> state(MAMBA_BLOCK * states);
+    for (int64_t job = begin; job < end; ++job) {
+      const int64_t b = job / blocks, e0 = (job % blocks) * MAMBA_BLOCK;
+      const int64_t width = std::min(MAMBA_BLOCK, channels - e0);
+      std::fill(state.begin(), state.end(), T(0));
+      for (int64_t t = 0; t < length; ++t) {
+        if (t % chunk == 0 && kept != nullptr) {  // the state entering this chunk: (B, chunks, E, S)
+          T* out = kept + ((b * chunks + t / chunk) * channels + e0) * states;
+          std::copy(state.begin(), state.begin() + width * states, out);
+        }
+        const T* bt = bmat + (b * length + t) * states;
+        const T* ct = cmat + (b * length + t) * states;
+        const int64_t row = (b * length + t) * channels + e0;
+        for (int64_t e = 0; e < width; ++e) {
+          const T step = delta[row + e], drive = dx[row + e];
+          const T* ae = a + (e0 + e) * states;
+          T* he = state.data() + e * states;
+          T sum = 0;
+          for (int64_t s = 0; s < states; ++s) {
+            he[s] = exp_nonpositive(step * ae[s]) * he[s] + drive * bt[s];
+            sum += ct[s] * he[s];
+          }
+          y[row + e] = sum;
+        }
+      }
+    }
+  });
+}
+
+template <typename T>
+void mamba_backward_impl(const T* gy, const T* dx, const T* delta, const T* a, const T* bmat, const T* cmat,
+                         const T* kept, T* d_dx, T* d_delta, T* d_a_by_batch, T* d_b_by_block, T* d_c_by_block,
+                         int64_t batch, int64_t length, int64_t channels, int64_t states, int64_t chunk) {
+  const int64_t blocks = (channels + MAMBA_BLOCK - 1) / MAMBA_BLOCK;
+  const int64_t chunks = (length + chunk - 1) / chunk;
+  at::parallel_for(0, batch * blocks, 1, [&](int64_t begin, int64_t end) {
+    const int64_t block_states = MAMBA_BLOCK * states;
+    std::vector<T> hs(chunk * block_states), decays(chunk * block_states), carried(block_states), d_a(block_states);
+    for (int64_t job = begin; job < end; ++job) {
+      const int64_t b = job / blocks, block = job % blocks, e0 = block * MAMBA_BLOCK;
+      const int64_t width = std::min(MAMBA_BLOCK, channels - e0);
+      std::fill(carried.begin(), carried.end(), T(0));
+      std::fill(d_a.begin(), d_a.end(), T(0));
+      T* db = d_b_by_block + (b * blocks + block) * length * states;  // (B, blocks, N, S)
+      T* dc = d_c_by_block + (b * blocks + block) * length * states;
+      for (int64_t k = chunks - 1; k >= 0; --k) {
+        const int64_t t0 = k * chunk, t1 = std::min(length, t0 + chunk);
+        const T* entering = kept + ((b * chunks + k) * channels + e0) * states;
+        // recompute this chunk's states and decays from the state kept at its start
+        for (int64_t t = t0; t < t1; ++t) {
+          const T* bt = bmat + (b * length + t) * states;
+          const int64_t row = (b * length + t) * channels + e0;
+          for (int64_t e = 0; e < width; ++e) {
+            const T step = delta[row + e], drive = dx[row + e];
+            const T* ae = a + (e0 + e) * states;
+            const T* prev = t == t0 ? entering + e * states : hs.data() + ((t - 1 - t0) * MAMBA_BLOCK + e) * states;
+            T* he = hs.data() + ((t - t0) * MAMBA_BLOCK + e) * states;
+            T* de = decays.data() + ((t - t0) * MAMBA_BLOCK + e) * states;
+            for (int64_t s = 0; s < states; ++s) {
+              de[s] = exp_nonpositive(step * ae[s]);
+              he[s] = de[s] * prev[s] + drive * bt[s];
+            }
+          }
+        }
+        for (int64_t t = t1 - 1; t >= t0; --t) {
+          const T* bt = bmat + (b * length + t) * states;
+          const T* ct = cmat + (b * length + t) * states;
+          T* dbt = db + t * states;
+          T* dct = dc + t * states;
+          const int64_t row = (b * length + t) * channels + e0;
+          for (int64_t e = 0; e < width; ++e) {
+            const T g_y = gy[row + e], drive = dx[row + e], step = delta[row + e];
+            const T* ae = a + (e0 + e) * states;
+            const T* he = hs.data() + ((t - t0) * MAMBA_BLOCK + e) * states;
+            const T* de = decays.data() + ((t - t0) * MAMBA_BLOCK + e) * states;
+            const T* prev = t == t0 ? entering + e * states : hs.data() + ((t - 1 - t0) * MAMBA_BLOCK + e) * states;
+            T* ce = carried.data() + e * states;
+            T* dae = d_a.data() + e * states;
+            T grad_drive = 0, grad_step = 0;
+            for (int64_t s = 0; s < states; ++s) {
+              const T grad = ce[s] + g_y * ct[s];  // G_t
+              const T w = grad * prev[s] * de[s];
+              dct[s] = (e == 0 ? T(0) : dct[s]) + he[s] * g_y;
+              dbt[s] = (e == 0 ? T(0) : dbt[s]) + grad * drive;
+              grad_drive += grad * bt[s];
+              grad_step += w * ae[s];
+              dae[s] += w * step;
+              ce[s] = de[s] * grad;
+            }
+            d_dx[row + e] = grad_drive;
+            d_delta[row + e] = grad_step;
+          }
+        }
+      }
+      for (int64_t e = 0; e < width; ++e) {
+        std::copy(d_a.begin() + e * states, d_a.begin() + (e + 1) * states,
+                  d_a_by_batch + (b * channels + e0 + e) * states);
+      }
+    }
+  });
+}
+
+void check(const torch::Tensor& t, const char* name, int64_t dims) {
+  TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor");
+  TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
+  TORCH_CHECK(t.dim() == dims, name, " must have ", dims, " dimensions, got ", t.dim());
+}
+
+}  // namespace
+
+// u (B, N, P, 2) and lam (P, 2): real views of complex tensors. Returns h (B, N, P, 2).
+torch::Tensor lru_forward(torch::Tensor u, torch::Tensor lam) {
+  check(u, "u", 4);
+  check(lam, "lam", 2);
+  auto h = torch::empty_like(u);
+  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "lru_forward", [&] {
+    lru_forward_impl<scalar_t>(u.data_ptr<scalar_t>(), lam.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), u.size(0),
+                               u.size(1), u.size(2));
+  });
+  return h;
+}
+
+// Returns (du (B, N, P, 2), dlam (P, 2)).
+std::vector<torch::Tensor> lru_backward(torch::Tensor gh, torch::Tensor h, torch::Tensor lam) {
+  check(gh, "grad", 4);
+  check(h, "h", 4);
+  auto du = torch::empty_like(gh);
+  auto dlam_by_batch = torch::empty({h.size(0), h.size(2), 2}, h.options());
+  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "lru_backward", [&] {
+    lru_backward_impl<scalar_t>(gh.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), lam.data_ptr<scalar_t>(),
+                                du.data_ptr<scalar_t>(), dlam_by_batch.data_ptr<scalar_t>(), h.size(0), h.size(1),
+                                h.size(2));
+  });
+  return {du, dlam_by_batch.sum(0)};
+}
+
+// dx, delta (B, N, E); a (E, S); b, c (B, N, S). Returns (y (B, N, E), kept (B, N / chunk, E, S) or empty).
+std::vector<torch::Tensor> mamba_forward(torch::Tensor dx, torch::Tensor delta, torch::Tensor a, torch::Tensor b,
+                                         torch::Tensor c, int64_t chunk, bool keep) {
+  for (auto [t, name] : {std::pair{dx, "dx"}, {delta, "delta"}, {b, "b"}, {c, "c"}}) check(t, name, 3);
+  check(a, "a", 2);
+  const int64_t batch = dx.size(0), length = dx.size(1), channels = dx.size(2), states = a.size(1);
+  auto y = torch::empty_like(dx);
+  auto kept = keep ? torch::empty({batch, (length + chunk - 1) / chunk, channels, states}, dx.options())
+                   : torch::empty({0}, dx.options());
+  AT_DISPATCH_FLOATING_TYPES(dx.scalar_type(), "mamba_forward", [&] {
+    mamba_forward_impl<scalar_t>(dx.data_ptr<scalar_t>(), delta.data_ptr<scalar_t>(), a.data_ptr<scalar_t>(),
+                                 b.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
+                                 keep ? kept.data_ptr<scalar_t>() : nullptr, batch, length, channels, states, chunk);
+  });
+  return {y, kept};
+}
+
+// Returns (d_dx, d_delta, d_a, d_b, d_c).
+std::vector<torch::Tensor> mamba_backward(torch::Tensor gy, torch::Tensor dx, torch::Tensor delta, torch::Tensor a,
+                                          torch::Tensor b, torch::Tensor c, torch::Tensor kept, int64_t chunk) {
+  check(gy, "grad", 3);
+  check(kept, "kept", 4);
+  const int64_t batch = dx.size(0), length = dx.size(1), channels = dx.size(2), states = a.size(1);
+  const int64_t blocks = (channels + MAMBA_BLOCK - 1) / MAMBA_BLOCK;
+  auto d_dx = torch::empty_like(dx), d_delta = torch::empty_like(delta);
+  auto d_a_by_batch = torch::empty({batch, channels, states}, dx.options());
+  auto d_b_by_block = torch::empty({batch, blocks, length, states}, dx.options());
+  auto d_c_by_block = torch::empty({batch, blocks, length, states}, dx.options());
+  AT_DISPATCH_FLOATING_TYPES(dx.scalar_type(), "mamba_backward", [&] {
+    mamba_backward_impl<scalar_t>(gy.data_ptr<scalar_t>(), dx.data_ptr<scalar_t>(), delta.data_ptr<scalar_t>(),
+                                  a.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(),
+                                  kept.data_ptr<scalar_t>(), d_dx.data_ptr<scalar_t>(), d_delta.data_ptr<scalar_t>(),
+                                  d_a_by_batch.data_ptr<scalar_t>(), d_b_by_block.data_ptr<scalar_t>(),
+                                  d_c_by_block.data_ptr<scalar_t>(), batch, length, channels, states, chunk);
+  });
+  return {d_dx, d_delta, d_a_by_batch.sum(0), d_b_by_block.sum(1), d_c_by_block.sum(1)};
+}

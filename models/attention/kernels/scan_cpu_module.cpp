@@ -1,0 +1,16 @@
+// The recurrent mixers' fused scans as an installed extension (models.attention.kernels._scan_cpu), compiled by
+// setup.py next to torch. The same source as the first-use build; SCAN_SOURCE_DIGEST lets the loader refuse an
+// installed build older than the source.
+#include "scan_cpu.cpp"
+
+#ifndef SCAN_SOURCE_DIGEST
+#define SCAN_SOURCE_DIGEST "unknown"
+#endif
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("lru_forward", &lru_forward, "LRU scan forward, real views (B, N, P, 2)");
+  m.def("lru_backward", &lru_backward, "LRU scan backward: (du, dlam)");
+  m.def("mamba_forward", &mamba_forward, "selective scan forward: (y, kept states)");
+  m.def("mamba_backward", &mamba_backward, "selective scan backward: (d_dx, d_delta, d_a, d_b, d_c)");
+  m.attr("source_digest") = SCAN_SOURCE_DIGEST;
+}

@@ -1,0 +1,127 @@
+"""The fused C++ scans (kernels/scan_cpp.py) against the PyTorch paths they replace on a CPU: values and fp64
+gradients, causal and bidirectional, padding on either side, lengths across the kept-state chunks, every channel
+block; and the layers record which scan ran."""
+
+import pytest
+import torch
+
+from models.attention import build_attention
+from models.attention.kernels import scan_cpp
+from models.attention.kernels.lru import lru_parameters, lru_scan
+from models.attention.kernels.mamba import _SelectiveScan, mamba_parameters, selective_scan
+
+pytestmark = pytest.mark.skipif(scan_cpp.extension_error() is not None, reason="the C++ scans could not be built here")
+
+
+def _close(got, want, tol):
+    torch.testing.assert_close(got, want, rtol=tol, atol=tol)
+
+
+def _grads(out, inputs, seed=0):
+    torch.manual_seed(seed)
+    grad = torch.randn_like(out)
+    return torch.autograd.grad(out, inputs, grad)
+
+
+def _lru_inputs(batch=3, length=70, channels=70):
+    torch.manual_seed(0)
+    u = torch.randn(batch, length, channels, dtype=torch.complex128, requires_grad=True)
+    nu_log, theta_log = (t.double().requires_grad_() for t in lru_parameters(channels))
+    mask = torch.ones(batch, length, dtype=torch.bool)
+    mask[0, :9] = False  # left padding
+    mask[1, -5:] = False  # right padding
+    return u, nu_log, theta_log, mask
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_lru_scan_equals_the_chunked_scan_in_values_and_fp64_gradients(causal):
+    u, nu_log, theta_log, mask = _lru_inputs()
+    kwargs = {"causal": causal, "padding_mask": mask}
+    got = lru_scan(u, nu_log, theta_log, backend="cpp", **kwargs)
+    want = lru_scan(u, nu_log, theta_log, backend="torch", chunk_size=16, **kwargs)
+    _close(got, want, 1e-10)
+    inputs = (u, nu_log, theta_log)
+    for a, b in zip(_grads(got.real + got.imag, inputs), _grads(want.real + want.imag, inputs), strict=True):
+        _close(a, b, 1e-9)
+
+
+def test_lru_scan_passes_gradcheck():
+    u, nu_log, theta_log, _ = _lru_inputs(batch=2, length=9, channels=3)
+    lam = torch.exp(torch.complex(-torch.exp(nu_log), torch.exp(theta_log))).detach().requires_grad_()
+    assert torch.autograd.gradcheck(scan_cpp.lru_scan_cpp, (u, lam))
+
+
+def test_lru_scan_in_fp32_matches_fp64():
+    u, nu_log, theta_log, mask = _lru_inputs(length=500)
+    want = lru_scan(u, nu_log, theta_log, padding_mask=mask, backend="cpp")
+    got = lru_scan(u.detach().to(torch.complex64), nu_log.float(), theta_log.float(), padding_mask=mask, backend="cpp")
+    _close(got.to(torch.complex128), want.detach(), 1e-4)
+
+
+def _mamba_inputs(batch=2, length=150, channels=19, states=5, dtype=torch.float64):
+    torch.manual_seed(1)
+    dx = torch.randn(batch, length, channels, dtype=dtype, requires_grad=True)
+    delta = (torch.rand(batch, length, channels, dtype=dtype) * 0.5).requires_grad_()
+    a_log, _ = mamba_parameters(channels, states, 2)
+    a = (-torch.exp(a_log.to(dtype))).requires_grad_()
+    b, c = (torch.randn(batch, length, states, dtype=dtype, requires_grad=True) for _ in range(2))
+    return dx, delta, a, b, c
+
+
+@pytest.mark.parametrize("length", [1, 63, 64, 65, 150])
+def test_selective_scan_equals_the_step_by_step_scan_in_values_and_fp64_gradients(length):
+    """Lengths on both sides of the 64-position chunks whose entering states the forward keeps."""
+    inputs = _mamba_inputs(length=length)
+    got, want = scan_cpp.selective_scan_cpp(*inputs), _SelectiveScan.apply(*inputs)
+    _close(got, want, 1e-10)
+    for a, b in zip(_grads(got, inputs), _grads(want, inputs), strict=True):
+        _close(a, b, 1e-9)
+
+
+def test_selective_scan_passes_gradcheck():
+    inputs = _mamba_inputs(batch=2, length=7, channels=3, states=2)
+    assert torch.autograd.gradcheck(scan_cpp.selective_scan_cpp, inputs)
+
+
+def test_a_strong_decay_over_a_long_sequence_stays_finite_in_fp32():
+    """exp(delta A) far below float's range (the kernel's own exp returns 0 there) and the float path's accuracy."""
+    dx, delta, a, b, c = _mamba_inputs(length=300, dtype=torch.float64)
+    delta = delta.detach() * 200  # decays down to exp(-1600)
+    want = _SelectiveScan.apply(dx.detach(), delta, a.detach(), b.detach(), c.detach())
+    got = scan_cpp.selective_scan_cpp(*(t.detach().float() for t in (dx, delta, a, b, c)))
+    assert torch.isfinite(got).all()
+    _close(got.double(), want, 1e-4)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_selective_scan_with_padding_matches_the_torch_backend(causal):
+    torch.manual_seed(2)
+    x, delta = torch.randn(2, 40, 6, dtype=torch.float64), torch.rand(2, 40, 6, dtype=torch.float64)
+    a_log, _ = mamba_parameters(6, 4, 1)
+    b, c = torch.randn(2, 40, 4, dtype=torch.float64), torch.randn(2, 40, 4, dtype=torch.float64)
+    mask = torch.ones(2, 40, dtype=torch.bool)
+    mask[0, :7], mask[1, -3:] = False, False
+    args = (x, delta, a_log.double(), b, c)
+    got = selective_scan(*args, causal=causal, padding_mask=mask, backend="cpp")
+    _close(got, selective_scan(*args, causal=causal, padding_mask=mask, backend="torch"), 1e-10)
+
+
+@pytest.mark.parametrize("name", ["lru", "mamba"])
+def test_layers_take_the_fused_scan_on_cpu_and_equal_the_torch_path(name):
+    torch.manual_seed(3)
+    layer = build_attention(name, 32, 2, causal=True)
+    assert type(layer).backend_for({}, "cpu") == "cpp"
+    assert type(layer).backend_for({"backend": "torch"}, "cpu") == "torch"
+    x = torch.randn(2, 30, 32)
+    mask = torch.ones(2, 30, dtype=torch.bool)
+    mask[0, :5] = False
+    fused = layer(x, mask)
+    layer.backend = "torch"
+    _close(fused, layer(x, mask), 1e-5)
+
+
+def test_a_named_cpp_scan_on_another_device_is_refused_in_one_line():
+    with pytest.raises(ValueError, match="backend='cpp' runs on CPU float32/float64"):
+        scan_cpp.resolve_scan_backend("lru", "cpp", torch.empty(0, device="meta"))
+    with pytest.raises(ValueError, match="unknown backend 'cuda'"):
+        build_attention("lru", 32, 2, causal=True, backend="cuda")
