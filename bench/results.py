@@ -46,8 +46,8 @@ def attention_label(name: str, options: dict, compiled: bool = False) -> str:
 def fallback_note(row: dict) -> str:
     """' (PyTorch path)' for a LinRec, LRU or Mamba row that asked for the default path on a CPU but ran the PyTorch
     one (the C++ kernel could not be built there, or did not exist yet): its times are not the fused kernel's. ''
-    otherwise, and for rows older than the backend field. The released formula (variant=official) and the blockwise backward (recompute_heads) have no fused kernel: their
-    PyTorch path is the default one, not a fallback."""
+    otherwise, and for rows older than the backend field. The released formula (variant=official) and the blockwise
+    backward (recompute_heads) have no fused kernel: their PyTorch path is the default one, not a fallback."""
     options = row.get("options") or {}
     fused_exists = options.get("variant", "paper") == "paper" and not options.get("recompute_heads")
     asked_default = options.get("backend", "auto") == "auto" and not options.get("compile") and fused_exists
