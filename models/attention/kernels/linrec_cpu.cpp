@@ -229,9 +229,16 @@ void causal_backward_impl(Rows<T> g, Rows<T> q, Rows<T> k, Rows<T> v, const T* r
 
 constexpr int kBlock = 8;  // positions per block
 
-// One 64-byte vector (16 floats, 8 doubles) as a GCC/Clang vector type: the block's accumulators are named values
-// the compiler keeps in registers (as plain arrays they lived on the stack: 2-3x slower, measured).
-template <typename T> struct Line { typedef T type __attribute__((vector_size(64))); };
+// One vector register's worth (AVX-512: 64 bytes, 16 floats; otherwise 32 bytes, 8 floats) as a GCC/Clang vector
+// type: the block's accumulators are named values the compiler keeps in registers (as plain arrays they lived on
+// the stack: 2-3x slower, measured). NOTE: 64-byte lines on AVX2 (16 registers of 32 bytes) are split in two and
+// kBlock of them spill: 0.82x sdpa's layer fwd+bwd at N = 50 (64 / 2 heads), measured on an AVX2 EPYC.
+#ifdef __AVX512F__
+constexpr int kLineBytes = 64;
+#else
+constexpr int kLineBytes = 32;
+#endif
+template <typename T> struct Line { typedef T type __attribute__((vector_size(kLineBytes))); };
 template <typename T> static inline typename Line<T>::type load_line(const T* p) {
   typename Line<T>::type v;
   std::memcpy(&v, p, sizeof v);
@@ -242,7 +249,7 @@ template <typename T> static inline void store_line(T* p, typename Line<T>::type
 // Y (kBlock x O) = X (kBlock x I) M (I x O); row-major, contiguous
 template <typename T> static inline void block_times(const T* __restrict X, const T* __restrict M, T* __restrict Y,
                                                      int64_t I, int64_t O) {
-  constexpr int64_t kW = 64 / sizeof(T);
+  constexpr int64_t kW = kLineBytes / sizeof(T);
   int64_t e0 = 0;
   for (; e0 + kW <= O; e0 += kW) {
     typename Line<T>::type acc[kBlock] = {};
@@ -264,7 +271,7 @@ template <typename T> static inline void block_times(const T* __restrict X, cons
 // M (I x O) += X^T Y, X (kBlock x I), Y (kBlock x O); row-major, contiguous
 template <typename T> static inline void block_outer_add(const T* __restrict X, const T* __restrict Y,
                                                          T* __restrict M, int64_t I, int64_t O) {
-  constexpr int64_t kW = 64 / sizeof(T);
+  constexpr int64_t kW = kLineBytes / sizeof(T);
   int64_t e0 = 0;
   for (; e0 + kW <= O; e0 += kW) {
     typename Line<T>::type y[kBlock];
