@@ -82,7 +82,11 @@ def _resolve_attention_flags(args) -> None:
 
 
 def _add_sweep_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", help="quick | paper | gpu (axes flags are ignored when given)")
+    parser.add_argument(
+        "--preset",
+        help="quick | paper | mixers (causal mixers to N = 16,384, batch 1) | short-n (N = 50, 200 at width 64, batch "
+        "128) | gpu (axes flags are ignored when given)",
+    )
     parser.add_argument(
         "--attention",
         type=_csv(str),

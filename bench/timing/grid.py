@@ -83,6 +83,29 @@ def presets() -> dict[str, list[Grid]]:
                 attention_dropout=[None, 0.0],
             ),
         ],
+        # fair rivals: every causal mixer at its best CPU path (LinRec's and the scans' C++, retention's chunkwise
+        # form) beside sdpa and linear attention, out to N = 16,384; one sequence, so threads are the only parallelism
+        "mixers": [
+            Grid(
+                [(n, {}) for n in ("sdpa", "linear", "linrec", "retention", "lru", "mamba")],
+                seq_len=[256, 1024, 4096, 16384],
+                batch_size=[1],
+                mode=["fwd_bwd", "infer"],
+            )
+        ],
+        # recommender lengths at SASRec's width (64, 2 heads), a training batch with a third of it padding: where
+        # the fused LinRec must beat sdpa on every CPU kind (run with --threads 1 and --threads 2)
+        "short-n": [
+            Grid(
+                [("sdpa", {}), ("linrec", {})],
+                seq_len=[50, 200],
+                batch_size=[128],
+                dim=64,
+                heads=2,
+                mode=["fwd_bwd", "infer"],
+                padding=[0.33],
+            )
+        ],
         # for a lent GPU: longer sequences, bigger batches, bf16 too
         "gpu": [
             Grid(
