@@ -366,11 +366,9 @@ class SeedComparison:
         return {**asdict(self), "verdict": self.verdict}
 
     def brief(self) -> str:
-        """'-0.0091 [-0.0160, -0.0030] behind (3 + 3 seeds)'."""
-        return (
-            f"{self.difference:+.4f} [{self.ci_low:+.4f}, {self.ci_high:+.4f}] {self.verdict} "
-            f"({self.seeds_a} + {self.seeds_b} seeds)"
-        )
+        """'-0.0091 [-0.0160, -0.0030] behind (3 + 3 seeds)' (an undecided verdict names its seeds itself)."""
+        seeds = "" if "seeds" in self.verdict else f" ({self.seeds_a} + {self.seeds_b} seeds)"
+        return f"{self.difference:+.4f} [{self.ci_low:+.4f}, {self.ci_high:+.4f}] {self.verdict}{seeds}"
 
 
 def compare_mechanisms(
