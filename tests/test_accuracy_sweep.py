@@ -52,8 +52,10 @@ def test_quick_preset_end_to_end_then_resume_skips_everything(tmp_path):
     # every finished cell kept its per-user test ranks beside the results file; the report pairs them with sdpa's
     for row in rows:
         assert (out.parent / row["ranks_file"]).is_file() and row["dataset_stats"]["file_sha256"] == ""
-    assert "Paired tests against sdpa" in table and "paired Δ vs sdpa (seen excl.)" in table
-    assert "Wilcoxon p = " in table
+    assert "Against sdpa, over seeds" in table and "Δ vs sdpa over seeds (seen excl.)" in table
+    assert "**one run** vs sdpa" in table  # one seed a side: no verdict, whatever the p-values
+    assert "Within-run view: paired against sdpa" in table and "Wilcoxon p = " in table
+    assert "significant" not in table
     # and by history length, from the same ranks (synthetic histories are short: every user in the first range)
     assert "## By history length (seen items excluded)" in table and "| NDCG@10 < 100 |" in table
     assert "| batches |" in table and "| split |" in table and "| whole |" not in table
