@@ -6,7 +6,7 @@ import argparse
 import errno
 import sys
 
-from ..environment import positive_int, raise_on_sigterm, stop_code, stop_name
+from ..environment import positive_float, positive_int, raise_on_sigterm, stop_code, stop_name
 from ..plugins import PluginError, load_plugins
 from ..results import parse_attention_spec
 from . import commands
@@ -127,11 +127,11 @@ def _add_sweep_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--max-cell-s", type=float, default=120.0, help="time budget per cell; longer series stop growing N"
+        "--max-cell-s", type=positive_float, default=120.0, help="time budget per cell; longer series stop growing N"
     )
     parser.add_argument(
         "--quiet-wait-s",
-        type=float,
+        type=positive_float,
         default=None,
         help="how long a group timed under load waits for quiet before its one re-measurement (default 60)",
     )
@@ -172,7 +172,7 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, type=float, default=None, help="default: the same as --dropout")
         else:
             kind = type(default) if default is not None else str
-            kind = float if f.name == "max_minutes" else (int if f.name == "threads" else kind)
+            kind = positive_float if f.name == "max_minutes" else (int if f.name == "threads" else kind)
             parser.add_argument(flag, type=kind, default=None, help=f"default: {default}")
 
 
@@ -222,9 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--address", default=None, help="ray: the cluster to join (e.g. auto); default: start a local instance"
     )
     sweep.add_argument(
-        "--cpus-per-task", type=float, default=None, help="ray: CPUs each task reserves (default: --threads or 1)"
+        "--cpus-per-task",
+        type=positive_float,
+        default=None,
+        help="ray: CPUs each task reserves (default: --threads or 1)",
     )
-    sweep.add_argument("--gpus-per-task", type=float, default=None, help="ray: GPUs each task reserves (e.g. 1)")
+    sweep.add_argument(
+        "--gpus-per-task", type=positive_float, default=None, help="ray: GPUs each task reserves (e.g. 1)"
+    )
     sweep.set_defaults(func=commands.cmd_sweep)
 
     merge = sub.add_parser(

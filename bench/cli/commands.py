@@ -147,6 +147,13 @@ def cmd_report(args) -> None:
     print(f"wrote {len(written)} plot(s)/table(s) to {args.out}")
 
 
+def _batch_of(name: str) -> int:
+    import re
+
+    found = re.search(r"_B(\d+)_", name)
+    return int(found.group(1)) if found else 0
+
+
 def cmd_main(args) -> None:
     """Quick sweep into a fresh run folder, plots and tables there, then speed-ups against the committed reference."""
     from ..reports.committed import REFERENCE_GLOB, compare_speedups
@@ -162,9 +169,13 @@ def cmd_main(args) -> None:
         args.threads = 1
     _run_sweep(args, results)
     cmd_report(argparse.Namespace(results=[str(results)], out=str(out_dir), committed=False))
-    table = sorted(out_dir.glob("attention_fwd_bwd_fp32_*_time.md"))
-    if table:
-        print("\n" + table[0].read_text())
+    # the widest table (the most mechanisms), then the smallest batch by number, not by name ("B16" < "B4")
+    tables = sorted(
+        out_dir.glob("attention_fwd_bwd_fp32_*_time.md"),
+        key=lambda p: (-len(p.read_text(encoding="utf-8").splitlines()), _batch_of(p.name)),
+    )
+    if tables:
+        print("\n" + tables[0].read_text(encoding="utf-8"))
     references = [
         path for path in (REPO_ROOT / "results" / "sweeps").glob(REFERENCE_GLOB) if path.resolve() != results.resolve()
     ]
@@ -295,7 +306,7 @@ def cmd_merge(args) -> None:
         sys.exit(f"merge: not found: {', '.join(missing)}")
     try:
         count = merge(Path(args.out), [Path(p) for p in args.sources])
-    except ResultsFileError as err:
+    except (ResultsFileError, ResultsFileBusy) as err:
         sys.exit(f"merge: {err}")
     print(f"{count} row(s), one per cell, in {args.out}")
 

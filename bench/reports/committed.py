@@ -48,7 +48,7 @@ def regenerate_committed(root: Path, out_root: Path | None = None) -> dict[str, 
         sources = committed_sources(name, root)
         if sources:
             written[name] = report(sources, out_root / name)
-    (root / "README.md").write_text(results_index(root, out_root, written))
+    (root / "README.md").write_text(results_index(root, out_root, written), encoding="utf-8")
     return written
 
 
@@ -77,7 +77,7 @@ def results_index(root: Path, out_root: Path, written: dict[str, list[Path]]) ->
         for table in sorted(p for p in files if p.suffix == ".md"):
             relative = table.relative_to(root)
             lines += [f"### [{table.stem}]({relative.as_posix()})", ""]
-            body = [line for line in table.read_text().splitlines() if not line.startswith("#")]
+            body = [line for line in table.read_text(encoding="utf-8").splitlines() if not line.startswith("#")]
             lines += [*body, ""]
     return "\n".join(lines).rstrip() + "\n"
 

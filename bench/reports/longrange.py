@@ -246,7 +246,7 @@ def longrange_report(rows: list[dict], out: Path) -> list[Path]:
             "",
         ]
     stem = out / "longrange"
-    stem.with_suffix(".md").write_text("\n".join(header + text))
+    stem.with_suffix(".md").write_text("\n".join(header + text), encoding="utf-8")
     table.to_csv(out / "longrange_effective_context.csv", index=False)
     cells.to_csv(stem.with_suffix(".csv"), index=False)
     return written + [stem.with_suffix(".md"), stem.with_suffix(".csv"), out / "longrange_effective_context.csv"]

@@ -94,7 +94,7 @@ def read_rows(path: Path) -> list[dict]:
     """The rows of a JSON-lines results file, or of a training run's results.json; malformed input names the file."""
     if path.suffix == ".json" and path.is_file():
         try:
-            return [train_row(json.loads(path.read_text()))]
+            return [train_row(json.loads(path.read_text(encoding="utf-8")))]
         except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
             raise ResultsFileError(f"{path}: not a training run's results.json ({type(err).__name__}: {err})") from None
     rows = _typed_rows(path, load_rows(path))
@@ -130,6 +130,8 @@ def load_frame(paths: list[Path]) -> pd.DataFrame:
     ]
     identity = ["level", "mechanism", "causal", "seq_len", "batch_size", "dim", "heads", "mode", "dtype", "device"]
     identity += ["padding", "attention_dropout"] + (["dataset"] if "dataset" in frame else [])
+    # one CPU model name covers machines of two vector capabilities, and torch builds differ: never one cell
+    identity += [k for k in ("cpu_capability", "torch") if k in frame]
     frame["cell"] = frame[identity].astype(object).fillna("").astype(str).agg("|".join, axis=1)
     repeated = duplicate_keys(frame.to_dict("records"), lambda row: row["cell"])
     if repeated:

@@ -23,7 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from ..results import effective_attention_dropout
+from ..results import ResultsFileError, effective_attention_dropout
 from .accuracy import accuracy_report
 from .rows import load_frame, read_rows
 
@@ -212,10 +212,10 @@ def markdown_table(table: pd.DataFrame) -> str:
 
 
 def _write_tables(table: pd.DataFrame, stem: Path, caption: str) -> None:
-    stem.with_suffix(".csv").write_text(table.to_csv())
-    stem.with_suffix(".md").write_text(f"{caption}\n\n" + markdown_table(table) + "\n")
+    stem.with_suffix(".csv").write_text(table.to_csv(), encoding="utf-8")
+    stem.with_suffix(".md").write_text(f"{caption}\n\n" + markdown_table(table) + "\n", encoding="utf-8")
     latex = table.to_latex(escape=True, caption=caption)
-    stem.with_suffix(".tex").write_text(latex)
+    stem.with_suffix(".tex").write_text(latex, encoding="utf-8")
 
 
 def _stem_prefix(key: dict) -> str:
@@ -257,7 +257,7 @@ def report(paths: list[Path], out: Path) -> list[Path]:
     """Write every plot and table for the given results files into `out`; returns the files."""
     all_rows = [row for path in paths for row in read_rows(Path(path))]
     if not all_rows:
-        raise ValueError(f"no result rows in {', '.join(map(str, paths))}")
+        raise ResultsFileError(f"no result rows in {', '.join(map(str, paths))} (empty or blank lines only)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = accuracy_report([r for r in all_rows if r.get("level") == "train"], out)
@@ -274,11 +274,18 @@ def report(paths: list[Path], out: Path) -> list[Path]:
                 + str(dict(zip(GROUP_KEYS, mixed[0], strict=True))),
                 file=sys.stderr,
             )
-    for key_values, group in measured.groupby(SERIES_KEYS):
-        key = dict(zip(SERIES_KEYS, key_values, strict=False))
+    # rows of two CPU kinds (model or vector capability) or two torch builds never share a table or a file name:
+    # their times do not compare, and one machine's files would overwrite the other's
+    splits = [k for k in ("cpu_capability", "torch") if k in measured and measured[k].nunique(dropna=False) > 1]
+    measured = measured.assign(**{k: measured[k].fillna("unrecorded") for k in splits})
+    several = measured["device"].nunique() > 1 or bool(splits)
+    for key_values, group in measured.groupby(SERIES_KEYS + splits):
+        key = dict(zip(SERIES_KEYS + splits, key_values, strict=False))
         for batch, series in group.groupby("batch_size"):
             series = _with_speedup(series)
             device = "cuda" if "cpu" not in key["device"].lower() else "cpu"
+            if several:  # the name says which machine: 'cpu' alone would be written once per kind
+                device = _slug({k: key[k] for k in ("device", *splits)}).lower()
             stem = out / f"{_stem_prefix(key)}_B{batch}_{device}"
             if series["seq_len"].nunique() >= 2:  # one length: tables only
                 written += _plot_series(series, key, batch, stem)

@@ -260,5 +260,5 @@ def short_protocol(protocol: str) -> str:
 def write_md_csv(stem: Path, shown: pd.DataFrame, text: list[str]) -> list[Path]:
     """The table as CSV and the page (heading, explanation, table, sections) as Markdown."""
     shown.to_csv(stem.with_suffix(".csv"), index=False)
-    stem.with_suffix(".md").write_text("\n".join(text))
+    stem.with_suffix(".md").write_text("\n".join(text), encoding="utf-8")
     return [stem.with_suffix(".md"), stem.with_suffix(".csv")]

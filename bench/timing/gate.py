@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import torch
 
 from models.attention import build_attention
 
-from ..environment import REPO_ROOT, environment, positive_int
+from ..environment import REPO_ROOT, environment, positive_float, positive_int
 from ..measure import time_interleaved
 from ..results import attention_label
 
@@ -63,7 +64,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--rounds", type=positive_int, default=15, help="interleaved timing rounds (after one warm-up round)"
     )
     parser.add_argument(
-        "--tolerance", type=float, default=None, help="allowed growth of a ratio (default: the baseline's, else 1.6)"
+        "--tolerance",
+        type=positive_float,
+        default=None,
+        help="allowed growth of a ratio (default: the baseline's, else 1.6)",
     )
     parser.add_argument(
         "--threads",
@@ -132,20 +136,75 @@ def measure_ratios(
     return ratios, medians
 
 
+class GateRefused(ValueError):
+    """What the gate cannot check, said before anything is measured (exit 2, not a slowdown's 1)."""
+
+
+def read_baseline(path: Path, keys: list[str]) -> dict:
+    """The baseline at `path`, refused in one line when it cannot be read or does not cover `keys`."""
+    if path.is_dir():
+        raise GateRefused(f"--baseline {path} is a directory; expected a baseline JSON file")
+    if not path.exists():
+        raise GateRefused(f"baseline {path} not found; create it with --update-baseline")
+    try:
+        baseline = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise GateRefused(f"baseline {path} is not readable JSON ({err}); restore it or --update-baseline") from None
+    ratios = baseline.get("ratios") if isinstance(baseline, dict) else None
+    if not isinstance(ratios, dict) or not ratios:
+        raise GateRefused(f"baseline {path} has no 'ratios' (expected an object of mechanism keys -> ratio to sdpa)")
+    bad = [k for k, v in ratios.items() if not isinstance(v, int | float) or not math.isfinite(v) or v <= 0]
+    if bad:
+        raise GateRefused(f"baseline {path}: ratios that are not positive numbers: {', '.join(sorted(bad))}")
+    missing = [key for key in keys if key not in ratios]
+    if missing:
+        raise GateRefused(
+            f"baseline {path} does not cover {', '.join(missing)}: nothing to compare them with; "
+            "measure a baseline that does (--update-baseline) or leave them out (--attention)"
+        )
+    return baseline
+
+
+def _check_slowdown(slowdown: str | None) -> None:
+    if not slowdown:
+        return
+    mechanism, _, copies = slowdown.partition("=")
+    names = {name for name, _, _, _ in gated()}
+    if mechanism not in names or not copies.isdigit() or int(copies) < 2:
+        raise GateRefused(
+            f"--slowdown {slowdown!r}: expected MECHANISM=N with N >= 2 and MECHANISM one of {', '.join(sorted(names))}"
+        )
+
+
 def main(args) -> int:
+    try:
+        return _main(args)
+    except GateRefused as err:
+        print(f"gate: {err}")
+        return 2
+
+
+def _main(args) -> int:
     torch.set_num_threads(args.threads)
     baseline_path = Path(args.baseline)
     slowdown = getattr(args, "slowdown", None)
     if slowdown and args.update_baseline:
-        print("gate: --slowdown only demonstrates a failure; it cannot write a baseline")
-        return 2
+        raise GateRefused("--slowdown only demonstrates a failure; it cannot write a baseline")
+    _check_slowdown(slowdown)
     selected = getattr(args, "attention", None)
     if selected is not None and not gated(selected):
-        print("gate: --attention names only baselines (sdpa, softmax); nothing to gate")
-        return 2
+        raise GateRefused("--attention names only baselines (sdpa, softmax); nothing to gate")
     if selected is not None and args.update_baseline:
-        print("gate: a baseline covers every mechanism; drop --attention with --update-baseline")
-        return 2
+        raise GateRefused("a baseline covers every mechanism; drop --attention with --update-baseline")
+    if args.tolerance is not None and not (1 <= args.tolerance < float("inf")):
+        raise GateRefused(f"--tolerance must be a finite number >= 1, got {args.tolerance}")
+    if not args.update_baseline:  # everything the check needs, before a minute of measuring
+        baseline = read_baseline(baseline_path, [_key(*job) for job in gated(selected)])
+        if baseline.get("gate_threads", args.threads) != args.threads:
+            raise GateRefused(
+                f"the baseline was measured with {baseline['gate_threads']} thread(s), this run uses "
+                f"{args.threads}: ratios differ; pass --threads {baseline['gate_threads']}"
+            )
     ratios, medians = measure_ratios(args.rounds, slowdown, selected)
     if args.update_baseline:
         payload = {
@@ -163,16 +222,6 @@ def main(args) -> int:
         print(f"baseline written to {baseline_path}")
         _print_table(ratios, ratios, payload["tolerance"], medians)
         return 0
-    if not baseline_path.exists():
-        print(f"gate: baseline {baseline_path} not found; create it with --update-baseline")
-        return 2
-    baseline = json.loads(baseline_path.read_text())
-    if baseline.get("gate_threads", args.threads) != args.threads:
-        print(
-            f"gate: the baseline was measured with {baseline['gate_threads']} thread(s), this run uses "
-            f"{args.threads}: ratios differ; pass --threads {baseline['gate_threads']}"
-        )
-        return 2
     tolerance = args.tolerance or baseline.get("tolerance", 1.6)
     failures = _print_table(ratios, baseline["ratios"], tolerance, medians)
     if failures:  # a burst of load can hit one mechanism: a real regression fails twice

@@ -14,6 +14,7 @@ instead, so speed-ups compare cells timed on one host, interleaved.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -21,7 +22,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from ..results import load_rows
+from ..results import load_rows, results_writer
 
 SHARD_BY = ("series", "family")
 
@@ -99,13 +100,23 @@ def merge(out: Path, sources: list[Path], warn=lambda text: print(text, file=sys
 
     Warns when one comparison group mixes commits, torch versions or devices (its ratios then
     compare unlike things)."""
+    with results_writer(out):  # a sweep writing `out` holds this lock: merging under it would drop its rows
+        return _merge(out, sources, warn)
+
+
+def _merge(out: Path, sources: list[Path], warn) -> int:
     for line in missing_shards(sources):
         warn(line)
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     latest: dict[str, dict] = {}
     for source in sources:
         for row in load_rows(source):
             key = row_key(row)
+            if str(row.get("timestamp", "")) > now:
+                warn(f"merge: warning: {source} has a row stamped in the future ({row['timestamp']}): {key}")
             if key not in latest or str(row.get("timestamp", "")) >= str(latest[key].get("timestamp", "")):
+                if key in latest and latest[key].get("status") == "ok" and row.get("status") != "ok":
+                    warn(f"merge: warning: a later {row.get('status')!r} row replaces an 'ok' row: {key}")
                 latest[key] = row
     groups: dict[str, list[dict]] = {}
     for row in latest.values():

@@ -1,0 +1,157 @@
+"""Nothing lost, nothing misread, round 3: each fault a third probe found, with what happens now (the kernel build's
+faults, a stale lock and a truncated library, are in test_first_run.py)."""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.environment import positive_float
+from bench.reports.timing import report
+from bench.results import ResultsFileBusy, results_writer
+from bench.timing import gate
+from bench.timing.shard import merge
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _row(**changes):
+    row = {
+        "level": "attention", "attention": "sdpa", "options": {}, "causal": True, "mode": "fwd_bwd", "dtype": "fp32",
+        "dim": 16, "heads": 2, "padding": 0.0, "attention_dropout": None, "compile": False, "seq_len": 16,
+        "batch_size": 2, "device": "CPU AMD EPYC", "device_type": "cpu", "status": "ok", "time_ms": 1.0,
+        "peak_mem_bytes": 1000, "mem_method": "x", "torch": "2.13.0+cpu", "cpu_capability": "AVX2", "threads": 1,
+        "timestamp": "2026-12-01T00:00:00+00:00", "commit": "abc",
+    }  # fmt: skip
+    row.update(changes)
+    return row
+
+
+def _write(path: Path, rows) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+# 2. the speed gate refuses, before measuring, what it cannot check
+
+
+def _gate_args(baseline, **changes):
+    values = dict(baseline=str(baseline), update_baseline=False, rounds=1, tolerance=None, threads=1)
+    values.update(attention=None, slowdown=None)
+    values.update(changes)
+    return argparse.Namespace(**values)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"ratios": {}}', "has no 'ratios'"),
+        ("", "not readable JSON"),
+        ('{"ratios": {"linrec|causal": 0.1', "not readable JSON"),
+        ("[1, 2]", "has no 'ratios'"),
+        ('{"ratios": {"linrec|causal": NaN}}', "not positive numbers"),
+        ('{"ratios": {"linrec|causal": 0.2}}', "does not cover"),
+    ],
+)
+def test_the_gate_refuses_an_unusable_baseline_before_measuring(tmp_path, monkeypatch, capsys, content, message):
+    monkeypatch.setattr(gate, "measure_ratios", lambda *a, **k: pytest.fail("measured with an unusable baseline"))
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(content)
+    assert gate.main(_gate_args(baseline, slowdown="linrec=8")) == 2
+    assert message in capsys.readouterr().out
+
+
+def test_the_gate_refuses_a_directory_and_a_missing_baseline(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(gate, "measure_ratios", lambda *a, **k: pytest.fail("measured"))
+    assert gate.main(_gate_args(tmp_path)) == 2 and "is a directory" in capsys.readouterr().out
+    assert gate.main(_gate_args(tmp_path / "none.json")) == 2 and "not found" in capsys.readouterr().out
+
+
+def test_the_gate_refuses_a_slowdown_it_cannot_apply(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(gate, "measure_ratios", lambda *a, **k: pytest.fail("measured"))
+    assert gate.main(_gate_args(tmp_path / "b.json", slowdown="linrc=8")) == 2
+    assert "expected MECHANISM=N" in capsys.readouterr().out
+
+
+def test_the_committed_baseline_covers_every_gated_mechanism():
+    baseline = gate.read_baseline(gate.BASELINE_PATH, [gate._key(*job) for job in gate.gated()])
+    assert baseline["ratios"]
+
+
+# 3. reports keep machines and torch builds apart
+
+
+def test_rows_of_two_cpu_kinds_get_their_own_tables(tmp_path):
+    rows = [
+        _row(attention=name, seq_len=n, cpu_capability=capability, time_ms=t)
+        for capability in ("AVX2", "AVX512")
+        for name, t in (("sdpa", 2.0), ("linrec", 1.0))
+        for n in (16, 32)
+    ]
+    written = report([_write(tmp_path / "rows.jsonl", rows)], tmp_path / "out")
+    tables = sorted(p.name for p in written if p.name.endswith("_time.md"))
+    assert len(tables) == 2 and any("avx2" in t for t in tables) and any("avx512" in t for t in tables)
+    assert len(set(written)) == len(written) and all(p.exists() for p in written)  # nothing overwritten
+
+
+# 5. merge takes the writer's lock
+
+
+def test_merge_into_a_file_a_sweep_is_writing_is_refused(tmp_path):
+    out = _write(tmp_path / "sweep.jsonl", [_row()])
+    source = _write(tmp_path / "shard.jsonl", [_row(seq_len=32)])
+    with results_writer(out):  # the sweep, still writing
+        with pytest.raises(ResultsFileBusy, match="being written by"):
+            merge(out, [source])
+    assert len(out.read_text().splitlines()) == 1  # its row is still there
+
+
+def test_merge_warns_when_a_failure_replaces_a_finished_row(tmp_path):
+    good = _write(tmp_path / "a.jsonl", [_row()])
+    late = _write(tmp_path / "b.jsonl", [_row(status="timeout", timestamp="2026-12-02T00:00:00+00:00")])
+    future = _write(tmp_path / "c.jsonl", [_row(seq_len=64, timestamp="2999-01-01T00:00:00+00:00")])
+    warnings = []
+    merge(tmp_path / "out.jsonl", [good, late, future], warn=warnings.append)
+    assert any("replaces an 'ok' row" in w for w in warnings) and any("in the future" in w for w in warnings)
+
+
+# 8, 9. reports under an ASCII locale; an empty results file
+
+
+def test_report_writes_utf8_under_an_ascii_locale(tmp_path):
+    rows = _write(tmp_path / "rows.jsonl", [_row(attention=a, seq_len=n) for a in ("sdpa", "linrec") for n in (16, 32)])
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONIOENCODING": "ascii"}
+    command = [sys.executable, "-m", "bench", "report", str(rows), "--out", str(tmp_path / "out")]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert all(p.stat().st_size > 0 for p in (tmp_path / "out").glob("*.csv"))
+
+
+@pytest.mark.parametrize("content", ["", "\n\n  \n"])
+def test_report_on_an_empty_results_file_is_one_line(tmp_path, content):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(content)
+    command = [sys.executable, "-m", "bench", "report", str(rows), "--out", str(tmp_path / "out")]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "Traceback" not in done.stderr and "no result rows" in done.stderr
+
+
+# 10. NaN and infinite limits
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "0", "-1", "soon"])
+def test_limits_must_be_finite_and_positive(text):
+    with pytest.raises(argparse.ArgumentTypeError):
+        positive_float(text)
+
+
+@pytest.mark.parametrize("flags", [["sweep", "--max-cell-s", "nan"], ["train", "--max-minutes", "nan"]])
+def test_a_nan_limit_is_refused_on_the_command_line(flags):
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", *flags], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2 and "expected a finite number > 0" in done.stderr
