@@ -10,6 +10,7 @@ import os
 import platform
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -121,6 +122,24 @@ def check_device(device: str) -> None:
 
 
 # ------------------------------------------------------------------ stopping
+
+
+def die_with_parent(sig: int = signal.SIGTERM, parent: int | None = None) -> None:
+    """In a child process: ask the kernel for `sig` when the parent dies (Linux prctl PR_SET_PDEATHSIG), so that a
+    driver killed with SIGKILL, which runs no cleanup, leaves no worker or training behind. A parent already gone
+    before this ran (the race the kernel cannot see) ends the child at once. Elsewhere a no-op."""
+    import ctypes
+    import ctypes.util
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, int(sig), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        return
+    if parent is not None and os.getppid() != parent:
+        os.kill(os.getpid(), sig)
 
 
 class Terminated(KeyboardInterrupt):

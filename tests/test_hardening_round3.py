@@ -155,3 +155,49 @@ def test_a_nan_limit_is_refused_on_the_command_line(flags):
         [sys.executable, "-m", "bench", *flags], cwd=REPO, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 2 and "expected a finite number > 0" in done.stderr
+
+
+# 6, 7. SIGKILL to a driver leaves nothing running
+
+
+def _children_after_kill(command, tmp_path, wait_for_child_s=120.0):
+    """Start a driver, wait until it has a child, SIGKILL the driver; the children still alive after a while."""
+    import signal
+    import time
+
+    import psutil
+
+    driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + wait_for_child_s
+        children = []
+        while time.monotonic() < deadline and not children:
+            time.sleep(0.5)
+            children = psutil.Process(driver.pid).children(recursive=True)
+        assert children, "the driver started no child"
+        time.sleep(2)  # the child is past its start
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+        _, alive = psutil.wait_procs(children, timeout=60)
+        return alive
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["accuracy", "--preset", "quick", "--threads", "1"],
+        ["sweep", "--attention", "sdpa", "--seq-len", "2048", "--batch-size", "16", "--threads", "1", "--no-progress"],
+    ],
+    ids=["accuracy", "sweep"],
+)
+def test_a_killed_driver_takes_its_children_with_it(tmp_path, command):
+    out = ["--out", str(tmp_path / "rows.jsonl")] + (
+        ["--work-dir", str(tmp_path / "work")] if "accuracy" in command else []
+    )
+    alive = _children_after_kill([sys.executable, "-m", "bench", *command, *out], tmp_path)
+    for process in alive:
+        process.kill()
+    assert not alive, f"still running after the driver died: {[p.pid for p in alive]}"

@@ -104,6 +104,7 @@ def run_sweep_on_ray(
             ray.init(
                 object_store_memory=LOCAL_OBJECT_STORE_BYTES,
                 include_dashboard=False,
+                _node_ip_address="127.0.0.1",  # a local instance listens on the loopback only, not 0.0.0.0
                 runtime_env={"env_vars": env_vars},
                 log_to_driver=False,
             )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import multiprocessing as mp
+import os
 import resource
 import signal
 import time
@@ -17,13 +18,16 @@ from dataclasses import asdict
 
 import psutil
 
+from ..environment import die_with_parent
 from ..measure import time_interleaved
 from ..plugins import load_plugins
 from .cells import Cell, backend_ran, make_workload, measure_cell
 
 
-def _worker_main(conn, threads: int | None, memory_limit_bytes: int | None) -> None:
+def _worker_main(conn, threads: int | None, memory_limit_bytes: int | None, parent: int | None = None) -> None:
     import torch
+
+    die_with_parent(signal.SIGKILL, parent)  # a driver killed outright leaves no worker loading the CPU
 
     load_plugins()  # the parent's --plugin modules, passed through the environment
 
@@ -106,7 +110,7 @@ class Worker:
 
     def _start(self):
         self._conn, child = self._context.Pipe()
-        self._process = self._context.Process(target=_worker_main, args=(child, *self._args), daemon=True)
+        self._process = self._context.Process(target=_worker_main, args=(child, *self._args, os.getpid()), daemon=True)
         self._process.start()
 
     def run(self, cell: Cell, seed: int, timing: dict, limit_s: float | None = None) -> dict:

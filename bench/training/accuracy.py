@@ -19,15 +19,18 @@ and the sweep goes on.
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..environment import REPO_ROOT, check_device, environment, git_commit, stop_code, stop_name
+from ..environment import REPO_ROOT, check_device, die_with_parent, environment, git_commit, stop_code, stop_name
 from ..plugins import load_plugins
 from ..reports.training_rows import train_row
 from ..results import append_to_parts, attention_label, folder_owner, load_rows, result_parts, results_writer
@@ -275,6 +278,9 @@ def _train_cells(cells, todo, already, out, work_dir, jobs, threads, device, dat
                         stdout=handle,
                         stderr=subprocess.STDOUT,
                         cwd=REPO_ROOT,
+                        # a driver killed outright (SIGKILL) takes its trainings with it; SIGTERM lets each keep
+                        # its last epoch's checkpoint, so the next run resumes it
+                        preexec_fn=functools.partial(die_with_parent, signal.SIGTERM, os.getpid()),
                     )
                 running[process] = (cell, cell_dir)
             time.sleep(poll_s if running else 0)
