@@ -201,3 +201,19 @@ def test_a_killed_driver_takes_its_children_with_it(tmp_path, command):
     for process in alive:
         process.kill()
     assert not alive, f"still running after the driver died: {[p.pid for p in alive]}"
+
+
+def test_a_stop_before_the_first_epoch_does_not_promise_a_checkpoint(tmp_path, monkeypatch, capsys):
+    import bench.training.train
+    from bench.cli import main
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench.training.train, "train", stopped)
+    monkeypatch.setattr("bench.cli.raise_on_sigterm", lambda: None)  # this test process keeps its own handler
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--dataset", "synthetic", "--out", str(tmp_path / "run"), "--no-progress"])
+    assert exit_.value.code == 130
+    err = capsys.readouterr().err
+    assert "nothing was kept" in err and "--resume" not in err

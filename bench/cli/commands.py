@@ -218,11 +218,13 @@ def cmd_train(args) -> None:
     except (DataFormatError, DatasetNotFound, ValueError, ResultsFileBusy) as err:
         sys.exit(f"train: {err}")
     except KeyboardInterrupt as stop:
-        print(
-            f"\ntrain: {stop_name(stop)}; every finished epoch is in {Path(config.out) / 'checkpoint.pt'}: run the "
-            "same command with --resume to continue",
-            file=sys.stderr,
+        checkpoint = Path(config.out) / "checkpoint.pt"
+        kept = (
+            f"every finished epoch is in {checkpoint}: run the same command with --resume to continue"
+            if checkpoint.exists()
+            else "no epoch had finished, nothing was kept: run the same command again to start over"
         )
+        print(f"\ntrain: {stop_name(stop)}; {kept}", file=sys.stderr)
         sys.exit(stop_code(stop))
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
         return

@@ -120,8 +120,12 @@ class CppKernel:
         return hashlib.sha256(self.source_path.read_bytes()).hexdigest()[:12]
 
     def extension_name(self) -> str:
-        """Carries a hash of source and flags: two checkouts (or versions) never load each other's build."""
-        text = "".join([self.declarations, self.source_path.read_text(), *CFLAGS])
+        """Carries a hash of source, flags, torch and Python: two checkouts, or two virtual environments with other
+        torch builds, never load (or keep rebuilding over) each other's build in the shared cache."""
+        import torch
+
+        versions = [torch.__version__, sys.version.split()[0]]
+        text = "".join([self.declarations, self.source_path.read_text(), *CFLAGS, *versions])
         return f"{self.source_path.stem}_{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
     def installed(self):
