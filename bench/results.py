@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import json
 import os
+import sys
 from pathlib import Path
 
 
@@ -214,6 +215,32 @@ def load_rows(path: Path) -> list[dict]:
             )
         rows.append(row)
     return rows
+
+
+def run_identity(row: dict) -> str | None:
+    """What makes a finished training row one run: its cell, when it finished and how long it trained. The same run
+    written twice (a driver and a merge, say) has the same identity; None for rows that are not finished runs."""
+    if row.get("level") != "train" or row.get("status") != "ok":
+        return None
+    cell = {k: row.get(k) for k in ("dataset", "attention", "options", "max_len", "batch_size", "seed", "recipe")}
+    cell.update(model=row.get("model"), objective=row.get("objective"), settings=row.get("settings"))
+    return json.dumps([cell, row.get("timestamp"), row.get("train_seconds")], sort_keys=True, default=str)
+
+
+def without_repeated_runs(rows: list[dict], where: str, warn=lambda text: print(text, file=sys.stderr)) -> list[dict]:
+    """The rows with each training run once: a run written twice is kept once, with a warning naming it."""
+    seen, kept = set(), []
+    for row in rows:
+        identity = run_identity(row)
+        if identity is not None and identity in seen:
+            warn(
+                f"warning: {where}: the run {row.get('label') or row.get('attention')} seed {row.get('seed')} on "
+                f"{row.get('dataset')} is written twice; counted once"
+            )
+            continue
+        seen.add(identity)
+        kept.append(row)
+    return kept
 
 
 def duplicate_keys(rows: list[dict], key) -> list[str]:

@@ -217,3 +217,19 @@ def test_a_stop_before_the_first_epoch_does_not_promise_a_checkpoint(tmp_path, m
     assert exit_.value.code == 130
     err = capsys.readouterr().err
     assert "nothing was kept" in err and "--resume" not in err
+
+
+# provenance: a run written twice is counted once, and not written twice
+
+
+def test_a_run_written_twice_is_read_once_with_a_warning(capsys):
+    from bench.results import without_repeated_runs
+
+    run = {
+        "level": "train", "status": "ok", "dataset": "d", "attention": "sdpa", "options": {}, "max_len": 10,
+        "batch_size": 2, "seed": 1, "recipe": "r", "model": "sasrec", "objective": "o", "settings": {},
+        "timestamp": "2026-12-01T00:00:00+00:00", "train_seconds": 12.5,
+    }  # fmt: skip
+    rows = [run, dict(run), {**run, "seed": 2}, {**run, "timestamp": "2026-12-02T00:00:00+00:00"}]
+    assert len(without_repeated_runs(rows, "here", warn=print)) == 3  # the same cell trained again is another run
+    assert "written twice" in capsys.readouterr().out

@@ -17,6 +17,7 @@ from ..results import (
     effective_attention_dropout,
     fallback_note,
     load_rows,
+    without_repeated_runs,
 )
 from .training_rows import train_row
 
@@ -97,7 +98,7 @@ def read_rows(path: Path) -> list[dict]:
             return [train_row(json.loads(path.read_text(encoding="utf-8")))]
         except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
             raise ResultsFileError(f"{path}: not a training run's results.json ({type(err).__name__}: {err})") from None
-    rows = _typed_rows(path, load_rows(path))
+    rows = without_repeated_runs(_typed_rows(path, load_rows(path)), str(path))
     for number, row in enumerate(rows, 1):
         if row.get("ranks_file"):  # stored relative to its results file; a report may run from anywhere
             row["ranks_path"] = str(path.parent / row["ranks_file"])

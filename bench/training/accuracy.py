@@ -33,7 +33,15 @@ from pathlib import Path
 from ..environment import REPO_ROOT, check_device, die_with_parent, environment, git_commit, stop_code, stop_name
 from ..plugins import load_plugins
 from ..reports.training_rows import train_row
-from ..results import append_to_parts, attention_label, folder_owner, load_rows, result_parts, results_writer
+from ..results import (
+    append_to_parts,
+    attention_label,
+    folder_owner,
+    load_rows,
+    result_parts,
+    results_writer,
+    run_identity,
+)
 
 DEFAULT_WORK_DIR = REPO_ROOT / "runs" / "accuracy"
 
@@ -251,6 +259,10 @@ def _train_cells(cells, todo, already, out, work_dir, jobs, threads, device, dat
     written: list[dict] = []
 
     def finish(cell: TrainCell, row: dict) -> None:
+        identity = run_identity(row)
+        if identity is not None and any(run_identity(r) == identity for p in result_parts(out) for r in load_rows(p)):
+            log(f"{cell.slug()}: this run is already in {out}; not written twice")
+            return
         append_to_parts(out, row)
         written.append(row)
         protocol, test = selected_test(row)
