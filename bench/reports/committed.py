@@ -69,8 +69,12 @@ def results_index(root: Path, out_root: Path, written: dict[str, list[Path]]) ->
             devices = sorted({str(r.get("device", "?")) for r in rows})
             stamps = sorted(str(r.get("timestamp", "")) for r in rows if r.get("timestamp"))
             span = f", {stamps[0][:10]} … {stamps[-1][:10]}" if stamps else ""
+            # code that differs from the commit a row names: flagged, with how many name the difference's hash
+            dirty = [r for r in rows if str(r.get("run_commit") or r.get("commit", "")).endswith("-dirty")]
+            pinned = sum(1 for r in dirty if r.get("diff_sha256"))
+            flagged = f"; {len(dirty)} on uncommitted changes ({pinned} with the diff's hash)" if dirty else ""
             lines.append(
-                f"- `{source.relative_to(root)}`: {len(rows)} row(s), {len(commits)} commit(s), "
+                f"- `{source.relative_to(root)}`: {len(rows)} row(s), {len(commits)} commit(s){flagged}, "
                 f"{'; '.join(devices)}{span}"
             )
         lines += ["", "Tables:", ""]
