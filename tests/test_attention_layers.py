@@ -250,3 +250,22 @@ def test_dropout_is_applied_in_training_only():
         assert not torch.equal(layer(x), layer(x))
         layer.eval()
         assert torch.equal(layer(x), layer(x))
+
+
+def test_a_layer_says_which_backend_it_runs():
+    from models.attention.kernels import linrec_cpp, scan_cpp
+
+    fused = "cpp" if linrec_cpp.extension_error() is None else "torch"
+    assert build_attention("linrec", 32, 2, causal=True).backend_in_use == fused
+    assert build_attention("linrec", 32, 2, causal=True, backend="torch").backend_in_use == "torch"
+    assert build_attention("linrec", 32, 2, causal=True, variant="official").backend_in_use == "torch"
+    scans = "cpp" if scan_cpp.extension_error() is None else "torch"
+    assert build_attention("mamba", 32, 2, causal=True).backend_in_use == scans
+    assert build_attention("sdpa", 32, 2, causal=True).backend_in_use is None
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA machine can run them")
+@pytest.mark.parametrize("name, backend", [("linrec", "fla"), ("retention", "fla"), ("mamba", "mamba-ssm")])
+def test_a_gpu_only_backend_is_refused_when_the_layer_is_built(name, backend):
+    with pytest.raises(UnsupportedAttentionConfig, match="runs on CUDA only"):
+        build_attention(name, 32, 2, causal=True, backend=backend)

@@ -118,7 +118,16 @@ def build_attention(
         raise UnsupportedAttentionConfig(
             f"attention {name!r} does not take option(s) {', '.join(unknown)}; valid options: {valid}"
         )
+    gpu_only = options.get("backend") in GPU_ONLY_BACKENDS
+    if gpu_only and not torch.cuda.is_available():
+        raise UnsupportedAttentionConfig(
+            f"attention {name!r}: backend={options['backend']!r} runs on CUDA only, and torch {torch.__version__} "
+            "sees no CUDA device here; use backend='auto' (it takes the fastest path this machine has)"
+        )
     return cls(dim, heads, causal=causal, max_len=max_len, dropout=dropout, **options)
+
+
+GPU_ONLY_BACKENDS = ("fla", "mamba-ssm")  # Triton / CUDA packages: refused when the layer is built on a CPU machine
 
 
 class AttentionLayer(nn.Module):
@@ -150,6 +159,15 @@ class AttentionLayer(nn.Module):
         """The kernel a layer built with `options` runs on `device`, for mechanisms with more than one (what result
         rows record: an "auto" choice depends on the machine). None: one path only."""
         return None
+
+    @property
+    def backend_in_use(self) -> str | None:
+        """The kernel this layer runs where its weights are now ("auto" resolved: cpp, torch, fla, ...); None for
+        mechanisms with one path only. Moving the layer (`.to("cuda")`) can change it."""
+        options = {k: getattr(self, k) for k in self.option_defaults() if not callable(getattr(self, k, len))}
+        options["compile"] = getattr(self, "compiled", False)
+        weight = self.qkv.weight
+        return type(self).backend_for(options, weight.device.type, weight.dtype)
 
     @classmethod
     def prepare(cls, device: str) -> None:

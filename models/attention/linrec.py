@@ -76,6 +76,7 @@ class LinRecAttention(OutputDropoutMixin, AttentionLayer):
             recompute_heads,
             backend,
         )
+        self.compiled = compile
         self.kernel = compiled_linrec_attention() if compile else linrec_attention
 
     @classmethod

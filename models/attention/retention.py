@@ -40,7 +40,8 @@ class RetentionAttention(OutputDropoutMixin, AttentionLayer):
         if backend not in RETENTION_BACKENDS:
             raise ValueError(f"retention: unknown backend {backend!r}; expected one of {RETENTION_BACKENDS}")
         self.chunk_size, self.backend = chunk_size, backend
-        self.register_buffer("gamma", retention_decays(heads), persistent=False)  # (H,), fixed as in RetNet
+        # (H,), fixed as in RetNet; kept in float32 whatever the layer's dtype: in bf16, 1 - 2^-12 rounds to 1
+        self._gamma = retention_decays(heads)
 
     @classmethod
     def backend_for(cls, options, device, dtype=None, compiled=False):
@@ -51,7 +52,7 @@ class RetentionAttention(OutputDropoutMixin, AttentionLayer):
             q,
             k,
             v,
-            gamma=self.gamma,
+            gamma=self._gamma.to(q.device),
             causal=self.causal,
             key_padding_mask=key_padding_mask,
             chunk_size=self.chunk_size,

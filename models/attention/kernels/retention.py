@@ -116,7 +116,7 @@ def _decay_sums(real: torch.Tensor, gamma: torch.Tensor, causal: bool, chunk: in
     run_starts = torch.diff(real[:, 0, :, 0], dim=-1, prepend=real.new_zeros(real.shape[0], 1)).clamp_min(0).sum(-1)
     heads = gamma.shape[0]
     g = gamma.to(real.dtype)[:, None, None]  # (H, 1, 1)
-    if bool((run_starts <= 1).all()):
+    if bool((run_starts <= 1).all()) and bool((g < 1).all()):
         before = real.cumsum(2)  # (B, 1, N, 1): real positions <= i
         weight = (1 - g**before) / (1 - g)  # (B, H, N, 1)
         if not causal:
