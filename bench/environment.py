@@ -110,6 +110,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def unknown_name(flag: str, what: str, given: str, choices) -> str:
+    """One line for a misspelt name: what was given, the closest names, and every name."""
+    import difflib
+
+    choices = list(choices)
+    close = difflib.get_close_matches(str(given), choices, n=3, cutoff=0.5)
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+    return f"{flag}: unknown {what} {given!r}; {hint}expected one of {', '.join(choices)}"
+
+
 def check_device(device: str) -> None:
     """One line when the device cannot be used: what was asked and what this torch has."""
     if device.startswith("cuda") and not torch.cuda.is_available():

@@ -179,9 +179,17 @@ def folder_owner(folder: Path, what: str, flag: str):
     """One process at a time in a run folder (a training's --out, an accuracy sweep's --work-dir): a second one
     is refused with the holder's pid, before it reads or writes anything there."""
     folder = Path(folder)
+    created = not folder.exists()
     busy = f"{folder} is in use by {{holder}} ({what}); wait for it to finish or give another {flag}"
-    with exclusive_lock(folder / ".owner.lock", busy):
-        yield folder
+    try:
+        with exclusive_lock(folder / ".owner.lock", busy):
+            yield folder
+    finally:
+        # a run refused or stopped before it wrote anything leaves nothing behind: not even the folder it made
+        if created and folder.is_dir() and [p.name for p in folder.iterdir()] == [".owner.lock"]:
+            (folder / ".owner.lock").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def load_rows(path: Path) -> list[dict]:

@@ -233,3 +233,28 @@ def test_a_run_written_twice_is_read_once_with_a_warning(capsys):
     rows = [run, dict(run), {**run, "seed": 2}, {**run, "timestamp": "2026-12-02T00:00:00+00:00"}]
     assert len(without_repeated_runs(rows, "here", warn=print)) == 3  # the same cell trained again is another run
     assert "written twice" in capsys.readouterr().out
+
+
+# a newcomer's typos: one line with the closest names, nothing left behind
+
+
+@pytest.mark.parametrize(
+    "flags, closest",
+    [
+        (["sweep", "--preset", "quik"], "'quick'"),
+        (["main", "--preset", "quik"], "'quick'"),
+        (["accuracy", "--preset", "quik"], "'quick'"),
+        (["train", "--dataset", "ml100k"], "'ml-100k'"),
+        (["train", "--dataset", "synthetic", "--recipe", "sasrec-plus-prot"], "'sasrec-plus-port'"),
+        (["train", "--dataset", "synthetic", "--protocol", "ful"], "'full'"),
+    ],
+)
+def test_a_misspelt_name_is_one_line_with_the_closest_names(tmp_path, flags, closest):
+    out = tmp_path / "run"
+    extra = ["--out", str(out)] if flags[0] in ("train", "main") else ["--out", str(out / "rows.jsonl")]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", *flags, *extra], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert f"did you mean {closest}" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not out.exists(), f"left behind: {sorted(p.name for p in out.iterdir())}"

@@ -17,7 +17,10 @@ def _sweep_cells(args) -> list:
     from ..timing.grid import Grid, mechanisms, preset_cells
 
     if args.preset:
-        return preset_cells(args.preset, args.device)
+        try:
+            return preset_cells(args.preset, args.device)
+        except ValueError as err:
+            sys.exit(f"{args.command}: {err}")
     grid = Grid(
         args.attention or mechanisms(),
         args.seq_len,

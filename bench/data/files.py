@@ -9,7 +9,7 @@ import zlib
 from collections import defaultdict
 from pathlib import Path
 
-from ..environment import REPO_ROOT
+from ..environment import REPO_ROOT, unknown_name
 
 
 class DataFormatError(ValueError):
@@ -79,8 +79,9 @@ def locate(name: str, data_dir=None) -> tuple[Path, str | None]:
             f"{name}: no such file (a data file path was given; registered names: {', '.join(DATASETS)})"
         )
     if name not in DATASETS:
-        known = ", ".join([*DATASETS, *USER_SUBSETS])
-        raise DatasetNotFound(f"unknown dataset {name!r}: use one of {known} or a path to a data file")
+        raise DatasetNotFound(
+            unknown_name("--dataset", "dataset", name, [*DATASETS, *USER_SUBSETS]) + " (or a data file)"
+        )
     relative, fmt = DATASETS[name]
     looked = []
     for source, root in data_dir_candidates(data_dir):

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from models.attention import list_attentions
 
+from ..environment import unknown_name
 from .cells import Cell
 
 
@@ -130,7 +131,7 @@ def presets() -> dict[str, list[Grid]]:
 def preset_cells(preset: str, device: str) -> list[Cell]:
     grids = presets()
     if preset not in grids:
-        raise ValueError(f"--preset: unknown preset {preset!r}; expected one of {', '.join(grids)}")
+        raise ValueError(unknown_name("--preset", "sweep preset", preset, grids))
     cells = []
     for grid in grids[preset]:
         cells += [c for c in grid.cells(device) if c not in cells]

@@ -8,6 +8,8 @@ from dataclasses import MISSING, dataclass, field, fields
 from models import recommender_class
 from models.sasrec import TRAIN_WINDOWS
 
+from ..environment import unknown_name
+
 PROTOCOLS = ("full", "uni100", "pop100")
 FULL_RANKING = ("all", "seen_excluded")  # the two protocols every full-ranking evaluation reports
 BATCHING = ("random", "by_length")
@@ -126,13 +128,13 @@ class TrainConfig:
     def __post_init__(self):
         recommender_class(self.model)  # a clear error for an unknown --model
         if self.protocol not in PROTOCOLS:
-            raise ValueError(f"--protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+            raise ValueError(unknown_name("--protocol", "protocol", self.protocol, PROTOCOLS))
         if self.train_windows not in TRAIN_WINDOWS:
             raise ValueError(f"--train-windows must be one of {TRAIN_WINDOWS}, got {self.train_windows!r}")
         if self.batching not in BATCHING:
             raise ValueError(f"--batching must be one of {BATCHING}, got {self.batching!r}")
         if self.recipe is not None and self.recipe not in RECIPES:
-            raise ValueError(f"--recipe must be one of {tuple(RECIPES)}, got {self.recipe!r}")
+            raise ValueError(unknown_name("--recipe", "recipe", self.recipe, RECIPES))
         allowed = FULL_RANKING if self.protocol == "full" else (self.protocol,)
         if self.select_protocol is None:
             self.select_protocol = allowed[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..environment import unknown_name
 from .accuracy import TrainCell
 
 
@@ -232,5 +233,5 @@ def presets() -> dict[str, list[TrainCell]]:
 def preset_cells(name: str) -> list[TrainCell]:
     every = presets()
     if name not in every:
-        raise ValueError(f"--preset: unknown accuracy preset {name!r}; expected one of {', '.join(every)}")
+        raise ValueError(unknown_name("--preset", "accuracy preset", name, every))
     return every[name]
