@@ -236,7 +236,7 @@ def test_recipes_set_defaults_and_flags_override_them():
 
     config = with_recipe("sasrec-plus", dataset="synthetic", dropout=0.3)
     assert (config.norm, config.embedding_scale, config.dropout, config.recipe) == ("pre", True, 0.3, "sasrec-plus")
-    with pytest.raises(ValueError, match="--recipe must be one of"):
+    with pytest.raises(ValueError, match="--recipe: unknown recipe .nope.; expected one of recbole"):
         with_recipe("nope", dataset="synthetic")
 
 
