@@ -106,3 +106,12 @@ def test_an_unimportable_plugin_is_one_clear_line(tmp_path):
         timeout=120,
     )
     assert result.returncode != 0 and "--plugin no_such_module_here: cannot import it" in result.stderr
+
+
+def test_the_readme_results_block_is_what_the_committed_rows_give():
+    """No figure in the README's results block is typed: `report --committed` writes it from results/."""
+    from bench.reports.readme import readme_block, results_block
+
+    assert readme_block(REPO_ROOT / "README.md") == results_block(REPO_ROOT / "results"), (
+        "README.md's results block differs from the committed rows: run `python -m bench report --committed`"
+    )

@@ -19,6 +19,9 @@ COMMITTED_REPORTS: dict[str, list[str]] = {
     "quick-cpu-intel-xeon": ["sweeps/quick-cpu-intel-xeon.jsonl"],
     "mixers-cpu": ["sweeps/mixers-cpu.jsonl"],
     "mixers-mamba-cpu": ["sweeps/mixers-mamba-cpu.jsonl"],
+    # every mixer at its best CPU path (fused C++ scans, chunkwise retention), AVX2 EPYC, one thread
+    "mixers-cpu-amd-epyc-avx2": ["sweeps/mixers-cpu-amd-epyc-avx2.jsonl"],
+    "short-n-cpu-amd-epyc-avx2": ["sweeps/short-n-cpu-amd-epyc-avx2.jsonl"],
     "quick-cpu": ["sweeps/quick-cpu.jsonl"],
     "accuracy": [
         "sweeps/accuracy-*-cpu.jsonl",

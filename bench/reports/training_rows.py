@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..results import attention_label, duplicate_keys, fallback_note
+from ..results import attention_label, duplicate_keys
 
 BASELINE = "sdpa"
 SUBJECT = "linrec"  # the suite's subject: other mechanisms are tested against it as well as against the baseline
@@ -155,7 +155,10 @@ def train_frame(rows: list[dict]) -> pd.DataFrame:
             "ratings": _ratings(row),
             "fingerprint": row["dataset_stats"].get("sequences_sha256"),  # None in rows older than the field
             "variant": variant(row.get("settings")),
-            "mechanism": attention_label(row["attention"], row.get("options") or {}) + fallback_note(row),
+            # the same mathematics whichever kernel ran (a fused one or its PyTorch reference): one mechanism, its
+            # seeds pooled; the kernel is its own column (it moves s/epoch, not accuracy)
+            "mechanism": attention_label(row["attention"], row.get("options") or {}),
+            "backend": row.get("backend"),
             "seq_len": row["max_len"],
             "batch_size": row["batch_size"],
             "seed": row["seed"],
