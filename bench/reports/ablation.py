@@ -74,7 +74,9 @@ def ablation_table(runs: pd.DataFrame, setting: str, out: Path) -> list[Path]:
         "against the recipe as named (same mechanism, N, batch, seeds), or, where no run keeps it, against the "
         "row whose changes this row's extend (e.g. whole-history windows against the last window). "
         "Where both sides kept their test ranks, Δ is paired over the same users and seeds: 95 % bootstrap "
-        "interval and Wilcoxon p, * where significant; else a Δ smaller than the std is noise. "
+        "interval and Wilcoxon p, * where the interval excludes 0 and p < 0.05 for these runs (a within-run "
+        "view: another seed moves a run as much; verdicts need the seed-aware comparison); else a Δ smaller "
+        "than the std is noise. "
         "†: includes a run still training (snapshot of its best epoch so far).",
         "",
         _markdown(shown),

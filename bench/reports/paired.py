@@ -154,7 +154,7 @@ class PairedComparison:
         return {**asdict(self), "significant": self.significant}
 
     def brief(self) -> str:
-        """'-0.0096 [-0.0131, -0.0062], p=3e-08 *' (a star: significant)."""
+        """'-0.0096 [-0.0131, -0.0062], p=3e-08 *' (a star: the interval excludes 0 and p < 0.05, for these runs)."""
         star = " *" if self.significant else ""
         return f"{self.difference:+.4f} [{self.ci_low:+.4f}, {self.ci_high:+.4f}], p={self.wilcoxon_p:.1g}{star}"
 

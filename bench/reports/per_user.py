@@ -41,9 +41,10 @@ def history_length_sections(runs: pd.DataFrame, protocol: str) -> list[str]:
             "",
             f"Each mechanism at another N against itself at N={REFERENCE_WINDOW}, same batch size and seeds, paired "
             "over the same test users of each range: the mean NDCG@10 difference (N minus "
-            f"N={REFERENCE_WINDOW}), its 95 % paired bootstrap interval and the Wilcoxon p; *: significant (the "
-            "interval excludes 0 and p < 0.05). Users whose whole history fits both windows see the same items, so "
-            "a longer window can only help those beyond the shorter one; what it changes for the others is how "
+            f"N={REFERENCE_WINDOW}), its 95 % paired bootstrap interval and the Wilcoxon p; *: the interval "
+            "excludes 0 and p < 0.05 for these runs (a within-run view, not a verdict: another seed moves a run as "
+            "much). Users whose whole history fits both windows see the same items, so a longer window can only "
+            "help those beyond the shorter one; what it changes for the others is how "
             "the model was trained.",
             "",
             pipe_table(windows),
