@@ -51,6 +51,9 @@ def regenerate_committed(root: Path, out_root: Path | None = None) -> dict[str, 
         sources = committed_sources(name, root)
         if sources:
             written[name] = report(sources, out_root / name)
+    from .pareto import pareto_report  # accuracy rows beside one machine's epoch costs
+
+    written.setdefault("accuracy", []).extend(pareto_report(root, out_root / "accuracy"))
     (root / "README.md").write_text(results_index(root, out_root, written), encoding="utf-8")
     return written
 

@@ -49,6 +49,19 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
+def pareto_section(root: Path) -> list[str]:
+    """The headline figure, when `report --committed` has drawn it from the rows."""
+    figure = Path("reports/accuracy") / f"pareto_cost_{ACCURACY_SETTING}.png"
+    if not (root / figure).exists():
+        return []
+    return [
+        f"![Accuracy against training cost, every mechanism]({figure.as_posix()})",
+        "",
+        f"Accuracy against the cost of a training epoch (time, peak memory), every mechanism on its default CPU "
+        f"path; table: [{figure.with_suffix('.md').name}]({figure.with_suffix('.md').as_posix()}).",
+    ]
+
+
 def accuracy_section(root: Path) -> list[str]:
     from .committed import committed_sources
 
@@ -149,7 +162,7 @@ def mixers_section(root: Path) -> list[str]:
 
 def results_block(root: Path) -> str:
     """The block between BEGIN and END, links relative to the repository root."""
-    sections = [accuracy_section(root), short_n_section(root), mixers_section(root)]
+    sections = [pareto_section(root), accuracy_section(root), short_n_section(root), mixers_section(root)]
     body = []
     for section in sections:
         if section:
