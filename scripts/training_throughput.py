@@ -25,6 +25,13 @@ BERT4Rec (bidirectional; its batches are cut and split the same way, masks drawn
     python scripts/training_throughput.py --model bert4rec --recipe recbole --variants unsplit,split \
         --attention sdpa,linrec --threads 1 --rounds 2 --out results/training-throughput/ml-1m-split-bert4rec
 
+Every mechanism at its default (best) CPU path, one epoch each, with its peak memory: the cost axis of the
+accuracy-against-cost figure (python -m bench report --committed):
+
+    python scripts/training_throughput.py --recipe sasrec-plus-port --variants split --threads 1 \
+        --attention sdpa,linrec,linrec:variant=official,linear,efficient,performer:nb_features=64,retention,lru,mamba \
+        --out results/training-throughput/ml-1m-mechanisms
+
 The same script compares attention paths at the current recipe (issue 10: a LinRec epoch against `sdpa`):
 
     python scripts/training_throughput.py --recipe sasrec-plus-port --variants after \
@@ -48,9 +55,11 @@ import torch.nn.functional as F
 from bench.cli import resolve_attention
 from bench.data import leave_one_out
 from bench.environment import environment
+from bench.measure import peak_memory
 from bench.training.config import with_recipe
 from bench.training.evaluate import evaluate
 from bench.training.train import _batches, build_model, get_dataset
+from models.attention import attention_class
 
 VARIANTS = {
     "before": {"batching": "random", "trim": False, "chunked_loss": False, "split": False},
@@ -75,6 +84,22 @@ def one_epoch(config, dataset, split, trim: bool, chunked_loss: bool, split_batc
     parts = dict.fromkeys(("batch", *forward, "backward", "step"), 0.0)
     model.train()
     started = time.perf_counter()
+    with peak_memory("cpu") as peak:  # the epoch's peak resident memory above where it started
+        _epoch(model, optimizer, examples, config, rng, parts, whole_forward, chunked_loss)
+    train_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    valid = evaluate(model, split.valid, dataset.num_items, config)
+    return {
+        "train_s": train_seconds,
+        "eval_s": time.perf_counter() - started,
+        "parts_s": parts,
+        "peak_mem_bytes": peak["bytes"],
+        "backend": attention_class(config.attention).backend_for(config.attention_options, "cpu"),
+        "valid_ndcg@10_all": valid["all"]["ndcg@10"],
+    }
+
+
+def _epoch(model, optimizer, examples, config, rng, parts, whole_forward, chunked_loss) -> None:
     for sequences in _batches(examples, config, rng):
         t0 = time.perf_counter()
         batch = model.make_batch(sequences, rng)
@@ -99,15 +124,6 @@ def one_epoch(config, dataset, split, trim: bool, chunked_loss: bool, split_batc
         spans = ((t0, t1), (t1, t3)) if whole_forward else ((t0, t1), (t1, t2), (t2, t3))
         for name, (a, b) in zip(parts, (*spans, (t3, t4), (t4, t5)), strict=True):
             parts[name] += b - a
-    train_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    valid = evaluate(model, split.valid, dataset.num_items, config)
-    return {
-        "train_s": train_seconds,
-        "eval_s": time.perf_counter() - started,
-        "parts_s": parts,
-        "valid_ndcg@10_all": valid["all"]["ndcg@10"],
-    }
 
 
 def warm_up(config, dataset, split) -> None:
