@@ -74,23 +74,23 @@ RECIPES["longrange"] = {
 @dataclass
 class TrainConfig:
     dataset: str = "ml-1m"  # registered name, a file path, "synthetic" or a long-range task (longrange-recall-k64)
-    data_dir: str | None = None
+    data_dir: str | None = None  # folder of the datasets (else $LINREC_DATA, then ../shared/data)
     data_format: str | None = None  # a file's format when its name and lines do not tell (bench.data.FORMATS)
     min_count: int = 0  # k-core filtering (the authors: 5 for Gowalla)
     model: str = "sasrec"  # sasrec | bert4rec
     objective: str = "all_positions"  # SASRec only: all_positions | last_position
-    attention: str = "sdpa"
+    attention: str = "sdpa"  # a registered mechanism (sdpa, linrec, mamba, ...: available_attentions()) or a plugin's
     attention_options: dict = field(default_factory=dict)
     causal: bool | None = None  # SASRec: default causal for all_positions; BERT4Rec: always bidirectional
-    max_len: int = 200
-    hidden: int = 64
-    heads: int = 2
-    layers: int = 2
-    inner: int = 256
-    dropout: float = 0.2
+    max_len: int = 200  # N: the window of most recent items the model reads
+    hidden: int = 64  # model width
+    heads: int = 2  # attention heads (hidden must divide by it)
+    layers: int = 2  # encoder blocks
+    inner: int = 256  # feed-forward width
+    dropout: float = 0.2  # embeddings and residual branches
     attention_dropout: float | None = None  # None: the same as dropout
-    norm: str = "post"
-    activation: str = "gelu"
+    norm: str = "post"  # LayerNorm placement
+    activation: str = "gelu"  # feed-forward activation
     embedding_scale: bool = False  # item embeddings x sqrt(hidden)
     embedding_norm: bool = True  # LayerNorm on the summed embeddings
     feed_forward_dropout: bool = False  # dropout inside the feed-forward too (SASRec's code)
@@ -107,21 +107,21 @@ class TrainConfig:
     prefixes_per_user: int = 4  # SASRec last_position: training prefixes sampled per user and epoch
     # BERT4Rec: copies of each sequence per epoch, each masked afresh (the original's dupe factor)
     masks_per_user: int = 1
-    epochs: int = 100
-    batch_size: int = 128
-    lr: float = 1e-3
+    epochs: int = 100  # at most
+    batch_size: int = 128  # sequences (windows) per training step
+    lr: float = 1e-3  # Adam's learning rate
     weight_decay: float = 0.0
     patience: int = 10  # epochs without a better valid NDCG@10 before stopping
     max_minutes: float | None = None  # wall-clock budget; stops after the epoch that crosses it
-    eval_batch_size: int = 512
-    protocol: str = "full"
+    eval_batch_size: int = 512  # users per evaluation step
+    protocol: str = "full"  # full ranking, or 100 sampled negatives (uniform / by popularity)
     # early stopping reads this protocol's NDCG@10; None: "all" (full ranking) or the sampled one
     select_protocol: str | None = None
     recipe: str | None = None  # the named recipe these settings started from (recorded; applied by with_recipe)
-    seed: int = 2000
+    seed: int = 2000  # initialisation, batches and dropout
     device: str = "cpu"
-    threads: int | None = None
-    out: str = "runs/latest"
+    threads: int | None = None  # torch threads (default: torch's)
+    out: str = "runs/latest"  # run folder: checkpoints, results.json, test ranks
     synthetic_users: int = 500
     synthetic_items: int = 200
 

@@ -262,6 +262,16 @@ def _train(config, replicas, device, *, resume, overwrite, progress, log, datase
             ranks_out=ranks_out,
         )
 
+    if log:  # one line saying what is about to train, before the first (long) epoch
+        backend = attention_class(config.attention).backend_for(config.attention_options, device)
+        options = "".join(f" {k}={v}" for k, v in config.attention_options.items())
+        print(
+            f"train: {dataset.name} ({dataset.num_users:,} users, {dataset.num_items:,} items), {config.model} with "
+            f"{config.attention}{options}" + (f" (kernel: {backend})" if backend else "") + f", N={config.max_len}, "
+            f"batch {config.batch_size}, seed {config.seed}, {device}, {torch.get_num_threads()} thread(s), "
+            f"recipe {config.recipe or 'recbole'} -> {out}",
+            flush=True,
+        )
     started = time.time()
     stop_reason = "epochs"
     job = distributed.job_process(replicas)  # whose CPU use is this run's own, not load
