@@ -276,3 +276,12 @@ def test_a_misspelt_name_is_one_line_with_the_closest_names(tmp_path, flags, clo
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert f"did you mean {closest}" in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert not out.exists(), f"left behind: {sorted(p.name for p in out.iterdir())}"
+
+
+def test_status_counts_cells_finished_in_another_committed_results_file():
+    """The mixers' N = 200 cells of the paper preset live in accuracy-mixers-cpu.jsonl: finished, not 'waiting'."""
+    command = [sys.executable, "-m", "bench", "accuracy", "--preset", "paper", "--status"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    line = next(line for line in done.stdout.splitlines() if "plus-port-mamba-N200-B128-s2000 " in line)
+    assert "finished" in line and "accuracy-mixers-cpu.jsonl" in line

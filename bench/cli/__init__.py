@@ -333,10 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
     acc.add_argument(
         "--skip-done-in",
         type=_csv(str),
-        default=(),
+        default=None,
         metavar="FILES",
         help="results files (comma-separated) whose finished cells are skipped too: rows another machine or "
-        "another driver wrote",
+        "another driver wrote (default without --out: every committed results file of this kind and device)",
     )
     acc.add_argument(
         "--status",

@@ -267,6 +267,15 @@ def cmd_accuracy(args) -> None:
     longrange = args.preset.startswith("longrange")  # its own results file and work folder: runs beside the others
     stem = args.preset if longrange else f"accuracy-{args.preset}"
     out = Path(args.out) if args.out else REPO_ROOT / "results" / "sweeps" / f"{stem}-{args.device.split(':')[0]}.jsonl"
+    if args.skip_done_in is None and not args.out:
+        # the committed results of this kind and device in results/sweeps: a cell finished in another preset's
+        # file (the seeds preset shares the paper preset's cells) is shown and skipped as finished, not retrained
+        pattern = f"{'longrange' if longrange else 'accuracy'}*-{args.device.split(':')[0]}*.jsonl"
+        args.skip_done_in = [
+            str(p)
+            for p in sorted((REPO_ROOT / "results" / "sweeps").glob(pattern))
+            if p.resolve() != out.resolve() and ".shard-" not in p.name
+        ]
     where = {
         "work_dir": Path(args.work_dir or (REPO_ROOT / "runs" / args.preset if longrange else DEFAULT_WORK_DIR)),
         "threads": args.threads,
@@ -277,14 +286,14 @@ def cmd_accuracy(args) -> None:
         if args.status:
             from ..training.progress import cell_progress, format_progress
 
-            progress = cell_progress(cells, out, where["work_dir"], done_in=args.skip_done_in)
+            progress = cell_progress(cells, out, where["work_dir"], done_in=args.skip_done_in or ())
             print(format_progress(progress, out, where["work_dir"]))
             return
         if args.snapshot:
-            rows = snapshot_unfinished(cells, out, done_in=args.skip_done_in, **where)
+            rows = snapshot_unfinished(cells, out, done_in=args.skip_done_in or (), **where)
             print(f"{len(rows)} partial row(s) in {out}")
             return
-        rows = run_accuracy_sweep(cells, out, jobs=args.jobs, done_in=args.skip_done_in, **where)
+        rows = run_accuracy_sweep(cells, out, jobs=args.jobs, done_in=args.skip_done_in or (), **where)
     except (ResultsFileBusy, ValueError, DatasetNotFound) as err:
         sys.exit(f"accuracy: {err}")
     print(f"{len(rows)} new training cell(s) in {out}" if rows else f"nothing to do: every cell is already in {out}")
