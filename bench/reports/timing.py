@@ -44,10 +44,23 @@ def _conditions(key: dict) -> str:
     return text
 
 
-def _title(kind: str, key: dict, batch: int | None = None) -> str:
+def _title(kind: str, key: dict, batch: int | None = None, series: pd.DataFrame | None = None) -> str:
     shape = f"dim {key['dim']}, {key['heads']} heads" + (f", batch {batch}" if batch is not None else "")
     shape += _conditions(key)
-    return f"{kind} — {key['level']} {key['mode']}, {key['dtype']}, {shape}\n{key['device']}"
+    return f"{kind} — {key['level']} {key['mode']}, {key['dtype']}, {shape}\n{key['device']}{_machine(series)}"
+
+
+def _machine(series: pd.DataFrame | None) -> str:
+    """', AVX2, 1 thread': what else the times depend on, from the rows (both when they differ)."""
+    if series is None:
+        return ""
+    parts = []
+    for column, unit in (("cpu_capability", ""), ("threads", " thread(s)")):
+        if column in series:
+            values = sorted({str(v) for v in series[column].dropna()})
+            if values:
+                parts.append("/".join(values) + unit)
+    return (", " + ", ".join(parts)) if parts else ""
 
 
 def crossover(seq_lens: list[int], speedups: list[float]) -> float | None:
@@ -100,7 +113,7 @@ def _finish(fig, axes, ylabel: str, title: str, path: Path) -> None:
     axes[0].set_ylabel(ylabel)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # the legend right of the panels stays in the picture
     plt.close(fig)
 
 
@@ -134,8 +147,8 @@ def _line_panels(
                 )
             if speedup and mechanism != BASELINE:
                 cross = crossover(line["seq_len"].tolist(), line["speedup"].tolist())
-                if cross is not None:
-                    ax.axvline(cross, color=colors[mechanism], linestyle=":", alpha=0.7)
+                if cross is not None:  # a mark on the break-even line, in the mechanism's colour
+                    ax.scatter([cross], [1.0], marker="^", s=70, color=colors[mechanism], zorder=4)
         failed = series[(series["causal"] == causal) & series["status"].isin(["oom", "timeout", "skipped", "error"])]
         if not failed.empty:
             first = failed.groupby("mechanism")["seq_len"].min()
@@ -155,12 +168,24 @@ def _line_panels(
             ax.axhline(1.0, color="black", linewidth=1)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.set_title(f"{name} (dotted: crossover with sdpa)" if speedup else name)
+        ax.set_title(f"{name} (▲: where it overtakes sdpa)" if speedup else name)
         ax.set_xlabel("sequence length N (tokens)")
         ax.grid(True, which="both", alpha=0.3)
-        if lines:
-            ax.legend(fontsize=8)
+    _legend_outside(fig, panels, colors, busy=series.apply(_busy, axis=1).any() if not series.empty else False)
     _finish(fig, [p[0] for p in panels], ylabel, title, path)
+
+
+def _legend_outside(fig, panels, colors: dict, busy: bool = False) -> None:
+    """One legend for both panels, right of them (never over the data); the busy ring gets its entry."""
+    shown = sorted({m for _, _, _, lines in panels for m in lines}, key=lambda m: (m != BASELINE, m))
+    handles = [plt.Line2D([], [], color=colors[m], marker="o", label=m) for m in shown]
+    if busy:
+        handles.append(
+            plt.Line2D([], [], color="grey", marker="o", markerfacecolor="none", markersize=10, linestyle="",
+                       label="measured under load (†)")
+        )  # fmt: skip
+    if handles:
+        fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
 
 
 def _busy(row) -> bool:
@@ -249,7 +274,7 @@ def _plot_series(series: pd.DataFrame, key: dict, batch: int, stem: Path) -> lis
     paths = []
     for column, label, kind, suffix, options in SERIES_PLOTS:
         paths.append(stem.with_name(stem.name + suffix))
-        _line_panels(series, column, label, _title(kind, key, batch), paths[-1], **options)
+        _line_panels(series, column, label, _title(kind, key, batch, series), paths[-1], **options)
     return paths
 
 
@@ -311,7 +336,7 @@ def report(paths: list[Path], out: Path) -> list[Path]:
             if series["batch_size"].nunique() < 2:
                 continue
             path = out / f"{_stem_prefix(key)}_N{seq_len}_batch_scaling.png"
-            _batch_plot(series, _title(f"Throughput vs batch size at N={seq_len}", key), path)
+            _batch_plot(series, _title(f"Throughput vs batch size at N={seq_len}", key, series=series), path)
             written.append(path)
     return written
 
@@ -319,6 +344,9 @@ def report(paths: list[Path], out: Path) -> list[Path]:
 def _batch_plot(series: pd.DataFrame, title: str, path: Path) -> None:
     fig, panels, colors = _panels(series, "batch_size")
     for ax, _, name, lines in panels:
+        if not any(line["batch_size"].nunique() > 1 for line in lines.values()):  # one column of dots says nothing
+            ax.set_visible(False)
+            continue
         for mechanism, line in lines.items():
             ax.plot(line["batch_size"], line["tokens_per_s"], marker="o", label=mechanism, color=colors[mechanism])
         ax.set_xscale("log", base=2)
@@ -326,9 +354,9 @@ def _batch_plot(series: pd.DataFrame, title: str, path: Path) -> None:
         ax.set_xlabel("batch size (sequences)")
         ax.set_title(name)
         ax.grid(True, which="both", alpha=0.3)
-        if lines:
-            ax.legend(fontsize=8)
-    _finish(fig, [p[0] for p in panels], "throughput (tokens / s)", title, path)
+    _legend_outside(fig, panels, colors)
+    visible = [p[0] for p in panels if p[0].get_visible()] or [panels[0][0]]
+    _finish(fig, visible, "throughput (tokens / s)", title, path)
 
 
 # a comparison group (speed-ups divide its times) is one point of a series, whatever the device's name
