@@ -125,7 +125,7 @@ def pareto_report(root: Path, out: Path) -> list[Path]:
         ax.plot(*zip(*fronts[index], strict=True), linestyle="--", color="grey", linewidth=1)
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
-    panels[0].set_ylabel("test NDCG@10 (seen items excluded), mean over seeds, 95 % CI")
+    panels[0].set_ylabel("test NDCG@10 (seen excl.), mean, 95 % CI")
     panels[1].legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
     fig.suptitle(
         f"Accuracy against training cost — ML-1M, SASRec, N = {ACCURACY_SHAPE['seq_len']}; cost measured on {machine}",
