@@ -285,3 +285,18 @@ def test_status_counts_cells_finished_in_another_committed_results_file():
     assert done.returncode == 0, done.stderr[-2000:]
     line = next(line for line in done.stdout.splitlines() if "plus-port-mamba-N200-B128-s2000 " in line)
     assert "finished" in line and "accuracy-mixers-cpu.jsonl" in line
+
+
+def test_a_cell_still_trained_by_an_orphan_is_waited_for_then_left_alone_without_a_row(tmp_path, monkeypatch):
+    import bench.training.accuracy as accuracy
+    from bench.results import folder_owner
+    from bench.training.accuracy import CellsInUse, TrainCell, run_accuracy_sweep
+
+    monkeypatch.setattr(accuracy, "IN_USE_WAIT_S", 1.0)
+    cell = TrainCell("synthetic", "sdpa", 10, 16, settings={"epochs": 1})
+    lines = []
+    with folder_owner(tmp_path / "work" / cell.slug(), "a training", "--out"):  # the orphan, still training
+        with pytest.raises(CellsInUse, match="1 cell"):
+            run_accuracy_sweep([cell], tmp_path / "rows.jsonl", work_dir=tmp_path / "work", log=lines.append)
+    assert not (tmp_path / "rows.jsonl").exists() or not (tmp_path / "rows.jsonl").read_text().strip()
+    assert any("still in use by pid" in line for line in lines)

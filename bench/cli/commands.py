@@ -249,7 +249,7 @@ def cmd_train(args) -> None:
 
 def cmd_accuracy(args) -> None:
     from ..data import DatasetNotFound
-    from ..training.accuracy import DEFAULT_WORK_DIR, run_accuracy_sweep, snapshot_unfinished
+    from ..training.accuracy import DEFAULT_WORK_DIR, CellsInUse, run_accuracy_sweep, snapshot_unfinished
     from ..training.presets import preset_cells
 
     try:
@@ -294,7 +294,7 @@ def cmd_accuracy(args) -> None:
             print(f"{len(rows)} partial row(s) in {out}")
             return
         rows = run_accuracy_sweep(cells, out, jobs=args.jobs, done_in=args.skip_done_in or (), **where)
-    except (ResultsFileBusy, ValueError, DatasetNotFound) as err:
+    except (ResultsFileBusy, ValueError, DatasetNotFound, CellsInUse) as err:
         sys.exit(f"accuracy: {err}")
     print(f"{len(rows)} new training cell(s) in {out}" if rows else f"nothing to do: every cell is already in {out}")
 

@@ -272,6 +272,7 @@ def _train_cells(cells, todo, already, out, work_dir, jobs, threads, device, dat
         )
 
     running: dict[subprocess.Popen, tuple[TrainCell, Path]] = {}
+    skipped: list[TrainCell] = []
     try:
         while todo or running:
             while todo and len(running) < jobs:
@@ -282,6 +283,11 @@ def _train_cells(cells, todo, already, out, work_dir, jobs, threads, device, dat
                     continue
                 cell_dir = work_dir / cell.slug()
                 cell_dir.mkdir(parents=True, exist_ok=True)
+                holder = _wait_while_trained_elsewhere(cell_dir, log)
+                if holder:  # an orphan of a killed driver still trains it: not ours to record, and not an error
+                    log(f"{cell.slug()}: still in use by {holder}; skipped (run again once it has stopped)")
+                    skipped.append(cell)
+                    continue
                 config = cell.train_config(cell_dir, device=device, threads=threads, data_dir=data_dir)
                 (cell_dir / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
                 with (cell_dir / "train.log").open("a") as handle:
@@ -309,7 +315,13 @@ def _train_cells(cells, todo, already, out, work_dir, jobs, threads, device, dat
             "(cells continue from their checkpoints)"
         )
         raise SystemExit(stop_code(stop)) from None
+    if skipped:
+        raise CellsInUse(f"{len(skipped)} cell(s) still in use by another process were not trained: run again later")
     return written
+
+
+class CellsInUse(RuntimeError):
+    """Cells another process still trains (an orphan of a killed driver): left alone, no row, a failing exit."""
 
 
 def ranks_dir(out: Path) -> Path:
@@ -341,6 +353,34 @@ def _child_row(cell: TrainCell, cell_dir: Path, returncode: int, device: str, ou
     if returncode == -9 or "out of memory" in last.lower() or "MemoryError" in last:
         return _row(cell, "oom", f"exit {returncode}: {last}", device=device)
     return _row(cell, "error", f"exit {returncode}: {last}", device=device)
+
+
+IN_USE_WAIT_S = 120.0  # how long a cell held by another process is waited for before it is left alone
+
+
+def _wait_while_trained_elsewhere(cell_dir: Path, log) -> str | None:
+    """None once no process holds the cell's run folder (a training that outlived its driver gets time to stop:
+    its parent-death signal makes it save and exit); else who still holds it after `timeout_s`."""
+    import fcntl
+
+    lock, timeout_s = cell_dir / ".owner.lock", IN_USE_WAIT_S
+    deadline, said = time.monotonic() + timeout_s, False
+    while lock.exists():
+        with lock.open("a+") as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+                return None
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+        if time.monotonic() > deadline:
+            return holder
+        if not said:
+            log(f"{cell_dir.name}: in use by {holder}; waiting up to {timeout_s:.0f} s for it to stop")
+            said = True
+        time.sleep(1.0)
+    return None
 
 
 def _run_cell(cell_dir: Path) -> None:
