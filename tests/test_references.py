@@ -29,7 +29,11 @@ def _rows(path, speedup_at_256, device="CPU AMD EPYC", threads=1, backend="cpp")
 
 def test_the_setup_is_read_from_the_rows_and_differences_are_named(tmp_path):
     ours = measured_setup(load_frame([_rows(tmp_path / "a.jsonl", 2.0)]))
-    assert ours == {"device": "CPU AMD EPYC", "threads": 1, "torch": "2.13.0+cpu", "backend": "cpp"}
+    assert ours == {
+        "device": "CPU AMD EPYC", "cpu_capability": None, "threads": 1, "torch": "2.13.0+cpu", "backend": "cpp"
+    }  # fmt: skip
+    capabilities = setup_differences({**ours, "cpu_capability": "AVX2"}, {**ours, "cpu_capability": "AVX512"})
+    assert capabilities == ["cpu_capability AVX512 there, AVX2 here"]  # one model name, two kinds of machine
     theirs = {**ours, "device": "CPU Intel Xeon", "threads": 2, "backend": None}  # older rows: no backend
     assert setup_differences(ours, theirs) == [
         "device CPU Intel Xeon there, CPU AMD EPYC here",
@@ -68,3 +72,14 @@ def test_the_committed_references_give_each_cpu_model_seen_one_reference_at_the_
     assert len(set(keys)) == len(keys), "two committed references share one setup: the main job could not choose"
     one_thread = {setup["device"] for setup in setups if setup["threads"] == 1}
     assert {"CPU Intel(R) Xeon(R) Processor", "CPU AMD EPYC"} <= one_thread
+
+
+def test_a_busy_run_gets_no_verdict_and_mechanisms_without_a_reference_are_named(tmp_path):
+    new = _rows(tmp_path / "new.jsonl", 4.0)
+    rows = [json.loads(line) for line in new.read_text().splitlines()]
+    rows.append({**rows[-1], "attention": "mamba", "label": "mamba"})
+    new.write_text("".join(json.dumps({**row, "busy": True}) + "\n" for row in rows))
+    same = _rows(tmp_path / "quick-cpu-amd-epyc.jsonl", 2.0)
+    lines = compare_speedups(new, [same])
+    assert "timed while other processes used the CPU" in lines[0] and "no verdict" in lines[0]
+    assert any(line.startswith("not in the reference") and "mamba" in line for line in lines)

@@ -106,7 +106,9 @@ def _speedups(frame: pd.DataFrame) -> dict[tuple, float]:
 
 
 # What a speed-up vs sdpa depends on beyond the code: a reference judges a run only where these match.
-SETUP_KEYS = ("device", "threads", "torch", "backend")
+# what a speed-up depends on beyond the code: the CPU model and the vector code torch dispatches to on it (one model
+# name covers AVX2 and AVX-512 machines), threads, torch and LinRec's kernel
+SETUP_KEYS = ("device", "cpu_capability", "threads", "torch", "backend")
 
 
 REFERENCE_GLOB = "quick-cpu*.jsonl"  # committed references of the main job, one per CPU model (results/sweeps/)
@@ -146,7 +148,7 @@ def choose_reference(new: Path, candidates: list[Path]) -> tuple[Path, list[str]
     scored = []
     for path in sorted(candidates):
         differences = setup_differences(ours, measured_setup(load_frame([path])))
-        same_cpu = not any(d.startswith("device ") for d in differences)
+        same_cpu = not any(d.startswith(("device ", "cpu_capability ")) for d in differences)
         scored.append(((not same_cpu, len(differences)), path, differences))
     scored.sort(key=lambda item: (item[0], str(item[1])))
     (_, best, differences), others = scored[0], [(p, d) for _, p, d in scored[1:]]
@@ -167,12 +169,21 @@ def compare_speedups(new: Path, references: Path | list[Path], tolerance: float 
     if not common:
         return [f"no cell in common with the reference {reference}"]
     differ = [key for key in common if not 1 / tolerance <= ours[key] / theirs[key] <= tolerance]
+    new_frame = load_frame([new])
+    busy = bool(new_frame["busy"].fillna(False).astype(bool).mean() > 0.5) if "busy" in new_frame else False
+    unmatched = sorted({key[0] for key in set(ours) - set(theirs)})
     if differences:
         lines = [
             f"no committed reference matches this setup; the closest, {reference}, was measured on another "
             f"({'; '.join(differences)}): {len(differ)} of {len(common)} speed-ups differ by more than {tolerance}x, "
             "expected between setups and not judged. Add one for this machine: python -m bench sweep --preset "
             "quick --threads 1 --out results/sweeps/quick-cpu-<cpu model>.jsonl (docs/measurement.md)"
+        ]
+    elif busy:  # most of this run was timed under load: its differences are not the noise of a quiet run
+        lines = [
+            f"speed-ups vs sdpa against the reference of this setup ({reference}): {len(common)} cell(s) compared, "
+            f"{len(differ)} differ by more than {tolerance}x; this run was timed while other processes used the CPU "
+            "(most rows flagged busy), so no verdict: rerun on a quiet machine"
         ]
     else:
         lines = [
@@ -185,5 +196,7 @@ def compare_speedups(new: Path, references: Path | list[Path], tolerance: float 
                 f"  {cell['mechanism']} {'causal' if cell['causal'] else 'bidir'} N={cell['seq_len']} "
                 f"B={cell['batch_size']}: {ours[key]:.2f}x here, {theirs[key]:.2f}x in the reference"
             )
+    if unmatched:
+        lines.append(f"not in the reference (no row to compare with): {', '.join(map(str, unmatched))}")
     lines += [f"not compared: {path} ({'; '.join(d) or 'the same setup'})" for path, d in others]
     return lines
