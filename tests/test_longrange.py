@@ -284,3 +284,50 @@ def test_an_older_cell_gets_its_probes_as_a_later_copy_of_its_row(tmp_path):
     assert len(frame) == 1 and frame["probes"].iloc[0] == pytest.approx(results["test_probes"]["ndcg@10"])
     longrange_probes.add_probes(rows_file, load_rows(rows_file), run)  # has them now: nothing appended
     assert len(load_rows(rows_file)) == 2
+
+
+# mqar: recall without the positional shortcut
+
+
+def _hit_rates(task: LongRangeTask) -> dict[str, float]:
+    """Top-1 hit rates over the test users of three oracles: the best single fixed offset back from the target,
+    copying from exactly k back (the old recall's shortcut), and looking the query key up."""
+    test = task.generate().split.test
+    offsets = np.zeros(task.length + 1)
+    k_back = lookup = 0
+    for history, target in test:
+        sequence = [*history, target]
+        last = len(sequence) - 1
+        for offset in range(1, last + 1):
+            offsets[offset] += sequence[last - offset] == target
+        k_back += sequence[last - task.distance] == target
+        key = history[-1]
+        earlier = [i for i in range(len(history) - 1) if history[i] == key]
+        lookup += bool(earlier) and history[earlier[-1] + 1] == target
+    return {"fixed offset": offsets.max() / len(test), "k back": k_back / len(test), "lookup": lookup / len(test)}
+
+
+@pytest.mark.parametrize("distance", [64, 256])
+def test_mqar_has_no_positional_shortcut_and_the_key_lookup_finds_every_target(distance):
+    rates = _hit_rates(LongRangeTask("mqar", distance))
+    assert rates["lookup"] == 1.0
+    chance = LongRangeTask("mqar", distance).generate().levels["chance_ndcg@10"]
+    assert rates["fixed offset"] <= max(chance, 4 / distance) and rates["k back"] <= max(chance, 4 / distance)
+
+
+def test_the_old_recall_task_has_the_shortcut_mqar_removes():
+    """The check can fail: on recall, copying from exactly k back finds every test target."""
+    assert _hit_rates(LongRangeTask("recall", 64))["k back"] == 1.0
+
+
+def test_mqar_keys_appear_twice_and_queries_sit_at_distances_between_half_k_and_k():
+    task = LongRangeTask("mqar", 256)
+    dataset = task.generate()
+    for sequence in dataset.sequences[:50]:
+        items = list(sequence)
+        planted = [i for i, scored in enumerate(getattr(sequence, "scored", [])) if scored] or [len(items) - 1]
+        for position in planted:
+            key = items[position - 1]
+            where = [i for i, item in enumerate(items) if item == key]
+            assert len(where) == 2 and task.distance // 2 <= where[1] - where[0] <= task.distance
+            assert items[where[0] + 1] == items[position]
