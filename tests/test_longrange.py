@@ -331,3 +331,21 @@ def test_mqar_keys_appear_twice_and_queries_sit_at_distances_between_half_k_and_
             where = [i for i, item in enumerate(items) if item == key]
             assert len(where) == 2 and task.distance // 2 <= where[1] - where[0] <= task.distance
             assert items[where[0] + 1] == items[position]
+
+
+def test_round2_chooses_each_mechanism_s_rate_at_the_shortest_distance_then_adds_its_seeds():
+    from bench.training.presets import LR_GRID, _longrange_round2, chosen_learning_rates
+
+    grid = _longrange_round2(rows=[])
+    assert len(grid) == 2 * 5 * len(LR_GRID) and {c.settings["lr"] for c in grid} == set(LR_GRID)
+    rows = [
+        {"level": "train", "status": "ok", "seed": 2000, "dataset": "longrange-mqar-k64", "attention": "sdpa",
+         "options": {}, "settings": {"lr": lr}, "valid": {"all": {"ndcg@10": score}}}
+        for lr, score in zip(LR_GRID, (0.2, 0.9, 0.5), strict=True)
+    ]  # fmt: skip
+    assert chosen_learning_rates(rows) == {("sdpa", "mqar"): 1e-3}
+    assert chosen_learning_rates(rows[:2]) == {}  # not every rate has run yet: nothing chosen
+    cells = _longrange_round2(rows=rows)
+    added = [c for c in cells if c not in grid]
+    assert len(added) == 3 * 3 + 1 - 1  # three seeds at 64, 256, 1024 and one at 4,096, less the grid's own cell
+    assert all(c.attention == "sdpa" and c.settings["lr"] == 1e-3 for c in added)

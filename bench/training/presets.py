@@ -176,6 +176,75 @@ def _longrange_budget() -> list[TrainCell]:
     return cells
 
 
+# Long histories, round 2: recall without the shortcut (mqar) and taste, a learning rate per mechanism, seeds. Each
+# mechanism's rate is chosen at the shortest distance from LR_GRID on validation NDCG@10 (seed 2000), then kept for
+# every k. The preset grows as its rows come in: the later cells appear once a mechanism's rate is chosen.
+ROUND2_MECHANISMS = ("sdpa", "linrec", "linear", "retention", "mamba")
+ROUND2_TASKS = ("mqar", "taste")
+ROUND2_DISTANCES = (64, 256, 1024)  # three seeds each; k = 4,096 one seed
+ROUND2_SEEDS = (2000, 2001, 2002)
+LR_GRID = (3e-4, 1e-3, 3e-3)
+# NOTE: 48 epochs (the first grid: 16): sdpa's validation had not reached its plateau at 16 on several cells
+ROUND2_BUDGET = {"epochs": 48, "patience": 48}
+
+
+def chosen_learning_rates(rows: list[dict]) -> dict[tuple[str, str], float]:
+    """(mechanism, task) -> the grid rate with the best validation NDCG@10 at the shortest distance, where every
+    rate of the grid has a finished row."""
+    from ..data.longrange import LongRangeTask
+
+    shortest = min(ROUND2_DISTANCES)
+    scores: dict[tuple[str, str], dict[float, float]] = {}
+    for row in rows:
+        if row.get("level") != "train" or row.get("status") != "ok" or row.get("seed") != 2000:
+            continue
+        try:
+            task = LongRangeTask.from_name(row["dataset"])
+        except ValueError:
+            continue
+        lr = (row.get("settings") or {}).get("lr")
+        if task.distance != shortest or lr not in LR_GRID or row.get("options"):
+            continue
+        valid = (row.get("valid") or {}).get("all") or {}
+        scores.setdefault((row["attention"], task.task), {})[lr] = valid.get("ndcg@10", -1.0)
+    return {key: max(by_lr, key=by_lr.get) for key, by_lr in scores.items() if set(by_lr) == set(LR_GRID)}
+
+
+def _longrange_round2(rows: list[dict] | None = None) -> list[TrainCell]:
+    """The learning-rate grid at the shortest distance first; then, per mechanism whose rate is chosen, its
+    three seeds at every distance (and one at 4,096) with that rate."""
+    from ..data.longrange import LongRangeTask
+
+    if rows is None:
+        rows = _committed_rows("longrange-round2-*.jsonl")
+    chosen = chosen_learning_rates(rows)
+
+    def cell(task, distance, name, seed, lr):
+        spec = LongRangeTask(task, distance)
+        settings = {**ROUND2_BUDGET, "lr": lr}
+        return TrainCell(spec.name, name, spec.window, spec.batch_size, seed, "longrange", settings=settings)
+
+    shortest = min(ROUND2_DISTANCES)
+    cells = [
+        cell(task, shortest, name, 2000, lr) for task in ROUND2_TASKS for name in ROUND2_MECHANISMS for lr in LR_GRID
+    ]
+    for task in ROUND2_TASKS:
+        for name in ROUND2_MECHANISMS:
+            if (name, task) not in chosen:
+                continue
+            lr = chosen[(name, task)]
+            cells += [cell(task, k, name, seed, lr) for seed in ROUND2_SEEDS for k in ROUND2_DISTANCES]
+            cells.append(cell(task, 4096, name, 2000, lr))
+    return list(dict.fromkeys(cells))  # the grid's chosen cell at the shortest distance is also a seed cell
+
+
+def _committed_rows(pattern: str) -> list[dict]:
+    from ..environment import REPO_ROOT
+    from ..results import load_rows
+
+    return [row for path in sorted((REPO_ROOT / "results" / "sweeps").glob(pattern)) for row in load_rows(path)]
+
+
 # Seeds for verdicts that survive a rerun: a comparison between mechanisms resamples seeds as well as users, so the
 # two it is built around get five, every other causal mechanism three; Amazon Beauty (N = 50: its histories are
 # short) asks the same question on a second dataset.
@@ -227,6 +296,8 @@ def presets() -> dict[str, list[TrainCell]]:
         "longrange-gpu": _longrange(items=8192),
         # recall at k = 64 and 256 with 4x the epochs, for the mechanisms below the ceiling there
         "longrange-budget": _longrange_budget(),
+        # round 2: mqar (recall without the shortcut) and taste, a learning rate per mechanism, three seeds
+        "longrange-round2": _longrange_round2(),
     }
 
 
