@@ -120,6 +120,17 @@ def unknown_name(flag: str, what: str, given: str, choices) -> str:
     return f"{flag}: unknown {what} {given!r}; {hint}expected one of {', '.join(choices)}"
 
 
+def non_negative_float(text: str) -> float:
+    """argparse type of waits that may be 0 (do not wait): a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
 def check_device(device: str) -> None:
     """One line when the device cannot be used: what was asked and what this torch has."""
     if device.startswith("cuda") and not torch.cuda.is_available():

@@ -6,7 +6,7 @@ import argparse
 import errno
 import sys
 
-from ..environment import positive_float, positive_int, raise_on_sigterm, stop_code, stop_name
+from ..environment import non_negative_float, positive_float, positive_int, raise_on_sigterm, stop_code, stop_name
 from ..plugins import PluginError, load_plugins
 from ..results import parse_attention_spec
 from . import commands
@@ -131,7 +131,7 @@ def _add_sweep_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--quiet-wait-s",
-        type=positive_float,
+        type=non_negative_float,
         default=None,
         help="how long a group timed under load waits for quiet before its one re-measurement (default 60)",
     )
