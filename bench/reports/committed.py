@@ -43,17 +43,28 @@ def committed_sources(name: str, root: Path) -> list[Path]:
     return sorted(path for pattern in COMMITTED_REPORTS[name] for path in root.glob(pattern))
 
 
+def regenerate_one(name: str, root: Path, out: Path) -> list[Path]:
+    """One committed report from its rows (the accuracy report also draws accuracy against one machine's epoch
+    costs, reports/pareto.py); [] where it has no rows."""
+    sources = committed_sources(name, root)
+    if not sources:
+        return []
+    written = report(sources, out)
+    if name == "accuracy":
+        from .pareto import pareto_report
+
+        written += pareto_report(root, out)
+    return written
+
+
 def regenerate_committed(root: Path, out_root: Path | None = None) -> dict[str, list[Path]]:
     """Every committed report from its committed rows (into out_root/<name>, default root/reports/<name>)."""
     out_root = out_root or root / "reports"
     written = {}
     for name in COMMITTED_REPORTS:
-        sources = committed_sources(name, root)
-        if sources:
-            written[name] = report(sources, out_root / name)
-    from .pareto import pareto_report  # accuracy rows beside one machine's epoch costs
-
-    written.setdefault("accuracy", []).extend(pareto_report(root, out_root / "accuracy"))
+        files = regenerate_one(name, root, out_root / name)
+        if files:
+            written[name] = files
     (root / "README.md").write_text(results_index(root, out_root, written), encoding="utf-8")
     return written
 
