@@ -103,16 +103,24 @@ def test_a_ratio_from_another_cpu_kind_gets_a_wider_tolerance(tmp_path, monkeypa
 # 3. reports keep machines and torch builds apart
 
 
-def test_rows_of_two_cpu_kinds_get_their_own_tables(tmp_path):
+@pytest.mark.parametrize(
+    "field, values, names",
+    [
+        ("cpu_capability", ("AVX2", "AVX512"), ("avx2", "avx512")),
+        ("device", ("CPU AMD EPYC", "CPU Intel Xeon"), ("amd", "intel")),
+        ("torch", ("2.13.0+cpu", "2.14.1+cpu"), ("2-13-0", "2-14-1")),
+    ],
+)
+def test_rows_of_two_cpu_kinds_or_torch_builds_get_their_own_tables(tmp_path, field, values, names):
     rows = [
-        _row(attention=name, seq_len=n, cpu_capability=capability, time_ms=t)
-        for capability in ("AVX2", "AVX512")
+        _row(attention=name, seq_len=n, time_ms=t, **{field: value})
+        for value in values
         for name, t in (("sdpa", 2.0), ("linrec", 1.0))
         for n in (16, 32)
     ]
     written = report([_write(tmp_path / "rows.jsonl", rows)], tmp_path / "out")
     tables = sorted(p.name for p in written if p.name.endswith("_time.md"))
-    assert len(tables) == 2 and any("avx2" in t for t in tables) and any("avx512" in t for t in tables)
+    assert len(tables) == 2 and all(any(name in t for t in tables) for name in names), tables
     assert len(set(written)) == len(written) and all(p.exists() for p in written)  # nothing overwritten
 
 

@@ -310,7 +310,8 @@ def report(paths: list[Path], out: Path) -> list[Path]:
             series = _with_speedup(series)
             device = "cuda" if "cpu" not in key["device"].lower() else "cpu"
             if several:  # the name says which machine: 'cpu' alone would be written once per kind
-                device = _slug({k: key[k] for k in ("device", *splits)}).lower()
+                # no dots or pluses: the name takes suffixes (.md, .png) after it ("2.13.0+cpu" -> "2-13-0-cpu")
+                device = _slug({k: key[k] for k in ("device", *splits)}).lower().replace(".", "-").replace("+", "-")
             stem = out / f"{_stem_prefix(key)}_B{batch}_{device}"
             if series["seq_len"].nunique() >= 2:  # one length: tables only
                 written += _plot_series(series, key, batch, stem)
