@@ -180,7 +180,7 @@ def test_a_nan_limit_is_refused_on_the_command_line(flags):
     done = subprocess.run(
         [sys.executable, "-m", "bench", *flags], cwd=REPO, capture_output=True, text=True, timeout=120
     )
-    assert done.returncode == 2 and "expected a finite number > 0" in done.stderr
+    assert done.returncode == 2 and "expected a finite number" in done.stderr
 
 
 # 6, 7. SIGKILL to a driver leaves nothing running

@@ -211,7 +211,8 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, type=float, default=None, help="default: the same as --dropout")
         else:
             kind = type(default) if default is not None else str
-            kind = positive_float if f.name == "max_minutes" else (int if f.name == "threads" else kind)
+            # --max-minutes 0: stop at once (test the checkpoint's best epoch); NaN and inf refused
+            kind = non_negative_float if f.name == "max_minutes" else (int if f.name == "threads" else kind)
             note = f"{notes[f.name]}; " if notes.get(f.name) else ""
             listed = f.name in TRAIN_CHOICES and TRAIN_CHOICES[f.name] not in note
             choices = f"{TRAIN_CHOICES[f.name]}; " if listed else ""
