@@ -266,12 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument(
         "--cpus-per-task",
-        type=positive_float,
+        type=non_negative_float,
         default=None,
         help="ray: CPUs each task reserves (default: --threads or 1)",
     )
     sweep.add_argument(
-        "--gpus-per-task", type=positive_float, default=None, help="ray: GPUs each task reserves (e.g. 1)"
+        "--gpus-per-task", type=non_negative_float, default=None, help="ray: GPUs each task reserves (e.g. 1)"
     )
     sweep.set_defaults(func=commands.cmd_sweep)
 
