@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from bench.reports.paired import (
-    _regularized_beta,
     bootstrap_interval,
     compare,
     ndcg_at,
     paired_t_p,
     read_ranks,
+    regularized_beta,
     wilcoxon_p,
 )
 
@@ -44,9 +44,9 @@ def test_paired_t_by_hand():
 
 
 def test_incomplete_beta_identities():
-    assert _regularized_beta(0.3, 1.0, 1.0) == pytest.approx(0.3)  # the uniform distribution
-    assert _regularized_beta(0.3, 2.0, 1.0) == pytest.approx(0.09)  # x^a for b = 1
-    assert _regularized_beta(0.4, 3.0, 5.0) + _regularized_beta(0.6, 5.0, 3.0) == pytest.approx(1.0)
+    assert regularized_beta(0.3, 1.0, 1.0) == pytest.approx(0.3)  # the uniform distribution
+    assert regularized_beta(0.3, 2.0, 1.0) == pytest.approx(0.09)  # x^a for b = 1
+    assert regularized_beta(0.4, 3.0, 5.0) + regularized_beta(0.6, 5.0, 3.0) == pytest.approx(1.0)
 
 
 def test_against_scipy():

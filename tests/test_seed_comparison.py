@@ -1,13 +1,13 @@
-"""Seed-aware comparison of two mechanisms (bench/reports/paired.py): the hierarchical bootstrap over seeds then
+"""Seed-aware comparison of two mechanisms (bench/reports/seeds.py): the hierarchical bootstrap over seeds then
 users, the seed-level tests, the probability of improvement, and the one verdict rule."""
 
 import numpy as np
 import pytest
 
-from bench.reports.paired import (
+from bench.reports.paired import bootstrap_interval
+from bench.reports.seeds import (
     LEVEL_MARGIN,
     SeedComparison,
-    bootstrap_interval,
     compare_mechanisms,
     hierarchical_interval,
     permutation_p,

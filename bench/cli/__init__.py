@@ -145,49 +145,12 @@ def _option_pair(text: str):
     return parse_attention_spec(f"option:{key}={value}")[1].popitem()
 
 
-# the values a training setting takes, named in --help (the config validates them, with the closest names)
-TRAIN_CHOICES = {
-    "model": "sasrec | bert4rec",
-    "objective": "all_positions | last_position",
-    "norm": "pre | post | sasrec",
-    "activation": "gelu | relu",
-    "attention_init": "normal | xavier",
-    "positions": "from_newest | from_oldest",
-    "train_windows": "last | all",
-    "batching": "random | by_length",
-    "protocol": "full | uni100 | pop100",
-    "select_protocol": "all | seen_excluded (full); uni100 | pop100 (sampled)",
-    "recipe": "recbole | sasrec-plus | sasrec-plus-port | longrange",
-    "device": "cpu | cuda | cuda:N",
-}
-
-
-def _field_notes() -> dict[str, str]:
-    """Each TrainConfig field's comment in its source (same line, or the comment line above): its --help text."""
-    import inspect
-    import re
-
-    from ..training.config import TrainConfig
-
-    notes, above = {}, ""
-    for line in inspect.getsource(TrainConfig).splitlines():
-        stripped = line.strip()
-        if stripped.startswith("#"):
-            above = (above + " " + stripped.lstrip("# ")).strip()
-            continue
-        found = re.match(r"(\w+): [^=]+=[^#]*(?:#\s*(.*))?$", stripped)
-        if found:
-            notes[found.group(1)] = (found.group(2) or above).strip()
-        above = ""
-    return notes
-
-
 def _add_train_args(parser: argparse.ArgumentParser) -> None:
     from dataclasses import MISSING, fields
 
-    from ..training.config import TrainConfig
+    from ..training.config import SETTING_CHOICES, TrainConfig, field_notes
 
-    notes = _field_notes()
+    notes = field_notes()
 
     parser.add_argument("--variant", help="attention variant (linrec: paper | official)")
     parser.add_argument(
@@ -214,8 +177,8 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
             # --max-minutes 0: stop at once (test the checkpoint's best epoch); NaN and inf refused
             kind = non_negative_float if f.name == "max_minutes" else (int if f.name == "threads" else kind)
             note = f"{notes[f.name]}; " if notes.get(f.name) else ""
-            listed = f.name in TRAIN_CHOICES and TRAIN_CHOICES[f.name] not in note
-            choices = f"{TRAIN_CHOICES[f.name]}; " if listed else ""
+            listed = f.name in SETTING_CHOICES and SETTING_CHOICES[f.name] not in note
+            choices = f"{SETTING_CHOICES[f.name]}; " if listed else ""
             parser.add_argument(flag, type=kind, default=None, help=f"{note}{choices}default: {default}")
 
 

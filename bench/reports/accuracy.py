@@ -57,6 +57,11 @@ from .training_rows import pipe_table as _markdown
 
 # ------------------------------------------------------------------ the frame
 
+WITHIN_RUN = (
+    "The runs of the seeds both sides ran, the same test users scored by both: the 95 % paired bootstrap interval "
+    "of the per-user NDCG@10 difference and the Wilcoxon signed-rank test. This compares these trained runs, not "
+    "the mechanisms: another seed moves a run by as much. Verdicts come from the section above."
+)
 VERDICT_RULE = (
     "Each mechanism's runs (every seed) against every run of the reference: the 95 % interval of the gap in mean "
     "NDCG@10 resamples seeds within each mechanism and users (hierarchical bootstrap). The verdict follows one rule: "
@@ -247,37 +252,24 @@ def accuracy_report(rows: list[dict], out: Path) -> list[Path]:
                 text += [f"## Gap to {BASELINE} ({PROTOCOL_NAMES.get(protocol, protocol)})", "", *gaps, ""]
             # LinRec too: whoever weighs another efficient mixer against it wants that gap tested directly
             others = runs[runs["mechanism"] != BASELINE]
-            for baseline, tests in (
-                (BASELINE, seed_aware[protocol]),
-                (SUBJECT, seed_aware_to_baseline(others, protocol, baseline=SUBJECT)),
-            ):
-                lines = seed_aware_lines(tests, baseline=baseline)
+            name = PROTOCOL_NAMES.get(protocol, protocol)
+            sections = [  # (title, what it is, its lines): the verdicts first, then the within-run view
+                (f"Against {BASELINE}, over seeds ({name})", VERDICT_RULE, seed_aware_lines(seed_aware[protocol])),
+                (
+                    f"Against {SUBJECT}, over seeds ({name})",
+                    VERDICT_RULE,
+                    seed_aware_lines(seed_aware_to_baseline(others, protocol, SUBJECT), baseline=SUBJECT),
+                ),
+                (f"Within-run view: paired against {BASELINE} ({name})", WITHIN_RUN, paired_lines(paired[protocol])),
+                (
+                    f"Within-run view: paired against {SUBJECT} ({name})",
+                    WITHIN_RUN,
+                    paired_lines(paired_to_baseline(others, protocol, baseline=SUBJECT), baseline=SUBJECT),
+                ),
+            ]
+            for title, intro, lines in sections:
                 if lines:
-                    text += [
-                        f"## Against {baseline}, over seeds ({PROTOCOL_NAMES.get(protocol, protocol)})",
-                        "",
-                        VERDICT_RULE,
-                        "",
-                        *lines,
-                        "",
-                    ]
-            for baseline, tests in (
-                (BASELINE, paired[protocol]),
-                (SUBJECT, paired_to_baseline(others, protocol, baseline=SUBJECT)),
-            ):
-                lines = paired_lines(tests, baseline=baseline)
-                if lines:
-                    text += [
-                        f"## Within-run view: paired against {baseline} ({PROTOCOL_NAMES.get(protocol, protocol)})",
-                        "",
-                        "The runs of the seeds both sides ran, the same test users scored by both: the 95 % paired "
-                        "bootstrap interval of the per-user NDCG@10 difference and the Wilcoxon signed-rank test. "
-                        "This compares these trained runs, not the mechanisms: another seed moves a run by as much. "
-                        "Verdicts come from the section above.",
-                        "",
-                        *lines,
-                        "",
-                    ]
+                    text += [f"## {title}", "", intro, "", *lines, ""]
             text += history_length_sections(runs, protocol)
         written += [*write_md_csv(stem, shown, text), stem.with_suffix(".tex")]
     return written + _order_tables(frame, out)

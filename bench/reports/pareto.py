@@ -1,7 +1,7 @@
 """The figure a user decides from: accuracy against what it costs to train, every mechanism.
 
 Accuracy is each mechanism's mean test NDCG@10 over its seeds with a 95 % interval that resamples seeds and users
-(reports/paired.py); cost is one training epoch's time and peak memory, every mechanism on its default (best) CPU
+(reports/seeds.py); cost is one training epoch's time and peak memory, every mechanism on its default (best) CPU
 path, measured side by side on one machine (scripts/training_throughput.py). The two come from different rows:
 accuracy from the training runs (whatever machine trained them: accuracy does not depend on it), cost from the
 one-machine measurement (epoch times of runs trained on different machines and loads do not compare).
@@ -22,8 +22,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .accuracy_plots import _colors
-from .paired import hierarchical_interval, read_ranks, seed_matrix
+from .paired import read_ranks
 from .readme import ACCURACY_SETTING, ACCURACY_SHAPE, PROTOCOL
+from .seeds import hierarchical_interval, seed_matrix
 from .training_rows import pipe_table, train_frame
 
 THROUGHPUT = "training-throughput/ml-1m-mechanisms.json"  # the cost side, for ACCURACY_SETTING

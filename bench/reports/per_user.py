@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .paired import PairedComparison, SeedComparison, compare_mechanisms, compare_seeds, ndcg_at, read_ranks
+from .paired import PairedComparison, compare_seeds, ndcg_at, read_ranks
+from .seeds import SeedComparison, compare_mechanisms
 from .training_rows import BASELINE, PROTOCOL_NAMES, pipe_table
 
 # history lengths (items before the test item) that split ML-1M's users into short, long and very long histories

@@ -180,3 +180,49 @@ def fixed_settings(config: dict) -> dict:
     """
     defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
     return {k: v for k, v in config.items() if k not in RESUMABLE_CHANGES and not (k in defaults and v == defaults[k])}
+
+
+# the values a training setting takes, named in --help (the config validates them, with the closest names)
+SETTING_CHOICES = {
+    "model": "sasrec | bert4rec",
+    "objective": "all_positions | last_position",
+    "norm": "pre | post | sasrec",
+    "activation": "gelu | relu",
+    "attention_init": "normal | xavier",
+    "positions": "from_newest | from_oldest",
+    "train_windows": "last | all",
+    "batching": "random | by_length",
+    "protocol": "full | uni100 | pop100",
+    "select_protocol": "all | seen_excluded (full); uni100 | pop100 (sampled)",
+    "recipe": "recbole | sasrec-plus | sasrec-plus-port | longrange",
+    "device": "cpu | cuda | cuda:N",
+}
+
+
+def field_notes() -> dict[str, str]:
+    """Each TrainConfig field's comment in its source (same line, or the comment line above): its --help text."""
+    import inspect
+    import re
+
+    notes, above = {}, ""
+    for line in inspect.getsource(TrainConfig).splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            above = (above + " " + stripped.lstrip("# ")).strip()
+            continue
+        found = re.match(r"(\w+): [^=]+=[^#]*(?:#\s*(.*))?$", stripped)
+        if found:
+            notes[found.group(1)] = (found.group(2) or above).strip()
+        above = ""
+    return notes
+
+
+def run_header(config: TrainConfig, dataset, device: str, backend: str | None, threads: int) -> str:
+    """The one line `train` prints before its first epoch: what trains on what, where."""
+    options = "".join(f" {k}={v}" for k, v in config.attention_options.items())
+    kernel = f" (kernel: {backend})" if backend else ""
+    return (
+        f"train: {dataset.name} ({dataset.num_users:,} users, {dataset.num_items:,} items), {config.model} with "
+        f"{config.attention}{options}{kernel}, N={config.max_len}, batch {config.batch_size}, seed {config.seed}, "
+        f"{device}, {threads} thread(s), recipe {config.recipe or 'recbole'} -> {config.out}"
+    )

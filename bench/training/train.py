@@ -38,7 +38,7 @@ from ..environment import check_device, code_version, environment
 from ..measure import LoadMonitor, peak_memory
 from ..results import folder_owner
 from . import distributed
-from .config import TrainConfig, fixed_settings
+from .config import TrainConfig, fixed_settings, run_header
 from .evaluate import TEST_RANKS_FILE, evaluate, evaluate_probes, write_test_ranks
 
 
@@ -262,16 +262,9 @@ def _train(config, replicas, device, *, resume, overwrite, progress, log, datase
             ranks_out=ranks_out,
         )
 
+    backend = attention_class(config.attention).backend_for(config.attention_options, device)
     if log:  # one line saying what is about to train, before the first (long) epoch
-        backend = attention_class(config.attention).backend_for(config.attention_options, device)
-        options = "".join(f" {k}={v}" for k, v in config.attention_options.items())
-        print(
-            f"train: {dataset.name} ({dataset.num_users:,} users, {dataset.num_items:,} items), {config.model} with "
-            f"{config.attention}{options}" + (f" (kernel: {backend})" if backend else "") + f", N={config.max_len}, "
-            f"batch {config.batch_size}, seed {config.seed}, {device}, {torch.get_num_threads()} thread(s), "
-            f"recipe {config.recipe or 'recbole'} -> {out}",
-            flush=True,
-        )
+        print(run_header(config, dataset, device, backend, torch.get_num_threads()), flush=True)
     started = time.time()
     stop_reason = "epochs"
     job = distributed.job_process(replicas)  # whose CPU use is this run's own, not load
@@ -388,7 +381,7 @@ def _train(config, replicas, device, *, resume, overwrite, progress, log, datase
         "dataset": dataset.stats(),
         "parameters": sum(p.numel() for p in model.parameters()),
         # the kernel that ran, where there is a choice ("auto" falls back to PyTorch when a fused one is missing)
-        "backend": attention_class(config.attention).backend_for(config.attention_options, device),
+        "backend": backend,
         **environment(device),
         # the code that trained it, as read when the run (first) started; resumes on other code listed after it
         **state["code_versions"][0],
