@@ -33,6 +33,33 @@ def test_a_missing_compiler_is_one_line_and_no_build_is_tried(monkeypatch, fresh
     assert capsys.readouterr().err == ""
 
 
+def test_a_compiler_that_does_not_run_is_found_before_any_build_is_announced(monkeypatch, fresh_build, capsys):
+    monkeypatch.setenv("CXX", "/bin/false")
+    monkeypatch.setattr(cpp_build, "quiet_cpp_extension", lambda: pytest.fail("tried to build with a broken compiler"))
+    assert "the C++ compiler '/bin/false' does not run" in linrec_cpp.extension_error()
+    assert capsys.readouterr().err == ""
+
+
+def test_the_fallback_is_one_warning_line_without_a_copy_of_a_source_line(recwarn):
+    import warnings
+
+    cpp_build.warn_fallback("a kernel for this test", "no compiler")
+    cpp_build.warn_fallback("a kernel for this test", "no compiler")  # once per reason
+    (caught,) = [w for w in recwarn if "a kernel for this test" in str(w.message)]
+    text = warnings.formatwarning(caught.message, caught.category, caught.filename, caught.lineno, None)
+    assert text.count("\n") == 1 and "using the PyTorch path" in text
+
+
+def test_the_install_status_is_one_line_and_truthful(monkeypatch, fresh_build, capsys):
+    from bench.cli import main
+
+    monkeypatch.setattr(cpp_build.kernels()["scan"], "installed", lambda: None)
+    monkeypatch.setenv("CXX", "no-such-compiler-here")
+    main(["kernels"])
+    line = capsys.readouterr().out
+    assert line.count("\n") == 1 and "not built: no C++ compiler" in line and "the PyTorch path runs" in line
+
+
 class _FakeExtension:
     folder: Path
 
@@ -69,6 +96,14 @@ def test_a_build_is_announced_once_in_one_line(fresh_build, fake_builds, capsys)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "building LinRec's fused C++ kernel (once per machine" in err
     assert fake_builds == [["--build", "linrec"]]
+
+
+def test_the_install_status_says_a_kernel_builds_on_first_use_until_it_has(fresh_build, fake_builds, tmp_path):
+    assert "builds on first use" in cpp_build._state(linrec_cpp.KERNEL, build=False)
+    library = tmp_path / f"{linrec_cpp.KERNEL.extension_name()}.so"
+    library.write_bytes(b"a library")
+    cpp_build._record_verified(library)
+    assert cpp_build._state(linrec_cpp.KERNEL, build=False) == "built in torch's extension cache"
 
 
 def test_an_existing_verified_build_is_loaded_silently(fresh_build, fake_builds, tmp_path, capsys):

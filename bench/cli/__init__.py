@@ -349,6 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(gate)
     gate.set_defaults(func=commands.cmd_gate)
+
+    kernels = sub.add_parser(
+        "kernels", help="say in one line whether the C++ kernels are built (pip hides what the install printed)"
+    )
+    kernels.add_argument("--build", action="store_true", help="build the missing ones now instead of on first use")
+    kernels.set_defaults(func=commands.cmd_kernels)
     return parser
 
 

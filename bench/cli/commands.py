@@ -329,6 +329,12 @@ def cmd_merge(args) -> None:
     print(f"{count} row(s), one per cell, in {args.out}")
 
 
+def cmd_kernels(args) -> None:
+    from models.attention.kernels.cpp_build import status_line
+
+    print(status_line(build=args.build))
+
+
 def cmd_data_prepare(args) -> None:
     import os
 

@@ -105,6 +105,27 @@ def _builder_lock(folder: Path, timeout_s: float):
         yield
 
 
+@functools.cache
+def warn_fallback(what: str, reason: str) -> None:
+    """Once per process and reason: `what` runs its PyTorch path instead of a C++ kernel. One line: the warning
+    names no source file, so Python prints no copy of a source line under it."""
+    import warnings
+
+    warnings.warn_explicit(f"{what} is unavailable ({reason}); using the PyTorch path", UserWarning, "linrec", 0)
+
+
+def compiler_problem() -> str | None:
+    """Why no C++ compiler can build here (None: one runs), found before announcing a build."""
+    compiler = os.environ.get("CXX") or "c++"
+    if shutil.which(compiler) is None:
+        return f"no C++ compiler ({compiler!r} not found; install one or set CXX)"
+    try:
+        subprocess.run([compiler, "--version"], capture_output=True, timeout=60, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return f"the C++ compiler {compiler!r} does not run ('{compiler} --version' failed; install one or set CXX)"
+    return None
+
+
 class CppKernel:
     """One C++ source compiled as a torch extension. `build()` returns the module or the exception that stopped it
     (cached per process); `error()` says why it is unavailable, in one line; `module()` raises that."""
@@ -157,9 +178,9 @@ class CppKernel:
         installed = self.installed()
         if installed is not None:
             return installed
-        compiler = os.environ.get("CXX") or "c++"
-        if shutil.which(compiler) is None:  # one clear reason instead of torch's multi-line compiler banner
-            return RuntimeError(f"no C++ compiler ({compiler!r} not found; install one or set CXX)")
+        problem = compiler_problem()  # one clear reason instead of torch's multi-line compiler banner
+        if problem is not None:
+            return RuntimeError(problem)
         try:
             timeout_s = build_timeout_s()
             cpp_extension = quiet_cpp_extension()
@@ -227,6 +248,29 @@ def kernels() -> dict[str, CppKernel]:
     from . import linrec_cpp, scan_cpp
 
     return {kernel.key: kernel for kernel in (linrec_cpp.KERNEL, scan_cpp.KERNEL)}
+
+
+def _state(kernel: CppKernel, build: bool) -> str:
+    if kernel.installed() is not None:
+        return "built at install"
+    if not build:
+        problem = compiler_problem()
+        if problem is not None:
+            return f"not built: {problem}; the PyTorch path runs (slower)"
+        name = kernel.extension_name()
+        folder = Path(quiet_cpp_extension()._get_build_directory(name, verbose=False))
+        if not verified(folder / f"{name}.so"):
+            return "not built yet: builds on first use (about a minute, once per machine and torch build)"
+    reason = kernel.error()
+    return "built in torch's extension cache" if reason is None else f"not built ({reason}); the PyTorch path runs"
+
+
+def status_line(build: bool = False) -> str:
+    """One line: whether each C++ kernel is built, and what runs where one is not (`build`: compile it now)."""
+    titles_by_state: dict[str, list[str]] = {}
+    for kernel in kernels().values():
+        titles_by_state.setdefault(_state(kernel, build), []).append(kernel.title)
+    return "; ".join(f"{' and '.join(titles)}: {state}" for state, titles in titles_by_state.items())
 
 
 def _main(argv: list[str]) -> int:

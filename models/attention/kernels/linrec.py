@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from . import common
 from .causal import CAUSAL_BACKENDS, causal_linear_attention, linear_attention_core
 from .common import DEFAULT_CHUNK_SIZE, NORM_EPS, at_least_fp32, check_qkv, real_positions, safe_norm, zero_padded_rows
+from .cpp_build import warn_fallback
 from .recompute import recompute_in_blocks
 
 LINREC_VARIANTS = ("paper", "official")
@@ -52,11 +53,8 @@ def linrec_backend_for(options: dict, device, dtype=torch.float32, compiled: boo
     )
 
 
-@functools.cache
 def _warn_no_extension(reason: str) -> None:
-    import warnings
-
-    warnings.warn(f"linrec: the fused C++ kernel is unavailable ({reason}); using the PyTorch path", stacklevel=3)
+    warn_fallback("linrec: the fused C++ kernel", reason)
 
 
 def linrec_attention(

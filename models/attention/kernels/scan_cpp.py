@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from .cpp_build import CppKernel
+from .cpp_build import CppKernel, warn_fallback
 
 _CPP_DECLARATIONS = r"""
 torch::Tensor lru_forward(torch::Tensor u, torch::Tensor lam);
@@ -108,13 +108,4 @@ def resolve_scan_backend(mechanism: str, backend: str, like: torch.Tensor, fallb
 
 
 def _warn_no_extension(mechanism: str, reason: str) -> None:
-    import warnings
-
-    if (mechanism, reason) not in _WARNED:
-        _WARNED.add((mechanism, reason))
-        warnings.warn(
-            f"{mechanism}: the fused C++ scan is unavailable ({reason}); using the PyTorch path", stacklevel=3
-        )
-
-
-_WARNED: set = set()
+    warn_fallback(f"{mechanism}: the fused C++ scan", reason)
