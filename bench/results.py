@@ -1,4 +1,5 @@
-"""Results are JSON lines: one object per finished cell, appended and flushed at once.
+"""The results store: JSON lines, one object per finished cell, appended and flushed at once. What a row holds is
+bench/schema.py's.
 
 One writer per results file: a sweep holds an exclusive lock (`results_writer`) for its
 whole run, so two sweeps never measure under each other's load nor write a cell twice.
@@ -12,7 +13,6 @@ import contextlib
 import fcntl
 import json
 import os
-import sys
 from pathlib import Path
 
 
@@ -26,52 +26,6 @@ class ResultsFileBusy(RuntimeError):
     def __init__(self, message: str, holder: str = "another process"):
         super().__init__(message)
         self.holder = holder
-
-
-MODEL_DROPOUT = 0.2  # model cells: RecBole's dropout (embeddings, residual branches, attention unless set)
-
-
-def effective_attention_dropout(level: str, attention_dropout: float | None) -> float:
-    """What a cell's attention dropout is: model cells default to MODEL_DROPOUT everywhere, layers to none."""
-    if attention_dropout is not None:
-        return attention_dropout
-    return MODEL_DROPOUT if level == "model" else 0.0
-
-
-def attention_label(name: str, options: dict, compiled: bool = False) -> str:
-    """'linrec', 'linrec[variant=official]', 'sdpa (compiled)': a mechanism with its non-default options."""
-    label = name if not options else name + "[" + ",".join(f"{k}={v}" for k, v in sorted(options.items())) + "]"
-    return label + " (compiled)" if compiled else label
-
-
-def fallback_note(row: dict) -> str:
-    """' (PyTorch path)' for a LinRec, LRU or Mamba row that asked for the default path on a CPU but ran the PyTorch
-    one (the C++ kernel could not be built there, or did not exist yet): its times are not the fused kernel's. ''
-    otherwise, and for rows older than the backend field. The released formula (variant=official) and the blockwise
-    backward (recompute_heads) have no fused kernel: their PyTorch path is the default one, not a fallback."""
-    options = row.get("options") or {}
-    fused_exists = options.get("variant", "paper") == "paper" and not options.get("recompute_heads")
-    asked_default = options.get("backend", "auto") == "auto" and not options.get("compile") and fused_exists
-    on_cpu = str(row.get("device_type") or row.get("device") or "cpu").lower().startswith("cpu")
-    # LinRec's walk and the LRU's and Mamba's scans have a fused C++ path on a CPU (rows before the scans had one
-    # ran their PyTorch paths, and say so too)
-    ran_torch = row.get("attention") in ("linrec", "lru", "mamba") and row.get("backend") == "torch"
-    return " (PyTorch path)" if asked_default and on_cpu and ran_torch else ""
-
-
-def parse_attention_spec(spec: str) -> tuple[str, dict]:
-    """'performer:nb_features=64:redraw_interval=0' -> ('performer', {...}); values are JSON when they parse."""
-    name, *pairs = spec.split(":")
-    options = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise ValueError(f"{spec!r}: option {pair!r} must be key=value")
-        key, value = pair.split("=", 1)
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    return name, options
 
 
 def _drop_torn_tail(path: Path) -> None:
@@ -223,40 +177,3 @@ def load_rows(path: Path) -> list[dict]:
             )
         rows.append(row)
     return rows
-
-
-def run_identity(row: dict) -> str | None:
-    """What makes a finished training row one run: its cell, when it finished and how long it trained. The same run
-    written twice (a driver and a merge, say) has the same identity; None for rows that are not finished runs."""
-    if row.get("level") != "train" or row.get("status") != "ok":
-        return None
-    cell = {k: row.get(k) for k in ("dataset", "attention", "options", "max_len", "batch_size", "seed", "recipe")}
-    cell.update(model=row.get("model"), objective=row.get("objective"), settings=row.get("settings"))
-    return json.dumps([cell, row.get("timestamp"), row.get("train_seconds")], sort_keys=True, default=str)
-
-
-def without_repeated_runs(rows: list[dict], where: str, warn=lambda text: print(text, file=sys.stderr)) -> list[dict]:
-    """The rows with each training run once: a run written twice is kept once, with a warning naming it."""
-    seen, kept = set(), []
-    for row in rows:
-        identity = run_identity(row)
-        if identity is not None and identity in seen:
-            warn(
-                f"warning: {where}: the run {row.get('label') or row.get('attention')} seed {row.get('seed')} on "
-                f"{row.get('dataset')} is written twice; counted once"
-            )
-            continue
-        seen.add(identity)
-        kept.append(row)
-    return kept
-
-
-def duplicate_keys(rows: list[dict], key) -> list[str]:
-    """The keys (key(row)) that occur more than once, in order of first repeat."""
-    seen, repeated = set(), []
-    for row in rows:
-        value = key(row)
-        if value in seen and value not in repeated:
-            repeated.append(value)
-        seen.add(value)
-    return repeated

@@ -42,7 +42,7 @@ class BERT4Rec(Recommender):
         return super().epoch_examples(sequences) * self.masks_per_user
 
     def make_batch(self, sequences: list[list[int]], rng: random.Random, device=None) -> dict:
-        items = left_pad(sequences, self.config.max_len)
+        items = left_pad(sequences, self.config.seq_len)
         real = items != 0
         draws = torch.tensor([[rng.random() for _ in range(items.shape[1])] for _ in range(items.shape[0])])
         masked = real & (draws < self.mask_ratio)
@@ -56,7 +56,7 @@ class BERT4Rec(Recommender):
         return {"items": inputs.to(device), "targets": targets.to(device)}
 
     def score_next(self, histories: list[list[int]], device=None) -> torch.Tensor:
-        n = self.config.max_len
+        n = self.config.seq_len
         with_mask = [list(h[-(n - 1) :]) + [self.mask_token] for h in histories]
         if self.trim_batches:
             n = max(len(h) for h in with_mask)

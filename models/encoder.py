@@ -20,7 +20,7 @@ from .item_loss import full_softmax_cross_entropy
 @dataclass
 class EncoderConfig:
     num_items: int  # real items are 1..num_items; 0 is padding
-    max_len: int = 200  # N: most recent items kept
+    seq_len: int = 200  # N: the most recent items the model reads (its position table's size)
     hidden: int = 64  # model width (the authors: 128)
     heads: int = 2  # the authors: 8 (head dim 16)
     layers: int = 2
@@ -66,7 +66,7 @@ class TransformerBlock(nn.Module):
             config.hidden,
             config.heads,
             causal=causal,
-            max_len=config.max_len,
+            max_len=config.seq_len,
             dropout=attention_dropout,
             **config.attention_options,
         )
@@ -103,7 +103,7 @@ class SequenceEncoder(nn.Module):
         super().__init__()
         self.config = config
         self.item_embedding = nn.Embedding(config.num_items + 1 + config.extra_tokens, config.hidden, padding_idx=0)
-        self.position_embedding = nn.Embedding(config.max_len, config.hidden)
+        self.position_embedding = nn.Embedding(config.seq_len, config.hidden)
         self.embedding_norm = (
             nn.LayerNorm(config.hidden, eps=config.layer_norm_eps) if config.embedding_norm else nn.Identity()
         )
@@ -129,8 +129,8 @@ class SequenceEncoder(nn.Module):
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         length = items.shape[1]
-        if length > self.config.max_len:
-            raise ValueError(f"sequence length {length} exceeds max_len {self.config.max_len}")
+        if length > self.config.seq_len:
+            raise ValueError(f"sequence length {length} exceeds seq_len {self.config.seq_len}")
         padding_mask = items != 0  # (B, N) True = real item
         if self.config.positions == "from_oldest":
             # the i-th real item of a row has position i, as in right-padded code (padding: 0, masked anyway)
@@ -138,7 +138,7 @@ class SequenceEncoder(nn.Module):
             position_embeddings = self.position_embedding(positions)  # (B, N, hidden)
         else:
             # absolute positions aligned to the right end, so the most recent item always has the last position
-            positions = torch.arange(self.config.max_len - length, self.config.max_len, device=items.device)
+            positions = torch.arange(self.config.seq_len - length, self.config.seq_len, device=items.device)
             position_embeddings = self.position_embedding(positions)[None]  # (1, N, hidden)
         x = self.item_embedding(items) * self.embedding_multiplier + position_embeddings  # (B, N, hidden)
         x = self.dropout(self.embedding_norm(x))

@@ -26,13 +26,13 @@ OBJECTIVES = ("all_positions", "last_position")
 TRAIN_WINDOWS = ("last", "all")
 
 
-def history_windows(sequence: list[int], max_len: int) -> list[list[int]]:
-    """Windows of max_len + 1 items from the end, each sharing one item with the next older one,
-    so every item after the first is a training target exactly once (inputs of max_len items)."""
+def history_windows(sequence: list[int], seq_len: int) -> list[list[int]]:
+    """Windows of seq_len + 1 items from the end, each sharing one item with the next older one,
+    so every item after the first is a training target exactly once (inputs of seq_len items)."""
     windows, end = [], len(sequence)
     while end > 1:
-        windows.append(sequence[max(0, end - max_len - 1) : end])
-        end -= max_len
+        windows.append(sequence[max(0, end - seq_len - 1) : end])
+        end -= seq_len
     return windows
 
 
@@ -90,12 +90,12 @@ class SASRec(Recommender):
         if self.objective == "last_position":
             return sequences * self.prefixes_per_user
         if self.train_windows == "all":
-            return [w for s in sequences for w in history_windows(s, self.config.max_len) if len(w) >= 2]
+            return [w for s in sequences for w in history_windows(s, self.config.seq_len) if len(w) >= 2]
         return sequences
 
     def make_batch(self, sequences: list[list[int]], rng: random.Random, device=None) -> dict:
         """Training tensors for a list of training sequences (items chronological)."""
-        n = self.config.max_len
+        n = self.config.seq_len
         if self.trim_batches:
             n = min(n, max(len(s) for s in sequences) - 1)
         if self.objective == "all_positions":
@@ -113,7 +113,7 @@ class SASRec(Recommender):
 
     def score_next(self, histories: list[list[int]], device=None) -> torch.Tensor:
         """(B, I) scores of items 1..I as the next item after each history."""
-        n = self.config.max_len
+        n = self.config.seq_len
         if self.trim_batches:
             n = max(1, min(n, max(len(h) for h in histories)))
         states = self.encoder(left_pad(histories, n, device))  # (B, n, hidden)

@@ -10,7 +10,7 @@ set -uo pipefail
 MINUTES=${1:-200}
 RESUME=${2:-}
 PY=${PYTHON:-python}
-common=(--dataset ml-1m --model sasrec --max-len 200 --hidden 64 --heads 2 --layers 2 --inner 256 --dropout 0.2 --lr 1e-3
+common=(--dataset ml-1m --model sasrec --seq-len 200 --hidden 64 --heads 2 --layers 2 --inner 256 --dropout 0.2 --lr 1e-3
         --epochs 200 --patience 10 --seed 2000 --threads 1 --no-progress --max-minutes "$MINUTES" $RESUME)
 for attention in sdpa linrec; do
   $PY -m bench train "${common[@]}" --attention "$attention" --batch-size 128 \
@@ -18,7 +18,7 @@ for attention in sdpa linrec; do
   $PY -m bench train "${common[@]}" --attention "$attention" --batch-size 16 \
       --out "results/runs/ml-1m/sasrec-all-$attention-b16" >> "results/runs/ml-1m/sasrec-all-$attention-b16.log" 2>&1 &
 done
-small=(--dataset ml-100k --max-len 100 --hidden 64 --heads 2 --layers 2 --inner 256 --dropout 0.2 --batch-size 128 --lr 1e-3
+small=(--dataset ml-100k --seq-len 100 --hidden 64 --heads 2 --layers 2 --inner 256 --dropout 0.2 --batch-size 128 --lr 1e-3
        --seed 2000 --threads 1 --no-progress $RESUME)
 for attention in sdpa linrec; do
   $PY -m bench train "${small[@]}" --model bert4rec --masks-per-user 10 --epochs 60 --patience 15 --max-minutes 60 \

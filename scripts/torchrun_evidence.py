@@ -63,7 +63,7 @@ def main() -> None:
     lines = [
         "# torchrun (DDP, gloo) against one process: ML-100K",
         "",
-        f"SASRec, recipe `sasrec-plus-port`, `sdpa`, N = {base['config']['max_len']}, global batch "
+        f"SASRec, recipe `sasrec-plus-port`, `sdpa`, N = {base['config']['seq_len']}, global batch "
         f"{base['config']['batch_size']}, dropout 0, {args.epochs} epochs, seed {base['config']['seed']}; "
         f"{environment()['device']}, torch {base['torch']}, commit {base['commit']}. "
         "Produced by `python scripts/torchrun_evidence.py` on an otherwise quiet machine.",

@@ -18,7 +18,7 @@ With the port recipe's random batches, one long history pads the whole batch to 
 batch as groups of similar length instead (models/recommender.py, the same loss and gradients):
 
     python scripts/training_throughput.py --recipe sasrec-plus-port --variants unsplit,split \
-        --attention sdpa,linrec --threads 1 --max-len 200,800 --out results/training-throughput/ml-1m-split
+        --attention sdpa,linrec --threads 1 --seq-len 200,800 --out results/training-throughput/ml-1m-split
 
 BERT4Rec (bidirectional; its batches are cut and split the same way, masks drawn at full width first):
 
@@ -139,7 +139,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="ml-1m")
     parser.add_argument("--attention", default="sdpa,linrec")
     parser.add_argument("--threads", default="1,2")
-    parser.add_argument("--max-len", default="200", help="comma list of N")
+    parser.add_argument("--seq-len", default="200", help="comma list of N")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds (one epoch per configuration each)")
     parser.add_argument("--out", default="results/training-throughput/ml-1m")
     parser.add_argument("--recipe", default="sasrec-plus")
@@ -152,7 +152,7 @@ def main() -> None:
     variants = {name: VARIANTS[name] for name in args.variants.split(",")}
     if args.model != "sasrec" and "before" in variants:  # its loss is the model's own (chunked) item loss
         parser.error(f"--variants before: SASRec only (--model {args.model} has no un-chunked loss to time)")
-    lengths = args.max_len.split(",")
+    lengths = args.seq_len.split(",")
     dropouts = [None if d == "recipe" else float(d) for d in args.attention_dropout.split(",")]
     dataset = get_dataset(with_recipe(args.recipe, dataset=args.dataset))
     split = leave_one_out(dataset)
@@ -167,7 +167,7 @@ def main() -> None:
         )
     rows = []
     for round_ in range(args.rounds):  # every configuration once per round, so drifting load hits all alike
-        for threads, max_len in itertools.product(map(int, args.threads.split(",")), map(int, lengths)):
+        for threads, seq_len in itertools.product(map(int, args.threads.split(",")), map(int, lengths)):
             torch.set_num_threads(threads)
             for attention in args.attention.split(","):
                 name_, options = resolve_attention(attention)
@@ -181,7 +181,7 @@ def main() -> None:
                             attention=name_,
                             attention_options=options,
                             batching=variant["batching"],
-                            max_len=max_len,
+                            seq_len=seq_len,
                             **settings,
                         )
                         trim, chunked, split_batches = variant["trim"], variant["chunked_loss"], variant["split"]
@@ -194,14 +194,14 @@ def main() -> None:
                                 "attention": attention,
                                 "attention_dropout": effective_dropout,
                                 "threads": threads,
-                                "max_len": max_len,
+                                "seq_len": seq_len,
                                 "variant": name,
                                 "round": round_,
                                 **result,
                             }
                         )
                         print(
-                            f"{attention:20s} att.dropout {effective_dropout} {threads} thread(s) N={max_len} "
+                            f"{attention:20s} att.dropout {effective_dropout} {threads} thread(s) N={seq_len} "
                             f"{name:7s} train {result['train_s']:6.1f} s  eval {result['eval_s']:5.1f} s  "
                             + "  ".join(f"{k} {v:.1f}" for k, v in result["parts_s"].items())
                             + f"  valid NDCG@10 {result['valid_ndcg@10_all']:.4f}",
@@ -213,7 +213,7 @@ def main() -> None:
         "dataset": dataset.stats(),
         "recipe": args.recipe,
         "model": args.model,
-        "max_len": [int(n) for n in lengths],
+        "seq_len": [int(n) for n in lengths],
         "batch_size": with_recipe(args.recipe).batch_size,
         "variants": variants,
         **environment("cpu"),
@@ -227,14 +227,14 @@ def main() -> None:
         f"| attention | threads | N | {old}: train + eval s/epoch | {new}: train + eval s/epoch | speed-up |",
         "|---|---|---|---|---|---|",
     ]
-    for attention, threads, max_len in dict.fromkeys((r["attention"], r["threads"], r["max_len"]) for r in rows):
+    for attention, threads, seq_len in dict.fromkeys((r["attention"], r["threads"], r["seq_len"]) for r in rows):
         total = {}
         for name in variants:
-            key = (attention, threads, max_len, name)
-            runs = [r for r in rows if (r["attention"], r["threads"], r["max_len"], r["variant"]) == key]
+            key = (attention, threads, seq_len, name)
+            runs = [r for r in rows if (r["attention"], r["threads"], r["seq_len"], r["variant"]) == key]
             total[name] = statistics.median(r["train_s"] + r["eval_s"] for r in runs)
         lines.append(
-            f"| {attention} | {threads} | {max_len} | {total[old]:.1f} | {total[new]:.1f} | "
+            f"| {attention} | {threads} | {seq_len} | {total[old]:.1f} | {total[new]:.1f} | "
             f"{total[old] / total[new]:.2f}x |"
         )
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")

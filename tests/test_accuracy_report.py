@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 
 from bench.reports.accuracy import accuracy_report, gaps_to_baseline
-from bench.reports.training_rows import compact_history, train_frame, variant
+from bench.reports.training_rows import train_frame, variant
 from bench.results import load_rows
+from bench.schema import compact_history
 from bench.training.accuracy import TrainCell, done_keys, run_accuracy_sweep
 
 
@@ -16,7 +17,7 @@ def _row(mechanism, seed, ndcg):
         "status": "ok",
         "attention": mechanism,
         "options": {},
-        "max_len": 200,
+        "seq_len": 200,
         "batch_size": 128,
         "seed": seed,
         "dataset": "toy",
@@ -110,7 +111,7 @@ def test_the_same_ratings_in_two_orders_get_a_table_with_the_gap_against_the_spr
 def test_rows_from_two_devices_say_which_device_trained_each(tmp_path):
     xeon, epyc = "CPU Intel(R) Xeon(R) Processor", "CPU AMD EPYC"
     rows = [{**_row("sdpa", 1, 0.18), "device": xeon}, {**_row("sdpa", 2, 0.17), "device": epyc}]
-    rows += [{**_row("linrec", 1, 0.16), "device": epyc, "max_len": 800}]
+    rows += [{**_row("linrec", 1, 0.16), "device": epyc, "seq_len": 800}]
     accuracy_report(rows, tmp_path)
     (page,) = tmp_path.glob("accuracy_*.md")
     text = page.read_text()

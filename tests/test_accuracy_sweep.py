@@ -10,7 +10,7 @@ from dataclasses import asdict
 
 import pytest
 
-from bench.reports.timing import report
+from bench.reports import report
 from bench.results import append_to_parts, folder_owner, load_rows, result_parts
 from bench.training.accuracy import TrainCell, done_keys, run_accuracy_sweep
 from bench.training.presets import preset_cells

@@ -4,7 +4,7 @@ retention's CUDA packages), and reports mark rows that asked for the default pat
 import json
 
 from bench.reports.rows import load_frame
-from bench.results import fallback_note
+from bench.schema import fallback_note
 from bench.timing.grid import Grid
 from bench.timing.sweep import run_sweep
 from bench.training.config import TrainConfig
@@ -38,7 +38,7 @@ def test_timing_rows_record_the_backend_that_ran(tmp_path):
 
 
 def test_training_results_record_the_backend(tmp_path):
-    config = TrainConfig(dataset="synthetic", attention="linrec", max_len=10, epochs=1, threads=1, out=str(tmp_path))
+    config = TrainConfig(dataset="synthetic", attention="linrec", seq_len=10, epochs=1, threads=1, out=str(tmp_path))
     results = train(config, progress=False, log=False)
     assert results["backend"] == linrec_backend_for({}, "cpu")
 

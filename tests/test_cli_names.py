@@ -70,7 +70,7 @@ def test_train_with_a_built_in_named_configuration_runs_end_to_end(tmp_path):
     """The newcomer's failing command: `train --attention linrec-official` (synthetic data, one epoch)."""
     result = subprocess.run(
         [sys.executable, "-m", "bench", "train", "--dataset", "synthetic", "--attention", "linrec-official",
-         "--max-len", "20", "--epochs", "1", "--threads", "1", "--no-progress", "--out", str(tmp_path / "run")],
+         "--seq-len", "20", "--epochs", "1", "--threads", "1", "--no-progress", "--out", str(tmp_path / "run")],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]

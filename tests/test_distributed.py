@@ -12,7 +12,7 @@ from bench.training import distributed
 from bench.training.distributed import Replicas
 
 TINY = (
-    "--dataset synthetic --synthetic-users 200 --synthetic-items 50 --max-len 20 --hidden 16 --heads 2 --layers 1 "
+    "--dataset synthetic --synthetic-users 200 --synthetic-items 50 --seq-len 20 --hidden 16 --heads 2 --layers 1 "
     "--inner 32 --dropout 0 --epochs 3 --patience 5 --batch-size 32 --eval-batch-size 50 --threads 1 --seed 3 "
     "--no-progress"
 ).split()
@@ -84,7 +84,7 @@ def test_shares_cover_the_batch_and_their_weights_give_the_global_mean():
 def test_a_share_without_targets_still_reaches_every_parameter():
     from models import EncoderConfig, SASRec
 
-    model = SASRec(EncoderConfig(num_items=10, max_len=6, hidden=8, heads=2, layers=1, inner=8, dropout=0.0))
+    model = SASRec(EncoderConfig(num_items=10, seq_len=6, hidden=8, heads=2, layers=1, inner=8, dropout=0.0))
     loss = model({"items": torch.zeros(0, 6, dtype=torch.long), "targets": torch.zeros(0, 6, dtype=torch.long)}, 0.0)
     loss.backward()
     assert loss.item() == 0.0 and all(p.grad is not None and not p.grad.any() for p in model.parameters())

@@ -173,7 +173,7 @@ def _tiny_config(tmp_path, **kw):
         "dataset": "synthetic",
         "synthetic_users": 60,
         "synthetic_items": 30,
-        "max_len": 10,
+        "seq_len": 10,
         "hidden": 16,
         "heads": 2,
         "layers": 1,

@@ -17,7 +17,7 @@ import pytest
 import bench.timing.sweep
 from bench.data import DataFormatError, load_dataset
 from bench.plugins import PluginError, load_plugins
-from bench.reports.timing import report
+from bench.reports import report
 from bench.results import ResultsFileBusy, folder_owner
 from bench.timing.cells import Cell, unsupported_reason
 from bench.timing.grid import Grid
@@ -35,7 +35,7 @@ FAST = {"min_time_s": 0.0, "min_repeats": 1, "max_repeats": 2}
 
 
 def test_a_second_training_into_the_same_out_is_refused_with_the_holder(tmp_path):
-    config = TrainConfig(dataset="synthetic", max_len=10, epochs=1, out=str(tmp_path / "run"), threads=1)
+    config = TrainConfig(dataset="synthetic", seq_len=10, epochs=1, out=str(tmp_path / "run"), threads=1)
     with folder_owner(tmp_path / "run", "a training", "--out"):  # the first run, still training
         with pytest.raises(ResultsFileBusy, match=f"pid {os.getpid()}.*--out"):
             train(config, progress=False, log=False)
@@ -101,7 +101,7 @@ def test_sigterm_to_a_sweep_stops_its_worker_and_says_how_to_resume(tmp_path):
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_train_stops_on_a_signal_in_one_line_with_the_checkpoint_to_resume(tmp_path, sig, code):
     process = _start(
-        ["train", "--dataset", "synthetic", "--max-len", "20", "--epochs", "1000", "--patience", "1000",
+        ["train", "--dataset", "synthetic", "--seq-len", "20", "--epochs", "1000", "--patience", "1000",
          "--threads", "1", "--no-progress", "--out", str(tmp_path / "run")],
         tmp_path,
     )  # fmt: skip

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench.environment import positive_float
-from bench.reports.timing import report
+from bench.reports import report
 from bench.results import ResultsFileBusy, results_writer
 from bench.timing import gate
 from bench.timing.shard import merge
@@ -249,10 +249,10 @@ def test_a_stop_before_the_first_epoch_does_not_promise_a_checkpoint(tmp_path, m
 
 
 def test_a_run_written_twice_is_read_once_with_a_warning(capsys):
-    from bench.results import without_repeated_runs
+    from bench.schema import without_repeated_runs
 
     run = {
-        "level": "train", "status": "ok", "dataset": "d", "attention": "sdpa", "options": {}, "max_len": 10,
+        "level": "train", "status": "ok", "dataset": "d", "attention": "sdpa", "options": {}, "seq_len": 10,
         "batch_size": 2, "seed": 1, "recipe": "r", "model": "sasrec", "objective": "o", "settings": {},
         "timestamp": "2026-12-01T00:00:00+00:00", "train_seconds": 12.5,
     }  # fmt: skip

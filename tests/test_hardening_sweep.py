@@ -61,7 +61,7 @@ def test_a_worker_killed_from_outside_is_not_called_out_of_memory():
 
 
 def test_report_warns_about_cells_written_twice(tmp_path, capsys):
-    from bench.reports.timing import report
+    from bench.reports import report
 
     row = {
         "level": "attention",
@@ -87,7 +87,7 @@ def test_report_warns_about_cells_written_twice(tmp_path, capsys):
 
 
 def test_report_names_a_file_whose_rows_lack_keys(tmp_path):
-    from bench.reports.timing import report
+    from bench.reports import report
 
     path = tmp_path / "s.jsonl"
     path.write_text(json.dumps({"level": "attention", "status": "ok"}) + "\n")
@@ -262,7 +262,7 @@ def test_the_main_job_never_reuses_a_run_folder_silently(tmp_path):
 
 
 def test_busy_rows_are_marked_in_tables(tmp_path):
-    from bench.reports.timing import report
+    from bench.reports import report
 
     path = tmp_path / "s.jsonl"
     rows = [

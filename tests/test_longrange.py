@@ -130,7 +130,7 @@ def test_probe_metrics_at_the_last_position_equal_the_test_protocol():
     from bench.training.train import build_model
 
     dataset = _small("recall", 8).generate()
-    config = with_recipe("longrange", dataset=dataset.name, max_len=16)
+    config = with_recipe("longrange", dataset=dataset.name, seq_len=16)
     torch.manual_seed(0)
     model = build_model(config, dataset.num_items)
     last_only = [ScoredSequence(list(p), [False] * (len(p) - 1) + [True]) for p in dataset.probes]
@@ -147,7 +147,7 @@ def test_sasrec_trains_on_the_planted_positions_only():
     from bench.training.train import build_model
 
     dataset = _small("recall", 64).generate()
-    model = build_model(with_recipe("longrange", dataset=dataset.name, max_len=128), dataset.num_items)
+    model = build_model(with_recipe("longrange", dataset=dataset.name, seq_len=128), dataset.num_items)
     sequences = dataset.split.train[:4]
     targets = model.make_batch(sequences, random.Random(0))["targets"]  # (4, 127)
     assert int((targets != 0).sum()) == sum(sum(s.scored[1:]) for s in sequences)
@@ -159,7 +159,7 @@ def test_a_longrange_cell_resumes_where_it_stopped(tmp_path):
     from bench.training.config import with_recipe
     from bench.training.train import train
 
-    settings = {"dataset": "longrange-recall-k8", "max_len": 16, "batch_size": 32, "threads": 1, "out": str(tmp_path)}
+    settings = {"dataset": "longrange-recall-k8", "seq_len": 16, "batch_size": 32, "threads": 1, "out": str(tmp_path)}
     first = train(with_recipe("longrange", epochs=1, **settings), progress=False, log=False)
     resumed = train(with_recipe("longrange", epochs=2, **settings), resume=True, progress=False, log=False)
     assert first["epochs_run"] == 1 and resumed["epochs_run"] == 2
@@ -259,8 +259,8 @@ def test_an_older_cell_gets_its_probes_as_a_later_copy_of_its_row(tmp_path):
     from pathlib import Path
 
     from bench.reports.longrange import longrange_frame
-    from bench.reports.training_rows import train_row
     from bench.results import append_row, load_rows
+    from bench.schema import train_row
     from bench.training.config import with_recipe
     from bench.training.train import train
 
@@ -270,7 +270,7 @@ def test_an_older_cell_gets_its_probes_as_a_later_copy_of_its_row(tmp_path):
     spec.loader.exec_module(longrange_probes)
 
     run = tmp_path / "run"
-    settings = {"dataset": "longrange-recall-k8", "max_len": 16, "batch_size": 32, "threads": 1, "out": str(run)}
+    settings = {"dataset": "longrange-recall-k8", "seq_len": 16, "batch_size": 32, "threads": 1, "out": str(run)}
     results = train(with_recipe("longrange", epochs=1, **settings), progress=False, log=False)
     (run / "config.json").write_text(json.dumps(results["config"]))  # as the accuracy sweep leaves it
     old = {k: v for k, v in train_row(results).items() if k != "test_probes"}  # as rows were before the probes

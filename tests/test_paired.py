@@ -106,8 +106,9 @@ def test_read_ranks_names_a_bad_file(tmp_path):
 def test_window_strata_pairs_each_window_with_the_reference_one_per_history_length(tmp_path):
     import pandas as pd
 
-    from bench.reports.accuracy_plots import _by_history, _colors
+    from bench.reports.accuracy_plots import by_history
     from bench.reports.per_user import history_length_sections, strata_table, window_strata
+    from bench.reports.style import colors
 
     users = [str(u) for u in range(200)]
     lengths = [50] * 100 + [500] * 100  # 100 short histories, then 100 beyond N = 200
@@ -143,7 +144,7 @@ def test_window_strata_pairs_each_window_with_the_reference_one_per_history_leng
     assert strata.loc[("linrec", 800), "users >= 400"] == 100 and np.isnan(strata.loc[("sdpa", 200), "NDCG@10 100-399"])
     assert "| sdpa | 800 | 128 | 1 | 0.0000 | 100 | nan | 0 | 1.0000 | 100 |" in text
     plot = tmp_path / "by_history.png"
-    _by_history({"seen_excluded": strata.reset_index()}, "test", plot, _colors(["sdpa", "linrec"]))
+    by_history({"seen_excluded": strata.reset_index()}, "test", plot, colors(["sdpa", "linrec"]))
     assert plot.stat().st_size > 10_000
 
 

@@ -1,4 +1,5 @@
-from bench.timing.peers import measure_limits, peers_table, run_peers
+from bench.reports.peers import peers_table
+from bench.timing.peers import measure_limits, run_peers
 
 
 def test_peer_comparison_writes_ratios(tmp_path):

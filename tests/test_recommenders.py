@@ -64,7 +64,7 @@ def _tiny(tmp_path, **kw):
         "dataset": "synthetic",
         "synthetic_users": 300,
         "synthetic_items": 60,
-        "max_len": 20,
+        "seq_len": 20,
         "hidden": 32,
         "heads": 2,
         "layers": 1,
@@ -144,7 +144,7 @@ def test_bert4rec_sees_each_user_masks_per_user_times_an_epoch():
     from bench.training.train import build_model
 
     sequences = [[1, 2, 3], [4, 5]]
-    config = TrainConfig(dataset="synthetic", model="bert4rec", masks_per_user=3, attention="sdpa", max_len=12)
+    config = TrainConfig(dataset="synthetic", model="bert4rec", masks_per_user=3, attention="sdpa", seq_len=12)
     model = build_model(config, num_items=30)
     assert sorted(map(tuple, model.epoch_examples(sequences))) == sorted(map(tuple, sequences * 3))
 
@@ -313,7 +313,7 @@ def test_similar_length_groups_is_the_cheapest_contiguous_split():
 def test_split_batches_give_the_padded_batch_loss_and_gradients(attention, objective):
     """A batch run as groups of similar length is the same loss, with the same gradients, as one padded batch."""
     torch.manual_seed(0)
-    config = tiny_config(attention=attention, max_len=20)
+    config = tiny_config(attention=attention, seq_len=20)
     model = BERT4Rec(config) if objective == "cloze" else SASRec(config, objective=objective)
     model.eval()  # no dropout
     model.split_overhead = 3  # small: several groups, some of them mixing lengths
@@ -354,7 +354,7 @@ def test_batches_stay_whole_for_a_mechanism_whose_training_pass_changes_it():
 
 
 def test_training_results_become_accuracy_rows_in_the_report(tmp_path):
-    from bench.reports.timing import report
+    from bench.reports import report
 
     train(_tiny(tmp_path, epochs=1), progress=False)
     written = report([tmp_path / "run" / "results.json"], tmp_path / "report")

@@ -4,8 +4,9 @@ import psutil
 import pytest
 
 from bench.cli import build_parser, resolve_attention
+from bench.reports import report
 from bench.reports.rows import load_frame
-from bench.reports.timing import crossover, report
+from bench.reports.timing import crossover
 from bench.results import load_rows
 from bench.timing.cells import Cell
 from bench.timing.grid import Grid, preset_cells
@@ -207,7 +208,7 @@ def test_the_padding_axis_masks_the_first_positions_and_old_rows_read_as_unpadde
 def test_attention_dropout_is_an_axis_with_the_levels_defaults_for_older_rows():
     import dataclasses
 
-    from bench.results import MODEL_DROPOUT, effective_attention_dropout
+    from bench.schema import MODEL_DROPOUT, effective_attention_dropout
     from bench.timing.cells import unsupported_reason
 
     cell = Cell("attention", "sdpa", True, 8, 2, 16, 2, "fwd_bwd", "fp32", "cpu", {}, 0.0, 0.25)

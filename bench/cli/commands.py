@@ -131,8 +131,8 @@ def cmd_sweep(args) -> None:
 
 
 def cmd_report(args) -> None:
+    from ..reports import report
     from ..reports.committed import regenerate_committed
-    from ..reports.timing import report
 
     try:
         if args.committed:
@@ -192,9 +192,11 @@ def cmd_main(args) -> None:
 
 
 def cmd_peers(args) -> None:
+    from ..reports.peers import write_peers_table
     from ..timing.peers import main as peers_main
 
-    sys.exit(peers_main(args))
+    rows = peers_main(args)
+    print("\n" + write_peers_table(rows, Path(args.out).with_suffix(".md")))
 
 
 def cmd_gate(args) -> None:

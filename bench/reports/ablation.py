@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 
 from .per_user import paired_between
-from .training_rows import _protocols, mean_pm, several_devices, short_protocol, summary, write_md_csv
-from .training_rows import pipe_table as _markdown
+from .style import pipe_table, write_table
+from .training_rows import mean_pm, protocols_of, several_devices, short_protocol, summary
 
 
 def _changes(variant: str) -> set[str]:
@@ -25,7 +25,7 @@ def _reference_variant(variant: str, variants: pd.Series) -> str | None:
 
 def ablation_table(runs: pd.DataFrame, setting: str, out: Path) -> list[Path]:
     """One change at a time against the recipe as named: mean ± std over seeds and the change in NDCG@10."""
-    protocols = _protocols(runs)
+    protocols = protocols_of(runs)
     table = summary(runs, by=("mechanism", "seq_len", "batch_size", "variant"))
     lines = []
     for (mechanism, n, batch), group in table.groupby(["mechanism", "seq_len", "batch_size"]):
@@ -79,6 +79,6 @@ def ablation_table(runs: pd.DataFrame, setting: str, out: Path) -> list[Path]:
         "than the std is noise. "
         "†: includes a run still training (snapshot of its best epoch so far).",
         "",
-        _markdown(shown),
+        pipe_table(shown),
     ]
-    return write_md_csv(stem, shown, text)
+    return write_table(stem, shown, text[0].lstrip("# "), page=text)

@@ -27,33 +27,32 @@ import matplotlib
 matplotlib.use("Agg")
 import pandas as pd
 
+from . import style
 from .ablation import ablation_table
-from .accuracy_plots import _by_history, _colors, _learning_curves, _pareto, _vs_axis
+from .accuracy_plots import by_history, learning_curves, pareto, vs_axis
 from .longrange import is_longrange_row, longrange_report
 from .per_user import (
-    _where,
     history_length_sections,
     paired_lines,
     paired_to_baseline,
     seed_aware_lines,
     seed_aware_to_baseline,
     strata_table,
+    where_text,
 )
+from .style import BASELINE, pipe_table, write_table
 from .training_rows import (
-    BASELINE,
     PROTOCOL_NAMES,
     SUBJECT,
-    _devices,
-    _protocols,
     device_label,
+    devices_of,
     mean_pm,
+    protocols_of,
     several_devices,
     short_protocol,
     summary,
     train_frame,
-    write_md_csv,
 )
-from .training_rows import pipe_table as _markdown
 
 # ------------------------------------------------------------------ the frame
 
@@ -114,8 +113,8 @@ def gaps_to_baseline(
                 detail = "cannot be compared with the seed spread yet (one seed on each side)"
             detail += _matched_seeds(pair, column, baseline, value, metric)
             lines.append(
-                f"- {_where(within, where)}: {value} {gap:+.4f} {'validation ' if split == 'valid' else ''}NDCG@10 vs "
-                f"{baseline}; the gap {detail}{training}."
+                f"- {where_text(within, where)}: {value} {gap:+.4f} {'validation ' if split == 'valid' else ''}"
+                f"NDCG@10 vs {baseline}; the gap {detail}{training}."
             )
     return lines
 
@@ -179,100 +178,106 @@ def accuracy_report(rows: list[dict], out: Path) -> list[Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for setting, runs in _settings(frame, out, written):
-        protocols = _protocols(runs)
-        colors = _colors(runs["mechanism"])
-        table = summary(runs)
-        device = _devices(runs["device"])
-        title = f"{setting.replace('_', ', ')} — {device}"
-        common_batch = int(runs["batch_size"].mode().iloc[0])
-        common_len = int(runs["seq_len"].mode().iloc[0])
-        by_len = table[table["batch_size"] == common_batch]
-        if by_len["seq_len"].nunique() > 1:
-            path = out / f"accuracy_vs_len_{setting}.png"
-            _vs_axis(
-                by_len,
-                "seq_len",
-                protocols,
-                f"Accuracy vs sequence length, batch {common_batch} — {title}",
-                path,
-                colors,
-            )
-            written.append(path)
-        by_history = {p: strata_table(runs[runs["batch_size"] == common_batch], p) for p in protocols}
-        if all(not t.empty for t in by_history.values()) and any(t["N"].nunique() > 1 for t in by_history.values()):
-            path = out / f"accuracy_by_history_{setting}.png"
-            _by_history(by_history, f"Accuracy vs N by history length, batch {common_batch} — {title}", path, colors)
-            written.append(path)
-        by_batch = table[table["seq_len"] == common_len]
-        if by_batch["batch_size"].nunique() > 1:
-            path = out / f"accuracy_vs_batch_{setting}.png"
-            _vs_axis(
-                by_batch, "batch_size", protocols, f"Accuracy vs batch size, N={common_len} — {title}", path, colors
-            )
-            written.append(path)
-        for protocol in protocols:
-            path = out / f"pareto_{setting}_{protocol}.png"
-            _pareto(
-                runs,
-                protocol,
-                f"Accuracy vs training time ({PROTOCOL_NAMES.get(protocol, protocol)}) — {title}",
-                path,
-                colors,
-            )
-            written.append(path)
-        path = out / f"learning_curves_{setting}.png"
-        _learning_curves(runs, f"Learning curves — {title}", path, colors)
-        written.append(path)
-
-        seed_aware = {protocol: seed_aware_to_baseline(runs, protocol) for protocol in protocols}
-        paired = {protocol: paired_to_baseline(runs, protocol) for protocol in protocols}
-        shown = _table(table, protocols, seed_aware)
-        stem = out / f"accuracy_{setting}"
-        shown.to_latex(
-            stem.with_suffix(".tex"), index=False, caption=f"Test metrics, leave-one-out, full ranking — {setting}"
-        )
-        text = [
-            f"# Accuracy — {setting.replace('_', ', ')}",
-            "",
-            _device_sentence(runs["device"]) + " Test metrics of the best validation epoch, full ranking, "
-            "leave-one-out; mean ± std over seeds where several exist. 'seen excl.': items already in the user's "
-            "history are not "
-            "ranked (the target stays rankable); 'all': every item is ranked. †: a run still training (snapshot of its "
-            "best epoch so far). 'other load': cores other processes used while it trained (median over epochs, the "
-            "largest over seeds; '—': not recorded): s/epoch taken under load is not comparable with a quiet one. "
-            "'batches': whole (each padded to its longest history) or split into groups of similar length (the "
-            "same loss, less padding: faster per epoch, so s/epoch is comparable only between rows alike: same "
-            "batches, same device, similar load).",
-            "",
-            _markdown(shown),
-        ]
-        for protocol in protocols:
-            gaps = gaps_to_baseline(runs, protocol)
-            if gaps:
-                text += [f"## Gap to {BASELINE} ({PROTOCOL_NAMES.get(protocol, protocol)})", "", *gaps, ""]
-            # LinRec too: whoever weighs another efficient mixer against it wants that gap tested directly
-            others = runs[runs["mechanism"] != BASELINE]
-            name = PROTOCOL_NAMES.get(protocol, protocol)
-            sections = [  # (title, what it is, its lines): the verdicts first, then the within-run view
-                (f"Against {BASELINE}, over seeds ({name})", VERDICT_RULE, seed_aware_lines(seed_aware[protocol])),
-                (
-                    f"Against {SUBJECT}, over seeds ({name})",
-                    VERDICT_RULE,
-                    seed_aware_lines(seed_aware_to_baseline(others, protocol, SUBJECT), baseline=SUBJECT),
-                ),
-                (f"Within-run view: paired against {BASELINE} ({name})", WITHIN_RUN, paired_lines(paired[protocol])),
-                (
-                    f"Within-run view: paired against {SUBJECT} ({name})",
-                    WITHIN_RUN,
-                    paired_lines(paired_to_baseline(others, protocol, baseline=SUBJECT), baseline=SUBJECT),
-                ),
-            ]
-            for title, intro, lines in sections:
-                if lines:
-                    text += [f"## {title}", "", intro, "", *lines, ""]
-            text += history_length_sections(runs, protocol)
-        written += [*write_md_csv(stem, shown, text), stem.with_suffix(".tex")]
+        written += _setting_figures(setting, runs, out)
+        written += _setting_page(setting, runs, out)
     return written + _order_tables(frame, out)
+
+
+def _setting_figures(setting: str, runs: pd.DataFrame, out: Path) -> list[Path]:
+    """One setting's figures: accuracy against N and batch (where several), by history length, against training
+    time, and the learning curves."""
+    protocols, colors, table = protocols_of(runs), style.colors(runs["mechanism"]), summary(runs)
+    title = f"{setting.replace('_', ', ')} — {devices_of(runs['device'])}"
+    common_batch = int(runs["batch_size"].mode().iloc[0])
+    common_len = int(runs["seq_len"].mode().iloc[0])
+    written = []
+    by_len = table[table["batch_size"] == common_batch]
+    if by_len["seq_len"].nunique() > 1:
+        path = out / f"accuracy_vs_len_{setting}.png"
+        vs_axis(
+            by_len, "seq_len", protocols, f"Accuracy vs sequence length, batch {common_batch} — {title}", path, colors
+        )
+        written.append(path)
+    strata = {p: strata_table(runs[runs["batch_size"] == common_batch], p) for p in protocols}
+    if all(not t.empty for t in strata.values()) and any(t["N"].nunique() > 1 for t in strata.values()):
+        path = out / f"accuracy_by_history_{setting}.png"
+        by_history(strata, f"Accuracy vs N by history length, batch {common_batch} — {title}", path, colors)
+        written.append(path)
+    by_batch = table[table["seq_len"] == common_len]
+    if by_batch["batch_size"].nunique() > 1:
+        path = out / f"accuracy_vs_batch_{setting}.png"
+        vs_axis(by_batch, "batch_size", protocols, f"Accuracy vs batch size, N={common_len} — {title}", path, colors)
+        written.append(path)
+    for protocol in protocols:
+        path = out / f"pareto_{setting}_{protocol}.png"
+        name = PROTOCOL_NAMES.get(protocol, protocol)
+        pareto(runs, protocol, f"Accuracy vs training time ({name}) — {title}", path, colors)
+        written.append(path)
+    path = out / f"learning_curves_{setting}.png"
+    learning_curves(runs, f"Learning curves — {title}", path, colors)
+    return [*written, path]
+
+
+TABLE_NOTE = (
+    " Test metrics of the best validation epoch, full ranking, leave-one-out; mean ± std over seeds where several "
+    "exist. 'seen excl.': items already in the user's history are not ranked (the target stays rankable); 'all': "
+    "every item is ranked. †: a run still training (snapshot of its best epoch so far). 'other load': cores other "
+    "processes used while it trained (median over epochs, the largest over seeds; '—': not recorded): s/epoch taken "
+    "under load is not comparable with a quiet one. 'batches': whole (each padded to its longest history) or split "
+    "into groups of similar length (the same loss, less padding: faster per epoch, so s/epoch is comparable only "
+    "between rows alike: same batches, same device, similar load)."
+)
+
+
+def _comparison_sections(runs: pd.DataFrame, protocol: str) -> list[str]:
+    """The verdicts against sdpa and LinRec over seeds, then the within-run (paired) view."""
+    # LinRec too: whoever weighs another efficient mixer against it wants that gap tested directly
+    others = runs[runs["mechanism"] != BASELINE]
+    name = PROTOCOL_NAMES.get(protocol, protocol)
+    sections = [  # (title, what it is, its lines): the verdicts first, then the within-run view
+        (
+            f"Against {BASELINE}, over seeds ({name})",
+            VERDICT_RULE,
+            seed_aware_lines(seed_aware_to_baseline(runs, protocol)),
+        ),
+        (
+            f"Against {SUBJECT}, over seeds ({name})",
+            VERDICT_RULE,
+            seed_aware_lines(seed_aware_to_baseline(others, protocol, SUBJECT), baseline=SUBJECT),
+        ),
+        (
+            f"Within-run view: paired against {BASELINE} ({name})",
+            WITHIN_RUN,
+            paired_lines(paired_to_baseline(runs, protocol)),
+        ),
+        (
+            f"Within-run view: paired against {SUBJECT} ({name})",
+            WITHIN_RUN,
+            paired_lines(paired_to_baseline(others, protocol, baseline=SUBJECT), baseline=SUBJECT),
+        ),
+    ]
+    text = []
+    for title, intro, lines in sections:
+        if lines:
+            text += [f"## {title}", "", intro, "", *lines, ""]
+    return text
+
+
+def _setting_page(setting: str, runs: pd.DataFrame, out: Path) -> list[Path]:
+    """One setting's table (md / csv / tex) and its page: gaps, verdicts, accuracy by history length."""
+    protocols = protocols_of(runs)
+    seed_aware = {protocol: seed_aware_to_baseline(runs, protocol) for protocol in protocols}
+    shown = _table(summary(runs), protocols, seed_aware)
+    text = [f"# Accuracy — {setting.replace('_', ', ')}", "", _device_sentence(runs["device"]) + TABLE_NOTE, ""]
+    text.append(pipe_table(shown))
+    for protocol in protocols:
+        gaps = gaps_to_baseline(runs, protocol)
+        if gaps:
+            text += [f"## Gap to {BASELINE} ({PROTOCOL_NAMES.get(protocol, protocol)})", "", *gaps, ""]
+        text += _comparison_sections(runs, protocol)
+        text += history_length_sections(runs, protocol)
+    stem = out / f"accuracy_{setting}"
+    return write_table(stem, shown, f"Test metrics, leave-one-out, full ranking — {setting}", page=text)
 
 
 def _settings(frame: pd.DataFrame, out: Path, written: list[Path]):
@@ -312,7 +317,7 @@ def _order_tables(frame: pd.DataFrame, out: Path) -> list[Path]:
             continue  # one dataset, or two names for one file (rows before fingerprints count as different)
         datasets = sorted(same["dataset"].unique())
         table = summary(same, by=("dataset", "mechanism", "seq_len", "batch_size"))
-        protocols = _protocols(same)
+        protocols = protocols_of(same)
         shown = pd.concat([table[["dataset"]], _table(table, protocols)], axis=1).sort_values(
             ["mechanism", "N", "batch", "dataset"]
         )
@@ -337,7 +342,7 @@ def _order_tables(frame: pd.DataFrame, out: Path) -> list[Path]:
             "it, so optimistic alike on both sides; a second sample of users beside the test's). †: a run still "
             "training (snapshot of its best epoch so far).",
             "",
-            _markdown(shown),
+            pipe_table(shown),
         ]
         for protocol in protocols:
             gaps = [
@@ -353,5 +358,5 @@ def _order_tables(frame: pd.DataFrame, out: Path) -> list[Path]:
                 )
             ]
             text += [f"## Gap between the orders ({PROTOCOL_NAMES.get(protocol, protocol)})", "", *gaps, ""]
-        written += write_md_csv(stem, shown, text)
+        written += write_table(stem, shown, text[0].lstrip("# "), page=text)
     return written

@@ -11,13 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from .training_rows import BASELINE, PROTOCOL_NAMES
-
-
-def _colors(mechanisms) -> dict[str, str]:
-    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    ordered = sorted(set(mechanisms), key=lambda m: (m != BASELINE, m))
-    return {m: cycle[i % len(cycle)] for i, m in enumerate(ordered)}
+from .training_rows import PROTOCOL_NAMES
 
 
 def timed_alike(line: pd.DataFrame) -> list[tuple[dict, pd.DataFrame]]:
@@ -29,7 +23,7 @@ def timed_alike(line: pd.DataFrame) -> list[tuple[dict, pd.DataFrame]]:
     return [(dict(zip(alike, key, strict=True)), rows) for key, rows in line.groupby(alike)]
 
 
-def _vs_axis(table: pd.DataFrame, axis: str, protocols: list[str], title: str, path: Path, colors: dict) -> None:
+def vs_axis(table: pd.DataFrame, axis: str, protocols: list[str], title: str, path: Path, colors: dict) -> None:
     panels = [(f"ndcg@10:{p}", f"test NDCG@10 ({PROTOCOL_NAMES.get(p, p)})") for p in protocols] + [
         ("s_per_epoch", "seconds per epoch")
     ]
@@ -76,7 +70,7 @@ def _vs_axis(table: pd.DataFrame, axis: str, protocols: list[str], title: str, p
     plt.close(fig)
 
 
-def _pareto(frame: pd.DataFrame, protocol: str, title: str, path: Path, colors: dict) -> None:
+def pareto(frame: pd.DataFrame, protocol: str, title: str, path: Path, colors: dict) -> None:
     column = f"ndcg@10:{protocol}"
     points = frame.dropna(subset=[column]).sort_values("train_minutes")
     markers = dict(zip(sorted(points["seq_len"].unique()), "osD^vP*X", strict=False))
@@ -109,7 +103,7 @@ def _pareto(frame: pd.DataFrame, protocol: str, title: str, path: Path, colors: 
     plt.close(fig)
 
 
-def _learning_curves(frame: pd.DataFrame, title: str, path: Path, colors: dict) -> None:
+def learning_curves(frame: pd.DataFrame, title: str, path: Path, colors: dict) -> None:
     fig, ax = plt.subplots(figsize=(9, 4.8))
     styles = ["-", "--", ":", "-."]
     for index, (_, run) in enumerate(frame.sort_values(["mechanism", "seq_len", "batch_size", "seed"]).iterrows()):
@@ -133,7 +127,7 @@ def _learning_curves(frame: pd.DataFrame, title: str, path: Path, colors: dict) 
     plt.close(fig)
 
 
-def _by_history(strata: dict[str, pd.DataFrame], title: str, path: Path, colors: dict) -> None:
+def by_history(strata: dict[str, pd.DataFrame], title: str, path: Path, colors: dict) -> None:
     """Test NDCG@10 against N within each history-length range (columns), one row of panels per protocol: whom a
     longer window helps. `strata`: protocol -> per_user.strata_table of one batch size."""
     labels = [c.removeprefix("NDCG@10 ") for c in next(iter(strata.values())) if c.startswith("NDCG@10 ")]

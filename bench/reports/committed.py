@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import report
 from .rows import load_frame, read_rows
-from .timing import BASELINE, GROUP_KEYS, report
+from .style import BASELINE
+from .timing import GROUP_KEYS
 
 # results/reports/<name>/ is generated from these rows (globs under results/); raw rows never live beside reports
 COMMITTED_REPORTS: dict[str, list[str]] = {
@@ -40,7 +42,7 @@ COMMITTED_REPORTS: dict[str, list[str]] = {
 
 
 def committed_sources(name: str, root: Path) -> list[Path]:
-    return sorted(path for pattern in COMMITTED_REPORTS[name] for path in root.glob(pattern))
+    return sorted(path for pattern in COMMITTED_REPORTS.get(name, []) for path in root.glob(pattern))
 
 
 def regenerate_one(name: str, root: Path, out: Path) -> list[Path]:
@@ -65,7 +67,12 @@ def regenerate_committed(root: Path, out_root: Path | None = None) -> dict[str, 
         files = regenerate_one(name, root, out_root / name)
         if files:
             written[name] = files
+    from .claims import claims_report
+    from .site import build_site
+
+    written["claims"] = claims_report(root, out_root / "claims")
     (root / "README.md").write_text(results_index(root, out_root, written), encoding="utf-8")
+    written["site"] = build_site(root, out_root, root / "site" if out_root == root / "reports" else out_root / "site")
     return written
 
 

@@ -18,9 +18,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from ..results import attention_label, fallback_note
-from .accuracy_plots import _colors
-from .training_rows import pipe_table as _markdown
+from ..schema import attention_label, fallback_note
+from . import style
+from .style import pipe_table
 
 METRIC = "ndcg@10"
 PROTOCOL = "all"  # the target was seen before: excluding seen items would remove it
@@ -130,6 +130,16 @@ def effective_context(line: pd.DataFrame) -> str:
     return f"{kept}; again at {', '.join(again)}" if again else str(kept)
 
 
+def effective_contexts(rows: list[dict]) -> dict[tuple[str, int, str], str]:
+    """(task, items, mechanism) -> effective context, over the preset's cells of `rows` (longer budgets left out)."""
+    frame = longrange_frame(rows)
+    if frame.empty:
+        return {}
+    preset, _, _ = split_budgets(frame)
+    lines = _by_cell(preset).groupby(["task", "items", "mechanism"])
+    return {key: effective_context(line) for key, line in lines}
+
+
 def _accuracy_table(cells: pd.DataFrame) -> pd.DataFrame:
     """Mechanisms x distances (NDCG@10), with the ceiling and chance as the first two lines."""
 
@@ -146,7 +156,7 @@ def _accuracy_table(cells: pd.DataFrame) -> pd.DataFrame:
 
 
 def _plot(cells: pd.DataFrame, title: str, path: Path) -> None:
-    colors = _colors(cells["mechanism"])
+    colors = style.colors(cells["mechanism"])
     fig, ax = plt.subplots(figsize=(7, 4.5))
     levels = cells.groupby("distance")[["ceiling", "chance"]].mean()
     ax.plot(levels.index, levels["ceiling"], "k--", lw=1, label="ceiling (Bayes-optimal)")
@@ -167,6 +177,27 @@ def _plot(cells: pd.DataFrame, title: str, path: Path) -> None:
     plt.close(fig)
 
 
+CONTEXT_NOTE = (
+    f"The largest distance at which a mechanism keeps at least {KEPT:.0%} of its shortest-distance accuracy "
+    "above chance, distances read from the shortest up ('>= k': kept at every distance run; 'k; again at K': "
+    "it fell after k and was kept again at K, which does not count; '-': no skill at the shortest distance). "
+    "'(... trained longer)': the reading where the cells of the section 'Longer training' replace the preset's; "
+    "'(... at every position k back)': the reading where a cell's NDCG@10 over every test position whose evidence "
+    "lies k back (recall, repeat; in brackets in the tables, where recorded) replaces its last-position one."
+)
+TABLES_NOTE = (
+    "Accuracy tables: `*` the best epoch came in the last quarter of the training budget (more epochs might "
+    "still move it); `†` a cell still training (its best epoch so far); in brackets, NDCG@10 over every test "
+    "position whose evidence lies k back, not only the last (recall, repeat; cells run since it is recorded): a "
+    "model can fit distance k at every position but the test's one (docs/longrange.md)."
+)
+LONGER_NOTE = (
+    "Cells also trained with a larger budget (`--preset longrange-budget`): whether a mechanism below the "
+    "ceiling lacks the capacity to look that far back or learns it more slowly. The tables above keep the "
+    "preset's budget."
+)
+
+
 def longrange_report(rows: list[dict], out: Path) -> list[Path]:
     """Plots and tables of the long-range rows among `rows` (none: nothing written); returns the files."""
     frame = longrange_frame(rows)
@@ -183,30 +214,8 @@ def longrange_report(rows: list[dict], out: Path) -> list[Path]:
         for key, line in _by_cell(longest).groupby(["items", "task", "mechanism"])
         if key in trained_longer
     }
-    written, text, context = [], [], {}
     devices = " + ".join(sorted(frame["device"].unique()))
-    for (items, task), task_cells in sorted(cells.groupby(["items", "task"]), key=lambda g: g[0]):
-        suffix = "" if items == 2048 else f"_i{items}"
-        path = out / f"longrange_{task}{suffix}.png"
-        _plot(task_cells, f"{task}: accuracy vs distance ({items} items) — {devices}", path)
-        written.append(path)
-        text += [
-            f"## {task} ({items} items)",
-            "",
-            f"![{task}]({path.name})",
-            "",
-            _markdown(_accuracy_table(task_cells)),
-            "",
-        ]
-        for mechanism, line in task_cells.groupby("mechanism"):
-            reading = effective_context(line)
-            longest_reading = context_longest.get((items, task, mechanism), reading)
-            if longest_reading != reading:
-                reading += f" ({longest_reading} trained longer)"
-            probed = effective_context(line.assign(accuracy=line["probes"].fillna(line["accuracy"])))
-            if probed != reading.split(" (")[0]:
-                reading += f" ({probed} at every position k back)"
-            context.setdefault((items, mechanism), {})[task] = reading
+    written, text, context = _task_sections(cells, context_longest, devices, out)
     table = pd.DataFrame(
         [{"items": items, "mechanism": mechanism, **by_task} for (items, mechanism), by_task in sorted(context.items())]
     ).fillna("not run")
@@ -218,31 +227,20 @@ def longrange_report(rows: list[dict], out: Path) -> list[Path]:
         "",
         "## Effective context",
         "",
-        f"The largest distance at which a mechanism keeps at least {KEPT:.0%} of its shortest-distance accuracy "
-        "above chance, distances read from the shortest up ('>= k': kept at every distance run; 'k; again at K': "
-        "it fell after k and was kept again at K, which does not count; '-': no skill at the shortest distance). "
-        "'(... trained longer)': the reading where the cells of the section 'Longer "
-        "training' replace the preset's; '(... at every position k back)': the reading where a cell's NDCG@10 over "
-        "every test position whose evidence lies k back (recall, repeat; in brackets in the tables, where recorded) "
-        "replaces its last-position one.",
+        CONTEXT_NOTE,
         "",
-        _markdown(table),
+        pipe_table(table),
         "",
-        "Accuracy tables: `*` the best epoch came in the last quarter of the training budget (more epochs might "
-        "still move it); `†` a cell still training (its best epoch so far); in brackets, NDCG@10 over every test "
-        "position whose evidence lies k back, not only the last (recall, repeat; cells run since it is recorded): a "
-        "model can fit distance k at every position but the test's one (docs/longrange.md).",
+        TABLES_NOTE,
         "",
     ]
     if not longer.empty:
         text += [
             "## Longer training",
             "",
-            "Cells also trained with a larger budget (`--preset longrange-budget`): whether a mechanism below the "
-            "ceiling lacks the capacity to look that far back or learns it more slowly. The tables above keep the "
-            "preset's budget.",
+            LONGER_NOTE,
             "",
-            _markdown(_budget_table(longer)),
+            pipe_table(_budget_table(longer)),
             "",
         ]
     stem = out / "longrange"
@@ -250,3 +248,31 @@ def longrange_report(rows: list[dict], out: Path) -> list[Path]:
     table.to_csv(out / "longrange_effective_context.csv", index=False)
     cells.to_csv(stem.with_suffix(".csv"), index=False)
     return written + [stem.with_suffix(".md"), stem.with_suffix(".csv"), out / "longrange_effective_context.csv"]
+
+
+def _task_sections(cells: pd.DataFrame, context_longest: dict, devices: str, out: Path):
+    """Each task's figure and accuracy table, and each mechanism's effective-context reading per task."""
+    written, text, context = [], [], {}
+    for (items, task), task_cells in sorted(cells.groupby(["items", "task"]), key=lambda g: g[0]):
+        suffix = "" if items == 2048 else f"_i{items}"
+        path = out / f"longrange_{task}{suffix}.png"
+        _plot(task_cells, f"{task}: accuracy vs distance ({items} items) — {devices}", path)
+        written.append(path)
+        text += [
+            f"## {task} ({items} items)",
+            "",
+            f"![{task}]({path.name})",
+            "",
+            pipe_table(_accuracy_table(task_cells)),
+            "",
+        ]
+        for mechanism, line in task_cells.groupby("mechanism"):
+            reading = effective_context(line)
+            longest_reading = context_longest.get((items, task, mechanism), reading)
+            if longest_reading != reading:
+                reading += f" ({longest_reading} trained longer)"
+            probed = effective_context(line.assign(accuracy=line["probes"].fillna(line["accuracy"])))
+            if probed != reading.split(" (")[0]:
+                reading += f" ({probed} at every position k back)"
+            context.setdefault((items, mechanism), {})[task] = reading
+    return written, text, context

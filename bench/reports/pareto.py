@@ -21,11 +21,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .accuracy_plots import _colors
+from . import style
 from .paired import read_ranks
 from .readme import ACCURACY_SETTING, ACCURACY_SHAPE, PROTOCOL
 from .seeds import hierarchical_interval, seed_matrix
-from .training_rows import pipe_table, train_frame
+from .style import pipe_table
+from .training_rows import train_frame
 
 THROUGHPUT = "training-throughput/ml-1m-mechanisms.json"  # the cost side, for ACCURACY_SETTING
 
@@ -104,7 +105,7 @@ def pareto_report(root: Path, out: Path) -> list[Path]:
     if not names:
         return []
     out.mkdir(parents=True, exist_ok=True)
-    colors = _colors(names)
+    colors = style.colors(names)
     machine = f"{meta.get('device', '?')} ({meta.get('cpu_capability', '?')}), {meta.get('threads', '?')} thread(s)"
     load = meta.get("load_avg_1m")
     loaded = (

@@ -12,7 +12,8 @@ import pandas as pd
 
 from .paired import PairedComparison, compare_seeds, ndcg_at, read_ranks
 from .seeds import SeedComparison, compare_mechanisms
-from .training_rows import BASELINE, PROTOCOL_NAMES, pipe_table
+from .style import BASELINE, pipe_table
+from .training_rows import PROTOCOL_NAMES
 
 # history lengths (items before the test item) that split ML-1M's users into short, long and very long histories
 STRATA = ((0, 100, "< 100"), (100, 400, "100-399"), (400, None, ">= 400"))
@@ -138,7 +139,7 @@ def _in(lengths: np.ndarray, low: int, high: int | None) -> np.ndarray:
     return (lengths >= low) & (lengths < high) if high is not None else lengths >= low
 
 
-def _where(names: tuple[str, ...], values) -> str:
+def where_text(names: tuple[str, ...], values) -> str:
     values = values if isinstance(values, tuple) else (values,)
     shown = {"seq_len": "N={}", "batch_size": "batch {}"}
     return ", ".join(shown.get(name, "{}").format(value) for name, value in zip(names, values, strict=True))
@@ -183,7 +184,7 @@ def seed_aware_lines(
     lines = []
     for (mechanism, *where), test in sorted(tests.items(), key=lambda item: tuple(map(str, item[0]))):
         lines.append(
-            f"- {_where(within, tuple(where))}: {mechanism} **{test.verdict}** vs {baseline}: "
+            f"- {where_text(within, tuple(where))}: {mechanism} **{test.verdict}** vs {baseline}: "
             f"{test.difference:+.4f} NDCG@10 ({test.mean_b:.4f} over {test.seeds_b} seed(s) against "
             f"{test.mean_a:.4f} over {test.seeds_a}), 95 % interval over seeds and users "
             f"[{test.ci_low:+.4f}, {test.ci_high:+.4f}]; per-seed means: Welch p = {test.welch_p:.2g}, exact "
@@ -200,7 +201,7 @@ def paired_lines(
     for (mechanism, *where), test in sorted(tests.items(), key=lambda item: tuple(map(str, item[0]))):
         reading = "excludes 0 for these runs" if test.significant else "includes 0"
         lines.append(
-            f"- {_where(within, tuple(where))}: {mechanism} {test.difference:+.4f} NDCG@10 vs {baseline} over "
+            f"- {where_text(within, tuple(where))}: {mechanism} {test.difference:+.4f} NDCG@10 vs {baseline} over "
             f"{test.users} users ({test.seeds} seed pair(s) averaged per user), 95 % paired bootstrap interval "
             f"[{test.ci_low:+.4f}, {test.ci_high:+.4f}], Wilcoxon p = {test.wilcoxon_p:.2g}, paired t p = "
             f"{test.t_p:.2g}: the interval {reading}."

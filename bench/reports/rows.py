@@ -4,78 +4,24 @@ keys and types a report reads, timing rows as one frame with the latest measurem
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from ..results import (
-    ResultsFileError,
+from ..results import ResultsFileError, load_rows
+from ..schema import (
+    TIMING_KEYS,
+    TRAIN_KEYS,
     attention_label,
     duplicate_keys,
     effective_attention_dropout,
     fallback_note,
-    load_rows,
+    train_row,
+    type_problem,
+    upgrade,
     without_repeated_runs,
 )
-from .training_rows import train_row
-
-TIMING_KEYS = (
-    "level",
-    "attention",
-    "options",
-    "causal",
-    "seq_len",
-    "batch_size",
-    "dim",
-    "heads",
-    "mode",
-    "dtype",
-    "device",
-    "status",
-    "time_ms",
-    "peak_mem_bytes",
-    "timestamp",
-)
-
-
-TRAIN_KEYS = (
-    "level",
-    "attention",
-    "max_len",
-    "batch_size",
-    "seed",
-    "status",
-    "dataset",
-    "model",
-    "objective",
-    "recipe",
-)
-
-
-# key -> what a row must hold there (when the key is present): a row that holds something else is named and left out
-_COUNTS = ("seq_len", "batch_size", "dim", "heads", "max_len", "seed", "repeats")
-
-
-_MEASURES = ("time_ms", "time_ms_p25", "time_ms_p75", "peak_mem_bytes", "tokens_per_s", "padding")
-
-
-def _type_problem(row: dict) -> str | None:
-    for key in _COUNTS:
-        if key in row and (isinstance(row[key], bool) or not isinstance(row[key], int)):
-            return f"key {key!r} is {row[key]!r} ({type(row[key]).__name__}), expected a whole number"
-    for key in _MEASURES:
-        value = row.get(key)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return f"key {key!r} is {value!r} ({type(value).__name__}), expected a number"
-        if not math.isfinite(value):
-            return f"key {key!r} is {value}, expected a finite number"
-    if "causal" in row and not isinstance(row["causal"], bool):
-        return f"key 'causal' is {row['causal']!r}, expected true or false"
-    return None
 
 
 def _typed_rows(path: Path, rows: list[dict], warn=lambda text: print(text, file=sys.stderr)) -> list[dict]:
@@ -83,7 +29,7 @@ def _typed_rows(path: Path, rows: list[dict], warn=lambda text: print(text, file
     out, so one hand-edited or damaged row neither stops the report nor lands in the wrong cell."""
     kept = []
     for number, row in enumerate(rows, 1):
-        problem = _type_problem(row)
+        problem = type_problem(row)
         if problem:
             warn(f"report: warning: {path}: row {number}: {problem}; row left out")
         else:
@@ -98,7 +44,7 @@ def read_rows(path: Path) -> list[dict]:
             return [train_row(json.loads(path.read_text(encoding="utf-8")))]
         except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
             raise ResultsFileError(f"{path}: not a training run's results.json ({type(err).__name__}: {err})") from None
-    rows = without_repeated_runs(_typed_rows(path, load_rows(path)), str(path))
+    rows = without_repeated_runs(_typed_rows(path, [upgrade(row) for row in load_rows(path)]), str(path))
     for number, row in enumerate(rows, 1):
         if row.get("ranks_file"):  # stored relative to its results file; a report may run from anywhere
             row["ranks_path"] = str(path.parent / row["ranks_file"])
@@ -113,7 +59,12 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def load_frame(paths: list[Path]) -> pd.DataFrame:
-    rows = [row for path in paths for row in read_rows(Path(path)) if row.get("level") != "train"]
+    """The timing rows of these results files as one frame (timing_frame)."""
+    return timing_frame([row for path in paths for row in read_rows(Path(path)) if row.get("level") != "train"])
+
+
+def timing_frame(rows: list[dict]) -> pd.DataFrame:
+    """Timing rows as one frame: a `mechanism` label per row, one row per cell (its latest measurement)."""
     if not rows:
         return pd.DataFrame()
     frame = pd.DataFrame(rows)

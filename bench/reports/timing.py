@@ -23,11 +23,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from ..results import ResultsFileError, effective_attention_dropout
-from .accuracy import accuracy_report
-from .rows import load_frame, read_rows
+from ..schema import effective_attention_dropout
+from . import style
+from .style import BASELINE
 
-BASELINE = "sdpa"
 SERIES_KEYS = ["device", "dtype", "level", "mode", "dim", "heads", "padding", "attention_dropout"]
 PANELS = [(False, "bidirectional"), (True, "causal")]
 
@@ -88,19 +87,10 @@ def _with_speedup(series: pd.DataFrame) -> pd.DataFrame:
     return series
 
 
-def _colors(mechanisms) -> dict[str, str]:
-    """One colour per mechanism, the same in every panel; sdpa in black."""
-    palette = plt.get_cmap("tab10").colors
-    others = sorted(m for m in set(mechanisms) if m != BASELINE)
-    colors = {m: matplotlib.colors.to_hex(palette[i % len(palette)]) for i, m in enumerate(others)}
-    colors[BASELINE] = "black"
-    return colors
-
-
 def _panels(series: pd.DataFrame, order_by: str):
     """Bidirectional and causal panels: (figure, [(ax, causal, title, {mechanism: rows})], colours)."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
-    colors = _colors(series["mechanism"])
+    colors = style.colors(series["mechanism"])
     panels = []
     for ax, (causal, name) in zip(axes, PANELS, strict=False):
         panel = series[(series["causal"] == causal) & (series["status"] == "ok")]
@@ -225,24 +215,6 @@ def _memory_table(series: pd.DataFrame) -> pd.DataFrame:
     return table.fillna("—")
 
 
-def markdown_table(table: pd.DataFrame) -> str:
-    """A pipe table (pandas' to_markdown would pull in `tabulate`)."""
-    index_names = [str(n) for n in table.index.names]
-    header = index_names + [str(c) for c in table.columns]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for index, row in table.iterrows():
-        index = index if isinstance(index, tuple) else (index,)
-        lines.append("| " + " | ".join([str(i) for i in index] + [str(v) for v in row]) + " |")
-    return "\n".join(lines)
-
-
-def _write_tables(table: pd.DataFrame, stem: Path, caption: str) -> None:
-    stem.with_suffix(".csv").write_text(table.to_csv(), encoding="utf-8")
-    stem.with_suffix(".md").write_text(f"{caption}\n\n" + markdown_table(table) + "\n", encoding="utf-8")
-    latex = table.to_latex(escape=True, caption=caption)
-    stem.with_suffix(".tex").write_text(latex, encoding="utf-8")
-
-
 def _stem_prefix(key: dict) -> str:
     padded = f"_pad{round(100 * key['padding'])}" if key.get("padding") else ""
     if "attention_dropout" in key and key["attention_dropout"] != effective_attention_dropout(key["level"], None):
@@ -278,17 +250,9 @@ def _plot_series(series: pd.DataFrame, key: dict, batch: int, stem: Path) -> lis
     return paths
 
 
-def report(paths: list[Path], out: Path) -> list[Path]:
-    """Write every plot and table for the given results files into `out`; returns the files."""
-    all_rows = [row for path in paths for row in read_rows(Path(path))]
-    if not all_rows:
-        raise ResultsFileError(f"no result rows in {', '.join(map(str, paths))} (empty or blank lines only)")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = accuracy_report([r for r in all_rows if r.get("level") == "train"], out)
-    frame = load_frame(paths)
-    if frame.empty:
-        return written
+def timing_report(frame: pd.DataFrame, out: Path) -> list[Path]:
+    """Every speed and memory plot and table of the timing rows in `frame` (rows.timing_frame) into `out`."""
+    written: list[Path] = []
     measured = frame[frame["level"].isin(["attention", "kernel", "model"])]
     if "host" in measured:
         mixed = [g for g, rows in measured.groupby(GROUP_KEYS) if rows["host"].nunique() > 1]
@@ -315,9 +279,9 @@ def report(paths: list[Path], out: Path) -> list[Path]:
             stem = out / f"{_stem_prefix(key)}_B{batch}_{device}"
             if series["seq_len"].nunique() >= 2:  # one length: tables only
                 written += _plot_series(series, key, batch, stem)
-            _write_tables(
-                _table(series),
+            style.write_table(
                 stem.with_name(stem.name + "_time"),
+                _table(series),
                 f"Median time in ms (speed-up vs sdpa) — {key['level']} {key['mode']}, {key['dtype']}, batch "
                 f"{batch}{_conditions(key)}, {key['device']}"
                 + (
@@ -326,9 +290,9 @@ def report(paths: list[Path], out: Path) -> list[Path]:
                     else ""
                 ),
             )
-            _write_tables(
-                _memory_table(series),
+            style.write_table(
                 stem.with_name(stem.name + "_memory"),
+                _memory_table(series),
                 f"Peak memory in MiB over inputs — {key['level']} {key['mode']}, {key['dtype']}, batch {batch}"
                 f"{_conditions(key)}, {key['device']}",
             )

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import math
 import sys
-from pathlib import Path
 
 import pandas as pd
 
-from ..results import attention_label, duplicate_keys
+from ..schema import attention_label, duplicate_keys
 
-BASELINE = "sdpa"
 SUBJECT = "linrec"  # the suite's subject: other mechanisms are tested against it as well as against the baseline
 PROTOCOL_NAMES = {"seen_excluded": "seen items excluded", "all": "all items ranked"}
 
@@ -30,82 +28,6 @@ BUDGET_KEYS = {
 
 
 ORDER_BLIND_LENGTHS = ("min", "p25", "p50", "p75", "p90", "p99", "max")
-
-
-RUN_FIELDS = (
-    "test",
-    "valid",
-    "best_epoch",
-    "epochs_run",
-    "stop_reason",
-    "seconds_per_epoch",
-    "other_load_cores",
-    "split_batches",
-    "train_seconds",
-    "peak_mem_bytes",
-    "mem_method",
-    "history",
-    "protocol",
-    "parameters",
-    "backend",
-)
-
-
-def _compact(value):
-    """Floats to 6 significant digits, recursively: a learning curve of 100 epochs x two protocols stays a few
-    KB per row (results files stay under CI's 1 MB limit), far below any difference the reports show."""
-    if isinstance(value, float):
-        return float(f"{value:.6g}")
-    if isinstance(value, dict):
-        return {key: _compact(item) for key, item in value.items()}
-    return value
-
-
-def compact_history(history: list[dict] | None) -> list[dict] | None:
-    """The per-epoch records of a run, compact; the memory method is the row's, not repeated per epoch."""
-    if history is None:
-        return None
-    return [{key: _compact(item) for key, item in epoch.items() if key != "mem_method"} for epoch in history]
-
-
-def train_row(results: dict) -> dict:
-    """A training run's results.json as a row of the sweep's training level."""
-    config = results["config"]
-    test, valid = results["test"], results["valid"]
-    if "ndcg@10" in test:  # written before both protocols were reported: one protocol, named by its flag
-        name = (
-            "seen_excluded"
-            if config.get("exclude_history")
-            else ("all" if config.get("protocol", "full") == "full" else config["protocol"])
-        )
-        test, valid = {name: test}, {name: valid}
-    row = {
-        "level": "train",
-        "dataset": config["dataset"],
-        "model": config["model"],
-        "objective": config["objective"],
-        "attention": config["attention"],
-        "options": config["attention_options"],
-        "max_len": config["max_len"],
-        "batch_size": config["batch_size"],
-        "seed": config["seed"],
-        "recipe": config.get("recipe") or "recbole",
-        "settings": {},
-        "label": attention_label(config["attention"], config["attention_options"]),
-        "status": "ok",
-        "message": "",
-        **{k: results.get(k) for k in RUN_FIELDS},
-        "test": test,
-        **({"test_probes": results["test_probes"]} if results.get("test_probes") else {}),  # long-range tasks
-        "valid": valid,
-        "history": compact_history(results.get("history")),
-        "dataset_stats": results["dataset"],
-        "config": config,
-        "run_commit": results.get("commit"),
-    }
-    row.update({k: results.get(k) for k in ("torch", "threads", "host", "device", "timestamp", "commit")})
-    row.update({k: results[k] for k in ("diff_sha256", "code_versions") if k in results})
-    return row
 
 
 def _recipe(row: dict) -> str:
@@ -159,7 +81,8 @@ def train_frame(rows: list[dict]) -> pd.DataFrame:
             # seeds pooled; the kernel is its own column (it moves s/epoch, not accuracy)
             "mechanism": attention_label(row["attention"], row.get("options") or {}),
             "backend": row.get("backend"),
-            "seq_len": row["max_len"],
+            "seq_len": row["seq_len"],
+            "commit": row.get("commit"),  # the code that trained it (pinned at start in newer rows)
             "batch_size": row["batch_size"],
             "seed": row["seed"],
             "best_epoch": row["best_epoch"],
@@ -197,7 +120,7 @@ def train_frame(rows: list[dict]) -> pd.DataFrame:
     )  # the latest run wins
 
 
-def _protocols(frame: pd.DataFrame) -> list[str]:
+def protocols_of(frame: pd.DataFrame) -> list[str]:
     present = {c.split(":", 1)[1] for c in frame.columns if c.startswith("ndcg@10:")}
     return [
         p for p in ("seen_excluded", "all", "uni100", "pop100") if p in present and frame[f"ndcg@10:{p}"].notna().any()
@@ -221,7 +144,7 @@ def summary(frame: pd.DataFrame, by=("mechanism", "seq_len", "batch_size")) -> p
         )
     table["train_minutes"] = grouped["train_minutes"].mean()
     if "device" in frame:
-        table["device"] = grouped["device"].agg(_devices)
+        table["device"] = grouped["device"].agg(devices_of)
     return table.reset_index()
 
 
@@ -232,15 +155,9 @@ def device_label(device: str) -> str:
     return " ".join(device.split())
 
 
-def _devices(values) -> str:
+def devices_of(values) -> str:
     """One device, or every device of a group joined ('mixed' seeds: their s/epoch is a median across machines)."""
     return " + ".join(sorted({device_label(v) for v in values}))
-
-
-def pipe_table(table: pd.DataFrame) -> str:
-    """A markdown pipe table of a frame's columns (pandas' to_markdown would pull in `tabulate`)."""
-    header = "| " + " | ".join(map(str, table.columns)) + " |\n|" + "---|" * len(table.columns) + "\n"
-    return header + "".join("| " + " | ".join(str(v) for v in row) + " |\n" for row in table.itertuples(index=False))
 
 
 def several_devices(table: pd.DataFrame) -> bool:
@@ -258,10 +175,3 @@ def mean_pm(mean: float, std: float, seeds: int) -> str:
 def short_protocol(protocol: str) -> str:
     """A protocol's name in a table header."""
     return "seen excl." if protocol == "seen_excluded" else protocol
-
-
-def write_md_csv(stem: Path, shown: pd.DataFrame, text: list[str]) -> list[Path]:
-    """The table as CSV and the page (heading, explanation, table, sections) as Markdown."""
-    shown.to_csv(stem.with_suffix(".csv"), index=False)
-    stem.with_suffix(".md").write_text("\n".join(text), encoding="utf-8")
-    return [stem.with_suffix(".md"), stem.with_suffix(".csv")]

@@ -24,7 +24,7 @@ import torch
 from models.attention import attention_class, build_attention
 
 from ..measure import peak_memory, synchronize, time_callable
-from ..results import MODEL_DROPOUT, attention_label, effective_attention_dropout
+from ..schema import MODEL_DROPOUT, attention_label, effective_attention_dropout
 
 LEVELS = ("attention", "kernel", "model")
 MODEL_ITEMS, MODEL_LAYERS = 3706, 2
@@ -194,7 +194,7 @@ def _model_workload(cell: Cell, device, dtype) -> Callable[[], None]:
 
     config = EncoderConfig(
         num_items=MODEL_ITEMS,
-        max_len=cell.seq_len,
+        seq_len=cell.seq_len,
         hidden=cell.dim,
         heads=cell.heads,
         layers=MODEL_LAYERS,

@@ -31,7 +31,7 @@ from models.attention import build_attention
 
 from ..environment import REPO_ROOT, environment, positive_float, positive_int
 from ..measure import time_interleaved
-from ..results import attention_label
+from ..schema import attention_label
 
 BASELINE_DIR = REPO_ROOT / "results" / "gate"
 CROSS_KIND_FACTOR = 2.0  # the tolerance of a ratio taken from another CPU kind's baseline is this much wider

@@ -34,7 +34,6 @@ from models.attention.functional import compiled_linrec_attention, linrec_attent
 
 from ..environment import REPO_ROOT, environment, positive_int
 from ..measure import time_interleaved
-from ..reports.timing import markdown_table
 from ..results import append_row
 
 DEFAULT_OUT = REPO_ROOT / "results" / "peers" / "peers-cpu.jsonl"
@@ -45,6 +44,45 @@ def _optional(module: str):
         return importlib.import_module(module)
     except ImportError:
         return None
+
+
+def _add_performer_pytorch(add, tag, causal, x, qkv, dim, heads, nb_features, device) -> None:
+    """lucidrains' performer-pytorch, layer and kernel, where installed."""
+    q, k, v = qkv
+    head_dim = dim // heads
+    performer_pytorch = _optional("performer_pytorch")
+    if performer_pytorch is not None:
+        peer = performer_pytorch.SelfAttention(
+            dim=dim,
+            heads=heads,
+            dim_head=head_dim,
+            causal=causal,
+            nb_features=nb_features,
+            feature_redraw_interval=10**9,
+        ).to(device)  # fixed features, like ours with redraw_interval=0
+        add(f"layer/performer-pytorch/{tag}", lambda m=peer: m(x), (x,))
+        fast = performer_pytorch.FastAttention(dim_heads=head_dim, nb_features=nb_features, causal=causal).to(device)
+        add(f"kernel/performer-pytorch/{tag}", lambda m=fast: m(q, k, v), (q, k, v))
+
+
+def _add_cuda_packages(add, tag, x, qkv, dim, heads, device) -> None:
+    """On CUDA, causal: flash-linear-attention's chunked kernel, LinRec on it, and Mamba / retention on their
+    packages' fused kernels beside their PyTorch paths, where installed."""
+    q, k, v = qkv
+    fla = _optional("fla.ops.linear_attn")
+    if fla is not None:  # fla takes (B, N, H, d): the transposes are part of what a user would pay
+
+        def fla_chunk(fla=fla):
+            return fla.chunk_linear_attn(*(t.transpose(1, 2) for t in (q, k, v)), scale=1.0, normalize=False)[0]
+
+        add(f"kernel/fla-chunk-linear/{tag}", fla_chunk, (q, k, v))
+        add(f"kernel/linrec-fla/{tag}", lambda: linrec_attention(q, k, v, causal=True, backend="fla"), (q, k, v))
+    # the recurrent mixers on their packages' fused kernels beside their PyTorch paths, through our layers
+    for name, package, fused in (("mamba", "mamba_ssm", "mamba-ssm"), ("retention", "fla", "fla")):
+        if _optional(package) is not None:
+            for backend in ("torch", fused):
+                layer = build_attention(name, dim, heads, causal=True, backend=backend).to(device)
+                add(f"layer/{name}-{backend}/{tag}", lambda m=layer: m(x), (x,))
 
 
 def peer_jobs(
@@ -101,40 +139,9 @@ def peer_jobs(
         ).to(device)
         add(f"layer/performer/{tag}", lambda m=ours_performer: m(x), (x,))
         add(f"kernel/performer/{tag}", lambda m=ours_performer: m.attend(q, k, v, None), (q, k, v))
-        performer_pytorch = _optional("performer_pytorch")
-        if performer_pytorch is not None:
-            peer = performer_pytorch.SelfAttention(
-                dim=dim,
-                heads=heads,
-                dim_head=head_dim,
-                causal=causal,
-                nb_features=nb_features,
-                feature_redraw_interval=10**9,
-            ).to(device)  # fixed features, like ours with redraw_interval=0
-            add(f"layer/performer-pytorch/{tag}", lambda m=peer: m(x), (x,))
-            fast = performer_pytorch.FastAttention(dim_heads=head_dim, nb_features=nb_features, causal=causal).to(
-                device
-            )
-            add(f"kernel/performer-pytorch/{tag}", lambda m=fast: m(q, k, v), (q, k, v))
+        _add_performer_pytorch(add, tag, causal, x, (q, k, v), dim, heads, nb_features, device)
         if device.startswith("cuda") and causal:
-            fla = _optional("fla.ops.linear_attn")
-            if fla is not None:  # fla takes (B, N, H, d): the transposes are part of what a user would pay
-                add(
-                    f"kernel/fla-chunk-linear/{tag}",
-                    lambda fla=fla: fla.chunk_linear_attn(
-                        *(x.transpose(1, 2) for x in (q, k, v)), scale=1.0, normalize=False
-                    )[0],
-                    (q, k, v),
-                )
-                add(
-                    f"kernel/linrec-fla/{tag}", lambda: linrec_attention(q, k, v, causal=True, backend="fla"), (q, k, v)
-                )
-            # the recurrent mixers on their packages' fused kernels beside their PyTorch paths, through our layers
-            for name, package, fused in (("mamba", "mamba_ssm", "mamba-ssm"), ("retention", "fla", "fla")):
-                if _optional(package) is not None:
-                    for backend in ("torch", fused):
-                        layer = build_attention(name, dim, heads, causal=True, backend=backend).to(device)
-                        add(f"layer/{name}-{backend}/{tag}", lambda m=layer: m(x), (x,))
+            _add_cuda_packages(add, tag, x, (q, k, v), dim, heads, device)
     ours_linformer = build_attention("linformer", dim, heads, max_len=seq_len, k=linformer_k).to(device)
     add("layer/linformer/bidir", lambda m=ours_linformer: m(x), (x,))
     linformer = _optional("linformer")
@@ -229,28 +236,6 @@ def run_peers(
     return rows
 
 
-def peers_table(rows: list[dict]) -> str:
-    import pandas as pd
-
-    def cell(row: dict) -> str:
-        text = f"{row['time_ms']:.1f} ms"
-        if row.get("ours_over_peer") is not None:
-            text += f" (ours/peer {row['ours_over_peer']:.2f})"
-        if row.get("ratio_vs_sdpa") is not None:
-            text += f" [/sdpa {row['ratio_vs_sdpa']:.2f}]"
-        return text
-
-    measured = [r for r in rows if "time_ms" in r]
-    frame = pd.DataFrame(measured)
-    frame["cell"] = [cell(r) for r in measured]
-    frame["what"] = (
-        frame["level"] + " " + frame["implementation"] + " " + frame["causal"].map({True: "causal", False: "bidir"})
-    )
-    table = frame.pivot_table(index=["mode", "what"], columns="seq_len", values="cell", aggfunc="first")
-    table.columns = [f"N={c}" for c in table.columns]
-    return markdown_table(table.fillna("—"))
-
-
 # ------------------------------------------------------------------ limits
 
 
@@ -314,24 +299,25 @@ def measure_limits(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seq-len", default="256,1024,4096,8192", help="comma-separated")
-    parser.add_argument("--batch-size", type=positive_int, default=8)
-    parser.add_argument("--dim", type=positive_int, default=128)
-    parser.add_argument("--heads", type=positive_int, default=8)
-    parser.add_argument("--mode", default="fwd_bwd,infer")
-    parser.add_argument("--rounds", type=positive_int, default=5)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--nb-features", type=positive_int, default=64)
-    parser.add_argument("--linformer-k", type=positive_int, default=256)
+    parser.add_argument("--seq-len", default="256,1024,4096,8192", help="sequence lengths N, comma-separated")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="sequences per step (B)")
+    parser.add_argument("--dim", type=positive_int, default=128, help="model width")
+    parser.add_argument("--heads", type=positive_int, default=8, help="attention heads")
+    parser.add_argument("--mode", default="fwd_bwd,infer", help="fwd | fwd_bwd | infer, comma-separated")
+    parser.add_argument("--rounds", type=positive_int, default=5, help="interleaved timing rounds per cell")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    parser.add_argument("--nb-features", type=positive_int, default=64, help="Performer's random features")
+    parser.add_argument("--linformer-k", type=positive_int, default=256, help="Linformer's projected length")
     parser.add_argument("--limits", action="store_true", help="also measure the bandwidth / FLOP-rate limit figure")
     parser.add_argument(
         "--compiled", action="store_true", help="also time LinRec's torch.compile path (peers and limit figure)"
     )
     parser.add_argument("--only", help="comma-separated name parts, e.g. performer,linformer (sdpa is always kept)")
-    parser.add_argument("--out", default=str(DEFAULT_OUT))
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="results file (JSON lines; the table beside it as .md)")
 
 
-def main(args) -> int:
+def main(args) -> list[dict]:
+    """Measure (and with --limits, the machine's limits); the rows, for the command's table."""
     out = Path(args.out)
     rows = run_peers(
         [int(n) for n in args.seq_len.split(",")],
@@ -347,14 +333,8 @@ def main(args) -> int:
         compiled=args.compiled,
         only=tuple(args.only.split(",")) if args.only else None,
     )
-    table = peers_table(rows)
-    print("\n" + table)
-    out.with_suffix(".md").write_text(
-        f"Peers, {rows[0]['device']}, torch {rows[0]['torch']}, {rows[0]['threads']} threads; "
-        "cells: median time (ours / peer) [/sdpa]\n\n" + table + "\n"
-    )
     if args.limits:
         limits = measure_limits(device=args.device, compiled=args.compiled)
         append_row(out.with_name("limits.jsonl"), limits)
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in limits.items()}, indent=1))
-    return 0
+    return rows

@@ -32,16 +32,8 @@ from pathlib import Path
 
 from ..environment import REPO_ROOT, check_device, die_with_parent, environment, git_commit, stop_code, stop_name
 from ..plugins import load_plugins
-from ..reports.training_rows import train_row
-from ..results import (
-    append_to_parts,
-    attention_label,
-    folder_owner,
-    load_rows,
-    result_parts,
-    results_writer,
-    run_identity,
-)
+from ..results import append_to_parts, folder_owner, load_rows, result_parts, results_writer
+from ..schema import attention_label, run_identity, train_row, upgrade
 
 DEFAULT_WORK_DIR = REPO_ROOT / "runs" / "accuracy"
 
@@ -50,7 +42,7 @@ DEFAULT_WORK_DIR = REPO_ROOT / "runs" / "accuracy"
 class TrainCell:
     dataset: str
     attention: str
-    max_len: int
+    seq_len: int
     batch_size: int
     seed: int = 2000
     recipe: str = "sasrec-plus"
@@ -66,6 +58,7 @@ class TrainCell:
 
     @classmethod
     def of_row(cls, row: dict) -> TrainCell:
+        row = upgrade(row)  # rows written before seq_len
         return cls(**{k: row[k] for k in cls.__dataclass_fields__})
 
     @property
@@ -75,7 +68,7 @@ class TrainCell:
     def slug(self) -> str:
         extra = "".join(f"-{k}{v}" for k, v in sorted(self.settings.items()))
         name = self.label.replace("[", "-").replace("]", "").replace("=", "").replace(",", "-")
-        shape = f"N{self.max_len}-B{self.batch_size}-s{self.seed}"
+        shape = f"N{self.seq_len}-B{self.batch_size}-s{self.seed}"
         return f"{self.dataset}-{self.model}-{self.objective}-{self.recipe}-{name}-{shape}{extra}"
 
     def train_config(self, out: Path, *, device: str = "cpu", threads: int | None = None, data_dir: str | None = None):
@@ -87,7 +80,7 @@ class TrainCell:
             "objective": self.objective,
             "attention": self.attention,
             "attention_options": dict(self.options),
-            "max_len": self.max_len,
+            "seq_len": self.seq_len,
             "batch_size": self.batch_size,
             "seed": self.seed,
             **self.settings,
@@ -389,7 +382,7 @@ def _run_cell(cell_dir: Path) -> None:
     from .train import train
 
     load_plugins()  # the driver's --plugin modules, passed through the environment
-    config = TrainConfig(**json.loads((cell_dir / "config.json").read_text()))
+    config = TrainConfig(**upgrade(json.loads((cell_dir / "config.json").read_text())))  # cells written before seq_len
     (cell_dir / "results.json").unlink(missing_ok=True)
     train(config, resume=True, progress=False, log=True)
 

@@ -82,7 +82,7 @@ class TrainConfig:
     attention: str = "sdpa"  # a registered mechanism (sdpa, linrec, mamba, ...: available_attentions()) or a plugin's
     attention_options: dict = field(default_factory=dict)
     causal: bool | None = None  # SASRec: default causal for all_positions; BERT4Rec: always bidirectional
-    max_len: int = 200  # N: the window of most recent items the model reads
+    seq_len: int = 200  # N: the window of most recent items the model reads
     hidden: int = 64  # model width
     heads: int = 2  # attention heads (hidden must divide by it)
     layers: int = 2  # encoder blocks
@@ -94,7 +94,7 @@ class TrainConfig:
     embedding_scale: bool = False  # item embeddings x sqrt(hidden)
     embedding_norm: bool = True  # LayerNorm on the summed embeddings
     feed_forward_dropout: bool = False  # dropout inside the feed-forward too (SASRec's code)
-    layer_norm_eps: float = 1e-12
+    layer_norm_eps: float = 1e-12  # LayerNorm's epsilon (RecBole's)
     attention_init: str = "normal"  # q/k/v weights: "normal" (std 0.02) or "xavier" (nn.MultiheadAttention's)
     positions: str = "from_newest"  # position numbering: "from_newest" or "from_oldest" (SASRec's code)
     # SASRec all_positions: the "last" N + 1 items of each user, or "all": windows covering the whole history
@@ -110,7 +110,7 @@ class TrainConfig:
     epochs: int = 100  # at most
     batch_size: int = 128  # sequences (windows) per training step
     lr: float = 1e-3  # Adam's learning rate
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # Adam's L2 penalty
     patience: int = 10  # epochs without a better valid NDCG@10 before stopping
     max_minutes: float | None = None  # wall-clock budget; stops after the epoch that crosses it
     eval_batch_size: int = 512  # users per evaluation step
@@ -119,11 +119,11 @@ class TrainConfig:
     select_protocol: str | None = None
     recipe: str | None = None  # the named recipe these settings started from (recorded; applied by with_recipe)
     seed: int = 2000  # initialisation, batches and dropout
-    device: str = "cpu"
+    device: str = "cpu"  # where to train
     threads: int | None = None  # torch threads (default: torch's)
     out: str = "runs/latest"  # run folder: checkpoints, results.json, test ranks
-    synthetic_users: int = 500
-    synthetic_items: int = 200
+    synthetic_users: int = 500  # --dataset synthetic: users generated
+    synthetic_items: int = 200  # --dataset synthetic: items generated
 
     def __post_init__(self):
         recommender_class(self.model)  # a clear error for an unknown --model
@@ -146,7 +146,7 @@ class TrainConfig:
         for name in (
             "epochs",
             "batch_size",
-            "max_len",
+            "seq_len",
             "hidden",
             "heads",
             "layers",
@@ -223,6 +223,6 @@ def run_header(config: TrainConfig, dataset, device: str, backend: str | None, t
     kernel = f" (kernel: {backend})" if backend else ""
     return (
         f"train: {dataset.name} ({dataset.num_users:,} users, {dataset.num_items:,} items), {config.model} with "
-        f"{config.attention}{options}{kernel}, N={config.max_len}, batch {config.batch_size}, seed {config.seed}, "
+        f"{config.attention}{options}{kernel}, N={config.seq_len}, batch {config.batch_size}, seed {config.seed}, "
         f"{device}, {threads} thread(s), recipe {config.recipe or 'recbole'} -> {config.out}"
     )

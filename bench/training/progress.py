@@ -53,9 +53,9 @@ def _duration(seconds: float) -> str:
 def _training_position(cell: TrainCell, checkpoint: Path) -> str:
     """Epoch, best so far and what is left, from the checkpoint the cell resumes from. The budget is the cell's
     (what the driver will resume with), not the one saved in the checkpoint."""
-    from .train import _load
+    from .checkpoint import load_checkpoint
 
-    state = _load(checkpoint)["state"]
+    state = load_checkpoint(checkpoint)["state"]
     config = cell.train_config(checkpoint.parent)
     epoch, history = state["epoch"], state["history"]
     line = f"epoch {epoch}/{config.epochs}, best {state['best_epoch']} (valid {state['best_valid']:.4f})"

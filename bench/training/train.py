@@ -18,6 +18,7 @@ of a recipe can still be overridden one by one, which is how the ablation is run
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import random
 import statistics
@@ -34,11 +35,12 @@ from models.attention import attention_class
 from ..data import SequenceDataset, leave_one_out, load_dataset
 from ..data.longrange import is_longrange, longrange_dataset
 from ..data.synthetic import synthetic_dataset
-from ..environment import check_device, code_version, environment
+from ..environment import check_device, environment
 from ..measure import LoadMonitor, peak_memory
 from ..results import folder_owner
 from . import distributed
-from .config import TrainConfig, fixed_settings, run_header
+from .checkpoint import load_checkpoint, save_epoch, start_state
+from .config import TrainConfig, run_header
 from .evaluate import TEST_RANKS_FILE, evaluate, evaluate_probes, write_test_ranks
 
 
@@ -53,7 +55,7 @@ def get_dataset(config: TrainConfig) -> SequenceDataset:
 def build_model(config: TrainConfig, num_items: int):
     encoder = EncoderConfig(
         num_items=num_items,
-        max_len=config.max_len,
+        seq_len=config.seq_len,
         hidden=config.hidden,
         heads=config.heads,
         layers=config.layers,
@@ -95,12 +97,6 @@ def _batches(examples: list[list[int]], config: TrainConfig, rng: random.Random)
     return batches
 
 
-def _save(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)  # atomic: an interruption never leaves a torn checkpoint
-
-
 def _train_epoch(
     model,
     trainer,
@@ -132,18 +128,6 @@ def _train_epoch(
     if replicas.world > 1:  # the weighted shares add up to world x the global batch's mean loss
         losses = [total / replicas.world for total in distributed.all_reduce(losses, replicas)]
     return losses, time.time() - started
-
-
-def _load(path: Path) -> dict:
-    """A checkpoint written by this module; tensors and plain containers only (no code runs on load)."""
-    try:
-        return torch.load(path, weights_only=True)
-    except Exception as err:  # noqa: BLE001 -- torn, empty, foreign or crafted files all end here
-        reason = (str(err).strip().splitlines() or [""])[0][:200]
-        raise ValueError(
-            f"{path}: not a readable checkpoint of this suite ({type(err).__name__}: {reason}); "
-            "delete it (the run restarts) or use another --out"
-        ) from None
 
 
 def _check_trainable(model, split, dataset: SequenceDataset) -> None:
@@ -193,11 +177,10 @@ def train(
         distributed.teardown(replicas)
 
 
-def _train(config, replicas, device, *, resume, overwrite, progress, log, dataset) -> dict:
-    log = log and replicas.writer
+def _open_folder(config, replicas, *, resume: bool, overwrite: bool) -> Path:
+    """The run folder, refused when it holds another run that is neither resumed nor overwritten."""
     out = Path(config.out)
-    checkpoint_path, best_path = out / "checkpoint.pt", out / "best.pt"
-    earlier = [p.name for p in (checkpoint_path, best_path, out / "results.json") if p.exists()]
+    earlier = [name for name in ("checkpoint.pt", "best.pt", "results.json") if (out / name).exists()]
     if earlier and not resume and not overwrite:
         raise ValueError(
             f"--out {out} already holds a run ({', '.join(earlier)}): --resume continues it, --overwrite replaces it, "
@@ -209,6 +192,44 @@ def _train(config, replicas, device, *, resume, overwrite, progress, log, datase
         torch.set_num_threads(config.threads)
     elif replicas.launched:
         torch.set_num_threads(distributed.default_threads(replicas))
+    return out
+
+
+def _stop_reason(config, state: dict) -> str | None:
+    if state["bad_epochs"] >= config.patience:
+        return "early stopping"
+    if config.max_minutes is not None and state["train_seconds"] / 60 >= config.max_minutes:
+        return "time budget"
+    return None
+
+
+def _epoch_record(epoch, losses, epoch_seconds, load, valid, state, peak_bytes, peak, config) -> dict:
+    return {
+        "epoch": epoch,
+        "loss": sum(losses) / len(losses),
+        "epoch_seconds": epoch_seconds,
+        "other_load_cores": round(load.other_cores(), 2),
+        "valid_ndcg@10": valid[config.select_protocol]["ndcg@10"],
+        "valid": {name: {m: metrics[m] for m in ("ndcg@10", "recall@10", "mrr@10")} for name, metrics in valid.items()},
+        "elapsed_train_seconds": state["train_seconds"],
+        "peak_mem_bytes": int(peak_bytes) if peak["bytes"] is not None else None,
+        "mem_method": peak["method"],
+    }
+
+
+def _log_epoch(record: dict, valid: dict, improved: bool) -> None:
+    shown = "  ".join(f"{name} NDCG@10 {m['ndcg@10']:.4f} R@10 {m['recall@10']:.4f}" for name, m in valid.items())
+    print(
+        f"epoch {record['epoch']:3d}  loss {record['loss']:.4f}  {record['epoch_seconds']:6.1f} s  valid "
+        f"{shown}{'  *' if improved else ''}",
+        flush=True,
+    )
+
+
+def _train(config, replicas, device, *, resume, overwrite, progress, log, dataset) -> dict:
+    log = log and replicas.writer
+    out = _open_folder(config, replicas, resume=resume, overwrite=overwrite)
+    best_path = out / "best.pt"
     dataset = dataset or get_dataset(config)
     split = leave_one_out(dataset)
     popularity = torch.bincount(torch.tensor([i for s in split.train for i in s]) - 1, minlength=dataset.num_items)
@@ -219,48 +240,17 @@ def _train(config, replicas, device, *, resume, overwrite, progress, log, datase
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     if replicas.world > 1:  # replicas start equal (same seed; DDP also broadcasts) but draw different dropout masks
         torch.manual_seed(config.seed * 1000 + replicas.rank)
-    state = {"epoch": 0, "best_valid": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": [], "train_seconds": 0.0}
-    started_code = code_version()  # read now: the tree may change while the run trains
-    if resume and not checkpoint_path.exists() and log:
-        print(f"--resume: no checkpoint in {out}: starting from scratch", flush=True)
-    if resume and checkpoint_path.exists():
-        checkpoint = _load(checkpoint_path)
-        if fixed_settings(checkpoint["config"]) != fixed_settings(asdict(config)):
-            raise ValueError(
-                f"--resume: {checkpoint_path} was written with a different configuration; use another --out or drop "
-                "--resume"
-            )
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        rng_by_rank = checkpoint.get("torch_rng_by_rank") or [checkpoint["torch_rng"]]
-        torch.set_rng_state(rng_by_rank[replicas.rank] if len(rng_by_rank) == replicas.world else rng_by_rank[0])
-        state = checkpoint["state"]
-    # the code of every start of this run: the first trained it from scratch, a later one resumed it
-    state["code_versions"] = state.get("code_versions") or []
-    if started_code not in state["code_versions"]:
-        state["code_versions"].append(started_code)
-    elif not resume and replicas.writer:
-        for stale in (checkpoint_path, best_path, out / "results.json"):
-            stale.unlink(missing_ok=True)
-    distributed.barrier(replicas)
+    state = start_state(config, model, optimizer, replicas, out, resume=resume, log=log)
     trainer = model
     if replicas.launched:
         trainer = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device] if device.startswith("cuda") else None
         )
 
-    def evaluate_on(examples, seed, ranks_out=None):
-        return evaluate(
-            model,
-            examples,
-            dataset.num_items,
-            config,
-            item_popularity=popularity,
-            seed=seed,
-            device=device,
-            replicas=replicas,
-            ranks_out=ranks_out,
-        )
+    evaluate_on = functools.partial(
+        evaluate, model, num_items=dataset.num_items, config=config, item_popularity=popularity, device=device,
+        replicas=replicas,
+    )  # fmt: skip
 
     backend = attention_class(config.attention).backend_for(config.attention_options, device)
     if log:  # one line saying what is about to train, before the first (long) epoch
@@ -269,11 +259,8 @@ def _train(config, replicas, device, *, resume, overwrite, progress, log, datase
     stop_reason = "epochs"
     job = distributed.job_process(replicas)  # whose CPU use is this run's own, not load
     while state["epoch"] < config.epochs:
-        if state["bad_epochs"] >= config.patience:
-            stop_reason = "early stopping"
-            break
-        if config.max_minutes is not None and state["train_seconds"] / 60 >= config.max_minutes:
-            stop_reason = "time budget"
+        stop_reason = _stop_reason(config, state) or stop_reason
+        if stop_reason != "epochs":
             break
         epoch = state["epoch"] + 1
         rng = random.Random(config.seed * 1000 + epoch)  # batches depend on (seed, epoch) only: resumable
@@ -284,63 +271,41 @@ def _train(config, replicas, device, *, resume, overwrite, progress, log, datase
             losses, epoch_seconds = _train_epoch(
                 model, trainer, optimizer, examples, rng, config, f"epoch {epoch}", progress, device, replicas
             )
-            valid = evaluate_on(split.valid, config.seed)
+            valid = evaluate_on(split.valid, seed=config.seed)
         # the slowest replica's time and the largest one's memory: what the run costs
         epoch_seconds, peak_bytes = distributed.all_reduce([epoch_seconds, peak["bytes"] or 0], replicas, op="max")
         state["train_seconds"] += epoch_seconds
-        selected = valid[config.select_protocol]["ndcg@10"]
-        record = {
-            "epoch": epoch,
-            "loss": sum(losses) / len(losses),
-            "epoch_seconds": epoch_seconds,
-            "other_load_cores": round(load.other_cores(), 2),
-            "valid_ndcg@10": selected,
-            "valid": {
-                name: {m: metrics[m] for m in ("ndcg@10", "recall@10", "mrr@10")} for name, metrics in valid.items()
-            },
-            "elapsed_train_seconds": state["train_seconds"],
-            "peak_mem_bytes": int(peak_bytes) if peak["bytes"] is not None else None,
-            "mem_method": peak["method"],
-        }
+        record = _epoch_record(epoch, losses, epoch_seconds, load, valid, state, peak_bytes, peak, config)
         state["history"].append(record)
-        improved = selected > state["best_valid"]
+        improved = record["valid_ndcg@10"] > state["best_valid"]
         if improved:
-            state.update(best_valid=selected, best_epoch=epoch, bad_epochs=0)
+            state.update(best_valid=record["valid_ndcg@10"], best_epoch=epoch, bad_epochs=0)
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch
-        rng_by_rank = distributed.gather_in_order({replicas.rank: torch.get_rng_state()}, replicas.world, replicas)
-        distributed.check_replicas(model, replicas)
-        if replicas.writer:
-            if improved:
-                _save(best_path, {"model": model.state_dict(), "epoch": epoch})
-            _save(
-                checkpoint_path,
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "torch_rng": rng_by_rank[0],
-                    "torch_rng_by_rank": rng_by_rank,
-                    "state": state,
-                    "config": asdict(config),
-                },
-            )
-        distributed.barrier(replicas)
+        save_epoch(out, model, optimizer, state, config, replicas, improved)
         if log:
-            shown = "  ".join(
-                f"{name} NDCG@10 {m['ndcg@10']:.4f} R@10 {m['recall@10']:.4f}" for name, m in valid.items()
-            )
-            print(
-                f"epoch {epoch:3d}  loss {record['loss']:.4f}  {epoch_seconds:6.1f} s  valid "
-                f"{shown}{'  *' if improved else ''}",
-                flush=True,
-            )
+            _log_epoch(record, valid, improved)
 
-    model.load_state_dict(_load(best_path)["model"])
-    valid = evaluate_on(split.valid, config.seed)
+    model.load_state_dict(load_checkpoint(best_path)["model"])
+    valid = evaluate_on(split.valid, seed=config.seed)
     test_ranks: dict[str, list[int]] = {}
-    test = evaluate_on(split.test, config.seed + 1, ranks_out=test_ranks)
+    test = evaluate_on(split.test, seed=config.seed + 1, ranks_out=test_ranks)
     probes = evaluate_probes(model, dataset.probes, device) if dataset.probes else None
+    stop_reason = stop_reason if state["epoch"] < config.epochs else "epochs"
+    results = _results(config, model, dataset, state, test, valid, probes, stop_reason, backend, device, replicas)
+    results["wall_seconds_this_call"] = time.time() - started
+    if replicas.writer:
+        write_test_ranks(out / TEST_RANKS_FILE, dataset, split, test_ranks)
+        tmp = out / "results.json.tmp"
+        tmp.write_text(json.dumps(results, indent=2) + "\n")
+        tmp.replace(out / "results.json")  # atomic: a reader never sees half a file
+    distributed.barrier(replicas)
+    return results
+
+
+def _results(config, model, dataset, state, test, valid, probes, stop_reason, backend, device, replicas) -> dict:
+    """What a finished run reports (results.json): metrics, cost, protocol, config and the code that trained it."""
     epochs = state["history"]
     loads = [e["other_load_cores"] for e in epochs if e.get("other_load_cores") is not None]
     results = {
@@ -349,7 +314,7 @@ def _train(config, replicas, device, *, resume, overwrite, progress, log, datase
         "valid": valid,
         "best_epoch": state["best_epoch"],
         "epochs_run": state["epoch"],
-        "stop_reason": stop_reason if state["epoch"] < config.epochs else "epochs",
+        "stop_reason": stop_reason,
         # median: an epoch slowed by a paused process or a burst of load on a shared machine does not move it
         "seconds_per_epoch": statistics.median(e["epoch_seconds"] for e in epochs) if epochs else None,
         "train_seconds": state["train_seconds"],
@@ -358,7 +323,6 @@ def _train(config, replicas, device, *, resume, overwrite, progress, log, datase
         "other_load_cores": statistics.median(loads) if loads else None,
         # the batches ran as groups of similar length: faster per epoch than whole batches, the same loss
         "split_batches": model.split_batches,
-        "wall_seconds_this_call": time.time() - started,
         "peak_mem_bytes": max(
             (e.get("peak_mem_bytes") or 0 for e in epochs), default=None
         ),  # over all epochs, resumed ones included
@@ -387,10 +351,4 @@ def _train(config, replicas, device, *, resume, overwrite, progress, log, datase
         **state["code_versions"][0],
         "code_versions": state["code_versions"],
     }
-    if replicas.writer:
-        write_test_ranks(out / TEST_RANKS_FILE, dataset, split, test_ranks)
-        tmp = out / "results.json.tmp"
-        tmp.write_text(json.dumps(results, indent=2) + "\n")
-        tmp.replace(out / "results.json")  # atomic: a reader never sees half a file
-    distributed.barrier(replicas)
     return results
