@@ -349,3 +349,47 @@ def test_round2_chooses_each_mechanism_s_rate_at_the_shortest_distance_then_adds
     added = [c for c in cells if c not in grid]
     assert len(added) == 3 * 3 + 1 - 1  # three seeds at 64, 256, 1024 and one at 4,096, less the grid's own cell
     assert all(c.attention == "sdpa" and c.settings["lr"] == 1e-3 for c in added)
+
+
+def _round2_row(task, mechanism, distance, seed, lr, test, valid, epochs=48):
+    row = _report_row(mechanism, distance, test, 0.01)
+    row.update(dataset=f"longrange-{task}-k{distance}", seed=seed, settings={"lr": lr, "epochs": epochs})
+    row.update(valid={"all": {"ndcg@10": valid}}, epochs_run=epochs, best_epoch=10, config={"epochs": epochs})
+    row["timestamp"] = f"2026-12-03T00:{distance % 60:02d}:{seed % 60:02d}"
+    return row
+
+
+def test_round2_cells_are_read_apart_from_round1_with_the_chosen_rate_medians_and_ranges(tmp_path):
+    from bench.reports.longrange import longrange_report
+
+    grid = [_round2_row("mqar", "sdpa", 64, 2000, lr, 0.5, v) for lr, v in ((3e-4, 0.2), (1e-3, 0.9), (3e-3, 0.5))]
+    seeds = [
+        _round2_row("mqar", "sdpa", k, seed, 1e-3, test, 0.9)
+        for k, tests in ((64, (0.9, 0.95, 0.99)), (256, (0.2, 0.6, 0.7)))
+        for seed, test in zip((2000, 2001, 2002), tests, strict=True)
+    ]
+    round1 = [_report_row("sdpa", 8, 1.0, 0.49), _report_row("sdpa", 64, 0.98, 0.04)]
+    longrange_report([*round1, *grid, *seeds], tmp_path)
+    text = (tmp_path / "longrange.md").read_text()
+    assert "| mqar | sdpa | 0.200 | 0.900 ← | 0.500 |" in text  # the grid, the kept rate marked
+    # the seeds of the chosen rate: median [lowest, highest] (n), and the context read from the median line
+    assert "| sdpa | 0.950 [0.900, 0.990] (3) | 0.600 [0.200, 0.700] (3) | >= 256 [64; >= 256] |" in text
+    assert (tmp_path / "longrange_round2_mqar_heatmap.png").exists()
+    assert "| 2048 | sdpa | >= 64 |" in text  # round 1's table holds round 1's cells only
+
+
+def test_the_recall_diagnosis_changes_one_thing_at_a_time_beside_round1(tmp_path):
+    from bench.reports.longrange import longrange_report
+    from bench.training.presets import preset_cells
+
+    cells = preset_cells("longrange-diagnosis")
+    assert {c.attention for c in cells} == {"mamba", "retention"} and all(c.settings["lr"] for c in cells)
+    round1 = [_report_row("mamba", 8, 1.0, 0.49), _report_row("mamba", 64, 0.001, 0.005)]
+    slower = {**_report_row("mamba", 64, 0.9, 0.005), "settings": {"lr": 1e-3}}
+    wider = {**_report_row("mamba", 64, 0.2, 0.005), "settings": {"lr": 3e-3, "hidden": 128}}
+    longrange_report([*round1, slower, wider], tmp_path)
+    text = (tmp_path / "longrange.md").read_text()
+    assert "## Recall at k = 64: what stops Mamba and retention (diagnosis)" in text
+    assert "| k=64: hidden=128 | k=64: lr=0.001 | k=64: round 1 (lr=0.003) |" in text
+    assert "| mamba | 0.200 | 0.900* | 0.001 |" in text
+    assert "| 2048 | mamba | 8 |" in text  # round 1's effective context is untouched by the diagnosis cells

@@ -115,3 +115,24 @@ def test_the_readme_results_block_is_what_the_committed_rows_give():
     assert readme_block(REPO_ROOT / "README.md") == results_block(REPO_ROOT / "results"), (
         "README.md's results block differs from the committed rows: run `python -m bench report --committed`"
     )
+
+
+def test_a_newcomer_reads_the_code_in_pieces_and_the_concerns_stay_apart():
+    """No file over 400 lines nor function over 80 in bench/; timing and training write rows through bench/schema.py
+    and import nothing from the reports; the README stays short (its results are a generated block)."""
+    import ast
+
+    long_files, long_functions, crossing = [], [], []
+    for path in sorted((REPO_ROOT / "bench").rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        if len(text.splitlines()) > 400:
+            long_files.append(path.name)
+        tree = ast.parse(text)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno >= 80:
+                long_functions.append(f"{path.name}:{node.name}")
+            if isinstance(node, ast.ImportFrom) and path.parent.name in ("timing", "training"):
+                if "reports" in (node.module or "").split("."):
+                    crossing.append(f"{path.name} imports {node.module}")
+    assert long_files == [] and long_functions == [] and crossing == []
+    assert len((REPO_ROOT / "README.md").read_text(encoding="utf-8").splitlines()) <= 150

@@ -230,7 +230,8 @@ def _add_accuracy(sub, plugin) -> None:
         "longrange (recall / repeat / taste at distances 8-4096, generated) | longrange-gpu (8,192 items) | "
         "longrange-budget (recall at k = 64 and 256, 4x the epochs, for those below the ceiling) | "
         "seeds (ML-1M N = 200: sdpa and LinRec 5 seeds, the others 3; Beauty N = 50) | longrange-round2 (mqar and "
-        "taste, a learning rate per mechanism, 3 seeds)",
+        "taste, a learning rate per mechanism, 3 seeds) | longrange-diagnosis (recall at k = 64: Mamba and retention, "
+        "one change at a time)",
     )
     acc.add_argument("--out", help="results file (default results/sweeps/accuracy-PRESET-DEVICE.jsonl)")
     acc.add_argument("--work-dir", help="checkpoints and logs per cell (default runs/accuracy)")

@@ -56,6 +56,7 @@ def longrange_frame(rows: list[dict]) -> pd.DataFrame:
                 "mechanism": attention_label(row["attention"], row.get("options") or {}) + fallback_note(row),
                 "seed": row["seed"],
                 "accuracy": row["test"][PROTOCOL][METRIC],
+                "valid": (row.get("valid") or {}).get(PROTOCOL, {}).get(METRIC, float("nan")),
                 # every test position whose evidence is k back (rows from before it was recorded: none)
                 "probes": (row.get("test_probes") or {}).get(METRIC, float("nan")),
                 "recall@10": row["test"][PROTOCOL]["recall@10"],
@@ -67,6 +68,13 @@ def longrange_frame(rows: list[dict]) -> pd.DataFrame:
                 # learnt in the last quarter of the budget: more epochs might still move it
                 "late": row["best_epoch"] > 0.75 * row["epochs_run"] and len(history) > 1,
                 "partial": row["status"] == "partial",
+                # what a cell changed from its preset's recipe besides the budget (a learning rate, a width): the
+                # round-1 tables keep the unchanged cells; round 2 and the diagnosis read the others
+                "variant": ",".join(
+                    f"{key}={value}"
+                    for key, value in sorted((row.get("settings") or {}).items())
+                    if key not in ("epochs", "patience")
+                ),
                 "minutes": (row["seconds_per_epoch"] or 0) * (row["epochs_run"] or 0) / 60,
                 "device": row.get("device", ""),
                 "timestamp": row.get("timestamp", ""),
@@ -75,7 +83,7 @@ def longrange_frame(rows: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(records)
     if frame.empty:
         return frame
-    key = ["task", "distance", "items", "mechanism", "seed", "budget"]
+    key = ["task", "distance", "items", "mechanism", "seed", "budget", "variant"]
     # stable: of two rows with one timestamp (a cell's row and its copy with the probes added), the later in file wins
     return frame.sort_values("timestamp", kind="stable").drop_duplicates(key, keep="last").reset_index(drop=True)
 
@@ -135,7 +143,7 @@ def effective_contexts(rows: list[dict]) -> dict[tuple[str, int, str], str]:
     frame = longrange_frame(rows)
     if frame.empty:
         return {}
-    preset, _, _ = split_budgets(frame)
+    preset, _, _ = split_budgets(frame[frame["variant"] == ""])
     lines = _by_cell(preset).groupby(["task", "items", "mechanism"])
     return {key: effective_context(line) for key, line in lines}
 
@@ -156,14 +164,15 @@ def _accuracy_table(cells: pd.DataFrame) -> pd.DataFrame:
 
 
 def _plot(cells: pd.DataFrame, title: str, path: Path) -> None:
-    colors = style.colors(cells["mechanism"])
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colors, markers = style.colors(cells["mechanism"]), style.markers(cells["mechanism"])
+    fig, ax = plt.subplots(figsize=(9, 4.5))
     levels = cells.groupby("distance")[["ceiling", "chance"]].mean()
     ax.plot(levels.index, levels["ceiling"], "k--", lw=1, label="ceiling (Bayes-optimal)")
     ax.plot(levels.index, levels["chance"], ":", color="grey", lw=1.2, label="chance")
     for mechanism, line in cells.groupby("mechanism"):
         line = line.sort_values("distance")
-        ax.plot(line["distance"], line["accuracy"], "o-", color=colors[mechanism], label=mechanism, ms=4)
+        look = {"marker": markers[mechanism], "color": colors[mechanism], "ms": 5}
+        ax.plot(line["distance"], line["accuracy"], "-", label=mechanism, **look)
     ax.set_xscale("log", base=2)
     ax.set_xticks(sorted(cells["distance"].unique()), [str(k) for k in sorted(cells["distance"].unique())])
     ax.set_xlabel("distance k to the evidence (items)")
@@ -171,7 +180,7 @@ def _plot(cells: pd.DataFrame, title: str, path: Path) -> None:
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)  # outside the data
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -200,12 +209,12 @@ LONGER_NOTE = (
 
 def longrange_report(rows: list[dict], out: Path) -> list[Path]:
     """Plots and tables of the long-range rows among `rows` (none: nothing written); returns the files."""
-    frame = longrange_frame(rows)
-    if frame.empty:
+    every = longrange_frame(rows)
+    if every.empty:
         return []
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    frame, longer, longest = split_budgets(frame)
+    frame, longer, longest = split_budgets(every[every["variant"] == ""])
     cells = _by_cell(frame)
     # where a longer budget moves a mechanism's effective context, the table says so beside the preset's reading
     trained_longer = set(zip(longer["items"], longer["task"], longer["mechanism"], strict=True))
@@ -243,6 +252,10 @@ def longrange_report(rows: list[dict], out: Path) -> list[Path]:
             pipe_table(_budget_table(longer)),
             "",
         ]
+    from .longrange_round2 import round2_sections
+
+    more_files, more_text = round2_sections(every, out)
+    written, text = written + more_files, text + more_text
     stem = out / "longrange"
     stem.with_suffix(".md").write_text("\n".join(header + text), encoding="utf-8")
     table.to_csv(out / "longrange_effective_context.csv", index=False)
@@ -257,11 +270,15 @@ def _task_sections(cells: pd.DataFrame, context_longest: dict, devices: str, out
         suffix = "" if items == 2048 else f"_i{items}"
         path = out / f"longrange_{task}{suffix}.png"
         _plot(task_cells, f"{task}: accuracy vs distance ({items} items) — {devices}", path)
-        written.append(path)
+        heatmap = out / f"longrange_{task}{suffix}_heatmap.png"
+        skill_heatmap(
+            task_cells.assign(median=task_cells["accuracy"]), f"{task}: skill (share of chance→ceiling)", heatmap
+        )
+        written += [path, heatmap]
         text += [
             f"## {task} ({items} items)",
             "",
-            f"![{task}]({path.name})",
+            f"![{task}]({path.name}) ![{task} heatmap]({heatmap.name})",
             "",
             pipe_table(_accuracy_table(task_cells)),
             "",
@@ -276,3 +293,21 @@ def _task_sections(cells: pd.DataFrame, context_longest: dict, devices: str, out
                 reading += f" ({probed} at every position k back)"
             context.setdefault((items, mechanism), {})[task] = reading
     return written, text, context
+
+
+def skill_heatmap(cells: pd.DataFrame, title: str, path: Path) -> None:
+    """Mechanisms x k, each cell the share of the way from chance to the ceiling its (median) accuracy covers."""
+    skill = (cells["median"] - cells["chance"]) / (cells["ceiling"] - cells["chance"])
+    grid = cells.assign(skill=skill.clip(0, 1)).pivot_table(index="mechanism", columns="distance", values="skill")
+    fig, ax = plt.subplots(figsize=(1.4 + 1.1 * len(grid.columns), 0.9 + 0.45 * len(grid)))
+    ax.imshow(grid.values, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(grid.columns)), [f"k={k}" for k in grid.columns])
+    ax.set_yticks(range(len(grid.index)), grid.index)
+    for (i, j), value in pd.DataFrame(grid.values).stack().items():
+        if pd.isna(value):  # a distance this mechanism did not run
+            continue
+        ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="white" if value < 0.6 else "black")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -267,6 +267,33 @@ def _seeds() -> list[TrainCell]:
     return cells
 
 
+# Why Mamba and retention stay at chance on recall at k = 64 (round 1: 16 epochs, lr 3e-3, width 64, 2 heads), while
+# sdpa reaches the ceiling by epoch 5: one change at a time. Every cell names its rate, so its rows stay apart from
+# round 1's (the long-range report's diagnosis section).
+DIAGNOSIS_CHANGES = (
+    (16, {}, {}),
+    (32, {}, {}),
+    (64, {"lr": 1e-3}, {}),
+    (64, {"lr": 3e-4}, {}),
+    (64, {"hidden": 128, "inner": 128}, {}),
+    (64, {"epochs": 48, "patience": 48}, {}),
+)
+# and one change of each one's own: Mamba's state 4x larger; retention's decays spread over 8 heads, not 2
+DIAGNOSIS_OWN = {"mamba": (64, {}, {"d_state": 64}), "retention": (64, {"heads": 8}, {})}
+
+
+def _longrange_diagnosis() -> list[TrainCell]:
+    from ..data.longrange import LongRangeTask
+
+    cells = []
+    for name in ("mamba", "retention"):
+        for distance, settings, options in (*DIAGNOSIS_CHANGES, DIAGNOSIS_OWN[name]):
+            spec = LongRangeTask("recall", distance)
+            shape = (spec.name, name, spec.window, spec.batch_size, 2000, "longrange")
+            cells.append(TrainCell(*shape, options=options, settings={"lr": 3e-3, **settings}))
+    return cells
+
+
 def presets() -> dict[str, list[TrainCell]]:
     """Built when asked, so mechanisms registered by plugins are in the presets."""
     return {
@@ -298,6 +325,8 @@ def presets() -> dict[str, list[TrainCell]]:
         "longrange-budget": _longrange_budget(),
         # round 2: mqar (recall without the shortcut) and taste, a learning rate per mechanism, three seeds
         "longrange-round2": _longrange_round2(),
+        # recall at k = 64: Mamba and retention with one change at a time (distance, rate, width, budget, state)
+        "longrange-diagnosis": _longrange_diagnosis(),
     }
 
 

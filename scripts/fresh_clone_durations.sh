@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The README's two commands as a newcomer runs them: a fresh clone, an empty kernel cache, `tox -e main` then
+# `tox -e tests`, each timed, with the peak memory of its whole process tree (sampled every second) and what pip
+# installed (no CUDA wheel may appear). Run it on a quiet machine (pause other jobs: kill -STOP) and say so.
+#
+#   bash scripts/fresh_clone_durations.sh OUT_DIR
+#
+# OUT_DIR gets durations.json, main.log, tests.log, pip-*.txt and the main job's sweep.jsonl (the 1-thread
+# reference of this CPU kind, to be committed as results/sweeps/quick-cpu-<kind>.jsonl).
+set -euo pipefail
+out=$(realpath -m "${1:?usage: fresh_clone_durations.sh OUT_DIR}")
+repo=$(cd "$(dirname "$0")/.." && pwd)
+mkdir -p "$out"
+work=$(mktemp -d)
+git clone --quiet "$repo" "$work/clone"
+export TORCH_EXTENSIONS_DIR="$work/torch-extensions"   # a newcomer's first run builds the kernels
+
+peak_tree_rss() {  # the largest summed RSS (MiB) of PID's process tree, sampled every second until it exits
+  local pid=$1 peak=0 now
+  while kill -0 "$pid" 2>/dev/null; do
+    now=$(ps -e -o pid=,ppid=,rss= | awk -v root="$pid" '
+      { parent[$1] = $2; rss[$1] = $3 }
+      END { for (p in rss) { q = p; while (q != "" && q != root && q != 1 && q != 0) q = parent[q];
+            if (q == root) total += rss[p] } print int(total / 1024) }')
+    [ "$now" -gt "$peak" ] && peak=$now
+    sleep 1
+  done
+  echo "$peak"
+}
+
+run_timed() {  # NAME: tox -e NAME in the clone; seconds, exit code and peak tree memory into OUT/NAME.*
+  local name=$1 start end pid
+  start=$(date +%s)
+  (cd "$work/clone" && tox -e "$name" > "$out/$name.log" 2>&1; echo $? > "$out/$name.rc") &
+  pid=$!
+  peak_tree_rss "$pid" > "$out/$name.peak_mib"
+  wait "$pid" || true
+  end=$(date +%s)
+  echo $((end - start)) > "$out/$name.seconds"
+  "$work/clone/.tox/$name/bin/python" -m pip list --format=freeze > "$out/pip-$name.txt" 2>/dev/null || true
+}
+
+python -m pip install --quiet --disable-pip-version-check tox
+run_timed main
+run_timed tests
+"$work/clone/.tox/.pkg/bin/python" -m pip list --format=freeze > "$out/pip-pkg.txt" 2>/dev/null || true
+cp "$work/clone"/runs/main-*/sweep.jsonl "$out/sweep.jsonl" 2>/dev/null || true
+cuda=$(cat "$out"/pip-*.txt | grep -i -E '^nvidia|\+cu[0-9]' || true)
+python - "$out" "$cuda" <<'EOF'
+import json, os, platform, sys
+out, cuda = sys.argv[1], sys.argv[2]
+read = lambda name: open(os.path.join(out, name)).read().strip()
+import torch
+summary = {
+    "machine": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine()) + f", {os.cpu_count()} cores",
+    "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    "tox_main_seconds": int(read("main.seconds")), "tox_main_rc": int(read("main.rc")),
+    "tox_main_peak_tree_mib": int(read("main.peak_mib")),
+    "tox_tests_seconds": int(read("tests.seconds")), "tox_tests_rc": int(read("tests.rc")),
+    "tox_tests_peak_tree_mib": int(read("tests.peak_mib")),
+    "cuda_packages_installed": cuda.split() if cuda else [],
+    "torch_in_envs": sorted({l for f in os.listdir(out) if f.startswith("pip-") for l in open(os.path.join(out, f))
+                             if l.lower().startswith("torch==")}),
+}
+json.dump(summary, open(os.path.join(out, "durations.json"), "w"), indent=1)
+print(json.dumps(summary, indent=1))
+EOF
+rm -rf "$work"
