@@ -94,6 +94,28 @@ def type_problem(row: dict) -> str | None:
     return None
 
 
+# what a timing row holds before (or without) a measurement: a cell that was not run still has every key
+EMPTY_MEASUREMENT = {
+    "message": "",
+    "time_ms": None,
+    "time_ms_p25": None,
+    "time_ms_p75": None,
+    "repeats": 0,
+    "peak_mem_bytes": None,
+    "mem_method": None,
+    "tokens_per_s": None,
+    "first_call_ms": None,
+}
+
+
+def timing_row(cell: dict, measured: dict, environment: dict, seed: int, config: dict) -> dict:
+    """A sweep cell's row: the cell (its device kind as device_type: `device` names the machine), what was
+    measured (status, times, memory; EMPTY_MEASUREMENT where nothing was), where and by what code."""
+    fields = dict(cell)
+    fields["device_type"] = fields.pop("device")
+    return {**fields, **EMPTY_MEASUREMENT, **measured, **environment, "seed": seed, "config": config}
+
+
 MODEL_DROPOUT = 0.2  # model cells: RecBole's dropout (embeddings, residual branches, attention unless set)
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's two commands as a newcomer runs them: a fresh clone, an empty kernel cache, `tox -e main` then
-# `tox -e tests`, each timed, with the peak memory of its whole process tree (sampled every second) and what pip
+# `tox -e tests`, each timed, with the peak memory (PSS) of its whole process tree (sampled every second) and what pip
 # installed (no CUDA wheel may appear). Run it on a quiet machine (pause other jobs: kill -STOP) and say so.
 #
 #   bash scripts/fresh_clone_durations.sh OUT_DIR
@@ -15,25 +15,34 @@ work=$(mktemp -d)
 git clone --quiet "$repo" "$work/clone"
 export TORCH_EXTENSIONS_DIR="$work/torch-extensions"   # a newcomer's first run builds the kernels
 
-peak_tree_rss() {  # the largest summed RSS (MiB) of PID's process tree, sampled every second until it exits
-  local pid=$1 peak=0 now
+peak_tree_pss() {  # sampled every second until PID exits: the largest summed PSS (MiB) of its process tree, and
+  # the three largest processes at that moment (PSS counts a page shared by N processes as 1/N in each, so forked
+  # workers and compilers add up to what the machine really holds; summed RSS counts shared torch pages N times)
+  local pid=$1 peak=0 now top
   while kill -0 "$pid" 2>/dev/null; do
-    now=$(ps -e -o pid=,ppid=,rss= | awk -v root="$pid" '
-      { parent[$1] = $2; rss[$1] = $3 }
-      END { for (p in rss) { q = p; while (q != "" && q != root && q != 1 && q != 0) q = parent[q];
-            if (q == root) total += rss[p] } print int(total / 1024) }')
-    [ "$now" -gt "$peak" ] && peak=$now
+    now=$(for p in /proc/[0-9]*; do
+            q=${p#/proc/}; k=$(awk '/^Pss:/{print $2}' "$p/smaps_rollup" 2>/dev/null) || continue
+            [ -n "$k" ] && echo "$q $(awk '{print $4}' "$p/stat" 2>/dev/null) $k $(tr '\0' ' ' < "$p/cmdline" 2>/dev/null | cut -c1-100)"
+          done | awk -v root="$pid" '
+      { parent[$1] = $2; pss[$1] = $3; line[$1] = $0 }
+      END { for (p in pss) { q = p; while (q != "" && q != root && q != 1 && q != 0) q = parent[q];
+            if (q == root) { total += pss[p]; print int(pss[p] / 1024), line[p] > "/dev/stderr" } }
+            print int(total / 1024) }' 2>"$out/.tree")
+    if [ "$now" -gt "$peak" ]; then
+      peak=$now; top=$(sort -n -r "$out/.tree" | head -3 | awk '{printf "%s MiB: %s %s %s %s\\n", $1, $5, $6, $7, $8}')
+    fi
     sleep 1
   done
-  echo "$peak"
+  rm -f "$out/.tree"
+  echo "$peak"; printf "%b" "$top" > "$out/$2.peak_processes"
 }
 
 run_timed() {  # NAME: tox -e NAME in the clone; seconds, exit code and peak tree memory into OUT/NAME.*
   local name=$1 start end pid
   start=$(date +%s)
-  (cd "$work/clone" && tox -e "$name" > "$out/$name.log" 2>&1; echo $? > "$out/$name.rc") &
+  (cd "$work/clone" && { tox -e "$name" > "$out/$name.log" 2>&1 && echo 0 || echo $?; } > "$out/$name.rc") &
   pid=$!
-  peak_tree_rss "$pid" > "$out/$name.peak_mib"
+  peak_tree_pss "$pid" "$name" > "$out/$name.peak_mib"
   wait "$pid" || true
   end=$(date +%s)
   echo $((end - start)) > "$out/$name.seconds"
@@ -55,9 +64,9 @@ summary = {
     "machine": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine()) + f", {os.cpu_count()} cores",
     "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     "tox_main_seconds": int(read("main.seconds")), "tox_main_rc": int(read("main.rc")),
-    "tox_main_peak_tree_mib": int(read("main.peak_mib")),
+    "tox_main_peak_tree_pss_mib": int(read("main.peak_mib")), "tox_main_peak_processes": read("main.peak_processes").splitlines(),
     "tox_tests_seconds": int(read("tests.seconds")), "tox_tests_rc": int(read("tests.rc")),
-    "tox_tests_peak_tree_mib": int(read("tests.peak_mib")),
+    "tox_tests_peak_tree_pss_mib": int(read("tests.peak_mib")), "tox_tests_peak_processes": read("tests.peak_processes").splitlines(),
     "cuda_packages_installed": cuda.split() if cuda else [],
     "torch_in_envs": sorted({l for f in os.listdir(out) if f.startswith("pip-") for l in open(os.path.join(out, f))
                              if l.lower().startswith("torch==")}),

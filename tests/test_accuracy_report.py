@@ -98,7 +98,7 @@ def test_the_same_ratings_in_two_orders_get_a_table_with_the_gap_against_the_spr
         return
     assert written == [
         f"order_file_order_vs_ratings_order_{stem}.{ext}"  # names with underscores kept whole
-        for ext in ("md", "csv")
+        for ext in ("md", "csv", "tex")
         for stem in ["sasrec-all-positions_sasrec-plus_d64h1"]
     ]
     text = (tmp_path / written[0]).read_text()

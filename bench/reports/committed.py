@@ -24,6 +24,8 @@ COMMITTED_REPORTS: dict[str, list[str]] = {
     # every mixer at its best CPU path (fused C++ scans, chunkwise retention), AVX2 EPYC, one thread
     "mixers-cpu-amd-epyc-avx2": ["sweeps/mixers-cpu-amd-epyc-avx2.jsonl"],
     "short-n-cpu-amd-epyc-avx2": ["sweeps/short-n-cpu-amd-epyc-avx2.jsonl"],
+    # the main job of a fresh clone on a quiet AVX2 EPYC: the main job's reference for that CPU kind
+    "quick-cpu-amd-epyc-avx2": ["sweeps/quick-cpu-amd-epyc-avx2.jsonl"],
     "quick-cpu": ["sweeps/quick-cpu.jsonl"],
     "accuracy": [
         "sweeps/accuracy-*-cpu.jsonl",
@@ -129,7 +131,7 @@ def _speedups(frame: pd.DataFrame) -> dict[tuple, float]:
 SETUP_KEYS = ("device", "cpu_capability", "threads", "torch", "backend")
 
 
-REFERENCE_GLOB = "quick-cpu*.jsonl"  # committed references of the main job, one per CPU model (results/sweeps/)
+REFERENCE_GLOB = "quick-cpu*.jsonl"  # committed references of the main job, one per CPU kind (results/sweeps/)
 
 
 def measured_setup(frame: pd.DataFrame) -> dict:
@@ -195,7 +197,7 @@ def compare_speedups(new: Path, references: Path | list[Path], tolerance: float 
             f"no committed reference matches this setup; the closest, {reference}, was measured on another "
             f"({'; '.join(differences)}): {len(differ)} of {len(common)} speed-ups differ by more than {tolerance}x, "
             "expected between setups and not judged. Add one for this machine: python -m bench sweep --preset "
-            "quick --threads 1 --out results/sweeps/quick-cpu-<cpu model>.jsonl (docs/measurement.md)"
+            "quick --threads 1 --out results/sweeps/quick-cpu-<cpu model>-<capability>.jsonl (docs/measurement.md)"
         ]
     elif busy:  # most of this run was timed under load: its differences are not the noise of a quiet run
         lines = [

@@ -51,15 +51,18 @@ def _diagnosis(diagnosis: pd.DataFrame, round1: pd.DataFrame) -> list[str]:
     """Mechanisms x (distance, change) -> test NDCG@10 of the recall diagnosis, beside round 1's k = 64 cell."""
     records = []
     for row in diagnosis.itertuples():
-        base = row.mechanism.split("[")[0]
-        option = row.mechanism[len(base) :]
+        label = row.mechanism.split(" (")[0]  # a fallback note is not a change of the cell
+        base = label.split("[")[0]
+        option = label[len(base) :]
         rate = ",".join(part for part in row.variant.split(",") if part != "lr=0.003")  # round 1's rate: no change
         budget = f"{int(row.budget)} epochs" if row.budget != 16 else ""
         change = ", ".join(filter(None, [rate, option.strip("[]"), budget])) or "as round 1"
         records.append({"mechanism": base, "cell": f"k={row.distance}: {change}", "value": _reading(row)})
     diagnosed = {record["mechanism"] for record in records}
-    for row in round1[(round1["distance"] == 64) & round1["mechanism"].isin(diagnosed)].itertuples():
-        records.append({"mechanism": row.mechanism, "cell": "k=64: round 1 (lr=0.003)", "value": _reading(row)})
+    for row in round1[round1["distance"] == 64].itertuples():
+        base = row.mechanism.split("[")[0].split(" (")[0]  # round 1 ran Mamba's PyTorch path: the same mechanism
+        if base in diagnosed and row.mechanism.split(" (")[0] == base:
+            records.append({"mechanism": base, "cell": "k=64: round 1 (lr=0.003)", "value": _reading(row)})
     table = pd.DataFrame(records).pivot_table(index="mechanism", columns="cell", values="value", aggfunc="first")
     table = table[sorted(table.columns, key=lambda c: (int(c.split(":")[0][2:]), c))].fillna("—")
     return [

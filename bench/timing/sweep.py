@@ -20,6 +20,7 @@ from tqdm import tqdm
 from ..environment import environment, stop_code, stop_name
 from ..measure import LoadMonitor
 from ..results import append_row, load_rows, results_writer
+from ..schema import timing_row
 from .cells import Cell, tokens, unsupported_reason
 from .worker import Worker
 
@@ -99,7 +100,20 @@ def _run_locked(
     done = written_keys(out)
     todo = [c for c in cells if c.key() not in done]
     written = []
-    bar = tqdm(total=len(cells), initial=len(cells) - len(todo), unit="cell", disable=not progress, dynamic_ncols=True)
+    _prepare_mechanisms(todo)  # a kernel's one-time build before the bar starts: it would wreck the first ETA
+    # the bar advances by each cell's expected cost, not by cells: the long cells come last in every series, and an
+    # ETA counted in cells would promise a quarter of the time the sweep takes
+    costs = {cell.key(): _expected_cost(cell) for cell in cells}
+    finished = len(cells) - len(todo)
+    bar = tqdm(
+        total=round(sum(costs.values()), 1),
+        initial=round(sum(costs[c.key()] for c in cells if c.key() in done), 1),
+        desc=f"{finished}/{len(cells)} cells",
+        bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}",
+        disable=not progress,
+        dynamic_ncols=True,
+        smoothing=0,  # the average rate over the whole run: group by group, recent cells say little about the rest
+    )
     rows = None
     try:
         rows = measured_rows(
@@ -115,7 +129,9 @@ def _run_locked(
         for row in rows:
             append_row(out, row)
             written.append(row)
-            bar.update()  # a cell counts when its row is written: after its group's interleaved re-timing
+            finished += 1  # a cell counts when its row is written: after its group's interleaved re-timing
+            bar.set_description_str(f"{finished}/{len(cells)} cells", refresh=False)
+            bar.update(costs[Cell.of_row(row).key()])
     except KeyboardInterrupt as stop:
         bar.close()
         if rows is not None:
@@ -125,6 +141,12 @@ def _run_locked(
     finally:
         bar.close()
     return written
+
+
+def _expected_cost(cell: Cell) -> float:
+    """A cell's share of a sweep's time, roughly: a fixed part (a second of timing at least, set-up, interleaving)
+    and a part that grows with its tokens (a long cell repeats a slow step). Only the progress bar's ETA reads it."""
+    return 1.0 + cell.seq_len * cell.batch_size / 4096
 
 
 def _describe(cell: Cell) -> str:
@@ -164,15 +186,7 @@ def measured_rows(
             for cell in group:
                 env = environment(cell.device)  # per row: timestamp and load average change
                 worker_env = results[cell].pop("worker_env", {})  # threads and backend as the worker ran them
-                yield {
-                    **_cell_fields(cell),
-                    **_empty_measurement(),
-                    **results[cell],
-                    **env,
-                    **worker_env,
-                    "seed": seed,
-                    "config": config,
-                }
+                yield timing_row(asdict(cell), results[cell], {**env, **worker_env}, seed, config)
     finally:
         worker.close()
 
@@ -283,23 +297,3 @@ def _interleave_group(
             return
         on_status(f"busy ({load:.1f} other cores): waiting up to {QUIET_WAIT_S:.0f} s for quiet, then re-timing")
         _wait_for_quiet(QUIET_WAIT_S)
-
-
-def _cell_fields(cell: Cell) -> dict:
-    fields = asdict(cell)
-    fields["device_type"] = fields.pop("device")
-    return fields
-
-
-def _empty_measurement() -> dict:
-    return {
-        "message": "",
-        "time_ms": None,
-        "time_ms_p25": None,
-        "time_ms_p75": None,
-        "repeats": 0,
-        "peak_mem_bytes": None,
-        "mem_method": None,
-        "tokens_per_s": None,
-        "first_call_ms": None,
-    }

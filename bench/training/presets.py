@@ -270,12 +270,13 @@ def _seeds() -> list[TrainCell]:
 # Why Mamba and retention stay at chance on recall at k = 64 (round 1: 16 epochs, lr 3e-3, width 64, 2 heads), while
 # sdpa reaches the ceiling by epoch 5: one change at a time. Every cell names its rate, so its rows stay apart from
 # round 1's (the long-range report's diagnosis section).
-DIAGNOSIS_CHANGES = (
-    (16, {}, {}),
-    (32, {}, {}),
+DIAGNOSIS_CHANGES = (  # the likeliest answers first: the two mechanisms side by side, change by change
     (64, {"lr": 1e-3}, {}),
-    (64, {"lr": 3e-4}, {}),
+    (32, {}, {}),
+    (16, {}, {}),
     (64, {"hidden": 128, "inner": 128}, {}),
+    "own",
+    (64, {"lr": 3e-4}, {}),
     (64, {"epochs": 48, "patience": 48}, {}),
 )
 # and one change of each one's own: Mamba's state 4x larger; retention's decays spread over 8 heads, not 2
@@ -286,8 +287,9 @@ def _longrange_diagnosis() -> list[TrainCell]:
     from ..data.longrange import LongRangeTask
 
     cells = []
-    for name in ("mamba", "retention"):
-        for distance, settings, options in (*DIAGNOSIS_CHANGES, DIAGNOSIS_OWN[name]):
+    for change in DIAGNOSIS_CHANGES:
+        for name in ("mamba", "retention"):
+            distance, settings, options = DIAGNOSIS_OWN[name] if change == "own" else change
             spec = LongRangeTask("recall", distance)
             shape = (spec.name, name, spec.window, spec.batch_size, 2000, "longrange")
             cells.append(TrainCell(*shape, options=options, settings={"lr": 3e-3, **settings}))
