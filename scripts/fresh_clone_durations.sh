@@ -5,8 +5,9 @@
 #
 #   bash scripts/fresh_clone_durations.sh OUT_DIR
 #
-# OUT_DIR gets durations.json, main.log, tests.log, pip-*.txt and the main job's sweep.jsonl (the 1-thread
-# reference of this CPU kind, to be committed as results/sweeps/quick-cpu-<kind>.jsonl).
+# OUT_DIR gets durations.json (committed as results/robustness/first-run/<cpu kind>.json), main.log, tests.log,
+# pip-*.txt and the main job's sweep.jsonl (the 1-thread reference of this CPU kind, to be committed as
+# results/sweeps/quick-cpu-<kind>.jsonl).
 set -euo pipefail
 out=$(realpath -m "${1:?usage: fresh_clone_durations.sh OUT_DIR}")
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,7 +23,7 @@ peak_tree_pss() {  # sampled every second until PID exits: the largest summed PS
   while kill -0 "$pid" 2>/dev/null; do
     now=$(for p in /proc/[0-9]*; do
             q=${p#/proc/}; k=$(awk '/^Pss:/{print $2}' "$p/smaps_rollup" 2>/dev/null) || continue
-            [ -n "$k" ] && echo "$q $(awk '{print $4}' "$p/stat" 2>/dev/null) $k $(tr '\0' ' ' < "$p/cmdline" 2>/dev/null | cut -c1-100)"
+            [ -n "$k" ] && echo "$q $(awk '{print $4}' "$p/stat" 2>/dev/null) $k $({ tr '\0' ' ' < "$p/cmdline"; } 2>/dev/null | cut -c1-100)"
           done | awk -v root="$pid" '
       { parent[$1] = $2; pss[$1] = $3; line[$1] = $0 }
       END { for (p in pss) { q = p; while (q != "" && q != root && q != 1 && q != 0) q = parent[q];
@@ -55,7 +56,7 @@ run_timed tests
 "$work/clone/.tox/.pkg/bin/python" -m pip list --format=freeze > "$out/pip-pkg.txt" 2>/dev/null || true
 cp "$work/clone"/runs/main-*/sweep.jsonl "$out/sweep.jsonl" 2>/dev/null || true
 cuda=$(cat "$out"/pip-*.txt | grep -i -E '^nvidia|\+cu[0-9]' || true)
-python - "$out" "$cuda" <<'EOF'
+"$work/clone/.tox/main/bin/python" - "$out" "$cuda" "$(git -C "$work/clone" rev-parse HEAD)" <<'EOF'  # a python with torch, to read the capability
 import json, os, platform, sys
 out, cuda = sys.argv[1], sys.argv[2]
 read = lambda name: open(os.path.join(out, name)).read().strip()
@@ -68,8 +69,9 @@ summary = {
     "tox_tests_seconds": int(read("tests.seconds")), "tox_tests_rc": int(read("tests.rc")),
     "tox_tests_peak_tree_pss_mib": int(read("tests.peak_mib")), "tox_tests_peak_processes": read("tests.peak_processes").splitlines(),
     "cuda_packages_installed": cuda.split() if cuda else [],
-    "torch_in_envs": sorted({l for f in os.listdir(out) if f.startswith("pip-") for l in open(os.path.join(out, f))
+    "torch_in_envs": sorted({l.strip() for f in os.listdir(out) if f.startswith("pip-") for l in open(os.path.join(out, f))
                              if l.lower().startswith("torch==")}),
+    "commit": sys.argv[3],
 }
 json.dump(summary, open(os.path.join(out, "durations.json"), "w"), indent=1)
 print(json.dumps(summary, indent=1))

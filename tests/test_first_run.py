@@ -186,3 +186,18 @@ def test_git_ignores_what_the_readme_commands_leave():
     for path in (".venv", ".venv/bin/python", "results/sweeps/x.jsonl.lock", "runs/main-1/sweep.jsonl", ".tox/x"):
         checked = subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO)
         assert checked.returncode == 0, f"{path} is not ignored"
+
+
+def test_the_sweep_builds_every_fused_kernel_before_it_times_anything(monkeypatch):
+    """LinRec's kernel and the mixers' scans are built by `prepare`, before the progress bar starts: a build
+    inside the first cells made the first minute's ETA four times the sweep's length."""
+    from models.attention import attention_class, linrec
+    from models.attention.kernels import scan_cpp
+
+    built = []
+    monkeypatch.setattr(linrec, "extension_error", lambda: built.append("linrec"))
+    monkeypatch.setattr(scan_cpp, "extension_error", lambda: built.append("scan"))
+    for name in ("linrec", "mamba", "lru", "sdpa"):
+        attention_class(name).prepare("cpu")
+    attention_class("mamba").prepare("cuda")  # no C++ scan to build for a card
+    assert built == ["linrec", "scan", "scan"]

@@ -136,3 +136,16 @@ def test_a_newcomer_reads_the_code_in_pieces_and_the_concerns_stay_apart():
                     crossing.append(f"{path.name} imports {node.module}")
     assert long_files == [] and long_functions == [] and crossing == []
     assert len((REPO_ROOT / "README.md").read_text(encoding="utf-8").splitlines()) <= 150
+
+
+def test_the_readme_states_the_measured_durations_and_memory():
+    """The two commands' times and memory in the README are those of the committed fresh-clone measurement
+    (scripts/fresh_clone_durations.sh on a quiet machine), and that measurement installed no CUDA wheel."""
+    measured = json.loads((REPO_ROOT / "results/robustness/first-run/amd-epyc-avx2.json").read_text())
+    head = "\n".join((REPO_ROOT / "README.md").read_text(encoding="utf-8").splitlines()[:8])
+    assert measured["tox_main_rc"] == 0 and measured["tox_tests_rc"] == 0 and measured["cuda_packages_installed"] == []
+    assert measured["torch_in_envs"] == ["torch==2.13.0+cpu"]
+    for name in ("main", "tests"):
+        assert f"tox -e {name}" in head and f"(~{round(measured[f'tox_{name}_seconds'] / 60)} min" in head
+        assert f"{measured[f'tox_{name}_peak_tree_pss_mib'] / 1024:.1f} GiB" in head
+    assert f"{measured['machine'].split(',')[0]} ({measured['cpu_capability']})" in head

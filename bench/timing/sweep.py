@@ -109,7 +109,7 @@ def _run_locked(
         total=round(sum(costs.values()), 1),
         initial=round(sum(costs[c.key()] for c in cells if c.key() in done), 1),
         desc=f"{finished}/{len(cells)} cells",
-        bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}",
+        bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]{postfix}",  # tqdm adds ", " itself
         disable=not progress,
         dynamic_ncols=True,
         smoothing=0,  # the average rate over the whole run: group by group, recent cells say little about the rest

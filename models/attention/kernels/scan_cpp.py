@@ -37,6 +37,13 @@ KERNEL = CppKernel(
 )
 extension_error = KERNEL.error
 
+
+def prepare_scans(device: str) -> None:
+    """Build the scans now, where the first call on `device` would (once per machine, about a minute)."""
+    if torch.device(device).type == "cpu":
+        extension_error()
+
+
 MAMBA_CHUNK = 64  # positions between the states the forward keeps for the backward
 SCAN_DTYPES = (torch.float32, torch.float64)
 
