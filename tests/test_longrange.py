@@ -387,9 +387,10 @@ def test_the_recall_diagnosis_changes_one_thing_at_a_time_beside_round1(tmp_path
     round1 = [_report_row("mamba", 8, 1.0, 0.49), _report_row("mamba", 64, 0.001, 0.005)]
     slower = {**_report_row("mamba", 64, 0.9, 0.005), "settings": {"lr": 1e-3}}
     wider = {**_report_row("mamba", 64, 0.2, 0.005), "settings": {"lr": 3e-3, "hidden": 128}}
-    longrange_report([*round1, slower, wider], tmp_path)
+    again = {**_report_row("mamba", 8, 0.95, 0.49), "settings": {"lr": 3e-3}}  # round 1's distance, today's code
+    longrange_report([*round1, slower, wider, again], tmp_path)
     text = (tmp_path / "longrange.md").read_text()
     assert "## Recall at k = 64: what stops Mamba and retention (diagnosis)" in text
-    assert "| k=64: hidden=128 | k=64: lr=0.001 | k=64: round 1 (lr=0.003) |" in text
-    assert "| mamba | 0.200 | 0.900* | 0.001 |" in text
+    assert "| k=8: as round 1 | k=8: round 1 (lr=0.003) | k=64: hidden=128 | k=64: lr=0.001 | k=64: round 1" in text
+    assert "| mamba | 0.950* | 1.000* | 0.200 | 0.900* | 0.001 |" in text
     assert "| 2048 | mamba | 8 |" in text  # round 1's effective context is untouched by the diagnosis cells

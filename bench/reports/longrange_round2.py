@@ -48,7 +48,8 @@ def round2_sections(every: pd.DataFrame, out: Path) -> tuple[list[Path], list[st
 
 
 def _diagnosis(diagnosis: pd.DataFrame, round1: pd.DataFrame) -> list[str]:
-    """Mechanisms x (distance, change) -> test NDCG@10 of the recall diagnosis, beside round 1's k = 64 cell."""
+    """Mechanisms x (distance, change) -> test NDCG@10 of the recall diagnosis, beside round 1's cells at the same
+    distances."""
     records = []
     for row in diagnosis.itertuples():
         label = row.mechanism.split(" (")[0]  # a fallback note is not a change of the cell
@@ -59,10 +60,11 @@ def _diagnosis(diagnosis: pd.DataFrame, round1: pd.DataFrame) -> list[str]:
         change = ", ".join(filter(None, [rate, option.strip("[]"), budget])) or "as round 1"
         records.append({"mechanism": base, "cell": f"k={row.distance}: {change}", "value": _reading(row)})
     diagnosed = {record["mechanism"] for record in records}
-    for row in round1[round1["distance"] == 64].itertuples():
+    for row in round1[round1["distance"].isin(set(diagnosis["distance"]))].itertuples():
         base = row.mechanism.split("[")[0].split(" (")[0]  # round 1 ran Mamba's PyTorch path: the same mechanism
         if base in diagnosed and row.mechanism.split(" (")[0] == base:
-            records.append({"mechanism": base, "cell": "k=64: round 1 (lr=0.003)", "value": _reading(row)})
+            cell = f"k={row.distance}: round 1 (lr=0.003)"
+            records.append({"mechanism": base, "cell": cell, "value": _reading(row)})
     table = pd.DataFrame(records).pivot_table(index="mechanism", columns="cell", values="value", aggfunc="first")
     table = table[sorted(table.columns, key=lambda c: (int(c.split(":")[0][2:]), c))].fillna("—")
     return [

@@ -278,6 +278,7 @@ DIAGNOSIS_CHANGES = (  # the likeliest answers first: the two mechanisms side by
     "own",
     (64, {"lr": 3e-4}, {}),
     (64, {"epochs": 48, "patience": 48}, {}),
+    (8, {}, {}),  # round 1's passing distance again, on today's fused paths: does the implementation matter?
 )
 # and one change of each one's own: Mamba's state 4x larger; retention's decays spread over 8 heads, not 2
 DIAGNOSIS_OWN = {"mamba": (64, {}, {"d_state": 64}), "retention": (64, {"heads": 8}, {})}
