@@ -61,10 +61,10 @@ def _diagnosis(diagnosis: pd.DataFrame, round1: pd.DataFrame) -> list[str]:
         records.append({"mechanism": base, "cell": f"k={row.distance}: {change}", "value": _reading(row)})
     diagnosed = {record["mechanism"] for record in records}
     for row in round1[round1["distance"].isin(set(diagnosis["distance"]))].itertuples():
-        base = row.mechanism.split("[")[0].split(" (")[0]  # round 1 ran Mamba's PyTorch path: the same mechanism
-        if base in diagnosed and row.mechanism.split(" (")[0] == base:
+        label = row.mechanism.split(" (")[0]  # round 1 ran Mamba's PyTorch path: the same mechanism
+        if label in diagnosed:  # a base name alone: round 1's cell of that mechanism without options
             cell = f"k={row.distance}: round 1 (lr=0.003)"
-            records.append({"mechanism": base, "cell": cell, "value": _reading(row)})
+            records.append({"mechanism": label, "cell": cell, "value": _reading(row)})
     table = pd.DataFrame(records).pivot_table(index="mechanism", columns="cell", values="value", aggfunc="first")
     table = table[sorted(table.columns, key=lambda c: (int(c.split(":")[0][2:]), c))].fillna("—")
     return [
