@@ -95,6 +95,34 @@ def append_to_parts(path: Path, row: dict, part_bytes: int | None = None) -> Pat
     return newest
 
 
+def rewrite_parts(path: Path, edit) -> int:
+    """Rewrite every part of `path` with edit(row): a row to keep (itself, or a replacement) or None to drop it.
+    Rows kept as they are keep their bytes. Each part changed is written whole to a new file and renamed over the
+    old one, so an interruption leaves the old part or the new, never a torn one. Returns how many rows were
+    replaced or dropped. Only a process holding results_writer(path) may call it: that lock is what keeps a sweep
+    from appending meanwhile."""
+    changed = 0
+    for part in result_parts(path):
+        lines = [line for line in part.read_text().splitlines() if line.strip()]
+        rows = load_rows(part)  # a torn last line is not a row: it is dropped with the rewrite
+        kept, count = [], 0
+        for line, row in zip(lines, rows, strict=False):
+            new = edit(row)
+            count += new is not row
+            if new is not None:
+                kept.append(line if new is row else json.dumps(new, sort_keys=True))
+        if not count:
+            continue
+        staging = part.with_name(part.name + ".rewrite")
+        with staging.open("w") as handle:
+            handle.writelines(line + "\n" for line in kept)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(staging, part)
+        changed += count
+    return changed
+
+
 @contextlib.contextmanager
 def exclusive_lock(lock_path: Path, busy: str):
     """Hold an exclusive lock on `lock_path` (holding this process's pid) for the block; when another process

@@ -4,8 +4,8 @@
 
 A long-range test scores each held-out user at one position, the last. Cells trained since the probes were added
 also record NDCG@10 over every test position whose evidence lies k back (`test_probes`); for an older cell whose
-run folder is still here, this reads its selected checkpoint (best.pt), computes that reading and appends a copy of
-the cell's latest row carrying it (the report keeps a cell's latest row; nothing already written is changed).
+run folder is still here, this reads its selected checkpoint (best.pt), computes that reading and adds it to the
+cell's latest row in place (the row keeps its run, so the results hold each run once).
 It also prints top-1 accuracy at the probe positions and at the last one: the evidence docs/longrange.md quotes.
 """
 
@@ -19,7 +19,7 @@ import torch
 
 from bench.data.longrange import longrange_dataset
 from bench.environment import git_commit
-from bench.results import append_to_parts, load_rows, result_parts, results_writer
+from bench.results import load_rows, result_parts, results_writer, rewrite_parts
 from bench.training.config import TrainConfig
 from bench.training.evaluate import evaluate_probes
 from bench.training.train import build_model
@@ -55,7 +55,7 @@ def main() -> None:
 
 
 def add_probes(results: Path, rows: list[dict], run: Path) -> None:
-    """Append a copy of the run's latest row with its probe reading (nothing when it has one already)."""
+    """Add the probe reading to the run's latest row (nothing when it has one already)."""
     config = TrainConfig(**json.loads((run / "config.json").read_text()))
     mine = [r for r in rows if r.get("level") == "train" and (r.get("config") or {}).get("out") == config.out]
     if not mine:
@@ -65,10 +65,10 @@ def add_probes(results: Path, rows: list[dict], run: Path) -> None:
     model = build_model(config, dataset.num_items)
     model.load_state_dict(torch.load(run / "best.pt", weights_only=True)["model"])
     probes = row.get("test_probes")
-    if not probes:  # a cell that has the reading already is only read (top-1), not appended again
+    if not probes:  # a cell that has the reading already is only read (top-1)
         probes = evaluate_probes(model, dataset.probes, "cpu")
         added = {"from": "best.pt", "commit": git_commit()}
-        append_to_parts(results, {**row, "test_probes": probes, "probes_added": added})
+        rewrite_parts(results, lambda r: {**r, "test_probes": probes, "probes_added": added} if r == row else r)
     model.eval()
     elsewhere, last = top1_at_probes(model, dataset.probes)
     print(

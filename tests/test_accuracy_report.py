@@ -165,6 +165,7 @@ def test_a_snapshot_of_an_unfinished_cell_is_partial_and_the_finished_row_supers
     assert train_frame(load_rows(out))["partial"].tolist() == [True]
     (finished,) = run_accuracy_sweep([cell], out, work_dir=work, threads=1, log=lambda *_: None)
     assert finished["status"] == "ok" and finished["epochs_run"] == 3
+    assert [r["status"] for r in load_rows(out)] == ["ok"]  # the snapshot is gone: one row per run
     frame = train_frame(load_rows(out))
     assert frame["partial"].tolist() == [False] and frame["epochs_run"].tolist() == [3]
 

@@ -261,6 +261,45 @@ def test_a_run_written_twice_is_read_once_with_a_warning(capsys):
     assert "written twice" in capsys.readouterr().out
 
 
+def test_a_rewrite_drops_and_replaces_rows_in_every_part_and_keeps_the_others_bytes(tmp_path):
+    from bench.results import append_to_parts, result_parts, rewrite_parts
+
+    path = tmp_path / "rows.jsonl"
+    for seed in range(6):
+        append_to_parts(path, {"seed": seed, "z": 1, "a": 2}, part_bytes=40)  # a few rows per part
+    (path.parent / "rows.2.jsonl").write_text('{"z": 1, "seed": 9}\n')  # written by hand: key order not sorted
+    before = {p.name: p.read_text() for p in result_parts(path)}
+    with results_writer(path):
+        changed = rewrite_parts(path, lambda r: None if r["seed"] == 1 else {**r, "z": 0} if r["seed"] == 4 else r)
+    assert changed == 2
+    after = {p.name: p.read_text() for p in result_parts(path)}
+    seeds = [json.loads(line)["seed"] for text in after.values() for line in text.splitlines()]
+    assert 1 not in seeds and 4 in seeds and '"z": 0' in "".join(after.values())
+    assert after["rows.2.jsonl"] == before["rows.2.jsonl"]  # untouched part, untouched bytes
+    assert not list(tmp_path.glob("*.rewrite"))
+
+
+def test_the_committed_results_hold_each_run_once_and_every_ranks_file_they_name():
+    """A run written twice (a copy appended with its probes) and a snapshot its finished row superseded were both
+    in the committed rows once; so were ranks named under a side file's folder that the merge did not carry."""
+    from bench.results import load_rows, result_parts
+    from bench.schema import run_identity
+    from bench.training.accuracy import TrainCell
+
+    for path in sorted((REPO / "results" / "sweeps").glob("*.jsonl")):
+        if path.stem.rsplit(".", 1)[-1].isdigit():
+            continue  # a part: read with the file it continues
+        rows = [row for part in result_parts(path) for row in load_rows(part)]
+        identities = [run_identity(r) for r in rows if run_identity(r) is not None]
+        assert len(identities) == len(set(identities)), f"{path.name}: a run written twice"
+        train = [r for r in rows if r.get("level") == "train"]
+        finished = [TrainCell.of_row(r) for r in train if r.get("status") in ("ok", "oom")]
+        superseded = [r for r in train if r.get("status") == "partial" and TrainCell.of_row(r) in finished]
+        assert not superseded, f"{path.name}: a snapshot of a run whose finished row is there"
+        for row in rows:
+            assert not row.get("ranks_file") or (path.parent / row["ranks_file"]).is_file(), row["ranks_file"]
+
+
 # a newcomer's typos: one line with the closest names, nothing left behind
 
 

@@ -252,8 +252,9 @@ def test_a_longer_budget_is_reported_beside_the_preset_not_in_its_place(tmp_path
     assert not {c.key() for c in cells} & {c.key() for c in preset_cells("longrange")}  # their own cells
 
 
-def test_an_older_cell_gets_its_probes_as_a_later_copy_of_its_row(tmp_path):
-    """scripts/longrange_probes.py: a row written without the probes gains them from the run's checkpoint."""
+def test_an_older_cell_gets_its_probes_in_its_own_row(tmp_path):
+    """scripts/longrange_probes.py: a row written without the probes gains them from the run's checkpoint, in place
+    (a copy appended beside it would be the same run written twice)."""
     import importlib.util
     import json
     from pathlib import Path
@@ -277,13 +278,13 @@ def test_an_older_cell_gets_its_probes_as_a_later_copy_of_its_row(tmp_path):
     rows_file = tmp_path / "longrange.jsonl"
     append_row(rows_file, old)
     longrange_probes.add_probes(rows_file, load_rows(rows_file), run)
-    rows = load_rows(rows_file)
-    assert len(rows) == 2 and rows[0] == json.loads(json.dumps(old))  # the first row untouched
-    assert rows[1]["test_probes"] == pytest.approx(results["test_probes"])  # the same checkpoint, the same reading
-    frame = longrange_frame(rows)
+    (row,) = load_rows(rows_file)
+    assert {k: v for k, v in row.items() if k not in ("test_probes", "probes_added")} == json.loads(json.dumps(old))
+    assert row["test_probes"] == pytest.approx(results["test_probes"])  # the same checkpoint, the same reading
+    frame = longrange_frame([row])
     assert len(frame) == 1 and frame["probes"].iloc[0] == pytest.approx(results["test_probes"]["ndcg@10"])
-    longrange_probes.add_probes(rows_file, load_rows(rows_file), run)  # has them now: nothing appended
-    assert len(load_rows(rows_file)) == 2
+    longrange_probes.add_probes(rows_file, load_rows(rows_file), run)  # has them now: nothing changes
+    assert load_rows(rows_file) == [row]
 
 
 # mqar: recall without the positional shortcut

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from ..environment import REPO_ROOT, check_device, die_with_parent, environment, git_commit, stop_code, stop_name
 from ..plugins import load_plugins
-from ..results import append_to_parts, folder_owner, load_rows, result_parts, results_writer
+from ..results import append_to_parts, folder_owner, load_rows, result_parts, results_writer, rewrite_parts
 from ..schema import attention_label, run_identity, train_row, upgrade
 
 DEFAULT_WORK_DIR = REPO_ROOT / "runs" / "accuracy"
@@ -119,6 +119,10 @@ def done_keys(path: Path) -> set[str]:
             if row.get("level") == "train" and row.get("status") in ("ok", "oom", "unsupported"):
                 keys.add(TrainCell.of_row(row).key())
     return keys
+
+
+def _snapshot_of(row: dict, cell: TrainCell) -> bool:
+    return row.get("level") == "train" and row.get("status") == "partial" and TrainCell.of_row(row) == cell
 
 
 def check_done_in(paths) -> list[Path]:
@@ -257,6 +261,8 @@ def _train_cells(cells, todo, already, out, work_dir, jobs, threads, device, dat
             log(f"{cell.slug()}: this run is already in {out}; not written twice")
             return
         append_to_parts(out, row)
+        if row["status"] != "partial":  # the run's snapshots are superseded: each run is in the results once
+            rewrite_parts(out, lambda r: None if _snapshot_of(r, cell) else r)
         written.append(row)
         protocol, test = selected_test(row)
         log(
