@@ -5,7 +5,8 @@ embeddings: logits = states @ items^T, a (T, I) matrix — ~50 M floats per ML-1
 Through autograd it is written, log-softmaxed, kept for backward, filled with zeros for the
 NLL gradient and read back twice. Here each chunk of rows computes its logits, loss and
 gradient (softmax minus one-hot, the closed form of d loss / d logits) in one go while the
-chunk is in cache, and only the (T, d) and (I, d) gradients are kept for backward. Same
+chunk is in cache, with one exp pass over it, and only the (T, d) and (I, d) gradients are
+kept for backward. Same
 mathematics as F.cross_entropy(states @ items.T, targets); a test checks values and fp64
 gradients against it.
 """
@@ -28,14 +29,21 @@ class _FullSoftmaxCrossEntropy(torch.autograd.Function):
         for start in range(0, rows, chunk_rows):
             chunk_states, chunk_targets = states[start : start + chunk_rows], targets[start : start + chunk_rows]
             logits = chunk_states @ items.T  # (c, I)
-            rows_here = torch.arange(logits.shape[0], device=logits.device)
-            log_normaliser = torch.logsumexp(logits, dim=1)  # (c,)
-            total += (log_normaliser - logits[rows_here, chunk_targets]).sum(dtype=torch.float64)
+            target_logits = logits[torch.arange(logits.shape[0], device=logits.device), chunk_targets]  # (c,)
+            peak = logits.amax(dim=1, keepdim=True)  # (c, 1): exp never overflows
+            # one exp pass serves the loss and the gradient (logsumexp and then softmax would make two)
+            unnormalised = logits.sub_(peak).exp_()  # (c, I), in place
+            normaliser = unnormalised.sum(dim=1, keepdim=True)  # (c, 1)
+            total += (peak + normaliser.log()).squeeze(1).sub_(target_logits).sum(dtype=torch.float64)
             if need_grad:
-                grad_logits = logits.sub_(log_normaliser[:, None]).exp_()  # softmax, in place: (c, I)
-                grad_logits[rows_here, chunk_targets] -= 1.0  # softmax - one_hot(target)
-                torch.mm(grad_logits, items, out=grad_states[start : start + chunk_rows])
-                grad_items.addmm_(grad_logits.T, chunk_states)
+                # d loss / d logits = softmax - one_hot(target); the softmax's 1 / normaliser is folded into the
+                # (c, d) factors and the one-hot part is a gather / scatter of d-wide rows: no more (c, I) passes
+                inverse = normaliser.reciprocal()  # (c, 1)
+                grad_chunk = grad_states[start : start + chunk_rows]
+                torch.mm(unnormalised, items, out=grad_chunk)
+                grad_chunk.mul_(inverse).sub_(items[chunk_targets])
+                grad_items.addmm_(unnormalised.T, chunk_states * inverse)
+                grad_items.index_add_(0, chunk_targets, chunk_states, alpha=-1.0)
         ctx.rows = rows
         ctx.save_for_backward(grad_states, grad_items)
         return (total / max(rows, 1)).to(states.dtype)
