@@ -91,6 +91,16 @@ def fake_builds(monkeypatch, tmp_path):
     return builds
 
 
+def test_two_environments_with_the_same_torch_build_in_folders_of_their_own(monkeypatch, tmp_path):
+    """The build command names torch's headers by path: one folder for two environments (tox's main and tests)
+    made each recompile over the other's library."""
+    import torch
+
+    here = linrec_cpp.KERNEL.extension_name()
+    monkeypatch.setattr(torch, "__file__", str(tmp_path / "other-env" / "torch" / "__init__.py"))
+    assert linrec_cpp.KERNEL.extension_name() != here
+
+
 def test_a_build_is_announced_once_in_one_line(fresh_build, fake_builds, capsys):
     assert linrec_cpp.KERNEL.build() == "module" and linrec_cpp.KERNEL.build() == "module"  # cached: one build
     err = capsys.readouterr().err

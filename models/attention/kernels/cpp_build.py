@@ -141,11 +141,14 @@ class CppKernel:
         return hashlib.sha256(self.source_path.read_bytes()).hexdigest()[:12]
 
     def extension_name(self) -> str:
-        """Carries a hash of source, flags, torch and Python: two checkouts, or two virtual environments with other
-        torch builds, never load (or keep rebuilding over) each other's build in the shared cache."""
+        """Carries a hash of source, flags, torch (version and where it is installed) and Python: two checkouts, or
+        two virtual environments, never load (or keep rebuilding over) each other's build in the shared cache.
+        NOTE: the place matters too: the build command names torch's headers by path, so two environments with the
+        same torch (tox's main and tests, a venv) sharing one folder made ninja recompile at every switch and left
+        the library unverified for the other."""
         import torch
 
-        versions = [torch.__version__, sys.version.split()[0]]
+        versions = [torch.__version__, sys.version.split()[0], str(Path(torch.__file__).resolve().parent)]
         text = "".join([self.declarations, self.source_path.read_text(), *CFLAGS, *versions])
         return f"{self.source_path.stem}_{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
