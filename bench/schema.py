@@ -162,6 +162,9 @@ def parse_attention_spec(spec: str) -> tuple[str, dict]:
     return name, options
 
 
+# a training's stop_reason when validation NDCG@10 reached 1: its best epoch is its last, and final (not "late")
+STOPPED_AT_MAXIMUM = "validation at its maximum"
+
 RUN_FIELDS = (
     "test",
     "valid",

@@ -228,6 +228,16 @@ def test_the_report_draws_each_task_and_tabulates_effective_context(tmp_path):
     assert "| 2048 | linrec | 8 (>= 64 at every position k back) |" in text
 
 
+def test_a_cell_stopped_at_the_maximum_is_not_marked_late(tmp_path):
+    """Its best epoch is its last because validation reached 1 there and training stopped: final, not late."""
+    from bench.reports.longrange import longrange_frame
+    from bench.schema import STOPPED_AT_MAXIMUM
+
+    stopped = {**_report_row("sdpa", 8, 1.0, 0.49), "best_epoch": 5, "epochs_run": 5}
+    frame = longrange_frame([stopped, {**stopped, "seed": 2001, "stop_reason": STOPPED_AT_MAXIMUM}])
+    assert frame.sort_values("seed")["late"].tolist() == [True, False]
+
+
 def test_a_longer_budget_is_reported_beside_the_preset_not_in_its_place(tmp_path):
     from bench.reports.longrange import longrange_report
     from bench.training.presets import BUDGET_EPOCHS, preset_cells

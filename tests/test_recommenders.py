@@ -9,6 +9,7 @@ from model_inputs import tiny_config
 
 from bench.data import leave_one_out
 from bench.data.synthetic import synthetic_dataset
+from bench.schema import STOPPED_AT_MAXIMUM
 from bench.training.config import TrainConfig
 from bench.training.evaluate import evaluate
 from bench.training.metrics import rank_metrics
@@ -121,6 +122,24 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path):
     resumed = train(_tiny(tmp_path / "b", epochs=3, attention="linrec"), resume=True, progress=False)
     assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in full["history"]]
     assert resumed["test"] == full["test"]
+
+
+def test_training_stops_once_validation_is_at_its_maximum(tmp_path, monkeypatch):
+    """A later epoch is kept only when strictly better, so at NDCG@10 = 1 the selected model and its test reading
+    are final: the long-range tasks often get there long before their budget ends."""
+    import bench.training.train as training
+
+    def validation_perfect(*args, ranks_out=None, **kwargs):
+        metrics = evaluate(*args, ranks_out=ranks_out, **kwargs)
+        if ranks_out is None:  # validation (the test passes ranks_out)
+            for protocol in metrics.values():
+                protocol["ndcg@10"] = 1.0
+        return metrics
+
+    monkeypatch.setattr(training, "evaluate", validation_perfect)
+    results = train(_tiny(tmp_path / "run", epochs=4), progress=False)
+    assert results["epochs_run"] == 1 and results["best_epoch"] == 1
+    assert results["stop_reason"] == STOPPED_AT_MAXIMUM
 
 
 def test_resume_refuses_a_different_configuration(tmp_path):

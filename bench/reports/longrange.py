@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from ..schema import attention_label, fallback_note
+from ..schema import STOPPED_AT_MAXIMUM, attention_label, fallback_note
 from . import style
 from .style import pipe_table
 
@@ -65,8 +65,11 @@ def longrange_frame(rows: list[dict]) -> pd.DataFrame:
                 "best_epoch": row["best_epoch"],
                 "epochs_run": row["epochs_run"],
                 "budget": (row.get("config") or {}).get("epochs") or row["epochs_run"],  # epochs allowed
-                # learnt in the last quarter of the budget: more epochs might still move it
-                "late": row["best_epoch"] > 0.75 * row["epochs_run"] and len(history) > 1,
+                # learnt in the last quarter of the epochs run: more epochs might still move it (not when its
+                # validation reached the metric's maximum, which no later epoch can beat)
+                "late": row["best_epoch"] > 0.75 * row["epochs_run"]
+                and len(history) > 1
+                and row.get("stop_reason") != STOPPED_AT_MAXIMUM,
                 "partial": row["status"] == "partial",
                 # what a cell changed from its preset's recipe besides the budget (a learning rate, a width): the
                 # round-1 tables keep the unchanged cells; round 2 and the diagnosis read the others
@@ -84,7 +87,7 @@ def longrange_frame(rows: list[dict]) -> pd.DataFrame:
     if frame.empty:
         return frame
     key = ["task", "distance", "items", "mechanism", "seed", "budget", "variant"]
-    # stable: of two rows with one timestamp (a cell's row and its copy with the probes added), the later in file wins
+    # stable: of two rows with one timestamp, the later in the file wins
     return frame.sort_values("timestamp", kind="stable").drop_duplicates(key, keep="last").reset_index(drop=True)
 
 

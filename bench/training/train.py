@@ -38,6 +38,7 @@ from ..data.synthetic import synthetic_dataset
 from ..environment import check_device, environment
 from ..measure import LoadMonitor, peak_memory
 from ..results import folder_owner
+from ..schema import STOPPED_AT_MAXIMUM
 from . import distributed
 from .checkpoint import load_checkpoint, save_epoch, start_state
 from .config import TrainConfig, run_header
@@ -198,6 +199,8 @@ def _open_folder(config, replicas, *, resume: bool, overwrite: bool) -> Path:
 def _stop_reason(config, state: dict) -> str | None:
     if state["bad_epochs"] >= config.patience:
         return "early stopping"
+    if state["best_valid"] >= 1.0:  # NDCG@10's maximum: only a strictly better epoch is kept, so none ever would be
+        return STOPPED_AT_MAXIMUM
     if config.max_minutes is not None and state["train_seconds"] / 60 >= config.max_minutes:
         return "time budget"
     return None
