@@ -16,13 +16,41 @@ from .common import (
 
 # Largest exponent the chunked causal Efficient Attention lets a key factor reach.
 _EFFICIENT_MAX_EXPONENT = 30.0
+_VERY_NEGATIVE = -1e30  # a padded key: finite, so no inf - inf in gradients
+
+
+def _prefix_log_normaliser(kc: torch.Tensor, realc: torch.Tensor) -> torch.Tensor:
+    """logZ_i = log sum_{j <= i} exp(k_j) per feature, chunk by chunk: (B, H, n, C, d) keys (padded: very negative)
+    and (B, H, n, C, 1) real flags -> (B, H, n, C, d); at padded positions only finite, not meaningful.
+
+    Relative to a reference r per chunk, the larger of the earlier chunks' log-mass and the key at the chunk's first
+    real position (known to every real position of the chunk: nothing depends on a later one),
+        logZ_i = r + log(exp(L_before - r) + cumsum_{j in chunk, j <= i} exp(k_j - r)):
+    one exp, one cumsum and one log, where torch.logcumsumexp costs a log1p and an exp per element and two more
+    scans in its backward. None when a key would sit more than _EFFICIENT_MAX_EXPONENT above its reference (the
+    caller then takes torch.logcumsumexp)."""
+    chunk_mass = kc.logsumexp(dim=-2)  # (B, H, n, d)
+    before = torch.cat(  # log-mass of every earlier chunk: (B, H, n, d)
+        [torch.full_like(chunk_mass[:, :, :1], _VERY_NEGATIVE), chunk_mass.logcumsumexp(dim=-2)[:, :, :-1]], dim=2
+    )
+    has_real = realc.any(dim=-2)  # (B, H, n, 1)
+    first_real = realc.to(torch.uint8).argmax(dim=-2, keepdim=True)  # (B, H, n, 1, 1): first True
+    first_key = kc.gather(-2, first_real.expand(-1, -1, -1, -1, kc.shape[-1])).squeeze(-2)  # (B, H, n, d)
+    with torch.no_grad():  # r cancels exactly: a stabiliser, no gradient needed
+        ref = torch.where(has_real, torch.maximum(before, first_key), before)  # (B, H, n, d)
+        if (kc - ref[:, :, :, None]).max() > _EFFICIENT_MAX_EXPONENT:
+            return None
+    sums = (before - ref).exp()[:, :, :, None] + (kc - ref[:, :, :, None]).exp().cumsum(dim=-2)  # (B, H, n, C, d)
+    # a padded position ahead of its chunk's first real key can sum to 0: kept finite (its output is dropped)
+    return ref[:, :, :, None] + sums.clamp_min(torch.finfo(sums.dtype).tiny).log()
 
 
 def efficient_attention(q, k, v, *, causal: bool = False, key_padding_mask=None, chunk_size: int = DEFAULT_CHUNK_SIZE):
     """Efficient Attention (Shen et al., WACV 2021): softmax_row(Q) (softmax_col(K)^T V).
 
     Causal: the column softmax runs over the prefix j <= i. Computed in float32 with
-    the prefix log-normaliser logZ_i = logcumsumexp_{j<=i} k_j and, per chunk, a
+    the prefix log-normaliser logZ_i = logcumsumexp_{j<=i} k_j (chunk by chunk:
+    _prefix_log_normaliser) and, per chunk, a
     reference r = logZ at the chunk's first real position, so that
         out_i = sum_c a_ic [S_c + sum_{j in chunk, j<=i} b_jc v_j],
         a_ic = softmax(q_i)_c exp(r_c - logZ_ic) <= 1,   b_jc = exp(k_jc - r_c),
@@ -37,7 +65,7 @@ def efficient_attention(q, k, v, *, causal: bool = False, key_padding_mask=None,
     dtype = q.dtype
     q, k, v = at_least_fp32(q), at_least_fp32(k), at_least_fp32(v)
     q_soft = q.softmax(dim=-1)
-    very_negative = -1e30  # finite, so no inf - inf in gradients
+    very_negative = _VERY_NEGATIVE
     if real is not None:
         k = torch.where(real.bool(), k, very_negative)
     if not causal:
@@ -48,13 +76,14 @@ def efficient_attention(q, k, v, *, causal: bool = False, key_padding_mask=None,
         return zero_padded_rows(out, real).to(dtype)
 
     length = q.shape[2]
-    log_z = torch.logcumsumexp(k, dim=-2)  # (B, H, N, d)
     real_bool = real.bool() if real is not None else torch.ones_like(k[..., :1], dtype=torch.bool)
     qc = split_chunks(q_soft, chunk_size)  # (B, H, n, C, d)
     kc = split_chunks(k, chunk_size, fill=very_negative)
     vc = split_chunks(v, chunk_size)  # (B, H, n, C, e)
-    log_zc = split_chunks(log_z, chunk_size, fill=0.0)
     realc = split_chunks(real_bool.expand(-1, q.shape[1], -1, -1).float(), chunk_size).bool()  # (B, H, n, C, 1)
+    log_zc = _prefix_log_normaliser(kc, realc)  # (B, H, n, C, d)
+    if log_zc is None:  # keys far apart inside a chunk: the scan, which needs no reference
+        log_zc = split_chunks(torch.logcumsumexp(k, dim=-2), chunk_size, fill=0.0)
 
     with torch.no_grad():  # r cancels exactly between a and b: a stabiliser, no gradient needed
         first_real = torch.where(realc, log_zc, torch.inf).amin(dim=-2, keepdim=True)  # (B, H, n, 1, d)
