@@ -256,13 +256,13 @@ def _train_cells(cells, todo, already, out, work_dir, jobs, threads, device, dat
     written: list[dict] = []
 
     def finish(cell: TrainCell, row: dict) -> None:
-        identity = run_identity(row)
-        if identity is not None and any(run_identity(r) == identity for p in result_parts(out) for r in load_rows(p)):
+        identity, present = run_identity(row), [r for p in result_parts(out) for r in load_rows(p)]
+        if identity is not None and any(run_identity(r) == identity for r in present):
             log(f"{cell.slug()}: this run is already in {out}; not written twice")
             return
         append_to_parts(out, row)
-        if row["status"] != "partial":  # the run's snapshots are superseded: each run is in the results once
-            rewrite_parts(out, lambda r: None if _snapshot_of(r, cell) else r)
+        if row["status"] != "partial" and any(_snapshot_of(r, cell) for r in present):
+            rewrite_parts(out, lambda r: None if _snapshot_of(r, cell) else r)  # each run in the results once
         written.append(row)
         protocol, test = selected_test(row)
         log(

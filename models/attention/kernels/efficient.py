@@ -65,9 +65,8 @@ def efficient_attention(q, k, v, *, causal: bool = False, key_padding_mask=None,
     dtype = q.dtype
     q, k, v = at_least_fp32(q), at_least_fp32(k), at_least_fp32(v)
     q_soft = q.softmax(dim=-1)
-    very_negative = _VERY_NEGATIVE
     if real is not None:
-        k = torch.where(real.bool(), k, very_negative)
+        k = torch.where(real.bool(), k, _VERY_NEGATIVE)
     if not causal:
         k_soft = k.softmax(dim=-2)  # over positions
         if real is not None:
@@ -78,7 +77,7 @@ def efficient_attention(q, k, v, *, causal: bool = False, key_padding_mask=None,
     length = q.shape[2]
     real_bool = real.bool() if real is not None else torch.ones_like(k[..., :1], dtype=torch.bool)
     qc = split_chunks(q_soft, chunk_size)  # (B, H, n, C, d)
-    kc = split_chunks(k, chunk_size, fill=very_negative)
+    kc = split_chunks(k, chunk_size, fill=_VERY_NEGATIVE)
     vc = split_chunks(v, chunk_size)  # (B, H, n, C, e)
     realc = split_chunks(real_bool.expand(-1, q.shape[1], -1, -1).float(), chunk_size).bool()  # (B, H, n, C, 1)
     log_zc = _prefix_log_normaliser(kc, realc)  # (B, H, n, C, d)
@@ -89,7 +88,7 @@ def efficient_attention(q, k, v, *, causal: bool = False, key_padding_mask=None,
         first_real = torch.where(realc, log_zc, torch.inf).amin(dim=-2, keepdim=True)  # (B, H, n, 1, d)
         ref = torch.where(realc.any(dim=-2, keepdim=True), first_real, log_zc[..., :1, :])
         decay = (ref[:, :, :-1] - ref[:, :, 1:]).exp().transpose(-1, -2)  # (B, H, n-1, d, 1)
-    a = qc * torch.where(realc, ref - log_zc, very_negative).exp()  # (B, H, n, C, d); padded queries -> 0
+    a = qc * torch.where(realc, ref - log_zc, _VERY_NEGATIVE).exp()  # (B, H, n, C, d); padded queries -> 0
     # chunk t's keys enter the state of chunk t+1, relative to its reference: exponents <= 0
     chunk_states = (kc[:, :, :-1] - ref[:, :, 1:]).exp().transpose(-1, -2) @ vc[:, :, :-1]  # (B, H, n-1, d, e)
     states = [vc.new_zeros(*chunk_states.shape[:2], chunk_states.shape[-2], vc.shape[-1])]
@@ -105,7 +104,7 @@ def efficient_attention(q, k, v, *, causal: bool = False, key_padding_mask=None,
             ..., None
         ]  # (C, C, 1)
         pair_exponent = kc[:, :, :, None, :, :] - log_zc[:, :, :, :, None, :]  # (B, H, n, C_i, C_j, d): k_j - logZ_i
-        weights = torch.where(causal_pairs, pair_exponent, very_negative).exp()  # <= 1 where j <= i
+        weights = torch.where(causal_pairs, pair_exponent, _VERY_NEGATIVE).exp()  # <= 1 where j <= i
         intra = torch.einsum("bhnid,bhnijd,bhnje->bhnie", qc, weights, vc)
     out = a @ prefix_states + intra  # (B, H, n, C, e)
     return zero_padded_rows(merge_chunks(out, length), real).to(dtype)
