@@ -131,6 +131,25 @@ def test_a_stale_lock_of_a_killed_build_is_cleared_and_the_build_goes_on(fresh_b
     assert not (tmp_path / "lock").exists() and "stale build lock" in capsys.readouterr().err
 
 
+def test_a_stale_lock_of_a_killed_load_is_cleared_before_a_verified_library_loads(
+    fresh_build, fake_builds, tmp_path, monkeypatch, capsys
+):
+    """A process killed while loading an up-to-date library (a `timeout` during start-up) also leaves torch's
+    `lock`, and torch takes it to load: every later process that used the kernel hung on it."""
+    library = tmp_path / f"{linrec_cpp.KERNEL.extension_name()}.so"
+    library.write_bytes(b"a library")
+    cpp_build._record_verified(library)
+    (tmp_path / "lock").write_text("")
+
+    def load_inline(**kwargs):  # torch's loader: it waits while `lock` exists
+        assert not (tmp_path / "lock").exists(), "the load would wait forever on the dead process's lock"
+        return "module"
+
+    monkeypatch.setattr(_FakeExtension, "load_inline", staticmethod(load_inline))
+    assert linrec_cpp.KERNEL.build() == "module"
+    assert fake_builds == [] and "stale build lock" in capsys.readouterr().err
+
+
 def test_a_changed_library_is_rebuilt_not_loaded(fresh_build, fake_builds, tmp_path, capsys):
     """A library cut short after it was verified (a full disk, a copy interrupted): its digest no longer matches."""
     library = tmp_path / f"{linrec_cpp.KERNEL.extension_name()}.so"

@@ -4,9 +4,10 @@ A kernel is compiled by the install (setup.py, next to the torch it was installe
 use into torch's extension cache (once per machine and torch build). Whatever goes wrong, the model still runs: the
 kernel's PyTorch path takes over and says why once. Three faults are handled rather than hit:
 
-- a build killed part-way (power loss, an OOM kill) leaves torch's `lock` file in the cache, and every later build
-  would wait on it forever. Builders here hold an OS lock (flock, released when the process dies) while they build,
-  so a `lock` file found while holding it belongs to a dead builder and is removed;
+- a build or a load killed part-way (power loss, an OOM kill, a `timeout`) leaves torch's `lock` file in the cache,
+  and every later build or load waits on it forever (torch takes that lock even to load a library that is up to
+  date). Builders and loaders here hold an OS lock (flock, released when the process dies) while they build or
+  load, so a `lock` file found while holding it belongs to a dead process and is removed;
 - the compile runs in a child process with a time limit (LINREC_BUILD_TIMEOUT_S, default 900 s), so a hung compiler
   ends in a one-line error, not a hung sweep;
 - a compiled library is loaded into this process only after a child process has loaded it once and its SHA-256 was
@@ -84,7 +85,8 @@ def _record_verified(library: Path) -> None:
 
 @contextlib.contextmanager
 def _builder_lock(folder: Path, timeout_s: float):
-    """Hold the folder's builder lock (another live builder: wait for it, up to timeout_s); clear a dead one's."""
+    """Hold the folder's builder lock (another live builder or loader: wait for it, up to timeout_s); clear a dead
+    one's."""
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".builder.flock", "w") as handle:
         deadline = time.monotonic() + timeout_s
@@ -100,7 +102,9 @@ def _builder_lock(folder: Path, timeout_s: float):
                 time.sleep(0.5)
         stale = folder / "lock"  # torch's own baton: no live builder holds it while we hold the flock
         if stale.exists():
-            print(f"linrec: removing a stale build lock left by an interrupted build ({stale})", file=sys.stderr)
+            print(
+                f"linrec: removing a stale build lock left by an interrupted build or load ({stale})", file=sys.stderr
+            )
             stale.unlink(missing_ok=True)
         yield
 
@@ -190,11 +194,10 @@ class CppKernel:
             name = self.extension_name()
             folder = Path(cpp_extension._get_build_directory(name, verbose=False))
             library = folder / f"{name}.so"
-            if not verified(library):
-                with _builder_lock(folder, timeout_s):
-                    if not verified(library):
-                        self._build_in_child(folder, library, timeout_s)
-            return self._load_inline(cpp_extension, name)
+            with _builder_lock(folder, timeout_s):  # a load too: it takes torch's lock, which a killed one leaves
+                if not verified(library):
+                    self._build_in_child(folder, library, timeout_s)
+                return self._load_inline(cpp_extension, name)
         except Exception as err:  # noqa: BLE001 -- no compiler, no ninja, no headers, a crash: the PyTorch path stays
             return err
 
