@@ -4,19 +4,23 @@
 # A lent machine returns a handful of files, so the work goes to a scratch folder and OUT_DIR receives two: the
 # archive gpu_job.tar.gz (rows, per-user test ranks, logs; no checkpoints) and summary.txt (what each step printed).
 # In order of what this project's CPUs cannot finish:
-#   1. the CUDA correctness tests of the mechanisms (a minute at most);
-#   2. side by side on the card, the training cells the CPU presets have not finished: the paper preset's ML-1M
-#      cells (when the standard file was copied to ./device_data/ml-1m beforehand; never committed) and the
-#      long-range level's k = 1024 and 4096 cells for the six attention mechanisms. Every cell finished in a
-#      committed CPU results file is skipped (--skip-done-in); the files here hold only rows written here.
-#      Cells still training when time is up get a snapshot row (status partial: best epoch so far, tested);
+#   1. the CUDA correctness tests of the mechanisms (90 s at most);
+#   2. side by side on the card, the training cells the open verdicts wait for:
+#      - long histories, round 2 (--preset longrange-round2): the learning-rate grid at k = 64, then each
+#        mechanism's seeds at k = 64, 256, 1024 and 4096 with its chosen rate. The preset chooses a rate from the
+#        grid rows in results/sweeps/longrange-round2-*.jsonl, so this job writes its rows there (in the box's copy
+#        of the tree) and starts the driver again while a run adds cells;
+#      - the seeds preset (ML-1M N = 200 and Beauty N = 50), when both files were copied beforehand into
+#        ./device_data (git-ignored, never committed): ml-1m/ml-1m_sasrec.txt.gz, amazon-beauty/Beauty.txt.gz.
+#      Every cell finished in a committed CPU results file is skipped (--skip-done-in). Cells still training when
+#      time is up get a snapshot row (status partial: best epoch so far, tested);
 #   3. the gpu timing preset (layer level) with the time left.
-# Back home, unpack the archive into results/sweeps/ (accuracy-paper-cuda.jsonl and longrange-cuda.jsonl with their
-# .ranks folders: the committed reports read them beside the CPU rows, each row naming its device) and regenerate the
-# reports with `python -m bench report --committed`.
+# Back home, unpack the archive into results/sweeps/ (longrange-round2-cuda.jsonl, accuracy-seeds-cuda.jsonl and
+# their .ranks folders: the committed reports read them beside the CPU rows, each row naming its device) and
+# regenerate the reports with `python -m bench report --committed`.
 set -uo pipefail
 OUT=${1:?usage: gpu_job.sh OUT_DIR [MINUTES]}
-MINUTES=${2:-8}
+MINUTES=${2:-9}
 WORK=${GPU_JOB_WORK:-/tmp/gpu_job}
 DEVICE=${GPU_JOB_DEVICE:-cuda}  # cpu: a dry run of the whole job on a laptop (GPU_JOB_DEVICE=cpu, MINUTES=1)
 mkdir -p "$OUT" "$WORK"
@@ -31,32 +35,42 @@ timeout 90 python3 -m pytest -q -p no:cacheprovider tests/test_attention_layers.
 
 # cells finished on a CPU are skipped: the committed results files of each preset (their parts are read too)
 done_in() { ls "$@" 2>/dev/null | paste -sd, -; }
-PAPER_DONE=$(done_in results/sweeps/accuracy-paper-cpu.jsonl results/sweeps/accuracy-mixers-cpu.jsonl)
-LONG_DONE=$(done_in results/sweeps/longrange-cpu.jsonl)
+SEEDS_DONE=$(done_in results/sweeps/accuracy-seeds-cpu.jsonl results/sweeps/accuracy-paper-cpu.jsonl \
+  results/sweeps/accuracy-mixers-cpu.jsonl)
+ROUND2_DONE=$(done_in results/sweeps/longrange-round2-cpu.jsonl)
+ROUND2_OUT=results/sweeps/longrange-round2-cuda.jsonl
+TRAIN_END=$(( $(date +%s) + $(left) * 7 / 10 ))
+until_end() { echo $(( TRAIN_END - $(date +%s) )); }
 
-TRAIN_S=$(( $(left) * 7 / 10 ))
-PIDS=()
-if [ -f device_data/ml-1m/ml-1m_sasrec.txt.gz ]; then
-  # 14 cells at once: small models leave the card idle otherwise; the length sweep and N = 200 cells come first
-  timeout "$TRAIN_S" python3 -m bench accuracy --preset paper --device "$DEVICE" --data-dir device_data \
-    --jobs "${GPU_CELLS:-14}" --threads 1 --work-dir "$WORK/accuracy-runs" --out "$WORK/accuracy-paper-cuda.jsonl" \
-    ${PAPER_DONE:+--skip-done-in "$PAPER_DONE"} > "$WORK/accuracy.log" 2>&1 &
+round2() {  # each run trains the cells the preset lists now: a mechanism's seed cells appear once its grid is done
+  local run=0
+  while [ "$(until_end)" -gt 30 ]; do
+    run=$((run + 1))
+    timeout "$(until_end)" python3 -m bench accuracy --preset longrange-round2 --device "$DEVICE" \
+      --jobs "${ROUND2_CELLS:-10}" --threads 1 --work-dir "$WORK/round2-runs" --out "$ROUND2_OUT" \
+      ${ROUND2_DONE:+--skip-done-in "$ROUND2_DONE"} > "$WORK/round2-$run.log" 2>&1
+    tail -n 1 "$WORK/round2-$run.log"
+    grep -q "new training cell" "$WORK/round2-$run.log" || break  # nothing new (or stopped): the preset is done
+  done
+}
+round2 &
+PIDS=($!)
+if [ -f device_data/ml-1m/ml-1m_sasrec.txt.gz ] && [ -f device_data/amazon-beauty/Beauty.txt.gz ]; then
+  timeout "$(until_end)" python3 -m bench accuracy --preset seeds --device "$DEVICE" --data-dir device_data \
+    --jobs "${SEEDS_CELLS:-4}" --threads 1 --work-dir "$WORK/seeds-runs" --out "$WORK/accuracy-seeds-cuda.jsonl" \
+    ${SEEDS_DONE:+--skip-done-in "$SEEDS_DONE"} > "$WORK/seeds.log" 2>&1 &
   PIDS+=($!)
 fi
-timeout "$TRAIN_S" python3 -m bench accuracy --preset longrange --only k1024,k4096 \
-  --attention sdpa,linrec,linrec-official,linear,efficient,performer --device "$DEVICE" --jobs "${LONG_CELLS:-6}" --threads 1 \
-  --work-dir "$WORK/longrange-runs" --out "$WORK/longrange-cuda.jsonl" ${LONG_DONE:+--skip-done-in "$LONG_DONE"} \
-  > "$WORK/longrange.log" 2>&1 &
-PIDS+=($!)
 wait "${PIDS[@]}"
-tail -n 4 "$WORK/accuracy.log" "$WORK/longrange.log" 2>/dev/null
-if [ -f device_data/ml-1m/ml-1m_sasrec.txt.gz ]; then
-  python3 -m bench accuracy --preset paper --device "$DEVICE" --data-dir device_data --work-dir "$WORK/accuracy-runs" \
-    --out "$WORK/accuracy-paper-cuda.jsonl" ${PAPER_DONE:+--skip-done-in "$PAPER_DONE"} --snapshot --threads 4 2>&1 |
+tail -n 2 "$WORK/seeds.log" 2>/dev/null
+python3 -m bench accuracy --preset longrange-round2 --device "$DEVICE" --work-dir "$WORK/round2-runs" \
+  --out "$ROUND2_OUT" ${ROUND2_DONE:+--skip-done-in "$ROUND2_DONE"} --snapshot --threads 4 2>&1 | tail -n 1
+if [ -f "$WORK/seeds.log" ]; then
+  python3 -m bench accuracy --preset seeds --device "$DEVICE" --data-dir device_data --work-dir "$WORK/seeds-runs" \
+    --out "$WORK/accuracy-seeds-cuda.jsonl" ${SEEDS_DONE:+--skip-done-in "$SEEDS_DONE"} --snapshot --threads 4 2>&1 |
     tail -n 1
 fi
-python3 -m bench accuracy --preset longrange --only k1024,k4096 --device "$DEVICE" --work-dir "$WORK/longrange-runs" \
-  --out "$WORK/longrange-cuda.jsonl" ${LONG_DONE:+--skip-done-in "$LONG_DONE"} --snapshot --threads 4 2>&1 | tail -n 1
+cp -r "$ROUND2_OUT" "${ROUND2_OUT%.jsonl}".ranks "$WORK/" 2>/dev/null
 
 SWEEP_S=$(( $(left) - 45 ))
 if [ "$SWEEP_S" -gt 30 ]; then
@@ -65,5 +79,5 @@ if [ "$SWEEP_S" -gt 30 ]; then
 fi
 
 wc -l "$WORK"/*.jsonl
-tar czf "$OUT/gpu_job.tar.gz" -C "$WORK" --exclude='*.pt' .
+tar czf "$OUT/gpu_job.tar.gz" -C "$WORK" --exclude='*.pt' --exclude='*.lock' .
 ls -l "$OUT"

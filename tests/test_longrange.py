@@ -356,6 +356,10 @@ def test_round2_chooses_each_mechanism_s_rate_at_the_shortest_distance_then_adds
     ]  # fmt: skip
     assert chosen_learning_rates(rows) == {("sdpa", "mqar"): 1e-3}
     assert chosen_learning_rates(rows[:2]) == {}  # not every rate has run yet: nothing chosen
+    rerun = {**rows[2], "device": "cuda", "valid": {"all": {"ndcg@10": 0.95}}}  # 3e-3 again, on a GPU: mean 0.725
+    assert chosen_learning_rates(rows + [rerun]) == chosen_learning_rates([rerun] + rows) == {("sdpa", "mqar"): 1e-3}
+    worse_rerun = {**rows[1], "device": "cuda", "valid": {"all": {"ndcg@10": 0.0}}}  # 1e-3 now means 0.45 < 0.5
+    assert chosen_learning_rates([worse_rerun, *rows]) == {("sdpa", "mqar"): 3e-3}
     cells = _longrange_round2(rows=rows)
     added = [c for c in cells if c not in grid]
     assert len(added) == 3 * 3 + 1 - 1  # three seeds at 64, 256, 1024 and one at 4,096, less the grid's own cell
