@@ -282,4 +282,5 @@ def backend_ran(cell: Cell) -> str | None:
     """Which kernel a cell runs here, for mechanisms with more than one (LinRec, retention, Mamba); else None."""
     from models.attention import attention_class
 
-    return attention_class(cell.attention).backend_for(cell.options, cell.device, DTYPES[cell.dtype], cell.compile)
+    options = {**cell.options, "causal": cell.causal}
+    return attention_class(cell.attention).backend_for(options, cell.device, DTYPES[cell.dtype], cell.compile)

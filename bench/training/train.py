@@ -30,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 from models import EncoderConfig, recommender_class
-from models.attention import attention_class
+from models.attention import AttentionLayer, attention_class
 
 from ..data import SequenceDataset, leave_one_out, load_dataset
 from ..data.longrange import is_longrange, longrange_dataset
@@ -255,7 +255,9 @@ def _train(config, replicas, device, *, resume, overwrite, progress, log, datase
         replicas=replicas,
     )  # fmt: skip
 
-    backend = attention_class(config.attention).backend_for(config.attention_options, device)
+    causal = any(layer.causal for layer in model.modules() if isinstance(layer, AttentionLayer))
+    options = {**config.attention_options, "causal": causal}
+    backend = attention_class(config.attention).backend_for(options, device)
     if log:  # one line saying what is about to train, before the first (long) epoch
         print(run_header(config, dataset, device, backend, torch.get_num_threads()), flush=True)
     started = time.time()

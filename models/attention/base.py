@@ -157,7 +157,7 @@ class AttentionLayer(nn.Module):
     @classmethod
     def backend_for(cls, options: dict, device, dtype=torch.float32, compiled: bool = False) -> str | None:
         """The kernel a layer built with `options` runs on `device`, for mechanisms with more than one (what result
-        rows record: an "auto" choice depends on the machine). None: one path only."""
+        rows record: an "auto" choice depends on the machine). None: one path only. options may carry "causal"."""
         return None
 
     @property
@@ -166,6 +166,7 @@ class AttentionLayer(nn.Module):
         mechanisms with one path only. Moving the layer (`.to("cuda")`) can change it."""
         options = {k: getattr(self, k) for k in self.option_defaults() if not callable(getattr(self, k, len))}
         options["compile"] = getattr(self, "compiled", False)
+        options["causal"] = self.causal  # a mechanism whose fast path is the causal form's (efficient) asks
         weight = self.qkv.weight
         return type(self).backend_for(options, weight.device.type, weight.dtype)
 

@@ -3,11 +3,16 @@
 Shen et al., "Efficient Attention: Attention with Linear Complexities", WACV 2021,
 https://arxiv.org/abs/1812.01243
 NOTE: the paper is bidirectional; the causal form here takes the key softmax over the
-prefix j <= i (the same rescaling as causal LinRec), computed stably in float32.
+prefix j <= i (the same rescaling as causal LinRec), computed stably in float32. On a CPU the causal form runs
+as one fused C++ walk (`backend="auto"`, the default; kernels/scan_cpp.py), tested against the PyTorch path.
 """
+
+import torch
 
 from .base import AttentionLayer, Capabilities, OutputDropoutMixin, register_attention
 from .functional import DEFAULT_CHUNK_SIZE, efficient_attention
+from .kernels.efficient import resolve_efficient_backend
+from .kernels.scan_cpp import prepare_scans
 
 
 @register_attention("efficient")
@@ -23,12 +28,38 @@ class EfficientAttention(OutputDropoutMixin, AttentionLayer):
         reference="Shen et al., WACV 2021 (arXiv:1812.01243)",
     )
 
-    def __init__(self, dim, heads, *, causal=False, max_len=None, dropout=0.0, chunk_size: int = DEFAULT_CHUNK_SIZE):
+    @classmethod
+    def prepare(cls, device):
+        prepare_scans(device)  # the fused C++ walk is built once per machine, never inside a timed call
+
+    def __init__(
+        self,
+        dim,
+        heads,
+        *,
+        causal=False,
+        max_len=None,
+        dropout=0.0,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        backend: str = "auto",  # "auto": the causal form's fused C++ walk on a CPU where it builds, else "torch"
+    ):
         super().__init__(dim, heads, causal=causal, max_len=max_len, dropout=dropout)
-        self.chunk_size = chunk_size
+        resolve_efficient_backend(backend, torch.empty(0), causal)  # a bad name, or cpp without a causal form
+        self.chunk_size, self.backend = chunk_size, backend
+
+    @classmethod
+    def backend_for(cls, options, device, dtype=torch.float32, compiled=False):
+        probe = torch.empty(0, device=device, dtype=dtype)
+        return resolve_efficient_backend(options.get("backend", "auto"), probe, options.get("causal", True))
 
     def attend(self, q, k, v, key_padding_mask):
         out = efficient_attention(
-            q, k, v, causal=self.causal, key_padding_mask=key_padding_mask, chunk_size=self.chunk_size
+            q,
+            k,
+            v,
+            causal=self.causal,
+            key_padding_mask=key_padding_mask,
+            chunk_size=self.chunk_size,
+            backend=self.backend,
         )
         return self._output_dropout(out)

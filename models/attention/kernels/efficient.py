@@ -13,7 +13,9 @@ from .common import (
     split_chunks,
     zero_padded_rows,
 )
+from .scan_cpp import causal_efficient_cpp, resolve_scan_backend
 
+EFFICIENT_BACKENDS = ("auto", "torch", "cpp")
 # Largest exponent the chunked causal Efficient Attention lets a key factor reach.
 _EFFICIENT_MAX_EXPONENT = 30.0
 _VERY_NEGATIVE = -1e30  # a padded key: finite, so no inf - inf in gradients
@@ -45,8 +47,32 @@ def _prefix_log_normaliser(kc: torch.Tensor, realc: torch.Tensor) -> torch.Tenso
     return ref[:, :, :, None] + sums.clamp_min(torch.finfo(sums.dtype).tiny).log()
 
 
-def efficient_attention(q, k, v, *, causal: bool = False, key_padding_mask=None, chunk_size: int = DEFAULT_CHUNK_SIZE):
+def resolve_efficient_backend(backend: str, like: torch.Tensor, causal: bool) -> str:
+    """ "auto": the fused C++ walk (kernels/scan_cpp.py) for the causal form on a CPU where it builds, else "torch";
+    the bidirectional form has one path, "torch"."""
+    if backend not in EFFICIENT_BACKENDS:
+        raise ValueError(f"efficient: unknown backend {backend!r}; expected one of {', '.join(EFFICIENT_BACKENDS)}")
+    if not causal:
+        if backend == "cpp":
+            raise ValueError("efficient: backend='cpp' is the causal form's walk; the bidirectional form runs 'torch'")
+        return "torch"
+    return resolve_scan_backend("efficient", backend, at_least_fp32(like))
+
+
+def efficient_attention(
+    q,
+    k,
+    v,
+    *,
+    causal: bool = False,
+    key_padding_mask=None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    backend: str = "torch",
+):
     """Efficient Attention (Shen et al., WACV 2021): softmax_row(Q) (softmax_col(K)^T V).
+
+    backend: "torch" (below), "cpp" (the causal form as one fused C++ walk: an online softmax per feature, every
+    exponent <= 0; tested against this path) or "auto" (cpp where it applies).
 
     Causal: the column softmax runs over the prefix j <= i. Computed in float32 with
     the prefix log-normaliser logZ_i = logcumsumexp_{j<=i} k_j (chunk by chunk:
@@ -65,6 +91,10 @@ def efficient_attention(q, k, v, *, causal: bool = False, key_padding_mask=None,
     dtype = q.dtype
     q, k, v = at_least_fp32(q), at_least_fp32(k), at_least_fp32(v)
     q_soft = q.softmax(dim=-1)
+    if causal and resolve_efficient_backend(backend, q, causal) == "cpp":
+        batch, length = q.shape[0], q.shape[2]
+        real_bn = key_padding_mask if key_padding_mask is not None else q.new_ones(batch, length, dtype=torch.bool)
+        return causal_efficient_cpp(q_soft, k, v, real_bn).to(dtype)  # padded rows come out 0
     if real is not None:
         k = torch.where(real.bool(), k, _VERY_NEGATIVE)
     if not causal:

@@ -1,4 +1,5 @@
-"""The recurrent mixers' scans as fused C++ walks on the CPU (source: scan_cpu.cpp), forward and backward.
+"""The recurrent mixers' scans, and causal Efficient Attention's prefix softmax, as fused C++ walks on the CPU (source:
+scan_cpu.cpp), forward and backward.
 
 The PyTorch paths (kernels/lru.py: chunked powers of lambda; kernels/mamba.py: one Python step per position) stay the
 references these are tested against (values, fp64 gradients). Here one walk per (sequence, block of channels) keeps
@@ -9,6 +10,9 @@ the state in registers:
 - Mamba: h_t = exp(delta_t A) h_{t-1} + dx_t b_t, y_t = c_t . h_t; the forward keeps the state entering every
   MAMBA_CHUNK-th position only ((B, N / 64, E, S), not the (B, N, E, S) states), the backward recomputes a chunk at a
   time from it.
+- Causal Efficient Attention (kernels/efficient.py is its reference): per feature, the keys' softmax over the prefix
+  as a running weighted mean of the values (an online softmax: every exponent <= 0); the forward keeps only the
+  (B, H, N, d) log-normalisers, the backward walks forward once more (for d a) and then in reverse (d k, d v).
 
 Jobs (sequence x channel block) run in parallel (at::parallel_for, OpenMP). float32 and float64 (for gradcheck).
 """
@@ -26,13 +30,16 @@ std::vector<torch::Tensor> mamba_forward(torch::Tensor dx, torch::Tensor delta, 
                                          torch::Tensor c, int64_t chunk, bool keep);
 std::vector<torch::Tensor> mamba_backward(torch::Tensor gy, torch::Tensor dx, torch::Tensor delta, torch::Tensor a,
                                           torch::Tensor b, torch::Tensor c, torch::Tensor kept, int64_t chunk);
+std::vector<torch::Tensor> efficient_forward(torch::Tensor a, torch::Tensor k, torch::Tensor v, torch::Tensor real);
+std::vector<torch::Tensor> efficient_backward(torch::Tensor g, torch::Tensor a, torch::Tensor k, torch::Tensor v,
+                                              torch::Tensor real, torch::Tensor logz);
 """
 KERNEL = CppKernel(
     "scan",
-    "the recurrent mixers' fused C++ scans",
+    "the fused C++ scans (recurrent mixers, causal Efficient Attention)",
     "scan_cpu.cpp",
     _CPP_DECLARATIONS,
-    ["lru_forward", "lru_backward", "mamba_forward", "mamba_backward"],
+    ["lru_forward", "lru_backward", "mamba_forward", "mamba_backward", "efficient_forward", "efficient_backward"],
     "_scan_cpu",
 )
 extension_error = KERNEL.error
@@ -96,6 +103,33 @@ class _SelectiveScan(torch.autograd.Function):
 
 def selective_scan_cpp(dx, delta, a, b, c) -> torch.Tensor:
     return _SelectiveScan.apply(dx, delta, a, b, c)
+
+
+class _CausalEfficient(torch.autograd.Function):
+    """a = softmax(q) over features, k (B, H, N, d); v (B, H, N, e); real (B, N) uint8 -> out (B, H, N, e): the
+    prefix softmax of the keys per feature, read by a (kernels/efficient.py's causal form, as one walk)."""
+
+    @staticmethod
+    def forward(ctx, a, k, v, real):
+        inputs = [_rows(t) for t in (a, k, v)]  # read where they lie: views of the packed projection, no copy
+        out, logz = KERNEL.module().efficient_forward(*inputs, real)
+        ctx.save_for_backward(*inputs, real, logz)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, k, v, real, logz = ctx.saved_tensors
+        return (*KERNEL.module().efficient_backward(_rows(grad), a, k, v, real, logz), None)
+
+
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """t itself where its last dim is contiguous (any other strides), else a contiguous copy."""
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def causal_efficient_cpp(a: torch.Tensor, k: torch.Tensor, v: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """real: (B, N) bool or uint8, True = a real position."""
+    return _CausalEfficient.apply(a, k, v, real.to(torch.uint8).contiguous())
 
 
 def resolve_scan_backend(mechanism: str, backend: str, like: torch.Tensor, fallback: str = "torch") -> str:

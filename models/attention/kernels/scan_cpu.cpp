@@ -229,6 +229,143 @@ void mamba_backward_impl(const T* gy, const T* dx, const T* delta, const T* a, c
   });
 }
 
+// Causal Efficient Attention: per feature f, a softmax over the prefix of keys j <= i, read by the query's softmax a:
+//   out_i = sum_f a_if P_if,   P_if = sum_{j <= i} exp(k_jf - L_if) v_j,   L_if = log sum_{j <= i} exp(k_jf)
+// P_f is a running weighted mean (an online softmax per feature, as flash attention keeps one per row): a new key
+// re-weights it by exp(L_old - L_new) and adds exp(k - L_new) v, both <= 1, so no exponent is ever positive.
+//   backward (g = d out):   da_if = g_i . P_if
+//   R_jf = sum_{i >= j} exp(L_jf - L_if) a_if g_i,   r_jf = sum_{i >= j} exp(L_jf - L_if) a_if da_if   (reverse walk,
+//   decays exp(L_j - L_next) <= 1):   dv_j = sum_f w_jf R_jf,   dk_jf = w_jf (v_j . R_jf - r_jf),   w_jf = exp(k_jf - L_jf)
+// Padded positions (real = 0) neither read nor enter the state; their outputs and gradients are 0. One job per
+// (sequence, head); P and R are (d, e) per job.
+// log(1 + x) for 0 <= x <= 1 in float, arithmetic only (vectorises): 2 atanh(z), z = x / (2 + x) <= 1/3, by its
+// series to z^17 (relative error < 1e-8). double: std::log1p, exact, for gradcheck.
+inline float log1p_unit(float x) {
+  const float z = x / (2.0f + x), z2 = z * z;
+  float p = 1.0f / 17;
+  for (int n = 15; n >= 1; n -= 2) p = p * z2 + 1.0f / n;
+  return 2.0f * z * p;
+}
+inline double log1p_unit(double x) { return std::log1p(x); }
+
+// A (B, H, N, d) input read where it lies (a view of the packed projection: no copy), its last dim contiguous.
+template <typename T> struct Strided {
+  const T* p;
+  int64_t sb, sh, sn;
+  explicit Strided(const torch::Tensor& t)
+      : p(t.data_ptr<T>()), sb(t.stride(0)), sh(t.stride(1)), sn(t.stride(2)) {}
+  const T* at(int64_t b, int64_t h, int64_t i) const { return p + b * sb + h * sh + i * sn; }
+};
+
+constexpr double EFFICIENT_NONE = 1e30;  // the log-mass before any key: exp(-1e30 - anything) = 0, and no inf - inf
+
+template <typename T>
+void efficient_forward_impl(const Strided<T>& a, const Strided<T>& k, const Strided<T>& v, const uint8_t* real, T* out,
+                            T* logz, int64_t batch, int64_t heads, int64_t length, int64_t dk, int64_t dv) {
+  at::parallel_for(0, batch * heads, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> mean(dk * dv), mass(dk), keep(dk), take(dk);
+    for (int64_t job = begin; job < end; ++job) {
+      const int64_t b = job / heads, h = job % heads;
+      const uint8_t* real_b = real + b * length;
+      std::fill(mass.begin(), mass.end(), T(-EFFICIENT_NONE));
+      std::fill(mean.begin(), mean.end(), T(0));
+      for (int64_t i = 0; i < length; ++i) {
+        const T *ai = a.at(b, h, i), *ki = k.at(b, h, i), *vi = v.at(b, h, i);
+        T *oi = out + (job * length + i) * dv, *li = logz + (job * length + i) * dk;
+        std::fill(oi, oi + dv, T(0));
+        if (!real_b[i]) {
+          std::copy(mass.begin(), mass.end(), li);  // never read
+          continue;
+        }
+        for (int64_t f = 0; f < dk; ++f) {  // the new log-mass and the two weights: exponents <= 0
+          const T top = std::max(mass[f], ki[f]), gap = std::min(mass[f], ki[f]) - top;
+          const T total = top + log1p_unit(exp_nonpositive(gap));
+          keep[f] = exp_nonpositive(mass[f] - total);
+          take[f] = exp_nonpositive(ki[f] - total);
+          mass[f] = li[f] = total;
+        }
+        for (int64_t f = 0; f < dk; ++f) {
+          T* pf = mean.data() + f * dv;
+          const T kf = keep[f], tf = take[f], af = ai[f];
+          for (int64_t e = 0; e < dv; ++e) {
+            pf[e] = kf * pf[e] + tf * vi[e];
+            oi[e] += af * pf[e];
+          }
+        }
+      }
+    }
+  });
+}
+
+template <typename T>
+void efficient_backward_impl(const Strided<T>& g, const Strided<T>& a, const Strided<T>& k, const Strided<T>& v,
+                             const uint8_t* real, const T* logz, T* da, T* dkey, T* dval, int64_t batch, int64_t heads,
+                             int64_t length, int64_t dk, int64_t dv) {
+  at::parallel_for(0, batch * heads, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> mean(dk * dv), acc(dk * dv), acc_scalar(dk), previous(dk), keep(dk), take(dk);
+    for (int64_t job = begin; job < end; ++job) {
+      const int64_t b = job / heads, h = job % heads;
+      const uint8_t* real_b = real + b * length;
+      auto row = [&](int64_t i, int64_t width) { return (job * length + i) * width; };
+      std::fill(previous.begin(), previous.end(), T(-EFFICIENT_NONE));  // forward walk: P again, for da
+      std::fill(mean.begin(), mean.end(), T(0));
+      for (int64_t i = 0; i < length; ++i) {
+        T* dai = da + row(i, dk);
+        if (!real_b[i]) {
+          std::fill(dai, dai + dk, T(0));
+          continue;
+        }
+        const T *ki = k.at(b, h, i), *vi = v.at(b, h, i), *li = logz + row(i, dk), *gi = g.at(b, h, i);
+        for (int64_t f = 0; f < dk; ++f) {
+          keep[f] = exp_nonpositive(previous[f] - li[f]);
+          take[f] = exp_nonpositive(ki[f] - li[f]);
+          previous[f] = li[f];
+        }
+        for (int64_t f = 0; f < dk; ++f) {
+          T* pf = mean.data() + f * dv;
+          const T kf = keep[f], tf = take[f];
+          T dot = 0;
+          for (int64_t e = 0; e < dv; ++e) {
+            pf[e] = kf * pf[e] + tf * vi[e];
+            dot += gi[e] * pf[e];
+          }
+          dai[f] = dot;
+        }
+      }
+      std::fill(acc.begin(), acc.end(), T(0));  // reverse walk: R and r, then dk and dv
+      std::fill(acc_scalar.begin(), acc_scalar.end(), T(0));
+      std::fill(previous.begin(), previous.end(), T(EFFICIENT_NONE));  // the next real position's log-mass
+      for (int64_t i = length - 1; i >= 0; --i) {
+        T *dki = dkey + row(i, dk), *dvi = dval + row(i, dv);
+        std::fill(dvi, dvi + dv, T(0));
+        if (!real_b[i]) {
+          std::fill(dki, dki + dk, T(0));
+          continue;
+        }
+        const T *ai = a.at(b, h, i), *ki = k.at(b, h, i), *vi = v.at(b, h, i), *li = logz + row(i, dk);
+        const T *gi = g.at(b, h, i), *dai = da + row(i, dk);
+        for (int64_t f = 0; f < dk; ++f) {
+          keep[f] = exp_nonpositive(li[f] - previous[f]);  // the decay from the next real position back to this one
+          take[f] = exp_nonpositive(ki[f] - li[f]);  // this key's weight in its own prefix
+          acc_scalar[f] = ai[f] * dai[f] + keep[f] * acc_scalar[f];
+          previous[f] = li[f];
+        }
+        for (int64_t f = 0; f < dk; ++f) {
+          T* rf = acc.data() + f * dv;
+          const T decay = keep[f], af = ai[f], weight = take[f];
+          T dot = 0;
+          for (int64_t e = 0; e < dv; ++e) {
+            rf[e] = af * gi[e] + decay * rf[e];
+            dot += vi[e] * rf[e];
+            dvi[e] += weight * rf[e];
+          }
+          dki[f] = weight * (dot - acc_scalar[f]);
+        }
+      }
+    }
+  });
+}
+
 void check(const torch::Tensor& t, const char* name, int64_t dims) {
   TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor");
   TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
@@ -299,4 +436,44 @@ std::vector<torch::Tensor> mamba_backward(torch::Tensor gy, torch::Tensor dx, to
                                   d_c_by_block.data_ptr<scalar_t>(), batch, length, channels, states, chunk);
   });
   return {d_dx, d_delta, d_a_by_batch.sum(0), d_b_by_block.sum(1), d_c_by_block.sum(1)};
+}
+
+// a, k (B, H, N, d), v (B, H, N, e), any strides but a contiguous last dim; real (B, N) uint8.
+// Returns (out (B, H, N, e), logz (B, H, N, d)), contiguous.
+void check_rows(const torch::Tensor& t, const char* name) {
+  TORCH_CHECK(t.device().is_cpu() && t.dim() == 4 && t.stride(3) == 1, name,
+              " must be a (B, H, N, d) CPU tensor with a contiguous last dim");
+}
+
+std::vector<torch::Tensor> efficient_forward(torch::Tensor a, torch::Tensor k, torch::Tensor v, torch::Tensor real) {
+  for (auto [t, name] : {std::pair{a, "a"}, {k, "k"}, {v, "v"}}) check_rows(t, name);
+  check(real, "real", 2);
+  TORCH_CHECK(real.scalar_type() == torch::kUInt8, "real must be uint8");
+  const int64_t batch = a.size(0), heads = a.size(1), length = a.size(2);
+  auto out = torch::empty({batch, heads, length, v.size(3)}, v.options());
+  auto logz = torch::empty({batch, heads, length, k.size(3)}, k.options());
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "efficient_forward", [&] {
+    efficient_forward_impl<scalar_t>(Strided<scalar_t>(a), Strided<scalar_t>(k), Strided<scalar_t>(v),
+                                     real.data_ptr<uint8_t>(), out.data_ptr<scalar_t>(), logz.data_ptr<scalar_t>(),
+                                     batch, heads, length, a.size(3), v.size(3));
+  });
+  return {out, logz};
+}
+
+// Returns (da, dk, dv), contiguous.
+std::vector<torch::Tensor> efficient_backward(torch::Tensor g, torch::Tensor a, torch::Tensor k, torch::Tensor v,
+                                              torch::Tensor real, torch::Tensor logz) {
+  check_rows(g, "grad");
+  check(logz, "logz", 4);
+  const int64_t batch = a.size(0), heads = a.size(1), length = a.size(2);
+  auto da = torch::empty({batch, heads, length, a.size(3)}, a.options());
+  auto dk = torch::empty({batch, heads, length, k.size(3)}, k.options());
+  auto dv = torch::empty({batch, heads, length, v.size(3)}, v.options());
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "efficient_backward", [&] {
+    efficient_backward_impl<scalar_t>(Strided<scalar_t>(g), Strided<scalar_t>(a), Strided<scalar_t>(k),
+                                      Strided<scalar_t>(v), real.data_ptr<uint8_t>(), logz.data_ptr<scalar_t>(),
+                                      da.data_ptr<scalar_t>(), dk.data_ptr<scalar_t>(), dv.data_ptr<scalar_t>(), batch,
+                                      heads, length, a.size(3), v.size(3));
+  });
+  return {da, dk, dv};
 }

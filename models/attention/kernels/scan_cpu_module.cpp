@@ -12,5 +12,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lru_backward", &lru_backward, "LRU scan backward: (du, dlam)");
   m.def("mamba_forward", &mamba_forward, "selective scan forward: (y, kept states)");
   m.def("mamba_backward", &mamba_backward, "selective scan backward: (d_dx, d_delta, d_a, d_b, d_c)");
+  m.def("efficient_forward", &efficient_forward, "causal Efficient Attention forward: (out, logz)");
+  m.def("efficient_backward", &efficient_backward, "causal Efficient Attention backward: (da, dk, dv)");
   m.attr("source_digest") = SCAN_SOURCE_DIGEST;
 }
