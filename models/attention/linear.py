@@ -1,10 +1,16 @@
 """Linear Transformer attention, phi(x) = elu(x) + 1.
 
 Katharopoulos et al., "Transformers are RNNs", ICML 2020, https://arxiv.org/abs/2006.16236
+On a CPU the causal form runs as one fused C++ walk (`backend="auto"`, the default; kernels/scan_cpp.py), tested
+against the chunked PyTorch path.
 """
+
+import torch
 
 from .base import AttentionLayer, Capabilities, OutputDropoutMixin, register_attention
 from .functional import DEFAULT_CHUNK_SIZE, linear_attention
+from .kernels.linear import resolve_linear_backend
+from .kernels.scan_cpp import prepare_scans
 
 
 @register_attention("linear")
@@ -30,12 +36,30 @@ class LinearAttention(OutputDropoutMixin, AttentionLayer):
         dropout=0.0,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         eps: float = 1e-6,
+        backend: str = "auto",  # "auto": the causal form's fused C++ walk on a CPU where it builds, else "torch"
     ):
         super().__init__(dim, heads, causal=causal, max_len=max_len, dropout=dropout)
-        self.chunk_size, self.eps = chunk_size, eps
+        resolve_linear_backend(backend, torch.empty(0), causal)  # a bad name, or cpp without a causal form
+        self.chunk_size, self.eps, self.backend = chunk_size, eps, backend
+
+    @classmethod
+    def prepare(cls, device):
+        prepare_scans(device)  # the fused C++ walk is built once per machine, never inside a timed call
+
+    @classmethod
+    def backend_for(cls, options, device, dtype=torch.float32, compiled=False):
+        probe = torch.empty(0, device=device, dtype=dtype)
+        return resolve_linear_backend(options.get("backend", "auto"), probe, options.get("causal", True))
 
     def attend(self, q, k, v, key_padding_mask):
         out = linear_attention(
-            q, k, v, causal=self.causal, key_padding_mask=key_padding_mask, chunk_size=self.chunk_size, eps=self.eps
+            q,
+            k,
+            v,
+            causal=self.causal,
+            key_padding_mask=key_padding_mask,
+            chunk_size=self.chunk_size,
+            eps=self.eps,
+            backend=self.backend,
         )
         return self._output_dropout(out)

@@ -127,7 +127,7 @@ def test_a_named_cpp_scan_on_another_device_is_refused_in_one_line():
         build_attention("lru", 32, 2, causal=True, backend="cuda")
 
 
-def _efficient_inputs(batch=3, heads=2, length=70, width=5, scale=3.0, dtype=torch.float64):
+def _walk_inputs(batch=3, heads=2, length=70, width=5, scale=3.0, dtype=torch.float64):
     torch.manual_seed(4)
     q, k = (torch.randn(batch, heads, length, width, dtype=dtype) * scale for _ in range(2))
     v = torch.randn(batch, heads, length, width + 2, dtype=dtype)
@@ -138,40 +138,73 @@ def _efficient_inputs(batch=3, heads=2, length=70, width=5, scale=3.0, dtype=tor
     return q.requires_grad_(), k.requires_grad_(), v.requires_grad_(), mask
 
 
-@pytest.mark.parametrize(("length", "scale"), [(1, 3.0), (70, 3.0), (70, 40.0)])
-def test_causal_efficient_walk_equals_the_chunked_path_in_values_and_fp64_gradients(length, scale):
-    """Padding on either side and a hole; keys 40x wider than exp's float range (the walk's exponents are <= 0)."""
-    from models.attention.functional import efficient_attention
+def _walk(name):
+    """(the functional with its backend argument, the C++ walk on raw q, k, v and a mask) of a causal mechanism"""
+    from models.attention.functional import efficient_attention, linear_attention
 
-    q, k, v, mask = _efficient_inputs(length=length, scale=scale)
+    if name == "efficient":
+        return efficient_attention, lambda q, k, v, mask: scan_cpp.causal_efficient_cpp(q.softmax(-1), k, v, mask)
+    return linear_attention, lambda q, k, v, mask: scan_cpp.causal_linear_cpp(q, k, v, mask, 1e-6)
+
+
+WALKS = ["efficient", "linear"]
+
+
+@pytest.mark.parametrize("name", WALKS)
+@pytest.mark.parametrize(("length", "scale"), [(1, 3.0), (70, 3.0), (70, 40.0)])
+def test_causal_walks_equal_the_chunked_paths_in_values_and_fp64_gradients(name, length, scale):
+    """Padding on either side and a hole; inputs 40x wider than exp's float range (the efficient walk's exponents are
+    <= 0; linear attention's features e^x vanish there, and its normaliser meets the eps clamp)."""
+    functional, _ = _walk(name)
+    q, k, v, mask = _walk_inputs(length=length, scale=scale)
     kwargs = {"causal": True, "key_padding_mask": mask if length > 23 else None}
-    got = efficient_attention(q, k, v, backend="cpp", **kwargs)
-    want = efficient_attention(q, k, v, backend="torch", chunk_size=8, **kwargs)
+    got = functional(q, k, v, backend="cpp", **kwargs)
+    want = functional(q, k, v, backend="torch", chunk_size=8, **kwargs)
     _close(got, want, 1e-10)
     for a, b in zip(_grads(got, (q, k, v)), _grads(want, (q, k, v)), strict=True):
         _close(a, b, 1e-9)
 
 
-def test_causal_efficient_walk_passes_gradcheck_and_gives_padded_rows_zero():
-    q, k, v, mask = _efficient_inputs(batch=3, heads=1, length=8, width=2)
+@pytest.mark.parametrize("name", WALKS)
+def test_causal_walks_pass_gradcheck_and_give_padded_rows_zero(name):
+    _, walk = _walk(name)
+    q, k, v, mask = _walk_inputs(batch=3, heads=1, length=8, width=2)
     mask[2] = False  # a row with no real position
-    a = q.detach().softmax(-1).requires_grad_()
-    assert torch.autograd.gradcheck(scan_cpp.causal_efficient_cpp, (a, k, v, mask))
-    out = scan_cpp.causal_efficient_cpp(a, k, v, mask)
+    assert torch.autograd.gradcheck(lambda q, k, v: walk(q, k, v, mask), (q, k, v))
+    out = walk(q, k, v, mask)
     assert (out[2] == 0).all() and (out[0][:, ~mask[0]] == 0).all()
 
 
-def test_causal_efficient_walk_in_fp32_matches_fp64_over_a_long_sequence():
-    q, k, v, mask = _efficient_inputs(length=600, scale=10.0)
-    a = q.detach().softmax(-1)
-    want = scan_cpp.causal_efficient_cpp(a, k.detach(), v.detach(), mask)
-    got = scan_cpp.causal_efficient_cpp(a.float(), k.detach().float(), v.detach().float(), mask)
+@pytest.mark.parametrize("name", WALKS)
+def test_causal_walks_in_fp32_match_fp64_over_a_long_sequence(name):
+    _, walk = _walk(name)
+    q, k, v, mask = (t.detach() for t in _walk_inputs(length=600, scale=10.0))
+    want = walk(q, k, v, mask)
+    got = walk(q.float(), k.float(), v.float(), mask)
     _close(got.double(), want, 1e-5)
 
 
-def test_efficient_layer_takes_the_walk_for_its_causal_form_only():
+@pytest.mark.parametrize("name", WALKS)
+def test_causal_walks_read_views_of_a_packed_projection_as_they_read_contiguous_tensors(name):
+    _, walk = _walk(name)
+    torch.manual_seed(6)
+    packed = torch.randn(2, 25, 3, 2, 4, dtype=torch.float64)  # (B, N, 3, H, d): what a layer's projection gives
+    views = [part.transpose(1, 2).requires_grad_() for part in packed.unbind(2)]  # (B, H, N, d), strided leaves
+    assert not any(t.is_contiguous() for t in views)
+    copies = [t.detach().contiguous().requires_grad_() for t in views]
+    mask = torch.ones(2, 25, dtype=torch.bool)
+    mask[1, :6] = False
+    got, want = walk(*views, mask), walk(*copies, mask)
+    _close(got, want, 1e-12)
+    grad = torch.randn(2, 25, 2, 4, dtype=torch.float64).transpose(1, 2)  # a strided gradient too
+    for x, y in zip(torch.autograd.grad(got, views, grad), torch.autograd.grad(want, copies, grad), strict=True):
+        _close(x, y, 1e-12)
+
+
+@pytest.mark.parametrize("name", WALKS)
+def test_layers_take_the_walk_for_their_causal_form_only(name):
     torch.manual_seed(5)
-    causal, bidirectional = (build_attention("efficient", 32, 2, causal=c) for c in (True, False))
+    causal, bidirectional = (build_attention(name, 32, 2, causal=c) for c in (True, False))
     assert causal.backend_in_use == "cpp" and bidirectional.backend_in_use == "torch"
     x, mask = torch.randn(2, 30, 32), torch.ones(2, 30, dtype=torch.bool)
     mask[0, :5] = False
@@ -179,24 +212,6 @@ def test_efficient_layer_takes_the_walk_for_its_causal_form_only():
     causal.backend = "torch"
     _close(fused, causal(x, mask), 1e-5)
     with pytest.raises(ValueError, match="backend='cpp' is the causal form's walk"):
-        build_attention("efficient", 32, 2, causal=False, backend="cpp")
+        build_attention(name, 32, 2, causal=False, backend="cpp")
     with pytest.raises(ValueError, match="unknown backend 'walk'; expected one of auto, torch, cpp"):
-        build_attention("efficient", 32, 2, causal=True, backend="walk")
-
-
-def test_causal_efficient_walk_reads_views_of_a_packed_projection_as_it_reads_contiguous_tensors():
-    torch.manual_seed(6)
-    packed = torch.randn(2, 25, 3, 2, 4, dtype=torch.float64)  # (B, N, 3, H, d): what a layer's projection gives
-    q, k, v = (part.transpose(1, 2) for part in packed.unbind(2))  # (B, H, N, d) views, strided
-    mask = torch.ones(2, 25, dtype=torch.bool)
-    mask[1, :6] = False
-    a = q.softmax(-1)
-    assert not k.is_contiguous() and not v.is_contiguous()
-    packed_grad = torch.randn(2, 25, 2, 4, dtype=torch.float64).transpose(1, 2)  # strided gradient too
-    views = [t.detach().requires_grad_() for t in (a, k, v)]
-    copies = [t.detach().contiguous().requires_grad_() for t in (a, k, v)]
-    got, want = scan_cpp.causal_efficient_cpp(*views, mask), scan_cpp.causal_efficient_cpp(*copies, mask)
-    _close(got, want, 1e-12)
-    grads = torch.autograd.grad(got, views, packed_grad), torch.autograd.grad(want, copies, packed_grad)
-    for x, y in zip(*grads, strict=True):
-        _close(x, y, 1e-12)
+        build_attention(name, 32, 2, causal=True, backend="walk")

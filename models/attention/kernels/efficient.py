@@ -13,9 +13,8 @@ from .common import (
     split_chunks,
     zero_padded_rows,
 )
-from .scan_cpp import causal_efficient_cpp, resolve_scan_backend
+from .scan_cpp import causal_efficient_cpp, resolve_walk_backend
 
-EFFICIENT_BACKENDS = ("auto", "torch", "cpp")
 # Largest exponent the chunked causal Efficient Attention lets a key factor reach.
 _EFFICIENT_MAX_EXPONENT = 30.0
 _VERY_NEGATIVE = -1e30  # a padded key: finite, so no inf - inf in gradients
@@ -48,15 +47,8 @@ def _prefix_log_normaliser(kc: torch.Tensor, realc: torch.Tensor) -> torch.Tenso
 
 
 def resolve_efficient_backend(backend: str, like: torch.Tensor, causal: bool) -> str:
-    """ "auto": the fused C++ walk (kernels/scan_cpp.py) for the causal form on a CPU where it builds, else "torch";
-    the bidirectional form has one path, "torch"."""
-    if backend not in EFFICIENT_BACKENDS:
-        raise ValueError(f"efficient: unknown backend {backend!r}; expected one of {', '.join(EFFICIENT_BACKENDS)}")
-    if not causal:
-        if backend == "cpp":
-            raise ValueError("efficient: backend='cpp' is the causal form's walk; the bidirectional form runs 'torch'")
-        return "torch"
-    return resolve_scan_backend("efficient", backend, at_least_fp32(like))
+    """ "auto": the causal form's fused C++ walk (kernels/scan_cpp.py) on a CPU where it builds, else "torch"."""
+    return resolve_walk_backend("efficient", backend, at_least_fp32(like), causal)  # it computes in float32 at least
 
 
 def efficient_attention(

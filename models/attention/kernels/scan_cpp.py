@@ -1,5 +1,5 @@
-"""The recurrent mixers' scans, and causal Efficient Attention's prefix softmax, as fused C++ walks on the CPU (source:
-scan_cpu.cpp), forward and backward.
+"""The recurrent mixers' scans, causal Efficient Attention's prefix softmax and causal linear attention as fused C++
+walks on the CPU (source: scan_cpu.cpp), forward and backward.
 
 The PyTorch paths (kernels/lru.py: chunked powers of lambda; kernels/mamba.py: one Python step per position) stay the
 references these are tested against (values, fp64 gradients). Here one walk per (sequence, block of channels) keeps
@@ -13,6 +13,9 @@ the state in registers:
 - Causal Efficient Attention (kernels/efficient.py is its reference): per feature, the keys' softmax over the prefix
   as a running weighted mean of the values (an online softmax: every exponent <= 0); the forward keeps only the
   (B, H, N, d) log-normalisers, the backward walks forward once more (for d a) and then in reverse (d k, d v).
+- Causal linear attention (kernels/linear.py, kernels/causal.py are its reference): the (d, e) state and the (d,)
+  key sum walked position by position, the elu + 1 features computed in the walk (their slope is the feature itself
+  below 0); the forward keeps the (B, H, N) normalisers, the backward walks as above.
 
 Jobs (sequence x channel block) run in parallel (at::parallel_for, OpenMP). float32 and float64 (for gradcheck).
 """
@@ -33,13 +36,20 @@ std::vector<torch::Tensor> mamba_backward(torch::Tensor gy, torch::Tensor dx, to
 std::vector<torch::Tensor> efficient_forward(torch::Tensor a, torch::Tensor k, torch::Tensor v, torch::Tensor real);
 std::vector<torch::Tensor> efficient_backward(torch::Tensor g, torch::Tensor a, torch::Tensor k, torch::Tensor v,
                                               torch::Tensor real, torch::Tensor logz);
+std::vector<torch::Tensor> linear_forward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor real,
+                                          double eps);
+std::vector<torch::Tensor> linear_backward(torch::Tensor g, torch::Tensor q, torch::Tensor k, torch::Tensor v,
+                                           torch::Tensor real, torch::Tensor den, double eps);
 """
 KERNEL = CppKernel(
     "scan",
-    "the fused C++ scans (recurrent mixers, causal Efficient Attention)",
+    "the fused C++ scans and causal attention walks",
     "scan_cpu.cpp",
     _CPP_DECLARATIONS,
-    ["lru_forward", "lru_backward", "mamba_forward", "mamba_backward", "efficient_forward", "efficient_backward"],
+    [
+        *("lru_forward", "lru_backward", "mamba_forward", "mamba_backward"),
+        *("efficient_forward", "efficient_backward", "linear_forward", "linear_backward"),
+    ],
     "_scan_cpu",
 )
 extension_error = KERNEL.error
@@ -122,6 +132,30 @@ class _CausalEfficient(torch.autograd.Function):
         return (*KERNEL.module().efficient_backward(_rows(grad), a, k, v, real, logz), None)
 
 
+class _CausalLinear(torch.autograd.Function):
+    """q, k (B, H, N, d) before the features, v (B, H, N, e), real (B, N) uint8 -> out (B, H, N, e): the causal
+    normalised linear attention of kernels/linear.py with phi = elu + 1 applied inside the walk, as one walk."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, real, eps):
+        inputs = [_rows(t) for t in (q, k, v)]
+        out, den = KERNEL.module().linear_forward(*inputs, real, eps)
+        ctx.save_for_backward(*inputs, real, den)
+        ctx.eps = eps
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        q, k, v, real, den = ctx.saved_tensors
+        return (*KERNEL.module().linear_backward(_rows(grad), q, k, v, real, den, ctx.eps), None, None)
+
+
+def causal_linear_cpp(q, k, v, real: torch.Tensor, eps: float) -> torch.Tensor:
+    """phi(q)^T S_i / max(phi(q) . z_i, eps) with phi = elu + 1 and real (B, N) bool or uint8 (True = real);
+    padded rows come out 0."""
+    return _CausalLinear.apply(q, k, v, real.to(torch.uint8).contiguous(), eps)
+
+
 def _rows(t: torch.Tensor) -> torch.Tensor:
     """t itself where its last dim is contiguous (any other strides), else a contiguous copy."""
     return t if t.stride(-1) == 1 else t.contiguous()
@@ -146,6 +180,23 @@ def resolve_scan_backend(mechanism: str, backend: str, like: torch.Tensor, fallb
             return "cpp"
         _warn_no_extension(mechanism, extension_error())
     return fallback if backend == "auto" else backend
+
+
+WALK_BACKENDS = ("auto", "torch", "cpp")
+
+
+def resolve_walk_backend(mechanism: str, backend: str, like: torch.Tensor, causal: bool) -> str:
+    """For the attentions whose causal form has a C++ walk here (efficient, linear): "auto" -> the walk on a CPU
+    where it builds, else "torch"; the bidirectional form has one path, "torch"."""
+    if backend not in WALK_BACKENDS:
+        raise ValueError(f"{mechanism}: unknown backend {backend!r}; expected one of {', '.join(WALK_BACKENDS)}")
+    if not causal:
+        if backend == "cpp":
+            raise ValueError(
+                f"{mechanism}: backend='cpp' is the causal form's walk; the bidirectional form runs 'torch'"
+            )
+        return "torch"
+    return resolve_scan_backend(mechanism, backend, like)
 
 
 def _warn_no_extension(mechanism: str, reason: str) -> None:

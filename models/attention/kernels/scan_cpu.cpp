@@ -366,6 +366,129 @@ void efficient_backward_impl(const Strided<T>& g, const Strided<T>& a, const Str
   });
 }
 
+// phi(x) = elu(x) + 1: x + 1 for x > 0, e^x otherwise; its derivative is 1 for x > 0, e^x = phi(x) otherwise.
+template <typename T> inline T elu_plus_one(T x) { return x > T(0) ? x + T(1) : exp_nonpositive(std::min(x, T(0))); }
+
+// phi of one position's query and key rows (d wide each) into fq, fk
+template <typename T> inline void features(const T* q, const T* k, T* fq, T* fk, int64_t d) {
+  for (int64_t f = 0; f < d; ++f) {
+    fq[f] = elu_plus_one(q[f]);
+    fk[f] = elu_plus_one(k[f]);
+  }
+}
+
+// Causal linear attention (Katharopoulos et al.) with phi = elu + 1 applied here (fq = phi(q), fk = phi(k)):
+//   S_i = sum_{j <= i} fk_j v_j^T,  z_i = sum_{j <= i} fk_j,  den_i = max(fq_i . z_i, eps),  out_i = fq_i^T S_i / den_i
+//   backward (g = d out):  t_if = S_if . g_i,  dden_i = -(fq_i . t_i) / den_i^2 where fq_i . z_i >= eps (else 0),
+//   d fq_if = t_if / den_i + z_if dden_i;   reverse:  R_j = sum_{i >= j} fq_i (g_i / den_i)^T,
+//   r_j = sum_{i >= j} fq_i dden_i;   d fk_j = R_j v_j + r_j,   d v_j = R_j^T fk_j.
+//   d q = d fq * phi'(q), d k = d fk * phi'(k).
+// The forward keeps the (B, H, N) normalisers; the backward rebuilds S and z in a forward walk, then walks back.
+template <typename T>
+void linear_forward_impl(const Strided<T>& q, const Strided<T>& k, const Strided<T>& v, const uint8_t* real, T eps,
+                         T* out, T* den, int64_t batch, int64_t heads, int64_t length, int64_t dk, int64_t dv) {
+  at::parallel_for(0, batch * heads, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> state(dk * dv), keys(dk), qi(dk), ki(dk);
+    for (int64_t job = begin; job < end; ++job) {
+      const int64_t b = job / heads, h = job % heads;
+      const uint8_t* real_b = real + b * length;
+      std::fill(state.begin(), state.end(), T(0));
+      std::fill(keys.begin(), keys.end(), T(0));
+      for (int64_t i = 0; i < length; ++i) {
+        T* oi = out + (job * length + i) * dv;
+        std::fill(oi, oi + dv, T(0));
+        den[job * length + i] = T(1);  // padded: never read
+        if (!real_b[i]) continue;
+        const T *qr = q.at(b, h, i), *kr = k.at(b, h, i), *vi = v.at(b, h, i);
+        features(qr, kr, qi.data(), ki.data(), dk);
+        T norm = 0;
+        for (int64_t f = 0; f < dk; ++f) {
+          T* sf = state.data() + f * dv;
+          const T kf = ki[f], qf = qi[f];
+          keys[f] += kf;
+          norm += qf * keys[f];
+          for (int64_t e = 0; e < dv; ++e) {
+            sf[e] += kf * vi[e];
+            oi[e] += qf * sf[e];
+          }
+        }
+        const T clamped = std::max(norm, eps);
+        den[job * length + i] = norm;
+        for (int64_t e = 0; e < dv; ++e) oi[e] /= clamped;
+      }
+    }
+  });
+}
+
+template <typename T>
+void linear_backward_impl(const Strided<T>& g, const Strided<T>& q, const Strided<T>& k, const Strided<T>& v,
+                          const uint8_t* real, const T* den, T eps, T* dq, T* dkey, T* dval, int64_t batch,
+                          int64_t heads, int64_t length, int64_t dk, int64_t dv) {
+  at::parallel_for(0, batch * heads, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> state(dk * dv), keys(dk), reads(dk), acc(dk * dv), acc_keys(dk), dden(length), qi(dk), ki(dk);
+    for (int64_t job = begin; job < end; ++job) {
+      const int64_t b = job / heads, h = job % heads;
+      const uint8_t* real_b = real + b * length;
+      std::fill(state.begin(), state.end(), T(0));  // forward walk: S and z again, for d fq
+      std::fill(keys.begin(), keys.end(), T(0));
+      for (int64_t i = 0; i < length; ++i) {
+        T* dqi = dq + (job * length + i) * dk;
+        if (!real_b[i]) {
+          std::fill(dqi, dqi + dk, T(0));
+          continue;
+        }
+        const T *qr = q.at(b, h, i), *kr = k.at(b, h, i), *vi = v.at(b, h, i), *gi = g.at(b, h, i);
+        features(qr, kr, qi.data(), ki.data(), dk);
+        T read = 0;
+        for (int64_t f = 0; f < dk; ++f) {
+          T* sf = state.data() + f * dv;
+          const T kf = ki[f];
+          keys[f] += kf;
+          T dot = 0;
+          for (int64_t e = 0; e < dv; ++e) {
+            sf[e] += kf * vi[e];
+            dot += sf[e] * gi[e];
+          }
+          reads[f] = dot;
+          read += qi[f] * dot;
+        }
+        const T norm = den[job * length + i], clamped = std::max(norm, eps);
+        const T d_norm = norm >= eps ? -read / (clamped * clamped) : T(0);
+        dden[i] = d_norm;
+        for (int64_t f = 0; f < dk; ++f) {
+          const T slope = qr[f] > T(0) ? T(1) : qi[f];  // phi'(q)
+          dqi[f] = (reads[f] / clamped + keys[f] * d_norm) * slope;
+        }
+      }
+      std::fill(acc.begin(), acc.end(), T(0));  // reverse walk: R and r, then d fk and d v
+      std::fill(acc_keys.begin(), acc_keys.end(), T(0));
+      for (int64_t i = length - 1; i >= 0; --i) {
+        T *dki = dkey + (job * length + i) * dk, *dvi = dval + (job * length + i) * dv;
+        std::fill(dvi, dvi + dv, T(0));
+        if (!real_b[i]) {
+          std::fill(dki, dki + dk, T(0));
+          continue;
+        }
+        const T *qr = q.at(b, h, i), *kr = k.at(b, h, i), *vi = v.at(b, h, i), *gi = g.at(b, h, i);
+        features(qr, kr, qi.data(), ki.data(), dk);
+        const T inverse = T(1) / std::max(den[job * length + i], eps), d_norm = dden[i];
+        for (int64_t f = 0; f < dk; ++f) {
+          T* rf = acc.data() + f * dv;
+          const T qf = qi[f] * inverse, kf = ki[f];
+          acc_keys[f] += qi[f] * d_norm;
+          T dot = 0;
+          for (int64_t e = 0; e < dv; ++e) {
+            rf[e] += qf * gi[e];
+            dot += rf[e] * vi[e];
+            dvi[e] += kf * rf[e];
+          }
+          dki[f] = (dot + acc_keys[f]) * (kr[f] > T(0) ? T(1) : kf);  // times phi'(k)
+        }
+      }
+    }
+  });
+}
+
 void check(const torch::Tensor& t, const char* name, int64_t dims) {
   TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor");
   TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
@@ -445,10 +568,22 @@ void check_rows(const torch::Tensor& t, const char* name) {
               " must be a (B, H, N, d) CPU tensor with a contiguous last dim");
 }
 
-std::vector<torch::Tensor> efficient_forward(torch::Tensor a, torch::Tensor k, torch::Tensor v, torch::Tensor real) {
-  for (auto [t, name] : {std::pair{a, "a"}, {k, "k"}, {v, "v"}}) check_rows(t, name);
+void check_walk_inputs(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                       const torch::Tensor& real) {
+  for (auto [t, name] : {std::pair{q, "q"}, {k, "k"}, {v, "v"}}) check_rows(t, name);
   check(real, "real", 2);
   TORCH_CHECK(real.scalar_type() == torch::kUInt8, "real must be uint8");
+}
+
+// (d q, d k, d v) of a walk's inputs: contiguous (B, H, N, .) tensors the backward fills
+std::vector<torch::Tensor> walk_gradients(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
+  std::vector<torch::Tensor> grads;
+  for (const auto& t : {q, k, v}) grads.push_back(torch::empty(t.sizes(), t.options()));  // contiguous
+  return grads;
+}
+
+std::vector<torch::Tensor> efficient_forward(torch::Tensor a, torch::Tensor k, torch::Tensor v, torch::Tensor real) {
+  check_walk_inputs(a, k, v, real);
   const int64_t batch = a.size(0), heads = a.size(1), length = a.size(2);
   auto out = torch::empty({batch, heads, length, v.size(3)}, v.options());
   auto logz = torch::empty({batch, heads, length, k.size(3)}, k.options());
@@ -465,15 +600,45 @@ std::vector<torch::Tensor> efficient_backward(torch::Tensor g, torch::Tensor a, 
                                               torch::Tensor real, torch::Tensor logz) {
   check_rows(g, "grad");
   check(logz, "logz", 4);
-  const int64_t batch = a.size(0), heads = a.size(1), length = a.size(2);
-  auto da = torch::empty({batch, heads, length, a.size(3)}, a.options());
-  auto dk = torch::empty({batch, heads, length, k.size(3)}, k.options());
-  auto dv = torch::empty({batch, heads, length, v.size(3)}, v.options());
+  auto grads = walk_gradients(a, k, v);
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "efficient_backward", [&] {
     efficient_backward_impl<scalar_t>(Strided<scalar_t>(g), Strided<scalar_t>(a), Strided<scalar_t>(k),
                                       Strided<scalar_t>(v), real.data_ptr<uint8_t>(), logz.data_ptr<scalar_t>(),
-                                      da.data_ptr<scalar_t>(), dk.data_ptr<scalar_t>(), dv.data_ptr<scalar_t>(), batch,
-                                      heads, length, a.size(3), v.size(3));
+                                      grads[0].data_ptr<scalar_t>(), grads[1].data_ptr<scalar_t>(),
+                                      grads[2].data_ptr<scalar_t>(), a.size(0), a.size(1), a.size(2), a.size(3),
+                                      v.size(3));
   });
-  return {da, dk, dv};
+  return grads;
+}
+
+// q, k (B, H, N, d) before the features, v (B, H, N, e): strided, contiguous last dim; real (B, N) uint8.
+// Returns (out, den (B, H, N)).
+std::vector<torch::Tensor> linear_forward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor real,
+                                          double eps) {
+  check_walk_inputs(q, k, v, real);
+  const int64_t batch = q.size(0), heads = q.size(1), length = q.size(2);
+  auto out = torch::empty({batch, heads, length, v.size(3)}, v.options());
+  auto den = torch::empty({batch, heads, length}, v.options());
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "linear_forward", [&] {
+    linear_forward_impl<scalar_t>(Strided<scalar_t>(q), Strided<scalar_t>(k), Strided<scalar_t>(v),
+                                  real.data_ptr<uint8_t>(), static_cast<scalar_t>(eps), out.data_ptr<scalar_t>(),
+                                  den.data_ptr<scalar_t>(), batch, heads, length, q.size(3), v.size(3));
+  });
+  return {out, den};
+}
+
+// Returns (d q, d k, d v), contiguous.
+std::vector<torch::Tensor> linear_backward(torch::Tensor g, torch::Tensor q, torch::Tensor k, torch::Tensor v,
+                                           torch::Tensor real, torch::Tensor den, double eps) {
+  check_rows(g, "grad");
+  check(den, "den", 3);
+  auto grads = walk_gradients(q, k, v);
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "linear_backward", [&] {
+    linear_backward_impl<scalar_t>(Strided<scalar_t>(g), Strided<scalar_t>(q), Strided<scalar_t>(k),
+                                   Strided<scalar_t>(v), real.data_ptr<uint8_t>(), den.data_ptr<scalar_t>(),
+                                   static_cast<scalar_t>(eps), grads[0].data_ptr<scalar_t>(),
+                                   grads[1].data_ptr<scalar_t>(), grads[2].data_ptr<scalar_t>(), q.size(0), q.size(1),
+                                   q.size(2), q.size(3), v.size(3));
+  });
+  return grads;
 }

@@ -14,5 +14,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("mamba_backward", &mamba_backward, "selective scan backward: (d_dx, d_delta, d_a, d_b, d_c)");
   m.def("efficient_forward", &efficient_forward, "causal Efficient Attention forward: (out, logz)");
   m.def("efficient_backward", &efficient_backward, "causal Efficient Attention backward: (da, dk, dv)");
+  m.def("linear_forward", &linear_forward, "causal linear attention forward: (out, den)");
+  m.def("linear_backward", &linear_backward, "causal linear attention backward: (d fq, d fk, d v)");
   m.attr("source_digest") = SCAN_SOURCE_DIGEST;
 }
