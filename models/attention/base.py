@@ -238,6 +238,17 @@ class PackedMixerMixin:
         return self.attend_packed(packed, key_padding_mask).transpose(1, 2)  # (B, H, N, d)
 
 
+class CppScanMixin:
+    """Layers whose CPU path is a fused C++ scan or walk (kernels/scan_cpp.py): it is built once per machine, in
+    prepare(), never inside a timed call."""
+
+    @classmethod
+    def prepare(cls, device: str) -> None:
+        from .kernels.scan_cpp import prepare_scans
+
+        prepare_scans(device)
+
+
 class OutputDropoutMixin:
     """NOTE: kernels without an attention matrix cannot drop attention weights; they
     apply `dropout` to the attention output before the output projection instead."""

@@ -9,14 +9,13 @@ as one fused C++ walk (`backend="auto"`, the default; kernels/scan_cpp.py), test
 
 import torch
 
-from .base import AttentionLayer, Capabilities, OutputDropoutMixin, register_attention
+from .base import AttentionLayer, Capabilities, CppScanMixin, OutputDropoutMixin, register_attention
 from .functional import DEFAULT_CHUNK_SIZE, efficient_attention
 from .kernels.efficient import resolve_efficient_backend
-from .kernels.scan_cpp import prepare_scans
 
 
 @register_attention("efficient")
-class EfficientAttention(OutputDropoutMixin, AttentionLayer):
+class EfficientAttention(CppScanMixin, OutputDropoutMixin, AttentionLayer):
     capabilities = Capabilities(
         causal=True,
         padding_mask=True,
@@ -27,10 +26,6 @@ class EfficientAttention(OutputDropoutMixin, AttentionLayer):
         memory="O(N d + d^2)",
         reference="Shen et al., WACV 2021 (arXiv:1812.01243)",
     )
-
-    @classmethod
-    def prepare(cls, device):
-        prepare_scans(device)  # the fused C++ walk is built once per machine, never inside a timed call
 
     def __init__(
         self,

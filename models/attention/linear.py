@@ -7,14 +7,13 @@ against the chunked PyTorch path.
 
 import torch
 
-from .base import AttentionLayer, Capabilities, OutputDropoutMixin, register_attention
+from .base import AttentionLayer, Capabilities, CppScanMixin, OutputDropoutMixin, register_attention
 from .functional import DEFAULT_CHUNK_SIZE, linear_attention
 from .kernels.linear import resolve_linear_backend
-from .kernels.scan_cpp import prepare_scans
 
 
 @register_attention("linear")
-class LinearAttention(OutputDropoutMixin, AttentionLayer):
+class LinearAttention(CppScanMixin, OutputDropoutMixin, AttentionLayer):
     capabilities = Capabilities(
         causal=True,
         padding_mask=True,
@@ -41,10 +40,6 @@ class LinearAttention(OutputDropoutMixin, AttentionLayer):
         super().__init__(dim, heads, causal=causal, max_len=max_len, dropout=dropout)
         resolve_linear_backend(backend, torch.empty(0), causal)  # a bad name, or cpp without a causal form
         self.chunk_size, self.eps, self.backend = chunk_size, eps, backend
-
-    @classmethod
-    def prepare(cls, device):
-        prepare_scans(device)  # the fused C++ walk is built once per machine, never inside a timed call
 
     @classmethod
     def backend_for(cls, options, device, dtype=torch.float32, compiled=False):

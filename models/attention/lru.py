@@ -12,14 +12,13 @@ position-wise feed-forward, which the encoder supplies here.
 import torch
 from torch import nn
 
-from .base import AttentionLayer, Capabilities, OutputDropoutMixin, PackedMixerMixin, register_attention
+from .base import AttentionLayer, Capabilities, CppScanMixin, OutputDropoutMixin, PackedMixerMixin, register_attention
 from .kernels.common import DEFAULT_CHUNK_SIZE, at_least_fp32
 from .kernels.lru import LRU_BACKENDS, lru_parameters, lru_scan, resolve_lru_backend
-from .kernels.scan_cpp import prepare_scans
 
 
 @register_attention("lru")
-class LRUMixer(PackedMixerMixin, OutputDropoutMixin, AttentionLayer):
+class LRUMixer(CppScanMixin, PackedMixerMixin, OutputDropoutMixin, AttentionLayer):
     capabilities = Capabilities(
         causal=True,
         padding_mask=True,
@@ -30,10 +29,6 @@ class LRUMixer(PackedMixerMixin, OutputDropoutMixin, AttentionLayer):
         memory="O(N P + C^2 P)",
         reference="Orvieto et al., ICML 2023 (arXiv:2303.06349); LRURec, WSDM 2024 (arXiv:2310.02367)",
     )
-
-    @classmethod
-    def prepare(cls, device):
-        prepare_scans(device)  # the fused C++ scan is built once per machine, never inside a timed call
 
     def __init__(
         self,

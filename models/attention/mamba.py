@@ -19,7 +19,7 @@ import math
 import torch
 from torch import nn
 
-from .base import AttentionLayer, Capabilities, OutputDropoutMixin, PackedMixerMixin, register_attention
+from .base import AttentionLayer, Capabilities, CppScanMixin, OutputDropoutMixin, PackedMixerMixin, register_attention
 from .kernels.common import at_least_fp32
 from .kernels.mamba import (
     MAMBA_BACKENDS,
@@ -28,11 +28,10 @@ from .kernels.mamba import (
     resolve_mamba_backend,
     selective_scan,
 )
-from .kernels.scan_cpp import prepare_scans
 
 
 @register_attention("mamba")
-class MambaMixer(PackedMixerMixin, OutputDropoutMixin, AttentionLayer):
+class MambaMixer(CppScanMixin, PackedMixerMixin, OutputDropoutMixin, AttentionLayer):
     capabilities = Capabilities(
         causal=True,
         padding_mask=True,
@@ -43,10 +42,6 @@ class MambaMixer(PackedMixerMixin, OutputDropoutMixin, AttentionLayer):
         memory="O(N E S)",
         reference="Gu & Dao, 2023 (arXiv:2312.00752); Mamba4Rec, 2024 (arXiv:2403.03900)",
     )
-
-    @classmethod
-    def prepare(cls, device):
-        prepare_scans(device)  # the fused C++ scan is built once per machine, never inside a timed call
 
     def __init__(
         self,
