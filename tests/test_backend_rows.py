@@ -23,6 +23,7 @@ def test_timing_rows_record_the_backend_that_ran(tmp_path):
         ("mamba", {}),
         ("lru", {}),
         ("retention", {}),
+        ("retention", {"backend": "torch"}),
     ]
     cells = Grid(mechanisms, seq_len=[16], batch_size=[2], dim=16, heads=2, causal=[True]).cells("cpu")
     rows = run_sweep(cells, tmp_path / "s.jsonl", config={}, timing=FAST, progress=False)
@@ -34,7 +35,8 @@ def test_timing_rows_record_the_backend_that_ran(tmp_path):
 
     scans = "cpp" if scan_cpp.extension_error() is None else "torch"
     assert by_label[("mamba", "{}")] == by_label[("lru", "{}")] == scans  # the fused C++ scans on a CPU
-    assert by_label[("retention", "{}")] == "torch"  # its chunked PyTorch form on a CPU; fla on CUDA
+    assert by_label[("retention", "{}")] == scans  # its causal form's C++ walk on a CPU; fla on CUDA
+    assert by_label[("retention", '{"backend": "torch"}')] == "torch"
 
 
 def test_training_results_record_the_backend(tmp_path):

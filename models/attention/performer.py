@@ -5,16 +5,19 @@ https://arxiv.org/abs/2009.14794
 Features are redrawn every `redraw_interval` training forward passes (0 = never) and
 are fixed in eval mode. The key stabiliser is data-independent (see
 functional.performer_features), so causal mode cannot leak future positions.
+On a CPU the causal form runs the features through linear attention's fused C++ walk (`backend="auto"`, the default;
+kernels/scan_cpp.py), tested against the chunked PyTorch path.
 """
 
 import torch
 
-from .base import AttentionLayer, Capabilities, OutputDropoutMixin, register_attention
+from .base import AttentionLayer, Capabilities, CppScanMixin, OutputDropoutMixin, register_attention
 from .functional import DEFAULT_CHUNK_SIZE, orthogonal_random_features, performer_attention
+from .kernels.performer import resolve_performer_backend
 
 
 @register_attention("performer", configs={"performer": {"nb_features": 64}})
-class PerformerAttention(OutputDropoutMixin, AttentionLayer):
+class PerformerAttention(CppScanMixin, OutputDropoutMixin, AttentionLayer):
     capabilities = Capabilities(
         causal=True,
         padding_mask=True,
@@ -38,15 +41,23 @@ class PerformerAttention(OutputDropoutMixin, AttentionLayer):
         nb_features: int = 64,
         redraw_interval: int = 1000,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        backend: str = "auto",  # "auto": the causal form's fused C++ walk on a CPU where it builds, else "torch"
     ):
         super().__init__(dim, heads, causal=causal, max_len=max_len, dropout=dropout)
+        resolve_performer_backend(backend, torch.empty(0), causal)  # a bad name, or cpp without a causal form
         if nb_features < 1:
             raise ValueError(f"performer: nb_features must be >= 1, got {nb_features}")
         if redraw_interval < 0:
             raise ValueError(f"performer: redraw_interval must be >= 0 (0 = never), got {redraw_interval}")
         self.nb_features, self.redraw_interval, self.chunk_size = nb_features, redraw_interval, chunk_size
+        self.backend = backend
         self.register_buffer("projection", orthogonal_random_features(nb_features, self.head_dim))  # (m, d)
         self.calls_since_redraw = 0
+
+    @classmethod
+    def backend_for(cls, options, device, dtype=torch.float32, compiled=False):
+        probe = torch.empty(0, device=device, dtype=dtype)
+        return resolve_performer_backend(options.get("backend", "auto"), probe, options.get("causal", True))
 
     @torch.no_grad()
     def redraw_features(self) -> None:
@@ -61,6 +72,13 @@ class PerformerAttention(OutputDropoutMixin, AttentionLayer):
                 self.redraw_features()
             self.calls_since_redraw += 1
         out = performer_attention(
-            q, k, v, self.projection, causal=self.causal, key_padding_mask=key_padding_mask, chunk_size=self.chunk_size
+            q,
+            k,
+            v,
+            self.projection,
+            causal=self.causal,
+            key_padding_mask=key_padding_mask,
+            chunk_size=self.chunk_size,
+            backend=self.backend,
         )
         return self._output_dropout(out)

@@ -7,13 +7,13 @@ https://arxiv.org/abs/2307.08621 (the kernel and its deviations: kernels/retenti
 
 import torch
 
-from .base import AttentionLayer, Capabilities, OutputDropoutMixin, register_attention
+from .base import AttentionLayer, Capabilities, CppScanMixin, OutputDropoutMixin, register_attention
 from .kernels.common import DEFAULT_CHUNK_SIZE
 from .kernels.retention import RETENTION_BACKENDS, resolve_retention_backend, retention_attention, retention_decays
 
 
 @register_attention("retention")
-class RetentionAttention(OutputDropoutMixin, AttentionLayer):
+class RetentionAttention(CppScanMixin, OutputDropoutMixin, AttentionLayer):
     capabilities = Capabilities(
         causal=True,
         padding_mask=True,
@@ -34,18 +34,22 @@ class RetentionAttention(OutputDropoutMixin, AttentionLayer):
         max_len=None,
         dropout=0.0,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
-        backend: str = "auto",  # "auto": flash-linear-attention on CUDA when installed, else "torch"
+        backend: str = "auto",  # "auto": flash-linear-attention on CUDA when installed, the causal form's C++ walk
+        # on a CPU where it builds, else "torch"
     ):
         super().__init__(dim, heads, causal=causal, max_len=max_len, dropout=dropout)
         if backend not in RETENTION_BACKENDS:
-            raise ValueError(f"retention: unknown backend {backend!r}; expected one of {RETENTION_BACKENDS}")
+            raise ValueError(f"retention: unknown backend {backend!r}; expected one of {', '.join(RETENTION_BACKENDS)}")
+        if backend == "cpp" and not causal:
+            resolve_retention_backend(backend, torch.empty(0), causal)  # refused: the walk is the causal form's
         self.chunk_size, self.backend = chunk_size, backend
         # (H,), fixed as in RetNet; kept in float32 whatever the layer's dtype: in bf16, 1 - 2^-12 rounds to 1
         self._gamma = retention_decays(heads)
 
     @classmethod
     def backend_for(cls, options, device, dtype=None, compiled=False):
-        return resolve_retention_backend(options.get("backend", "auto"), torch.empty(0, device=device))
+        probe = torch.empty(0, device=device, dtype=dtype or torch.float32)
+        return resolve_retention_backend(options.get("backend", "auto"), probe, options.get("causal", True))
 
     def attend(self, q, k, v, key_padding_mask):
         out = retention_attention(

@@ -1,6 +1,7 @@
-"""The fused C++ scans and causal Efficient Attention's walk (kernels/scan_cpp.py) against the PyTorch paths they
-replace on a CPU: values and fp64 gradients, causal and bidirectional, padding on either side, lengths across the
-kept-state chunks, every channel block; and the layers record which scan ran."""
+"""The fused C++ scans and the causal attention walks (kernels/scan_cpp.py: Efficient Attention, linear attention,
+Performer, retention) against the PyTorch paths they replace on a CPU: values and fp64 gradients, causal and
+bidirectional, padding on either side and inside, lengths across the kept-state chunks, every channel block; and the
+layers record which scan ran."""
 
 import pytest
 import torch
@@ -140,14 +141,34 @@ def _walk_inputs(batch=3, heads=2, length=70, width=5, scale=3.0, dtype=torch.fl
 
 def _walk(name):
     """(the functional with its backend argument, the C++ walk on raw q, k, v and a mask) of a causal mechanism"""
-    from models.attention.functional import efficient_attention, linear_attention
+    from models.attention.functional import efficient_attention, linear_attention, performer_attention
+    from models.attention.kernels.performer import performer_features
+    from models.attention.kernels.retention import retention_attention
 
     if name == "efficient":
         return efficient_attention, lambda q, k, v, mask: scan_cpp.causal_efficient_cpp(q.softmax(-1), k, v, mask)
+    if name == "performer":
+
+        def projection(like):  # (m, d): m != d, as the layer's 64 features of d = 32
+            generator = torch.Generator().manual_seed(8)
+            return torch.randn(7, like.shape[-1], dtype=torch.float64, generator=generator).to(like.dtype)
+
+        def performer_walk(q, k, v, mask):
+            fq, fk = (performer_features(x, projection(x), is_query=x is q) for x in (q, k))
+            return scan_cpp.causal_linear_cpp(fq, fk, v, mask, 1e-15, elu=False)
+
+        return lambda q, k, v, **kw: performer_attention(q, k, v, projection(q), **kw), performer_walk
+    if name == "retention":
+        gamma = torch.tensor([0.9, 0.5], dtype=torch.float64)  # fast decays: the early keys' weights vanish in 70 steps
+
+        def retention(q, k, v, **kw):
+            return retention_attention(q, k, v, gamma=gamma[: q.shape[1]], **kw)
+
+        return retention, lambda q, k, v, mask: scan_cpp.causal_retention_cpp(q, k, v, mask, gamma[: q.shape[1]])
     return linear_attention, lambda q, k, v, mask: scan_cpp.causal_linear_cpp(q, k, v, mask, 1e-6)
 
 
-WALKS = ["efficient", "linear"]
+WALKS = ["efficient", "linear", "performer", "retention"]
 
 
 @pytest.mark.parametrize("name", WALKS)
@@ -181,7 +202,8 @@ def test_causal_walks_in_fp32_match_fp64_over_a_long_sequence(name):
     q, k, v, mask = (t.detach() for t in _walk_inputs(length=600, scale=10.0))
     want = walk(q, k, v, mask)
     got = walk(q.float(), k.float(), v.float(), mask)
-    _close(got.double(), want, 1e-5)
+    size = want.abs().amax()  # retention's rows are not normalised: its errors scale with its outputs (~1e2 here)
+    _close(got.double() / size, want / size, 1e-5)
 
 
 @pytest.mark.parametrize("name", WALKS)

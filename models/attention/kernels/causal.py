@@ -61,8 +61,9 @@ class _CausalLinearAttention(torch.autograd.Function):
         kc = split_chunks(k, chunk_size)
         vc = split_chunks(v, chunk_size)  # (B, H, n, C, e)
         chunk_states = kc.transpose(-1, -2) @ vc  # (B, H, n, d, e)
-        # exclusive prefix over chunks: the state seen by chunk t sums chunks < t
-        prefix_states = chunk_states.cumsum(dim=2).sub_(chunk_states)  # (B, H, n, d, e)
+        # exclusive prefix over chunks: the state seen by chunk t sums chunks < t (shifted, not cumsum minus the
+        # chunk's own: a subtraction would lose the small states next to a large one)
+        prefix_states = _exclusive_prefix(chunk_states)  # (B, H, n, d, e)
         scores = (qc @ kc.transpose(-1, -2)).tril_()  # (B, H, n, C, C)
         out = torch.baddbmm((scores @ vc).flatten(0, 2), qc.flatten(0, 2), prefix_states.flatten(0, 2))  # (B*H*n, C, e)
         ctx.save_for_backward(qc, kc, vc, prefix_states)
@@ -77,8 +78,10 @@ class _CausalLinearAttention(torch.autograd.Function):
         scores = (qc @ kc.transpose(-1, -2)).tril_()  # recomputed A: (B, H, n, C, C)
         grad_scores = (gc @ vc.transpose(-1, -2)).tril_()  # (B, H, n, C, C)
         state_grads = qc.transpose(-1, -2) @ gc  # (B, H, n, d, e): Q_t^T dO_t
-        # R_t = sum over later chunks t' > t (reverse exclusive prefix)
-        later_grads = state_grads.sum(dim=2, keepdim=True) - state_grads.cumsum(dim=2)  # (B, H, n, d, e)
+        # R_t = sum over later chunks t' > t (reverse exclusive prefix). Not "total minus cumsum": a query whose
+        # normaliser is tiny gives a huge Q^T dO, and subtracting it back out left ~1e-16 of it as error in every
+        # later chunk (1e-5 in Performer's fp64 key gradients, against a dense reference)
+        later_grads = _exclusive_prefix(state_grads.flip(2)).flip(2)  # (B, H, n, d, e)
         grad_q = torch.baddbmm(
             (grad_scores @ kc).flatten(0, 2), gc.flatten(0, 2), prefix_states.transpose(-1, -2).flatten(0, 2)
         )
@@ -97,6 +100,13 @@ class _CausalLinearAttention(torch.autograd.Function):
             merge_chunks(grad_v.view_as(vc), length),
             None,
         )
+
+
+def _exclusive_prefix(x: torch.Tensor) -> torch.Tensor:
+    """sum_{t' < t} x_t' over dim 2 of (B, H, n, d, e): the inclusive cumsum shifted one chunk later."""
+    shifted = torch.zeros_like(x)
+    torch.cumsum(x[:, :, :-1], dim=2, out=shifted[:, :, 1:])
+    return shifted
 
 
 def linear_attention_core(

@@ -84,9 +84,7 @@ def efficient_attention(
     q, k, v = at_least_fp32(q), at_least_fp32(k), at_least_fp32(v)
     q_soft = q.softmax(dim=-1)
     if causal and resolve_efficient_backend(backend, q, causal) == "cpp":
-        batch, length = q.shape[0], q.shape[2]
-        real_bn = key_padding_mask if key_padding_mask is not None else q.new_ones(batch, length, dtype=torch.bool)
-        return causal_efficient_cpp(q_soft, k, v, real_bn).to(dtype)  # padded rows come out 0
+        return causal_efficient_cpp(q_soft, k, v, key_padding_mask).to(dtype)  # padded rows come out 0
     if real is not None:
         k = torch.where(real.bool(), k, _VERY_NEGATIVE)
     if not causal:

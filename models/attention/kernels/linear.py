@@ -33,9 +33,7 @@ def linear_attention(
     check_qkv(q, k, v)
     real = real_positions(key_padding_mask, q)
     if causal and resolve_linear_backend(backend, q, causal) == "cpp":
-        batch, length = q.shape[0], q.shape[2]
-        real_bn = key_padding_mask if key_padding_mask is not None else q.new_ones(batch, length, dtype=torch.bool)
-        return causal_linear_cpp(q, k, v, real_bn, eps)  # the features inside the walk; padded rows come out 0
+        return causal_linear_cpp(q, k, v, key_padding_mask, eps)  # the features inside the walk; padded rows come out 0
     fq, fk = F.elu(q) + 1.0, F.elu(k) + 1.0
     if real is not None:
         fk = fk * real

@@ -21,7 +21,9 @@ Decay counts positions: padded positions hold no key or value, so left and right
 padding inside a sequence would count as elapsed steps.
 
 On CUDA with flash-linear-attention installed, `backend="auto"` hands the decayed products to its chunked kernel
-(chunk_simple_gla, a constant per-head log decay as its gate); the normaliser r_i (one column) stays here.
+(chunk_simple_gla, a constant per-head log decay as its gate); the normaliser r_i (one column) stays here. On a CPU
+the causal form runs as one fused C++ walk (kernels/scan_cpp.py: the (d, e) state decayed position by position, the
+same r_i alongside), tested against the chunked pass here.
 """
 
 from __future__ import annotations
@@ -37,10 +39,11 @@ from .common import (
     real_positions,
     split_chunks,
 )
+from .scan_cpp import causal_retention_cpp, resolve_walk_backend
 
 # flash-linear-attention's kernels are Triton (GPU) kernels
 FLA_SIMPLE_GLA = OptionalKernel("fla", "fla.ops.simple_gla", "chunk_simple_gla", "flash-linear-attention")
-RETENTION_BACKENDS = ("auto", "torch", FLA_SIMPLE_GLA.name)
+RETENTION_BACKENDS = ("auto", "torch", "cpp", FLA_SIMPLE_GLA.name)
 
 # RetNet's per-head decays: gamma_h = 1 - 2^(-5 - h), the first head remembering ~32 steps, each next one twice as long
 MAX_DECAY_EXPONENT = 5
@@ -143,14 +146,15 @@ def retention_attention(
     backend: str = "torch",
 ) -> torch.Tensor:
     """Retention, (B, H, N, d) x3 -> (B, H, N, e); gamma (H,) the per-head decays; mask (B, N), True = real.
-    backend: "torch" (the chunked pass here), "fla" (CUDA) or "auto" (resolve_retention_backend)."""
+    backend: "torch" (the chunked pass here), "cpp" (the causal form as one C++ walk), "fla" (CUDA) or "auto"
+    (resolve_retention_backend)."""
     check_qkv(q, k, v)
-    if resolve_retention_backend(backend, q) == "fla":
-        products = _fla_pass
-    else:
-        products = _causal_pass
+    backend = resolve_retention_backend(backend, q, causal)
+    products = _fla_pass if backend == "fla" else _causal_pass
     dtype = q.dtype
     q, k, v = at_least_fp32(q), at_least_fp32(k), at_least_fp32(v)
+    if backend == "cpp":
+        return causal_retention_cpp(q, k, v, key_padding_mask, gamma).to(dtype)  # padded rows come out 0
     real = real_positions(key_padding_mask, q)  # (B, 1, N, 1) or None
     if real is None:
         real = q.new_ones(q.shape[0], 1, q.shape[2], 1)
@@ -165,9 +169,15 @@ def retention_attention(
     return out.to(dtype)
 
 
-def resolve_retention_backend(backend: str, q: torch.Tensor) -> str:
-    """The path `backend` names; "auto": flash-linear-attention on CUDA when it imports, else "torch"."""
-    return FLA_SIMPLE_GLA.resolve("retention", backend, q)
+def resolve_retention_backend(backend: str, q: torch.Tensor, causal: bool = True) -> str:
+    """The path `backend` names; "auto": flash-linear-attention on CUDA when it imports, the causal form's fused C++
+    walk on a CPU where it builds, else "torch"."""
+    if backend == "cpp":
+        return resolve_walk_backend("retention", backend, at_least_fp32(q), causal)
+    chosen = FLA_SIMPLE_GLA.resolve("retention", backend, q)
+    if backend == "auto" and chosen == "torch":
+        return resolve_walk_backend("retention", "auto", at_least_fp32(q), causal)
+    return chosen
 
 
 def _fla_pass(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gamma: torch.Tensor, chunk: int) -> torch.Tensor:

@@ -1,5 +1,5 @@
-"""The recurrent mixers' scans, causal Efficient Attention's prefix softmax and causal linear attention as fused C++
-walks on the CPU (source: scan_cpu.cpp), forward and backward.
+"""The recurrent mixers' scans and the causal forms of Efficient Attention, linear attention (with elu + 1 or
+Performer's features) and retention as fused C++ walks on the CPU (source: scan_cpu.cpp), forward and backward.
 
 The PyTorch paths (kernels/lru.py: chunked powers of lambda; kernels/mamba.py: one Python step per position) stay the
 references these are tested against (values, fp64 gradients). Here one walk per (sequence, block of channels) keeps
@@ -15,7 +15,11 @@ the state in registers:
   (B, H, N, d) log-normalisers, the backward walks forward once more (for d a) and then in reverse (d k, d v).
 - Causal linear attention (kernels/linear.py, kernels/causal.py are its reference): the (d, e) state and the (d,)
   key sum walked position by position, the elu + 1 features computed in the walk (their slope is the feature itself
-  below 0); the forward keeps the (B, H, N) normalisers, the backward walks as above.
+  below 0); the forward keeps the (B, H, N) normalisers, the backward walks as above. The same walk takes features
+  computed outside (Performer's FAVOR+ features, kernels/performer.py), their gradients left to autograd.
+- Causal retention (kernels/retention.py is its reference): the (d, e) state decayed by the head's fixed gamma at
+  every position, padded ones included, the decay sum alongside; the forward keeps nothing (the decay sums do not
+  depend on the data), the backward walks forward (d q) and in reverse (d k, d v).
 
 Jobs (sequence x channel block) run in parallel (at::parallel_for, OpenMP). float32 and float64 (for gradcheck).
 """
@@ -37,9 +41,13 @@ std::vector<torch::Tensor> efficient_forward(torch::Tensor a, torch::Tensor k, t
 std::vector<torch::Tensor> efficient_backward(torch::Tensor g, torch::Tensor a, torch::Tensor k, torch::Tensor v,
                                               torch::Tensor real, torch::Tensor logz);
 std::vector<torch::Tensor> linear_forward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor real,
-                                          double eps);
+                                          double eps, bool elu);
 std::vector<torch::Tensor> linear_backward(torch::Tensor g, torch::Tensor q, torch::Tensor k, torch::Tensor v,
-                                           torch::Tensor real, torch::Tensor den, double eps);
+                                           torch::Tensor real, torch::Tensor den, double eps, bool elu);
+torch::Tensor retention_forward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor real,
+                                torch::Tensor gamma);
+std::vector<torch::Tensor> retention_backward(torch::Tensor g, torch::Tensor q, torch::Tensor k, torch::Tensor v,
+                                              torch::Tensor real, torch::Tensor gamma);
 """
 KERNEL = CppKernel(
     "scan",
@@ -49,6 +57,7 @@ KERNEL = CppKernel(
     [
         *("lru_forward", "lru_backward", "mamba_forward", "mamba_backward"),
         *("efficient_forward", "efficient_backward", "linear_forward", "linear_backward"),
+        *("retention_forward", "retention_backward"),
     ],
     "_scan_cpu",
 )
@@ -133,27 +142,60 @@ class _CausalEfficient(torch.autograd.Function):
 
 
 class _CausalLinear(torch.autograd.Function):
-    """q, k (B, H, N, d) before the features, v (B, H, N, e), real (B, N) uint8 -> out (B, H, N, e): the causal
-    normalised linear attention of kernels/linear.py with phi = elu + 1 applied inside the walk, as one walk."""
+    """q, k (B, H, N, d) before the features (or the features themselves: elu=False), v (B, H, N, e), real (B, N)
+    uint8 -> out (B, H, N, e): the causal normalised linear attention of kernels/causal.py, as one walk."""
 
     @staticmethod
-    def forward(ctx, q, k, v, real, eps):
+    def forward(ctx, q, k, v, real, eps, elu):
         inputs = [_rows(t) for t in (q, k, v)]
-        out, den = KERNEL.module().linear_forward(*inputs, real, eps)
+        out, den = KERNEL.module().linear_forward(*inputs, real, eps, elu)
         ctx.save_for_backward(*inputs, real, den)
-        ctx.eps = eps
+        ctx.eps, ctx.elu = eps, elu
         return out
 
     @staticmethod
     def backward(ctx, grad):
         q, k, v, real, den = ctx.saved_tensors
-        return (*KERNEL.module().linear_backward(_rows(grad), q, k, v, real, den, ctx.eps), None, None)
+        grads = KERNEL.module().linear_backward(_rows(grad), q, k, v, real, den, ctx.eps, ctx.elu)
+        return (*grads, None, None, None)
 
 
-def causal_linear_cpp(q, k, v, real: torch.Tensor, eps: float) -> torch.Tensor:
-    """phi(q)^T S_i / max(phi(q) . z_i, eps) with phi = elu + 1 and real (B, N) bool or uint8 (True = real);
-    padded rows come out 0."""
-    return _CausalLinear.apply(q, k, v, real.to(torch.uint8).contiguous(), eps)
+def causal_linear_cpp(q, k, v, real: torch.Tensor | None, eps: float, elu: bool = True) -> torch.Tensor:
+    """phi(q)^T S_i / max(phi(q) . z_i, eps) with real (B, N) bool or uint8 (True = real; None: all real); padded
+    rows come out 0.
+
+    elu=True: phi = elu + 1, applied inside the walk (the Linear Transformer); elu=False: q and k are already the
+    features (non-negative, e.g. Performer's), (B, H, N, m) with any m."""
+    return _CausalLinear.apply(q, k, v, _real_rows(real, q), eps, elu)
+
+
+class _CausalRetention(torch.autograd.Function):
+    """q, k (B, H, N, d), v (B, H, N, e), real (B, N) uint8, gamma (H,) -> out (B, H, N, e): kernels/retention.py's
+    causal form (q scaled by d^-1/2, rows by the decay sums' rsqrt, padded rows 0) as one walk."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, real, gamma):
+        inputs = [_rows(t) for t in (q, k, v)]
+        ctx.save_for_backward(*inputs, real, gamma)
+        return KERNEL.module().retention_forward(*inputs, real, gamma)
+
+    @staticmethod
+    def backward(ctx, grad):
+        q, k, v, real, gamma = ctx.saved_tensors
+        return (*KERNEL.module().retention_backward(_rows(grad), q, k, v, real, gamma), None, None)
+
+
+def causal_retention_cpp(q, k, v, real: torch.Tensor | None, gamma: torch.Tensor) -> torch.Tensor:
+    """real (B, N) bool or uint8 (True = real; None: all real); gamma (H,) the fixed per-head decays (no
+    gradient)."""
+    return _CausalRetention.apply(q, k, v, _real_rows(real, q), gamma.to(q.dtype).contiguous())
+
+
+def _real_rows(real: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """(B, N) uint8, 1 = a real position, from a key padding mask (True = real) or None (every position real)."""
+    if real is None:
+        return torch.ones(like.shape[0], like.shape[2], dtype=torch.uint8)
+    return real.to(torch.uint8).contiguous()
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
@@ -161,9 +203,9 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
-def causal_efficient_cpp(a: torch.Tensor, k: torch.Tensor, v: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """real: (B, N) bool or uint8, True = a real position."""
-    return _CausalEfficient.apply(a, k, v, real.to(torch.uint8).contiguous())
+def causal_efficient_cpp(a: torch.Tensor, k: torch.Tensor, v: torch.Tensor, real: torch.Tensor | None) -> torch.Tensor:
+    """real: (B, N) bool or uint8, True = a real position; None: all real."""
+    return _CausalEfficient.apply(a, k, v, _real_rows(real, a))
 
 
 def resolve_scan_backend(mechanism: str, backend: str, like: torch.Tensor, fallback: str = "torch") -> str:
@@ -186,8 +228,8 @@ WALK_BACKENDS = ("auto", "torch", "cpp")
 
 
 def resolve_walk_backend(mechanism: str, backend: str, like: torch.Tensor, causal: bool) -> str:
-    """For the attentions whose causal form has a C++ walk here (efficient, linear): "auto" -> the walk on a CPU
-    where it builds, else "torch"; the bidirectional form has one path, "torch"."""
+    """For the attentions whose causal form has a C++ walk here (efficient, linear, performer, retention): "auto" ->
+    the walk on a CPU where it builds, else "torch"; the bidirectional form has one path, "torch"."""
     if backend not in WALK_BACKENDS:
         raise ValueError(f"{mechanism}: unknown backend {backend!r}; expected one of {', '.join(WALK_BACKENDS)}")
     if not causal:

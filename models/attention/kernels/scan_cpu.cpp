@@ -1,6 +1,7 @@
-// Fused CPU scans for the recurrent mixers: the LRU's complex diagonal recurrence and Mamba's selective scan,
-// forward and backward, one walk over the sequence per (sequence, block of channels), the state in registers/L1.
-// The PyTorch paths (kernels/lru.py, kernels/mamba.py) stay the references these are tested against.
+// Fused CPU scans for the recurrent mixers (the LRU's complex diagonal recurrence, Mamba's selective scan) and the
+// causal attention walks (Efficient Attention, linear attention, retention; further down), forward and backward, one
+// walk over the sequence per (sequence, block of channels), the state in registers/L1. The PyTorch paths
+// (kernels/lru.py, kernels/mamba.py, ...) stay the references these are tested against.
 //
 // LRU, per channel p (complex):   h_t = lam h_{t-1} + u_t
 //   backward (PyTorch's convention: gradients are conjugate Wirtinger derivatives):
@@ -369,15 +370,20 @@ void efficient_backward_impl(const Strided<T>& g, const Strided<T>& a, const Str
 // phi(x) = elu(x) + 1: x + 1 for x > 0, e^x otherwise; its derivative is 1 for x > 0, e^x = phi(x) otherwise.
 template <typename T> inline T elu_plus_one(T x) { return x > T(0) ? x + T(1) : exp_nonpositive(std::min(x, T(0))); }
 
-// phi of one position's query and key rows (d wide each) into fq, fk
-template <typename T> inline void features(const T* q, const T* k, T* fq, T* fk, int64_t d) {
+// phi of one position's query and key rows (d wide each) into fq, fk: elu + 1, or the rows themselves where the
+// caller computed its own features (Performer's positive random features)
+template <typename T> inline void features(const T* q, const T* k, T* fq, T* fk, int64_t d, bool elu) {
   for (int64_t f = 0; f < d; ++f) {
-    fq[f] = elu_plus_one(q[f]);
-    fk[f] = elu_plus_one(k[f]);
+    fq[f] = elu ? elu_plus_one(q[f]) : q[f];
+    fk[f] = elu ? elu_plus_one(k[f]) : k[f];
   }
 }
 
-// Causal linear attention (Katharopoulos et al.) with phi = elu + 1 applied here (fq = phi(q), fk = phi(k)):
+// phi'(x) given x and phi(x): 1 for given features and for x > 0, else phi(x) (elu + 1 is e^x there)
+template <typename T> inline T feature_slope(T x, T phi, bool elu) { return !elu || x > T(0) ? T(1) : phi; }
+
+// Causal linear attention (Katharopoulos et al.) with phi = elu + 1 applied here (fq = phi(q), fk = phi(k)), or with
+// features given (elu = false: phi = identity, as Performer's FAVOR+ features are computed by the caller):
 //   S_i = sum_{j <= i} fk_j v_j^T,  z_i = sum_{j <= i} fk_j,  den_i = max(fq_i . z_i, eps),  out_i = fq_i^T S_i / den_i
 //   backward (g = d out):  t_if = S_if . g_i,  dden_i = -(fq_i . t_i) / den_i^2 where fq_i . z_i >= eps (else 0),
 //   d fq_if = t_if / den_i + z_if dden_i;   reverse:  R_j = sum_{i >= j} fq_i (g_i / den_i)^T,
@@ -386,7 +392,8 @@ template <typename T> inline void features(const T* q, const T* k, T* fq, T* fk,
 // The forward keeps the (B, H, N) normalisers; the backward rebuilds S and z in a forward walk, then walks back.
 template <typename T>
 void linear_forward_impl(const Strided<T>& q, const Strided<T>& k, const Strided<T>& v, const uint8_t* real, T eps,
-                         T* out, T* den, int64_t batch, int64_t heads, int64_t length, int64_t dk, int64_t dv) {
+                         bool elu, T* out, T* den, int64_t batch, int64_t heads, int64_t length, int64_t dk,
+                         int64_t dv) {
   at::parallel_for(0, batch * heads, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> state(dk * dv), keys(dk), qi(dk), ki(dk);
     for (int64_t job = begin; job < end; ++job) {
@@ -400,7 +407,7 @@ void linear_forward_impl(const Strided<T>& q, const Strided<T>& k, const Strided
         den[job * length + i] = T(1);  // padded: never read
         if (!real_b[i]) continue;
         const T *qr = q.at(b, h, i), *kr = k.at(b, h, i), *vi = v.at(b, h, i);
-        features(qr, kr, qi.data(), ki.data(), dk);
+        features(qr, kr, qi.data(), ki.data(), dk, elu);
         T norm = 0;
         for (int64_t f = 0; f < dk; ++f) {
           T* sf = state.data() + f * dv;
@@ -422,8 +429,8 @@ void linear_forward_impl(const Strided<T>& q, const Strided<T>& k, const Strided
 
 template <typename T>
 void linear_backward_impl(const Strided<T>& g, const Strided<T>& q, const Strided<T>& k, const Strided<T>& v,
-                          const uint8_t* real, const T* den, T eps, T* dq, T* dkey, T* dval, int64_t batch,
-                          int64_t heads, int64_t length, int64_t dk, int64_t dv) {
+                          const uint8_t* real, const T* den, T eps, bool elu, T* dq, T* dkey, T* dval,
+                          int64_t batch, int64_t heads, int64_t length, int64_t dk, int64_t dv) {
   at::parallel_for(0, batch * heads, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> state(dk * dv), keys(dk), reads(dk), acc(dk * dv), acc_keys(dk), dden(length), qi(dk), ki(dk);
     for (int64_t job = begin; job < end; ++job) {
@@ -438,7 +445,7 @@ void linear_backward_impl(const Strided<T>& g, const Strided<T>& q, const Stride
           continue;
         }
         const T *qr = q.at(b, h, i), *kr = k.at(b, h, i), *vi = v.at(b, h, i), *gi = g.at(b, h, i);
-        features(qr, kr, qi.data(), ki.data(), dk);
+        features(qr, kr, qi.data(), ki.data(), dk, elu);
         T read = 0;
         for (int64_t f = 0; f < dk; ++f) {
           T* sf = state.data() + f * dv;
@@ -456,8 +463,7 @@ void linear_backward_impl(const Strided<T>& g, const Strided<T>& q, const Stride
         const T d_norm = norm >= eps ? -read / (clamped * clamped) : T(0);
         dden[i] = d_norm;
         for (int64_t f = 0; f < dk; ++f) {
-          const T slope = qr[f] > T(0) ? T(1) : qi[f];  // phi'(q)
-          dqi[f] = (reads[f] / clamped + keys[f] * d_norm) * slope;
+          dqi[f] = (reads[f] / clamped + keys[f] * d_norm) * feature_slope(qr[f], qi[f], elu);
         }
       }
       std::fill(acc.begin(), acc.end(), T(0));  // reverse walk: R and r, then d fk and d v
@@ -470,7 +476,7 @@ void linear_backward_impl(const Strided<T>& g, const Strided<T>& q, const Stride
           continue;
         }
         const T *qr = q.at(b, h, i), *kr = k.at(b, h, i), *vi = v.at(b, h, i), *gi = g.at(b, h, i);
-        features(qr, kr, qi.data(), ki.data(), dk);
+        features(qr, kr, qi.data(), ki.data(), dk, elu);
         const T inverse = T(1) / std::max(den[job * length + i], eps), d_norm = dden[i];
         for (int64_t f = 0; f < dk; ++f) {
           T* rf = acc.data() + f * dv;
@@ -482,7 +488,113 @@ void linear_backward_impl(const Strided<T>& g, const Strided<T>& q, const Stride
             dot += rf[e] * vi[e];
             dvi[e] += kf * rf[e];
           }
-          dki[f] = (dot + acc_keys[f]) * (kr[f] > T(0) ? T(1) : kf);  // times phi'(k)
+          dki[f] = (dot + acc_keys[f]) * feature_slope(kr[f], kf, elu);
+        }
+      }
+    }
+  });
+}
+
+// Causal retention (RetNet) with a fixed decay gamma per head, the real positions' keys and values only:
+//   S_i = gamma S_{i-1} + [real_i] k_i v_i^T,  r_i = gamma r_{i-1} + [real_i],  out_i = c_i q_i^T S_i with
+//   c_i = [real_i] / sqrt(d max(r_i, 1)): a padded position holds nothing but still counts as a step of decay.
+//   backward (g = d out, gamma fixed):  d q_i = c_i S_i g_i;  reverse:  R_j = gamma R_{j+1} + c_j q_j g_j^T,
+//   d k_j = [real_j] R_j v_j,  d v_j = [real_j] R_j^T k_j.
+// Nothing is kept for the backward: r is data-independent and S is rebuilt in one forward walk.
+template <typename T> inline T retention_scale(T steps, int64_t d) { return T(1) / std::sqrt(T(d) * std::max(steps, T(1))); }
+
+template <typename T>
+void retention_forward_impl(const Strided<T>& q, const Strided<T>& k, const Strided<T>& v, const uint8_t* real,
+                            const T* gamma, T* out, int64_t batch, int64_t heads, int64_t length, int64_t dk,
+                            int64_t dv) {
+  at::parallel_for(0, batch * heads, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> state(dk * dv);
+    for (int64_t job = begin; job < end; ++job) {
+      const int64_t b = job / heads, h = job % heads;
+      const uint8_t* real_b = real + b * length;
+      const T decay = gamma[h];
+      T steps = 0;
+      std::fill(state.begin(), state.end(), T(0));
+      for (int64_t i = 0; i < length; ++i) {
+        T* oi = out + (job * length + i) * dv;
+        std::fill(oi, oi + dv, T(0));
+        steps *= decay;
+        if (!real_b[i]) {
+          for (auto& s : state) s *= decay;
+          continue;
+        }
+        steps += T(1);
+        const T scale = retention_scale(steps, dk);
+        const T *qi = q.at(b, h, i), *ki = k.at(b, h, i), *vi = v.at(b, h, i);
+        for (int64_t f = 0; f < dk; ++f) {
+          T* sf = state.data() + f * dv;
+          const T kf = ki[f], qf = qi[f] * scale;
+          for (int64_t e = 0; e < dv; ++e) {
+            sf[e] = decay * sf[e] + kf * vi[e];
+            oi[e] += qf * sf[e];
+          }
+        }
+      }
+    }
+  });
+}
+
+template <typename T>
+void retention_backward_impl(const Strided<T>& g, const Strided<T>& q, const Strided<T>& k, const Strided<T>& v,
+                             const uint8_t* real, const T* gamma, T* dq, T* dkey, T* dval, int64_t batch,
+                             int64_t heads, int64_t length, int64_t dk, int64_t dv) {
+  at::parallel_for(0, batch * heads, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> state(dk * dv), scales(length);
+    for (int64_t job = begin; job < end; ++job) {
+      const int64_t b = job / heads, h = job % heads;
+      const uint8_t* real_b = real + b * length;
+      const T decay = gamma[h];
+      T steps = 0;
+      std::fill(state.begin(), state.end(), T(0));  // forward walk: S again, for d q
+      for (int64_t i = 0; i < length; ++i) {
+        T* dqi = dq + (job * length + i) * dk;
+        steps *= decay;
+        if (!real_b[i]) {
+          for (auto& s : state) s *= decay;
+          std::fill(dqi, dqi + dk, T(0));
+          scales[i] = T(0);
+          continue;
+        }
+        steps += T(1);
+        const T scale = scales[i] = retention_scale(steps, dk);
+        const T *ki = k.at(b, h, i), *vi = v.at(b, h, i), *gi = g.at(b, h, i);
+        for (int64_t f = 0; f < dk; ++f) {
+          T* sf = state.data() + f * dv;
+          const T kf = ki[f];
+          T dot = 0;
+          for (int64_t e = 0; e < dv; ++e) {
+            sf[e] = decay * sf[e] + kf * vi[e];
+            dot += sf[e] * gi[e];
+          }
+          dqi[f] = dot * scale;
+        }
+      }
+      std::fill(state.begin(), state.end(), T(0));  // reverse walk: R, then d k and d v
+      for (int64_t i = length - 1; i >= 0; --i) {
+        T *dki = dkey + (job * length + i) * dk, *dvi = dval + (job * length + i) * dv;
+        if (!real_b[i]) {
+          for (auto& s : state) s *= decay;
+          std::fill(dki, dki + dk, T(0));
+          std::fill(dvi, dvi + dv, T(0));
+          continue;
+        }
+        const T *qi = q.at(b, h, i), *ki = k.at(b, h, i), *vi = v.at(b, h, i), *gi = g.at(b, h, i);
+        std::fill(dvi, dvi + dv, T(0));
+        for (int64_t f = 0; f < dk; ++f) {
+          T* rf = state.data() + f * dv;
+          const T qf = qi[f] * scales[i], kf = ki[f];
+          T dot = 0;
+          for (int64_t e = 0; e < dv; ++e) {
+            rf[e] = decay * rf[e] + qf * gi[e];
+            dot += rf[e] * vi[e];
+            dvi[e] += kf * rf[e];
+          }
+          dki[f] = dot;
         }
       }
     }
@@ -614,14 +726,14 @@ std::vector<torch::Tensor> efficient_backward(torch::Tensor g, torch::Tensor a, 
 // q, k (B, H, N, d) before the features, v (B, H, N, e): strided, contiguous last dim; real (B, N) uint8.
 // Returns (out, den (B, H, N)).
 std::vector<torch::Tensor> linear_forward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor real,
-                                          double eps) {
+                                          double eps, bool elu) {
   check_walk_inputs(q, k, v, real);
   const int64_t batch = q.size(0), heads = q.size(1), length = q.size(2);
   auto out = torch::empty({batch, heads, length, v.size(3)}, v.options());
   auto den = torch::empty({batch, heads, length}, v.options());
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "linear_forward", [&] {
     linear_forward_impl<scalar_t>(Strided<scalar_t>(q), Strided<scalar_t>(k), Strided<scalar_t>(v),
-                                  real.data_ptr<uint8_t>(), static_cast<scalar_t>(eps), out.data_ptr<scalar_t>(),
+                                  real.data_ptr<uint8_t>(), static_cast<scalar_t>(eps), elu, out.data_ptr<scalar_t>(),
                                   den.data_ptr<scalar_t>(), batch, heads, length, q.size(3), v.size(3));
   });
   return {out, den};
@@ -629,16 +741,47 @@ std::vector<torch::Tensor> linear_forward(torch::Tensor q, torch::Tensor k, torc
 
 // Returns (d q, d k, d v), contiguous.
 std::vector<torch::Tensor> linear_backward(torch::Tensor g, torch::Tensor q, torch::Tensor k, torch::Tensor v,
-                                           torch::Tensor real, torch::Tensor den, double eps) {
+                                           torch::Tensor real, torch::Tensor den, double eps, bool elu) {
   check_rows(g, "grad");
   check(den, "den", 3);
   auto grads = walk_gradients(q, k, v);
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "linear_backward", [&] {
     linear_backward_impl<scalar_t>(Strided<scalar_t>(g), Strided<scalar_t>(q), Strided<scalar_t>(k),
                                    Strided<scalar_t>(v), real.data_ptr<uint8_t>(), den.data_ptr<scalar_t>(),
-                                   static_cast<scalar_t>(eps), grads[0].data_ptr<scalar_t>(),
+                                   static_cast<scalar_t>(eps), elu, grads[0].data_ptr<scalar_t>(),
                                    grads[1].data_ptr<scalar_t>(), grads[2].data_ptr<scalar_t>(), q.size(0), q.size(1),
                                    q.size(2), q.size(3), v.size(3));
+  });
+  return grads;
+}
+
+// q, k (B, H, N, d), v (B, H, N, e): strided, contiguous last dim; real (B, N) uint8; gamma (H,) of q's dtype.
+// Returns out (B, H, N, e), contiguous.
+torch::Tensor retention_forward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor real,
+                                torch::Tensor gamma) {
+  check_walk_inputs(q, k, v, real);
+  check(gamma, "gamma", 1);
+  TORCH_CHECK(gamma.size(0) == q.size(1) && gamma.scalar_type() == q.scalar_type(), "gamma must be (H,) of q's dtype");
+  auto out = torch::empty({q.size(0), q.size(1), q.size(2), v.size(3)}, v.options());
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "retention_forward", [&] {
+    retention_forward_impl<scalar_t>(Strided<scalar_t>(q), Strided<scalar_t>(k), Strided<scalar_t>(v),
+                                     real.data_ptr<uint8_t>(), gamma.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
+                                     q.size(0), q.size(1), q.size(2), q.size(3), v.size(3));
+  });
+  return out;
+}
+
+// Returns (d q, d k, d v), contiguous.
+std::vector<torch::Tensor> retention_backward(torch::Tensor g, torch::Tensor q, torch::Tensor k, torch::Tensor v,
+                                              torch::Tensor real, torch::Tensor gamma) {
+  check_rows(g, "grad");
+  auto grads = walk_gradients(q, k, v);
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "retention_backward", [&] {
+    retention_backward_impl<scalar_t>(Strided<scalar_t>(g), Strided<scalar_t>(q), Strided<scalar_t>(k),
+                                      Strided<scalar_t>(v), real.data_ptr<uint8_t>(), gamma.data_ptr<scalar_t>(),
+                                      grads[0].data_ptr<scalar_t>(), grads[1].data_ptr<scalar_t>(),
+                                      grads[2].data_ptr<scalar_t>(), q.size(0), q.size(1), q.size(2), q.size(3),
+                                      v.size(3));
   });
   return grads;
 }
