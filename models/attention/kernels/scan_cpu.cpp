@@ -368,15 +368,25 @@ void efficient_backward_impl(const Strided<T>& g, const Strided<T>& a, const Str
 }
 
 // phi(x) = elu(x) + 1: x + 1 for x > 0, e^x otherwise; its derivative is 1 for x > 0, e^x = phi(x) otherwise.
-template <typename T> inline T elu_plus_one(T x) { return x > T(0) ? x + T(1) : exp_nonpositive(std::min(x, T(0))); }
+// Both sides are computed and one selected, so that the loops over a row vectorise (a branch around the exp kept
+// them scalar: the features then cost more than the whole walk).
+template <typename T> inline T elu_plus_one(T x) {
+  const T below = exp_nonpositive(std::min(x, T(0)));
+  return x > T(0) ? x + T(1) : below;
+}
 
 // phi of one position's query and key rows (d wide each) into fq, fk: elu + 1, or the rows themselves where the
 // caller computed its own features (Performer's positive random features)
-template <typename T> inline void features(const T* q, const T* k, T* fq, T* fk, int64_t d, bool elu) {
-  for (int64_t f = 0; f < d; ++f) {
-    fq[f] = elu ? elu_plus_one(q[f]) : q[f];
-    fk[f] = elu ? elu_plus_one(k[f]) : k[f];
+template <typename T>
+inline void features(const T* __restrict__ q, const T* __restrict__ k, T* __restrict__ fq, T* __restrict__ fk,
+                     int64_t d, bool elu) {
+  if (!elu) {
+    std::copy(q, q + d, fq);
+    std::copy(k, k + d, fk);
+    return;
   }
+  for (int64_t f = 0; f < d; ++f) fq[f] = elu_plus_one(q[f]);
+  for (int64_t f = 0; f < d; ++f) fk[f] = elu_plus_one(k[f]);
 }
 
 // phi'(x) given x and phi(x): 1 for given features and for x > 0, else phi(x) (elu + 1 is e^x there)
