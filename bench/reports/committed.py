@@ -24,11 +24,9 @@ COMMITTED_REPORTS: dict[str, list[str]] = {
     # every mixer at its best CPU path (fused C++ scans, chunkwise retention), AVX2 EPYC, one thread
     "mixers-cpu-amd-epyc-avx2": ["sweeps/mixers-cpu-amd-epyc-avx2.jsonl"],
     "short-n-cpu-amd-epyc-avx2": ["sweeps/short-n-cpu-amd-epyc-avx2.jsonl"],
-    # causal linear and Efficient attention: the C++ walks beside their chunked PyTorch paths, sdpa and LinRec
-    # (recommender lengths, SASRec's width, batch 128, a third padded), AVX2 EPYC, one thread, training paused
+    # causal linear, Efficient, Performer and retention: the C++ walks beside their chunked PyTorch paths, sdpa and
+    # LinRec (recommender lengths, SASRec's width, batch 128, a third padded), AVX2 EPYC, one thread, training paused
     "walks-cpu-amd-epyc-avx2": ["sweeps/walks-cpu-amd-epyc-avx2.jsonl"],
-    # causal Performer and retention: the same, in a later run (sdpa and LinRec timed again beside them)
-    "walks-performer-retention-cpu-amd-epyc-avx2": ["sweeps/walks-performer-retention-cpu-amd-epyc-avx2.jsonl"],
     # the main job of a fresh clone on a quiet AVX2 EPYC: the main job's reference for that CPU kind
     "quick-cpu-amd-epyc-avx2": ["sweeps/quick-cpu-amd-epyc-avx2.jsonl"],
     "quick-cpu": ["sweeps/quick-cpu.jsonl"],
