@@ -40,8 +40,8 @@ class RetentionAttention(CppScanMixin, OutputDropoutMixin, AttentionLayer):
         super().__init__(dim, heads, causal=causal, max_len=max_len, dropout=dropout)
         if backend not in RETENTION_BACKENDS:
             raise ValueError(f"retention: unknown backend {backend!r}; expected one of {', '.join(RETENTION_BACKENDS)}")
-        if backend == "cpp" and not causal:
-            resolve_retention_backend(backend, torch.empty(0), causal)  # refused: the walk is the causal form's
+        if backend == "cpp":  # refused now, not at the first call: a bidirectional form, or no compiler here
+            resolve_retention_backend(backend, torch.empty(0), causal)
         self.chunk_size, self.backend = chunk_size, backend
         # (H,), fixed as in RetNet; kept in float32 whatever the layer's dtype: in bf16, 1 - 2^-12 rounds to 1
         self._gamma = retention_decays(heads)
