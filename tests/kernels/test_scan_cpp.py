@@ -237,3 +237,13 @@ def test_layers_take_the_walk_for_their_causal_form_only(name):
         build_attention(name, 32, 2, causal=False, backend="cpp")
     with pytest.raises(ValueError, match="unknown backend 'walk'; expected one of auto, torch, cpp"):
         build_attention(name, 32, 2, causal=True, backend="walk")
+
+
+def test_without_the_extension_auto_falls_back_and_names_the_scan_or_walk(monkeypatch):
+    monkeypatch.setattr(scan_cpp, "extension_error", lambda: "no C++ compiler")
+    with pytest.warns(UserWarning, match=r"^linear: the fused C\+\+ walk is unavailable \(no C\+\+ compiler\)"):
+        assert scan_cpp.resolve_walk_backend("linear", "auto", torch.empty(0), causal=True) == "torch"
+    with pytest.warns(UserWarning, match=r"^lru: the fused C\+\+ scan is unavailable"):
+        assert scan_cpp.resolve_scan_backend("lru", "auto", torch.empty(0)) == "torch"
+    with pytest.raises(RuntimeError, match="retention: backend='cpp' is unavailable here"):
+        build_attention("retention", 32, 2, causal=True, backend="cpp")

@@ -208,7 +208,9 @@ def causal_efficient_cpp(a: torch.Tensor, k: torch.Tensor, v: torch.Tensor, real
     return _CausalEfficient.apply(a, k, v, _real_rows(real, a))
 
 
-def resolve_scan_backend(mechanism: str, backend: str, like: torch.Tensor, fallback: str = "torch") -> str:
+def resolve_scan_backend(
+    mechanism: str, backend: str, like: torch.Tensor, fallback: str = "torch", kernel: str = "scan"
+) -> str:
     """ "auto" -> "cpp" where the fused scans apply (CPU, float32/64) and the extension builds, else `fallback`; a
     named "cpp" that cannot run here is refused in one line (when the layer is built, not at its first call)."""
     if backend == "cpp":
@@ -220,7 +222,7 @@ def resolve_scan_backend(mechanism: str, backend: str, like: torch.Tensor, fallb
     if backend == "auto" and applies(like):
         if extension_error() is None:
             return "cpp"
-        _warn_no_extension(mechanism, extension_error())
+        _warn_no_extension(mechanism, extension_error(), kernel)
     return fallback if backend == "auto" else backend
 
 
@@ -238,8 +240,8 @@ def resolve_walk_backend(mechanism: str, backend: str, like: torch.Tensor, causa
                 f"{mechanism}: backend='cpp' is the causal form's walk; the bidirectional form runs 'torch'"
             )
         return "torch"
-    return resolve_scan_backend(mechanism, backend, like)
+    return resolve_scan_backend(mechanism, backend, like, kernel="walk")
 
 
-def _warn_no_extension(mechanism: str, reason: str) -> None:
-    warn_fallback(f"{mechanism}: the fused C++ scan", reason)
+def _warn_no_extension(mechanism: str, reason: str, kernel: str) -> None:
+    warn_fallback(f"{mechanism}: the fused C++ {kernel}", reason)
