@@ -5,8 +5,8 @@ https://arxiv.org/abs/2009.14794
 Features are redrawn every `redraw_interval` training forward passes (0 = never) and
 are fixed in eval mode. The key stabiliser is data-independent (see
 functional.performer_features), so causal mode cannot leak future positions.
-On a CPU the causal form runs the features through linear attention's fused C++ walk (`backend="auto"`, the default;
-kernels/scan_cpp.py), tested against the chunked PyTorch path.
+On a CPU the causal form runs as one fused C++ walk (`backend="auto"`, the default; kernels/scan_cpp.py) that makes
+the features inside it and maps their gradients back onto q and k, tested against the chunked PyTorch path.
 """
 
 import torch

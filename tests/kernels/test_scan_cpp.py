@@ -142,7 +142,6 @@ def _walk_inputs(batch=3, heads=2, length=70, width=5, scale=3.0, dtype=torch.fl
 def _walk(name):
     """(the functional with its backend argument, the C++ walk on raw q, k, v and a mask) of a causal mechanism"""
     from models.attention.functional import efficient_attention, linear_attention, performer_attention
-    from models.attention.kernels.performer import performer_features
     from models.attention.kernels.retention import retention_attention
 
     if name == "efficient":
@@ -154,8 +153,7 @@ def _walk(name):
             return torch.randn(7, like.shape[-1], dtype=torch.float64, generator=generator).to(like.dtype)
 
         def performer_walk(q, k, v, mask):
-            fq, fk = (performer_features(x, projection(x), is_query=x is q) for x in (q, k))
-            return scan_cpp.causal_linear_cpp(fq, fk, v, mask, 1e-15, elu=False)
+            return scan_cpp.causal_performer_cpp(q, k, v, mask, projection(q), 1e-15)
 
         return lambda q, k, v, **kw: performer_attention(q, k, v, projection(q), **kw), performer_walk
     if name == "retention":

@@ -8,7 +8,7 @@ import torch
 
 from .causal import normalised_linear_attention
 from .common import DEFAULT_CHUNK_SIZE, at_least_fp32, check_qkv, real_positions, zero_padded_rows
-from .scan_cpp import causal_linear_cpp, resolve_walk_backend
+from .scan_cpp import causal_performer_cpp, resolve_walk_backend
 
 
 def orthogonal_random_features(
@@ -75,15 +75,15 @@ def performer_attention(
     """Performer FAVOR+ (Choromanski et al., ICLR 2021) with fixed projection (m, d).
 
     backend: "torch" (chunked products, kernels/causal.py), "cpp" (the causal form's (m, e) state walked by the
-    linear-attention walk, the features computed here) or "auto" (cpp where it applies)."""
+    linear-attention walk, the features made inside it) or "auto" (cpp where it applies)."""
     check_qkv(q, k, v)
     real = real_positions(key_padding_mask, q)
     dtype = q.dtype
     q, k, v = at_least_fp32(q), at_least_fp32(k), at_least_fp32(v)
+    if causal and resolve_performer_backend(backend, q, causal) == "cpp":
+        return causal_performer_cpp(q, k, v, key_padding_mask, projection, eps).to(dtype)  # padded rows come out 0
     fq = performer_features(q, projection.to(q.dtype), is_query=True)  # (B, H, N, m)
     fk = performer_features(k, projection.to(q.dtype), is_query=False)  # (B, H, N, m)
-    if causal and resolve_performer_backend(backend, q, causal) == "cpp":
-        return causal_linear_cpp(fq, fk, v, key_padding_mask, eps, elu=False).to(dtype)  # padded rows come out 0
     if real is not None:
         fk = fk * real.to(fk.dtype)
     out = normalised_linear_attention(fq, fk, v, causal, chunk_size, eps)

@@ -15,8 +15,10 @@ the state in registers:
   (B, H, N, d) log-normalisers, the backward walks forward once more (for d a) and then in reverse (d k, d v).
 - Causal linear attention (kernels/linear.py, kernels/causal.py are its reference): the (d, e) state and the (d,)
   key sum walked position by position, the elu + 1 features computed in the walk (their slope is the feature itself
-  below 0); the forward keeps the (B, H, N) normalisers, the backward walks as above. The same walk takes features
-  computed outside (Performer's FAVOR+ features, kernels/performer.py), their gradients left to autograd.
+  below 0); the forward keeps the (B, H, N) normalisers, the backward walks as above.
+- Causal Performer (kernels/performer.py is its reference): the same walk on FAVOR+ features (m of them) made from
+  the projection inside it; the forward keeps them ((B, H, N, m) twice: remaking costs m d multiply-adds a row), the
+  backward maps their gradients back onto q and k (softmax's and exp's Jacobians, then the projection).
 - Causal retention (kernels/retention.py is its reference): the (d, e) state decayed by the head's fixed gamma at
   every position, padded ones included, the decay sum alongside; the forward keeps nothing (the decay sums do not
   depend on the data), the backward walks forward (d q) and in reverse (d k, d v).
@@ -41,9 +43,14 @@ std::vector<torch::Tensor> efficient_forward(torch::Tensor a, torch::Tensor k, t
 std::vector<torch::Tensor> efficient_backward(torch::Tensor g, torch::Tensor a, torch::Tensor k, torch::Tensor v,
                                               torch::Tensor real, torch::Tensor logz);
 std::vector<torch::Tensor> linear_forward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor real,
-                                          double eps, bool elu);
+                                          double eps);
 std::vector<torch::Tensor> linear_backward(torch::Tensor g, torch::Tensor q, torch::Tensor k, torch::Tensor v,
-                                           torch::Tensor real, torch::Tensor den, double eps, bool elu);
+                                           torch::Tensor real, torch::Tensor den, double eps);
+std::vector<torch::Tensor> performer_forward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor real,
+                                             torch::Tensor projection, double eps);
+std::vector<torch::Tensor> performer_backward(torch::Tensor g, torch::Tensor q, torch::Tensor k, torch::Tensor v,
+                                              torch::Tensor real, torch::Tensor den, torch::Tensor fq,
+                                              torch::Tensor fk, torch::Tensor projection, double eps);
 torch::Tensor retention_forward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor real,
                                 torch::Tensor gamma);
 std::vector<torch::Tensor> retention_backward(torch::Tensor g, torch::Tensor q, torch::Tensor k, torch::Tensor v,
@@ -57,7 +64,7 @@ KERNEL = CppKernel(
     [
         *("lru_forward", "lru_backward", "mamba_forward", "mamba_backward"),
         *("efficient_forward", "efficient_backward", "linear_forward", "linear_backward"),
-        *("retention_forward", "retention_backward"),
+        *("performer_forward", "performer_backward", "retention_forward", "retention_backward"),
     ],
     "_scan_cpu",
 )
@@ -142,31 +149,54 @@ class _CausalEfficient(torch.autograd.Function):
 
 
 class _CausalLinear(torch.autograd.Function):
-    """q, k (B, H, N, d) before the features (or the features themselves: elu=False), v (B, H, N, e), real (B, N)
-    uint8 -> out (B, H, N, e): the causal normalised linear attention of kernels/causal.py, as one walk."""
+    """q, k (B, H, N, d) before the features, v (B, H, N, e), real (B, N) uint8 -> out (B, H, N, e): the causal
+    normalised linear attention of kernels/causal.py with phi = elu + 1, as one walk."""
 
     @staticmethod
-    def forward(ctx, q, k, v, real, eps, elu):
+    def forward(ctx, q, k, v, real, eps):
         inputs = [_rows(t) for t in (q, k, v)]
-        out, den = KERNEL.module().linear_forward(*inputs, real, eps, elu)
+        out, den = KERNEL.module().linear_forward(*inputs, real, eps)
         ctx.save_for_backward(*inputs, real, den)
-        ctx.eps, ctx.elu = eps, elu
+        ctx.eps = eps
         return out
 
     @staticmethod
     def backward(ctx, grad):
         q, k, v, real, den = ctx.saved_tensors
-        grads = KERNEL.module().linear_backward(_rows(grad), q, k, v, real, den, ctx.eps, ctx.elu)
+        return (*KERNEL.module().linear_backward(_rows(grad), q, k, v, real, den, ctx.eps), None, None)
+
+
+def causal_linear_cpp(q, k, v, real: torch.Tensor | None, eps: float) -> torch.Tensor:
+    """elu(q) + 1 and elu(k) + 1 made inside the walk; phi(q)^T S_i / max(phi(q) . z_i, eps) with real (B, N) bool
+    or uint8 (True = real; None: all real); padded rows come out 0."""
+    return _CausalLinear.apply(q, k, v, _real_rows(real, q), eps)
+
+
+class _CausalPerformer(torch.autograd.Function):
+    """q, k (B, H, N, d) before the features, v (B, H, N, e), real (B, N) uint8, projection (m, d) -> out
+    (B, H, N, e): the same walk on FAVOR+ features made inside it; the features are kept for the backward, which
+    maps their gradients back onto q and k (no gradient for the fixed projection)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, real, projection, eps):
+        inputs = [_rows(t) for t in (q, k, v)]
+        out, den, fq, fk = KERNEL.module().performer_forward(*inputs, real, projection, eps)
+        ctx.save_for_backward(*inputs, real, den, fq, fk, projection)
+        ctx.eps = eps
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        q, k, v, real, den, fq, fk, projection = ctx.saved_tensors
+        grads = KERNEL.module().performer_backward(_rows(grad), q, k, v, real, den, fq, fk, projection, ctx.eps)
         return (*grads, None, None, None)
 
 
-def causal_linear_cpp(q, k, v, real: torch.Tensor | None, eps: float, elu: bool = True) -> torch.Tensor:
-    """phi(q)^T S_i / max(phi(q) . z_i, eps) with real (B, N) bool or uint8 (True = real; None: all real); padded
-    rows come out 0.
-
-    elu=True: phi = elu + 1, applied inside the walk (the Linear Transformer); elu=False: q and k are already the
-    features (non-negative, e.g. Performer's), (B, H, N, m) with any m."""
-    return _CausalLinear.apply(q, k, v, _real_rows(real, q), eps, elu)
+def causal_performer_cpp(q, k, v, real: torch.Tensor | None, projection: torch.Tensor, eps: float) -> torch.Tensor:
+    """Performer's causal form (kernels/performer.py's performer_attention with causal=True) as one walk:
+    projection (m, d), the FAVOR+ features made inside it; padded rows come out 0."""
+    projection = projection.detach().to(q.dtype).contiguous()
+    return _CausalPerformer.apply(q, k, v, _real_rows(real, q), projection, eps)
 
 
 class _CausalRetention(torch.autograd.Function):

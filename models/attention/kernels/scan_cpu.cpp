@@ -375,37 +375,123 @@ template <typename T> inline T elu_plus_one(T x) {
   return x > T(0) ? x + T(1) : below;
 }
 
-// phi of one position's query and key rows (d wide each) into fq, fk: elu + 1, or the rows themselves where the
-// caller computed its own features (Performer's positive random features)
-template <typename T>
-inline void features(const T* __restrict__ q, const T* __restrict__ k, T* __restrict__ fq, T* __restrict__ fk,
-                     int64_t d, bool elu) {
-  if (!elu) {
-    std::copy(q, q + d, fq);
-    std::copy(k, k + d, fk);
-    return;
+// The feature maps linear attention's walk applies to a position's query and key rows (width d), giving features of
+// width m; and, in the backward, the map from the features' gradients back onto the rows. Each is a policy the walk
+// is compiled with, so the features are made where the walk reads them (no (B, H, N, m) tensors for autograd).
+//
+// elu + 1 (the Linear Transformer, m = d): recomputed at every read, cheaper than storing them.
+template <typename T> struct EluFeatures {
+  Strided<T> q, k;
+  int64_t d;
+  int64_t width() const { return d; }
+  // the position's query and key features, written to the scratch rows given (or found where they are kept)
+  void make(int64_t b, int64_t h, int64_t i, T* fq, T* fk, const T*& qi, const T*& ki) const {
+    const T *qr = q.at(b, h, i), *kr = k.at(b, h, i);
+    for (int64_t f = 0; f < d; ++f) fq[f] = elu_plus_one(qr[f]);
+    for (int64_t f = 0; f < d; ++f) fk[f] = elu_plus_one(kr[f]);
+    qi = fq;
+    ki = fk;
   }
-  for (int64_t f = 0; f < d; ++f) fq[f] = elu_plus_one(q[f]);
-  for (int64_t f = 0; f < d; ++f) fk[f] = elu_plus_one(k[f]);
-}
+  // d row = d phi * phi'(row): 1 above 0, phi itself below (e^x); d phi (the walk's scratch) may be overwritten
+  void query_grad(int64_t b, int64_t h, int64_t i, const T* fq, T* dphi, T* dx) const {
+    slope(q.at(b, h, i), fq, dphi, dx);
+  }
+  void key_grad(int64_t b, int64_t h, int64_t i, const T* fk, T* dphi, T* dx) const {
+    slope(k.at(b, h, i), fk, dphi, dx);
+  }
+  void slope(const T* x, const T* phi, const T* dphi, T* dx) const {
+    for (int64_t f = 0; f < d; ++f) dx[f] = dphi[f] * (x[f] > T(0) ? T(1) : phi[f]);
+  }
+};
 
-// phi'(x) given x and phi(x): 1 for given features and for x > 0, else phi(x) (elu + 1 is e^x there)
-template <typename T> inline T feature_slope(T x, T phi, bool elu) { return !elu || x > T(0) ? T(1) : phi; }
+// Performer's FAVOR+ positive random features (kernels/performer.py, performer_features, is their reference), with
+// w_r the projection's rows, s = d^-1/4 and |w|^2 / 2 = hw_r:
+//   query: phi_r = softmax_r(s w_r . x + hw_r)            key: phi_r = exp(s w_r . x - s^2 |x|^2 / 2 - hw_r)
+// (the key's exponent is -|w_r - s x|^2 / 2 <= 0; clamped at 0 against rounding). Gradients, l the exponents:
+//   query: dl_r = phi_r (dphi_r - phi . dphi)             key: dl_r = phi_r dphi_r
+//   d x = s W^T dl, less s^2 x sum_r dl_r for the key.
+// Made once, in the forward walk, into (B, H, N, m) rows the backward reads back (m d multiply-adds each: dearer
+// than reading).
+template <typename T> struct FavorFeatures {
+  Strided<T> q, k;
+  int64_t d, m, heads, length;
+  const T* scaled_t;  // (d, m): s W^T, rows of m contiguous so the loops over r vectorise
+  const T* half_sq;   // (m,): hw_r
+  T *fq_rows, *fk_rows;  // (B, H, N, m): written by the forward walk, read by the backward
+  bool made;             // the rows hold the features (the backward) or are to be written (the forward)
+  int64_t width() const { return m; }
+  void make(int64_t b, int64_t h, int64_t i, T*, T*, const T*& qi, const T*& ki) const {
+    const int64_t row = ((b * heads + h) * length + i) * m;
+    T *fq = fq_rows + row, *fk = fk_rows + row;
+    qi = fq;
+    ki = fk;
+    if (made) return;
+    const T *qr = q.at(b, h, i), *kr = k.at(b, h, i);
+    T sq = 0;
+    for (int64_t f = 0; f < d; ++f) sq += kr[f] * kr[f];
+    const T key_shift = -sq * T(0.5) / std::sqrt(T(d));
+    for (int64_t r = 0; r < m; ++r) {
+      fq[r] = half_sq[r];
+      fk[r] = key_shift - half_sq[r];
+    }
+    for (int64_t f = 0; f < d; ++f) {
+      const T* wf = scaled_t + f * m;
+      const T qf = qr[f], kf = kr[f];
+      for (int64_t r = 0; r < m; ++r) {
+        fq[r] += qf * wf[r];
+        fk[r] += kf * wf[r];
+      }
+    }
+    T top = fq[0];
+    for (int64_t r = 1; r < m; ++r) top = std::max(top, fq[r]);
+    T total = 0;
+    for (int64_t r = 0; r < m; ++r) {
+      fq[r] = exp_nonpositive(fq[r] - top);
+      total += fq[r];
+      fk[r] = exp_nonpositive(std::min(fk[r], T(0)));
+    }
+    const T inverse = T(1) / total;
+    for (int64_t r = 0; r < m; ++r) fq[r] *= inverse;
+  }
+  void query_grad(int64_t, int64_t, int64_t, const T* fq, T* dphi, T* dx) const {
+    T mean = 0;
+    for (int64_t r = 0; r < m; ++r) mean += fq[r] * dphi[r];
+    for (int64_t r = 0; r < m; ++r) dphi[r] = fq[r] * (dphi[r] - mean);  // dl
+    project(dphi, dx);
+  }
+  void key_grad(int64_t b, int64_t h, int64_t i, const T* fk, T* dphi, T* dx) const {
+    T total = 0;
+    for (int64_t r = 0; r < m; ++r) {
+      dphi[r] *= fk[r];  // dl
+      total += dphi[r];
+    }
+    project(dphi, dx);
+    const T *kr = k.at(b, h, i), shrink = total / std::sqrt(T(d));
+    for (int64_t f = 0; f < d; ++f) dx[f] -= shrink * kr[f];
+  }
+  // d x = s W^T dl
+  void project(const T* dl, T* dx) const {
+    for (int64_t f = 0; f < d; ++f) {
+      const T* wf = scaled_t + f * m;
+      T dot = 0;
+      for (int64_t r = 0; r < m; ++r) dot += wf[r] * dl[r];
+      dx[f] = dot;
+    }
+  }
+};
 
-// Causal linear attention (Katharopoulos et al.) with phi = elu + 1 applied here (fq = phi(q), fk = phi(k)), or with
-// features given (elu = false: phi = identity, as Performer's FAVOR+ features are computed by the caller):
+// Causal linear attention (Katharopoulos et al.) on the features fq = phi(q), fk = phi(k) of one of the maps above:
 //   S_i = sum_{j <= i} fk_j v_j^T,  z_i = sum_{j <= i} fk_j,  den_i = max(fq_i . z_i, eps),  out_i = fq_i^T S_i / den_i
 //   backward (g = d out):  t_if = S_if . g_i,  dden_i = -(fq_i . t_i) / den_i^2 where fq_i . z_i >= eps (else 0),
 //   d fq_if = t_if / den_i + z_if dden_i;   reverse:  R_j = sum_{i >= j} fq_i (g_i / den_i)^T,
-//   r_j = sum_{i >= j} fq_i dden_i;   d fk_j = R_j v_j + r_j,   d v_j = R_j^T fk_j.
-//   d q = d fq * phi'(q), d k = d fk * phi'(k).
+//   r_j = sum_{i >= j} fq_i dden_i;   d fk_j = R_j v_j + r_j,   d v_j = R_j^T fk_j;   d q, d k by the map's gradient.
 // The forward keeps the (B, H, N) normalisers; the backward rebuilds S and z in a forward walk, then walks back.
-template <typename T>
-void linear_forward_impl(const Strided<T>& q, const Strided<T>& k, const Strided<T>& v, const uint8_t* real, T eps,
-                         bool elu, T* out, T* den, int64_t batch, int64_t heads, int64_t length, int64_t dk,
-                         int64_t dv) {
+template <typename T, typename Features>
+void linear_forward_impl(const Features& phi, const Strided<T>& v, const uint8_t* real, T eps, T* out, T* den,
+                         int64_t batch, int64_t heads, int64_t length, int64_t dv) {
+  const int64_t m = phi.width();
   at::parallel_for(0, batch * heads, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> state(dk * dv), keys(dk), qi(dk), ki(dk);
+    std::vector<T> state(m * dv), keys(m), q_scratch(m), k_scratch(m);
     for (int64_t job = begin; job < end; ++job) {
       const int64_t b = job / heads, h = job % heads;
       const uint8_t* real_b = real + b * length;
@@ -416,10 +502,10 @@ void linear_forward_impl(const Strided<T>& q, const Strided<T>& k, const Strided
         std::fill(oi, oi + dv, T(0));
         den[job * length + i] = T(1);  // padded: never read
         if (!real_b[i]) continue;
-        const T *qr = q.at(b, h, i), *kr = k.at(b, h, i), *vi = v.at(b, h, i);
-        features(qr, kr, qi.data(), ki.data(), dk, elu);
+        const T *qi, *ki, *vi = v.at(b, h, i);
+        phi.make(b, h, i, q_scratch.data(), k_scratch.data(), qi, ki);
         T norm = 0;
-        for (int64_t f = 0; f < dk; ++f) {
+        for (int64_t f = 0; f < m; ++f) {
           T* sf = state.data() + f * dv;
           const T kf = ki[f], qf = qi[f];
           keys[f] += kf;
@@ -437,27 +523,29 @@ void linear_forward_impl(const Strided<T>& q, const Strided<T>& k, const Strided
   });
 }
 
-template <typename T>
-void linear_backward_impl(const Strided<T>& g, const Strided<T>& q, const Strided<T>& k, const Strided<T>& v,
-                          const uint8_t* real, const T* den, T eps, bool elu, T* dq, T* dkey, T* dval,
-                          int64_t batch, int64_t heads, int64_t length, int64_t dk, int64_t dv) {
+template <typename T, typename Features>
+void linear_backward_impl(const Features& phi, const Strided<T>& g, const Strided<T>& v, const uint8_t* real,
+                          const T* den, T eps, T* dq, T* dkey, T* dval, int64_t batch, int64_t heads, int64_t length,
+                          int64_t d, int64_t dv) {
+  const int64_t m = phi.width();
   at::parallel_for(0, batch * heads, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> state(dk * dv), keys(dk), reads(dk), acc(dk * dv), acc_keys(dk), dden(length), qi(dk), ki(dk);
+    std::vector<T> state(m * dv), keys(m), reads(m), acc(m * dv), acc_keys(m), dden(length), q_scratch(m),
+        k_scratch(m), dphi(m);
     for (int64_t job = begin; job < end; ++job) {
       const int64_t b = job / heads, h = job % heads;
       const uint8_t* real_b = real + b * length;
       std::fill(state.begin(), state.end(), T(0));  // forward walk: S and z again, for d fq
       std::fill(keys.begin(), keys.end(), T(0));
       for (int64_t i = 0; i < length; ++i) {
-        T* dqi = dq + (job * length + i) * dk;
+        T* dqi = dq + (job * length + i) * d;
         if (!real_b[i]) {
-          std::fill(dqi, dqi + dk, T(0));
+          std::fill(dqi, dqi + d, T(0));
           continue;
         }
-        const T *qr = q.at(b, h, i), *kr = k.at(b, h, i), *vi = v.at(b, h, i), *gi = g.at(b, h, i);
-        features(qr, kr, qi.data(), ki.data(), dk, elu);
+        const T *qi, *ki, *vi = v.at(b, h, i), *gi = g.at(b, h, i);
+        phi.make(b, h, i, q_scratch.data(), k_scratch.data(), qi, ki);
         T read = 0;
-        for (int64_t f = 0; f < dk; ++f) {
+        for (int64_t f = 0; f < m; ++f) {
           T* sf = state.data() + f * dv;
           const T kf = ki[f];
           keys[f] += kf;
@@ -472,23 +560,22 @@ void linear_backward_impl(const Strided<T>& g, const Strided<T>& q, const Stride
         const T norm = den[job * length + i], clamped = std::max(norm, eps);
         const T d_norm = norm >= eps ? -read / (clamped * clamped) : T(0);
         dden[i] = d_norm;
-        for (int64_t f = 0; f < dk; ++f) {
-          dqi[f] = (reads[f] / clamped + keys[f] * d_norm) * feature_slope(qr[f], qi[f], elu);
-        }
+        for (int64_t f = 0; f < m; ++f) dphi[f] = reads[f] / clamped + keys[f] * d_norm;
+        phi.query_grad(b, h, i, qi, dphi.data(), dqi);
       }
       std::fill(acc.begin(), acc.end(), T(0));  // reverse walk: R and r, then d fk and d v
       std::fill(acc_keys.begin(), acc_keys.end(), T(0));
       for (int64_t i = length - 1; i >= 0; --i) {
-        T *dki = dkey + (job * length + i) * dk, *dvi = dval + (job * length + i) * dv;
+        T *dki = dkey + (job * length + i) * d, *dvi = dval + (job * length + i) * dv;
         std::fill(dvi, dvi + dv, T(0));
         if (!real_b[i]) {
-          std::fill(dki, dki + dk, T(0));
+          std::fill(dki, dki + d, T(0));
           continue;
         }
-        const T *qr = q.at(b, h, i), *kr = k.at(b, h, i), *vi = v.at(b, h, i), *gi = g.at(b, h, i);
-        features(qr, kr, qi.data(), ki.data(), dk, elu);
+        const T *qi, *ki, *vi = v.at(b, h, i), *gi = g.at(b, h, i);
+        phi.make(b, h, i, q_scratch.data(), k_scratch.data(), qi, ki);
         const T inverse = T(1) / std::max(den[job * length + i], eps), d_norm = dden[i];
-        for (int64_t f = 0; f < dk; ++f) {
+        for (int64_t f = 0; f < m; ++f) {
           T* rf = acc.data() + f * dv;
           const T qf = qi[f] * inverse, kf = ki[f];
           acc_keys[f] += qi[f] * d_norm;
@@ -498,8 +585,9 @@ void linear_backward_impl(const Strided<T>& g, const Strided<T>& q, const Stride
             dot += rf[e] * vi[e];
             dvi[e] += kf * rf[e];
           }
-          dki[f] = (dot + acc_keys[f]) * feature_slope(kr[f], kf, elu);
+          dphi[f] = dot + acc_keys[f];
         }
+        phi.key_grad(b, h, i, ki, dphi.data(), dki);
       }
     }
   });
@@ -736,31 +824,96 @@ std::vector<torch::Tensor> efficient_backward(torch::Tensor g, torch::Tensor a, 
 // q, k (B, H, N, d) before the features, v (B, H, N, e): strided, contiguous last dim; real (B, N) uint8.
 // Returns (out, den (B, H, N)).
 std::vector<torch::Tensor> linear_forward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor real,
-                                          double eps, bool elu) {
+                                          double eps) {
   check_walk_inputs(q, k, v, real);
   const int64_t batch = q.size(0), heads = q.size(1), length = q.size(2);
   auto out = torch::empty({batch, heads, length, v.size(3)}, v.options());
   auto den = torch::empty({batch, heads, length}, v.options());
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "linear_forward", [&] {
-    linear_forward_impl<scalar_t>(Strided<scalar_t>(q), Strided<scalar_t>(k), Strided<scalar_t>(v),
-                                  real.data_ptr<uint8_t>(), static_cast<scalar_t>(eps), elu, out.data_ptr<scalar_t>(),
-                                  den.data_ptr<scalar_t>(), batch, heads, length, q.size(3), v.size(3));
+    const EluFeatures<scalar_t> phi{Strided<scalar_t>(q), Strided<scalar_t>(k), q.size(3)};
+    linear_forward_impl<scalar_t>(phi, Strided<scalar_t>(v), real.data_ptr<uint8_t>(), static_cast<scalar_t>(eps),
+                                  out.data_ptr<scalar_t>(), den.data_ptr<scalar_t>(), batch, heads, length, v.size(3));
   });
   return {out, den};
 }
 
 // Returns (d q, d k, d v), contiguous.
 std::vector<torch::Tensor> linear_backward(torch::Tensor g, torch::Tensor q, torch::Tensor k, torch::Tensor v,
-                                           torch::Tensor real, torch::Tensor den, double eps, bool elu) {
+                                           torch::Tensor real, torch::Tensor den, double eps) {
   check_rows(g, "grad");
   check(den, "den", 3);
   auto grads = walk_gradients(q, k, v);
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "linear_backward", [&] {
-    linear_backward_impl<scalar_t>(Strided<scalar_t>(g), Strided<scalar_t>(q), Strided<scalar_t>(k),
-                                   Strided<scalar_t>(v), real.data_ptr<uint8_t>(), den.data_ptr<scalar_t>(),
-                                   static_cast<scalar_t>(eps), elu, grads[0].data_ptr<scalar_t>(),
+    const EluFeatures<scalar_t> phi{Strided<scalar_t>(q), Strided<scalar_t>(k), q.size(3)};
+    linear_backward_impl<scalar_t>(phi, Strided<scalar_t>(g), Strided<scalar_t>(v), real.data_ptr<uint8_t>(),
+                                   den.data_ptr<scalar_t>(), static_cast<scalar_t>(eps), grads[0].data_ptr<scalar_t>(),
                                    grads[1].data_ptr<scalar_t>(), grads[2].data_ptr<scalar_t>(), q.size(0), q.size(1),
                                    q.size(2), q.size(3), v.size(3));
+  });
+  return grads;
+}
+
+namespace {
+
+// Performer's map for the walk: the projection (m, d) as s W^T (d, m) and hw (m,), and the (B, H, N, m) feature
+// rows, to be written (the forward) or read back (the backward).
+struct FavorInputs {
+  torch::Tensor scaled_t, half_sq, fq, fk;
+};
+
+FavorInputs favor_inputs(const torch::Tensor& q, const torch::Tensor& projection) {
+  check(projection, "projection", 2);
+  TORCH_CHECK(projection.size(1) == q.size(3) && projection.scalar_type() == q.scalar_type(),
+              "projection must be (m, d) of q's dtype, d = q's last dim");
+  const double s = std::pow(static_cast<double>(q.size(3)), -0.25);
+  return {(projection.t() * s).contiguous(), projection.square().sum(1).mul(0.5).contiguous(), {}, {}};
+}
+
+template <typename T> FavorFeatures<T> favor(const torch::Tensor& q, const torch::Tensor& k, const FavorInputs& in,
+                                             bool made) {
+  return {Strided<T>(q), Strided<T>(k), q.size(3), in.scaled_t.size(1), q.size(1), q.size(2),
+          in.scaled_t.data_ptr<T>(), in.half_sq.data_ptr<T>(), in.fq.data_ptr<T>(), in.fk.data_ptr<T>(), made};
+}
+
+}  // namespace
+
+// q, k (B, H, N, d) before the features, v (B, H, N, e), real (B, N) uint8, projection (m, d). Returns
+// (out, den, fq, fk): the features (B, H, N, m) are kept for the backward (their padded rows are never written).
+std::vector<torch::Tensor> performer_forward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor real,
+                                             torch::Tensor projection, double eps) {
+  check_walk_inputs(q, k, v, real);
+  const int64_t batch = q.size(0), heads = q.size(1), length = q.size(2);
+  auto in = favor_inputs(q, projection);
+  in.fq = torch::empty({batch, heads, length, projection.size(0)}, q.options());
+  in.fk = torch::empty_like(in.fq);
+  auto out = torch::empty({batch, heads, length, v.size(3)}, v.options());
+  auto den = torch::empty({batch, heads, length}, v.options());
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "performer_forward", [&] {
+    linear_forward_impl<scalar_t>(favor<scalar_t>(q, k, in, false), Strided<scalar_t>(v), real.data_ptr<uint8_t>(),
+                                  static_cast<scalar_t>(eps), out.data_ptr<scalar_t>(), den.data_ptr<scalar_t>(),
+                                  batch, heads, length, v.size(3));
+  });
+  return {out, den, in.fq, in.fk};
+}
+
+// Returns (d q, d k, d v), contiguous; the projection gets none (fixed random features).
+std::vector<torch::Tensor> performer_backward(torch::Tensor g, torch::Tensor q, torch::Tensor k, torch::Tensor v,
+                                              torch::Tensor real, torch::Tensor den, torch::Tensor fq,
+                                              torch::Tensor fk, torch::Tensor projection, double eps) {
+  check_rows(g, "grad");
+  check(den, "den", 3);
+  check(fq, "fq", 4);
+  check(fk, "fk", 4);
+  auto in = favor_inputs(q, projection);
+  in.fq = fq;
+  in.fk = fk;
+  auto grads = walk_gradients(q, k, v);
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "performer_backward", [&] {
+    linear_backward_impl<scalar_t>(favor<scalar_t>(q, k, in, true), Strided<scalar_t>(g), Strided<scalar_t>(v),
+                                   real.data_ptr<uint8_t>(), den.data_ptr<scalar_t>(), static_cast<scalar_t>(eps),
+                                   grads[0].data_ptr<scalar_t>(), grads[1].data_ptr<scalar_t>(),
+                                   grads[2].data_ptr<scalar_t>(), q.size(0), q.size(1), q.size(2), q.size(3),
+                                   v.size(3));
   });
   return grads;
 }

@@ -16,6 +16,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("efficient_backward", &efficient_backward, "causal Efficient Attention backward: (da, dk, dv)");
   m.def("linear_forward", &linear_forward, "causal linear attention forward: (out, den)");
   m.def("linear_backward", &linear_backward, "causal linear attention backward: (d q, d k, d v)");
+  m.def("performer_forward", &performer_forward, "causal Performer forward: (out, den, fq, fk)");
+  m.def("performer_backward", &performer_backward, "causal Performer backward: (d q, d k, d v)");
   m.def("retention_forward", &retention_forward, "causal retention forward: out");
   m.def("retention_backward", &retention_backward, "causal retention backward: (d q, d k, d v)");
   m.attr("source_digest") = SCAN_SOURCE_DIGEST;
