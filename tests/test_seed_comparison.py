@@ -74,8 +74,9 @@ def test_probability_of_improvement_counts_ties_half():
     assert probability_of_improvement([1, 2], [2, 3]) == pytest.approx((0.5 + 1 + 1 + 1) / 4)
 
 
-def _comparison(low, high, seeds_a=3, seeds_b=3):
-    fields = dict(protocol="p", users=1, mean_a=0, mean_b=0, difference=(low + high) / 2, welch_p=1, permutation_p=1)
+def _comparison(low, high, seeds_a=3, seeds_b=3, mean_a=0.1):
+    fields = dict(protocol="p", users=1, mean_a=mean_a, mean_b=0, difference=(low + high) / 2)
+    fields.update(welch_p=1, permutation_p=1)
     return SeedComparison(
         seeds_a=seeds_a,
         seeds_b=seeds_b,
@@ -90,7 +91,10 @@ def _comparison(low, high, seeds_a=3, seeds_b=3):
 def test_the_verdict_rule():
     assert _comparison(0.001, 0.02).verdict == "ahead"
     assert _comparison(-0.02, -0.001).verdict == "behind"
-    assert _comparison(-LEVEL_MARGIN / 2, LEVEL_MARGIN / 2).verdict == "level"
+    assert _comparison(-0.1 * LEVEL_MARGIN / 2, 0.1 * LEVEL_MARGIN / 2).verdict == "level"
+    # the margin is relative to the reference's mean: the same interval is level at 0.18, undecided at 0.05
+    assert _comparison(-0.004, 0.004, mean_a=0.18).verdict == "level"
+    assert _comparison(-0.004, 0.004, mean_a=0.05).verdict == "undecided: 3 + 3 seeds"
     assert _comparison(-0.02, 0.01).verdict == "undecided: 3 + 3 seeds"
     assert _comparison(0.01, 0.02, 1, 1).verdict == "one run"  # whatever its p
     assert _comparison(0.01, 0.02, 5, 1).verdict == "undecided: 5 + 1 seeds"

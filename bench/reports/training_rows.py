@@ -73,6 +73,8 @@ def train_frame(rows: list[dict]) -> pd.DataFrame:
             "partial": row.get("status") == "partial",
             "setting": _setting(row),
             "dataset": row["dataset"],
+            "users": row["dataset_stats"].get("users"),
+            "items": row["dataset_stats"].get("items"),
             "recipe": _recipe(row),
             "ratings": _ratings(row),
             "fingerprint": row["dataset_stats"].get("sequences_sha256"),  # None in rows older than the field
