@@ -249,6 +249,24 @@ class CppScanMixin:
         prepare_scans(device)
 
 
+class PackedWalkMixin:
+    """Causal layers whose CPU walk (kernels/scan_cpp.py) reads the packed projection where it lies and writes its
+    gradient back packed, so autograd neither stacks three per-head gradients nor copies them into the projection's
+    layout; the walk's output is already laid out (B, N, H, d). `walk_packed` returns None where the walk does not
+    run (another device, backend="torch"); the bidirectional form and other dtypes (cast by the per-head path) take
+    the per-head path too."""
+
+    def walk_packed(self, qkv: torch.Tensor, key_padding_mask: torch.Tensor | None) -> torch.Tensor | None:
+        raise NotImplementedError
+
+    def attend_packed(self, qkv, key_padding_mask):
+        walks = self.causal and qkv.dtype in (torch.float32, torch.float64)  # the walks' dtypes
+        out = self.walk_packed(qkv, key_padding_mask) if walks else None  # (B, H, N, d)
+        if out is None:
+            return super().attend_packed(qkv, key_padding_mask)
+        return self._output_dropout(out).transpose(1, 2)  # (B, N, H, d), contiguous
+
+
 class OutputDropoutMixin:
     """NOTE: kernels without an attention matrix cannot drop attention weights; they
     apply `dropout` to the attention output before the output projection instead."""

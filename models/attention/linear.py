@@ -7,13 +7,14 @@ against the chunked PyTorch path.
 
 import torch
 
-from .base import AttentionLayer, Capabilities, CppScanMixin, OutputDropoutMixin, register_attention
+from .base import AttentionLayer, Capabilities, CppScanMixin, OutputDropoutMixin, PackedWalkMixin, register_attention
 from .functional import DEFAULT_CHUNK_SIZE, linear_attention
 from .kernels.linear import resolve_linear_backend
+from .kernels.scan_cpp import causal_linear_cpp
 
 
 @register_attention("linear")
-class LinearAttention(CppScanMixin, OutputDropoutMixin, AttentionLayer):
+class LinearAttention(CppScanMixin, PackedWalkMixin, OutputDropoutMixin, AttentionLayer):
     capabilities = Capabilities(
         causal=True,
         padding_mask=True,
@@ -58,3 +59,8 @@ class LinearAttention(CppScanMixin, OutputDropoutMixin, AttentionLayer):
             backend=self.backend,
         )
         return self._output_dropout(out)
+
+    def walk_packed(self, qkv, key_padding_mask):
+        if resolve_linear_backend(self.backend, qkv, self.causal) != "cpp":
+            return None
+        return causal_linear_cpp(qkv, None, None, key_padding_mask, self.eps)

@@ -11,13 +11,14 @@ the features inside it and maps their gradients back onto q and k, tested agains
 
 import torch
 
-from .base import AttentionLayer, Capabilities, CppScanMixin, OutputDropoutMixin, register_attention
+from .base import AttentionLayer, Capabilities, CppScanMixin, OutputDropoutMixin, PackedWalkMixin, register_attention
 from .functional import DEFAULT_CHUNK_SIZE, orthogonal_random_features, performer_attention
-from .kernels.performer import resolve_performer_backend
+from .kernels.performer import PERFORMER_EPS, resolve_performer_backend
+from .kernels.scan_cpp import causal_performer_cpp
 
 
 @register_attention("performer", configs={"performer": {"nb_features": 64}})
-class PerformerAttention(CppScanMixin, OutputDropoutMixin, AttentionLayer):
+class PerformerAttention(CppScanMixin, PackedWalkMixin, OutputDropoutMixin, AttentionLayer):
     capabilities = Capabilities(
         causal=True,
         padding_mask=True,
@@ -66,11 +67,21 @@ class PerformerAttention(CppScanMixin, OutputDropoutMixin, AttentionLayer):
         )
         self.calls_since_redraw = 0
 
-    def attend(self, q, k, v, key_padding_mask):
+    def _count_call(self) -> None:
+        """Redraws the features every redraw_interval training calls."""
         if self.training and self.redraw_interval:
             if self.calls_since_redraw >= self.redraw_interval:
                 self.redraw_features()
             self.calls_since_redraw += 1
+
+    def walk_packed(self, qkv, key_padding_mask):
+        if resolve_performer_backend(self.backend, qkv, self.causal) != "cpp":
+            return None
+        self._count_call()
+        return causal_performer_cpp(qkv, None, None, key_padding_mask, self.projection, PERFORMER_EPS)
+
+    def attend(self, q, k, v, key_padding_mask):
+        self._count_call()
         out = performer_attention(
             q,
             k,

@@ -7,13 +7,14 @@ https://arxiv.org/abs/2307.08621 (the kernel and its deviations: kernels/retenti
 
 import torch
 
-from .base import AttentionLayer, Capabilities, CppScanMixin, OutputDropoutMixin, register_attention
+from .base import AttentionLayer, Capabilities, CppScanMixin, OutputDropoutMixin, PackedWalkMixin, register_attention
 from .kernels.common import DEFAULT_CHUNK_SIZE
 from .kernels.retention import RETENTION_BACKENDS, resolve_retention_backend, retention_attention, retention_decays
+from .kernels.scan_cpp import causal_retention_cpp
 
 
 @register_attention("retention")
-class RetentionAttention(CppScanMixin, OutputDropoutMixin, AttentionLayer):
+class RetentionAttention(CppScanMixin, PackedWalkMixin, OutputDropoutMixin, AttentionLayer):
     capabilities = Capabilities(
         causal=True,
         padding_mask=True,
@@ -63,3 +64,8 @@ class RetentionAttention(CppScanMixin, OutputDropoutMixin, AttentionLayer):
             backend=self.backend,
         )
         return self._output_dropout(out)
+
+    def walk_packed(self, qkv, key_padding_mask):
+        if resolve_retention_backend(self.backend, qkv, self.causal) != "cpp":
+            return None
+        return causal_retention_cpp(qkv, None, None, key_padding_mask, self._gamma)

@@ -20,7 +20,7 @@ def _close(got, want, tol):
 
 def _grads(out, inputs, seed=0):
     torch.manual_seed(seed)
-    grad = torch.randn_like(out)
+    grad = torch.randn(out.shape, dtype=out.dtype)  # not randn_like: a walk's output is a (B, N, H, e) tensor's view
     return torch.autograd.grad(out, inputs, grad)
 
 
@@ -219,6 +219,34 @@ def test_causal_walks_read_views_of_a_packed_projection_as_they_read_contiguous_
     grad = torch.randn(2, 25, 2, 4, dtype=torch.float64).transpose(1, 2)  # a strided gradient too
     for x, y in zip(torch.autograd.grad(got, views, grad), torch.autograd.grad(want, copies, grad), strict=True):
         _close(x, y, 1e-12)
+
+
+PACKED_WALKS = ["linear", "performer", "retention"]  # Efficient's walk reads softmax(q), made outside it
+
+
+@pytest.mark.parametrize("name", PACKED_WALKS)
+def test_layers_hand_the_walk_their_packed_projection_and_get_its_gradient_packed(name):
+    """The layer's walk reads the (B, N, 3, H, d) projection and writes its gradient as one tensor of that layout:
+    output and every fp64 gradient (input, projections) equal the chunked per-head path's, padding included."""
+    torch.manual_seed(9)
+    fused = build_attention(name, 16, 2, causal=True, backend="cpp").double().eval()  # eval: no feature redraw
+    chunked = build_attention(name, 16, 2, causal=True, backend="torch").double().eval()
+    chunked.load_state_dict(fused.state_dict())
+    x = torch.randn(3, 40, 16, dtype=torch.float64, requires_grad=True)
+    mask = torch.ones(3, 40, dtype=torch.bool)
+    mask[0, :7], mask[2, 30:] = False, False
+    qkv = fused.qkv(x).view(3, 40, 3, 2, 8)  # (B, N, 3, H, d)
+    packed = fused.walk_packed(qkv, mask)
+    assert packed is not None and packed.transpose(1, 2).is_contiguous()  # (B, N, H, d) as the output projection reads
+    outputs = [layer(x, mask) for layer in (fused, chunked)]
+    _close(*outputs, 1e-12)
+    grad = torch.randn(3, 40, 16, dtype=torch.float64)
+    got, want = (
+        torch.autograd.grad(out, [x, *layer.parameters()], grad)
+        for out, layer in zip(outputs, (fused, chunked), strict=True)
+    )
+    for a, b in zip(got, want, strict=True):
+        _close(a, b, 1e-10)
 
 
 @pytest.mark.parametrize("name", WALKS)

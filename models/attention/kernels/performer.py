@@ -10,6 +10,8 @@ from .causal import normalised_linear_attention
 from .common import DEFAULT_CHUNK_SIZE, at_least_fp32, check_qkv, real_positions, zero_padded_rows
 from .scan_cpp import causal_performer_cpp, resolve_walk_backend
 
+PERFORMER_EPS = 1e-15  # the normaliser's floor: FAVOR+ features are positive, so it only guards an underflow
+
 
 def orthogonal_random_features(
     nb_features: int, dim: int, *, generator: torch.Generator | None = None, device=None
@@ -69,7 +71,7 @@ def performer_attention(
     causal: bool = False,
     key_padding_mask=None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
-    eps: float = 1e-15,
+    eps: float = PERFORMER_EPS,
     backend: str = "torch",
 ):
     """Performer FAVOR+ (Choromanski et al., ICLR 2021) with fixed projection (m, d).

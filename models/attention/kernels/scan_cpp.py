@@ -41,20 +41,23 @@ std::vector<torch::Tensor> mamba_backward(torch::Tensor gy, torch::Tensor dx, to
                                           torch::Tensor b, torch::Tensor c, torch::Tensor kept, int64_t chunk);
 std::vector<torch::Tensor> efficient_forward(torch::Tensor a, torch::Tensor k, torch::Tensor v, torch::Tensor real);
 std::vector<torch::Tensor> efficient_backward(torch::Tensor g, torch::Tensor a, torch::Tensor k, torch::Tensor v,
-                                              torch::Tensor real, torch::Tensor logz);
+                                              torch::Tensor real, torch::Tensor logz, std::vector<torch::Tensor> grads);
 std::vector<torch::Tensor> linear_forward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor real,
                                           double eps);
 std::vector<torch::Tensor> linear_backward(torch::Tensor g, torch::Tensor q, torch::Tensor k, torch::Tensor v,
-                                           torch::Tensor real, torch::Tensor den, double eps);
+                                           torch::Tensor real, torch::Tensor den, double eps,
+                                           std::vector<torch::Tensor> grads);
 std::vector<torch::Tensor> performer_forward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor real,
                                              torch::Tensor projection, double eps);
 std::vector<torch::Tensor> performer_backward(torch::Tensor g, torch::Tensor q, torch::Tensor k, torch::Tensor v,
                                               torch::Tensor real, torch::Tensor den, torch::Tensor fq,
-                                              torch::Tensor fk, torch::Tensor projection, double eps);
-torch::Tensor retention_forward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor real,
-                                torch::Tensor gamma);
+                                              torch::Tensor fk, torch::Tensor projection, double eps,
+                                              std::vector<torch::Tensor> grads);
+std::vector<torch::Tensor> retention_forward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor real,
+                                             torch::Tensor gamma);
 std::vector<torch::Tensor> retention_backward(torch::Tensor g, torch::Tensor q, torch::Tensor k, torch::Tensor v,
-                                              torch::Tensor real, torch::Tensor gamma);
+                                              torch::Tensor real, torch::Tensor gamma,
+                                              std::vector<torch::Tensor> grads);
 """
 KERNEL = CppKernel(
     "scan",
@@ -131,94 +134,78 @@ def selective_scan_cpp(dx, delta, a, b, c) -> torch.Tensor:
     return _SelectiveScan.apply(dx, delta, a, b, c)
 
 
-class _CausalEfficient(torch.autograd.Function):
-    """a = softmax(q) over features, k (B, H, N, d); v (B, H, N, e); real (B, N) uint8 -> out (B, H, N, e): the
-    prefix softmax of the keys per feature, read by a (kernels/efficient.py's causal form, as one walk)."""
+class _CausalWalk(torch.autograd.Function):
+    """One causal attention walk of the extension, `walk` naming its pair of entry points: forward(q, k, v, real,
+    *extra) -> (out, *kept) and backward(grad, q, k, v, real, *kept, *extra, grads), which fills grads = (d q, d k,
+    d v). q, k, v (B, H, N, .) are read where they lie (views of the packed projection: no copy), or come packed as
+    qkv (B, N, 3, H, d) (k = v = None), whose gradient the walk then writes as one (B, N, 3, H, d) tensor: autograd
+    neither stacks three gradients nor copies them into the projection's layout. The output (B, H, N, e) is a view of
+    a (B, N, H, e) tensor, which the output projection reads without a copy."""
 
     @staticmethod
-    def forward(ctx, a, k, v, real):
-        inputs = [_rows(t) for t in (a, k, v)]  # read where they lie: views of the packed projection, no copy
-        out, logz = KERNEL.module().efficient_forward(*inputs, real)
-        ctx.save_for_backward(*inputs, real, logz)
+    def forward(ctx, walk, q, k, v, real, *extra):
+        packed = k is None
+        inputs = _split(q) if packed else [_rows(t) for t in (q, k, v)]
+        out, *kept = getattr(KERNEL.module(), f"{walk}_forward")(*inputs, real, *extra)
+        tensors = [t for t in extra if isinstance(t, torch.Tensor)]
+        ctx.save_for_backward(*inputs, real, *kept, *tensors)
+        ctx.walk, ctx.packed_shape, ctx.kept = walk, q.shape if packed else None, len(kept)
+        ctx.extra = [None if isinstance(t, torch.Tensor) else t for t in extra]  # numbers; tensors saved above
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        a, k, v, real, logz = ctx.saved_tensors
-        return (*KERNEL.module().efficient_backward(_rows(grad), a, k, v, real, logz), None)
+        q, k, v, real, *rest = ctx.saved_tensors
+        kept, tensors = rest[: ctx.kept], iter(rest[ctx.kept :])
+        extra = [next(tensors) if t is None else t for t in ctx.extra]
+        if ctx.packed_shape is not None:
+            packed = q.new_empty(ctx.packed_shape)  # (B, N, 3, H, d): every element written by the walk
+            grads = _split(packed)
+        else:
+            grads = [torch.empty(t.shape, dtype=t.dtype) for t in (q, k, v)]
+        getattr(KERNEL.module(), f"{ctx.walk}_backward")(_rows(grad), q, k, v, real, *kept, *extra, grads)
+        inputs = (packed, None, None) if ctx.packed_shape is not None else tuple(grads)
+        return (None, *inputs, None, *(None for _ in ctx.extra))
 
 
-class _CausalLinear(torch.autograd.Function):
-    """q, k (B, H, N, d) before the features, v (B, H, N, e), real (B, N) uint8 -> out (B, H, N, e): the causal
-    normalised linear attention of kernels/causal.py with phi = elu + 1, as one walk."""
+def _split(qkv: torch.Tensor) -> list[torch.Tensor]:
+    """(B, N, 3, H, d) -> [q, k, v], each a (B, H, N, d) view"""
+    return list(qkv.permute(2, 0, 3, 1, 4).unbind(0))
 
-    @staticmethod
-    def forward(ctx, q, k, v, real, eps):
-        inputs = [_rows(t) for t in (q, k, v)]
-        out, den = KERNEL.module().linear_forward(*inputs, real, eps)
-        ctx.save_for_backward(*inputs, real, den)
-        ctx.eps = eps
-        return out
 
-    @staticmethod
-    def backward(ctx, grad):
-        q, k, v, real, den = ctx.saved_tensors
-        return (*KERNEL.module().linear_backward(_rows(grad), q, k, v, real, den, ctx.eps), None, None)
+def _walk(walk: str, q, k, v, real: torch.Tensor | None, *extra) -> torch.Tensor:
+    like = _split(q)[0] if k is None else q
+    return _CausalWalk.apply(walk, q, k, v, _real_rows(real, like), *extra)
+
+
+def causal_efficient_cpp(a: torch.Tensor, k: torch.Tensor, v: torch.Tensor, real: torch.Tensor | None) -> torch.Tensor:
+    """a = softmax(q) over features, k (B, H, N, d); v (B, H, N, e); real (B, N) bool or uint8 (True = real; None: all
+    real) -> out (B, H, N, e): the prefix softmax of the keys per feature, read by a (kernels/efficient.py's causal
+    form, as one walk); padded rows come out 0."""
+    return _walk("efficient", a, k, v, real)
 
 
 def causal_linear_cpp(q, k, v, real: torch.Tensor | None, eps: float) -> torch.Tensor:
     """elu(q) + 1 and elu(k) + 1 made inside the walk; phi(q)^T S_i / max(phi(q) . z_i, eps) with real (B, N) bool
-    or uint8 (True = real; None: all real); padded rows come out 0."""
-    return _CausalLinear.apply(q, k, v, _real_rows(real, q), eps)
-
-
-class _CausalPerformer(torch.autograd.Function):
-    """q, k (B, H, N, d) before the features, v (B, H, N, e), real (B, N) uint8, projection (m, d) -> out
-    (B, H, N, e): the same walk on FAVOR+ features made inside it; the features are kept for the backward, which
-    maps their gradients back onto q and k (no gradient for the fixed projection)."""
-
-    @staticmethod
-    def forward(ctx, q, k, v, real, projection, eps):
-        inputs = [_rows(t) for t in (q, k, v)]
-        out, den, fq, fk = KERNEL.module().performer_forward(*inputs, real, projection, eps)
-        ctx.save_for_backward(*inputs, real, den, fq, fk, projection)
-        ctx.eps = eps
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        q, k, v, real, den, fq, fk, projection = ctx.saved_tensors
-        grads = KERNEL.module().performer_backward(_rows(grad), q, k, v, real, den, fq, fk, projection, ctx.eps)
-        return (*grads, None, None, None)
+    or uint8 (True = real; None: all real); padded rows come out 0. q, k (B, H, N, d), v (B, H, N, e); or q the
+    packed projection (B, N, 3, H, d) and k = v = None."""
+    return _walk("linear", q, k, v, real, eps)
 
 
 def causal_performer_cpp(q, k, v, real: torch.Tensor | None, projection: torch.Tensor, eps: float) -> torch.Tensor:
     """Performer's causal form (kernels/performer.py's performer_attention with causal=True) as one walk:
-    projection (m, d), the FAVOR+ features made inside it; padded rows come out 0."""
-    projection = projection.detach().to(q.dtype).contiguous()
-    return _CausalPerformer.apply(q, k, v, _real_rows(real, q), projection, eps)
-
-
-class _CausalRetention(torch.autograd.Function):
-    """q, k (B, H, N, d), v (B, H, N, e), real (B, N) uint8, gamma (H,) -> out (B, H, N, e): kernels/retention.py's
-    causal form (q scaled by d^-1/2, rows by the decay sums' rsqrt, padded rows 0) as one walk."""
-
-    @staticmethod
-    def forward(ctx, q, k, v, real, gamma):
-        inputs = [_rows(t) for t in (q, k, v)]
-        ctx.save_for_backward(*inputs, real, gamma)
-        return KERNEL.module().retention_forward(*inputs, real, gamma)
-
-    @staticmethod
-    def backward(ctx, grad):
-        q, k, v, real, gamma = ctx.saved_tensors
-        return (*KERNEL.module().retention_backward(_rows(grad), q, k, v, real, gamma), None, None)
+    projection (m, d), the FAVOR+ features made inside it and kept for the backward, which maps their gradients back
+    onto q and k (no gradient for the fixed projection); padded rows come out 0. q, k, v as causal_linear_cpp's."""
+    like = _split(q)[0] if k is None else q
+    return _walk("performer", q, k, v, real, projection.detach().to(like.dtype).contiguous(), eps)
 
 
 def causal_retention_cpp(q, k, v, real: torch.Tensor | None, gamma: torch.Tensor) -> torch.Tensor:
-    """real (B, N) bool or uint8 (True = real; None: all real); gamma (H,) the fixed per-head decays (no
-    gradient)."""
-    return _CausalRetention.apply(q, k, v, _real_rows(real, q), gamma.to(q.dtype).contiguous())
+    """kernels/retention.py's causal form (q scaled by d^-1/2, rows by the decay sums' rsqrt, padded rows 0) as one
+    walk; real (B, N) bool or uint8 (True = real; None: all real); gamma (H,) the fixed per-head decays (no
+    gradient). q, k, v as causal_linear_cpp's."""
+    like = _split(q)[0] if k is None else q
+    return _walk("retention", q, k, v, real, gamma.detach().to(like.dtype).contiguous())
 
 
 def _real_rows(real: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
@@ -231,11 +218,6 @@ def _real_rows(real: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
 def _rows(t: torch.Tensor) -> torch.Tensor:
     """t itself where its last dim is contiguous (any other strides), else a contiguous copy."""
     return t if t.stride(-1) == 1 else t.contiguous()
-
-
-def causal_efficient_cpp(a: torch.Tensor, k: torch.Tensor, v: torch.Tensor, real: torch.Tensor | None) -> torch.Tensor:
-    """real: (B, N) bool or uint8, True = a real position; None: all real."""
-    return _CausalEfficient.apply(a, k, v, _real_rows(real, a))
 
 
 def resolve_scan_backend(

@@ -258,11 +258,22 @@ template <typename T> struct Strided {
   const T* at(int64_t b, int64_t h, int64_t i) const { return p + b * sb + h * sh + i * sn; }
 };
 
+// A (B, H, N, w) output written where the caller wants it, its last dim contiguous: the forward's output as a view of
+// a (B, N, H, e) tensor (the output projection reads it without a copy), the gradients as views of the packed
+// projection's gradient (no concatenation of three separate ones).
+template <typename T> struct StridedOut {
+  T* p;
+  int64_t sb, sh, sn;
+  explicit StridedOut(const torch::Tensor& t)
+      : p(t.data_ptr<T>()), sb(t.stride(0)), sh(t.stride(1)), sn(t.stride(2)) {}
+  T* at(int64_t b, int64_t h, int64_t i) const { return p + b * sb + h * sh + i * sn; }
+};
+
 constexpr double EFFICIENT_NONE = 1e30;  // the log-mass before any key: exp(-1e30 - anything) = 0, and no inf - inf
 
 template <typename T>
-void efficient_forward_impl(const Strided<T>& a, const Strided<T>& k, const Strided<T>& v, const uint8_t* real, T* out,
-                            T* logz, int64_t batch, int64_t heads, int64_t length, int64_t dk, int64_t dv) {
+void efficient_forward_impl(const Strided<T>& a, const Strided<T>& k, const Strided<T>& v, const uint8_t* real,
+                            const StridedOut<T>& out, T* logz, int64_t batch, int64_t heads, int64_t length, int64_t dk, int64_t dv) {
   at::parallel_for(0, batch * heads, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> mean(dk * dv), mass(dk), keep(dk), take(dk);
     for (int64_t job = begin; job < end; ++job) {
@@ -272,7 +283,7 @@ void efficient_forward_impl(const Strided<T>& a, const Strided<T>& k, const Stri
       std::fill(mean.begin(), mean.end(), T(0));
       for (int64_t i = 0; i < length; ++i) {
         const T *ai = a.at(b, h, i), *ki = k.at(b, h, i), *vi = v.at(b, h, i);
-        T *oi = out + (job * length + i) * dv, *li = logz + (job * length + i) * dk;
+        T *oi = out.at(b, h, i), *li = logz + (job * length + i) * dk;
         std::fill(oi, oi + dv, T(0));
         if (!real_b[i]) {
           std::copy(mass.begin(), mass.end(), li);  // never read
@@ -300,18 +311,19 @@ void efficient_forward_impl(const Strided<T>& a, const Strided<T>& k, const Stri
 
 template <typename T>
 void efficient_backward_impl(const Strided<T>& g, const Strided<T>& a, const Strided<T>& k, const Strided<T>& v,
-                             const uint8_t* real, const T* logz, T* da, T* dkey, T* dval, int64_t batch, int64_t heads,
-                             int64_t length, int64_t dk, int64_t dv) {
+                             const uint8_t* real, const T* logz, const StridedOut<T>& da, const StridedOut<T>& dkey,
+                             const StridedOut<T>& dval, int64_t batch, int64_t heads, int64_t length, int64_t dk,
+                             int64_t dv) {
   at::parallel_for(0, batch * heads, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> mean(dk * dv), acc(dk * dv), acc_scalar(dk), previous(dk), keep(dk), take(dk);
     for (int64_t job = begin; job < end; ++job) {
       const int64_t b = job / heads, h = job % heads;
       const uint8_t* real_b = real + b * length;
-      auto row = [&](int64_t i, int64_t width) { return (job * length + i) * width; };
+      auto row = [&](int64_t i, int64_t width) { return (job * length + i) * width; };  // logz
       std::fill(previous.begin(), previous.end(), T(-EFFICIENT_NONE));  // forward walk: P again, for da
       std::fill(mean.begin(), mean.end(), T(0));
       for (int64_t i = 0; i < length; ++i) {
-        T* dai = da + row(i, dk);
+        T* dai = da.at(b, h, i);
         if (!real_b[i]) {
           std::fill(dai, dai + dk, T(0));
           continue;
@@ -337,14 +349,14 @@ void efficient_backward_impl(const Strided<T>& g, const Strided<T>& a, const Str
       std::fill(acc_scalar.begin(), acc_scalar.end(), T(0));
       std::fill(previous.begin(), previous.end(), T(EFFICIENT_NONE));  // the next real position's log-mass
       for (int64_t i = length - 1; i >= 0; --i) {
-        T *dki = dkey + row(i, dk), *dvi = dval + row(i, dv);
+        T *dki = dkey.at(b, h, i), *dvi = dval.at(b, h, i);
         std::fill(dvi, dvi + dv, T(0));
         if (!real_b[i]) {
           std::fill(dki, dki + dk, T(0));
           continue;
         }
         const T *ai = a.at(b, h, i), *ki = k.at(b, h, i), *vi = v.at(b, h, i), *li = logz + row(i, dk);
-        const T *gi = g.at(b, h, i), *dai = da + row(i, dk);
+        const T *gi = g.at(b, h, i), *dai = da.at(b, h, i);
         for (int64_t f = 0; f < dk; ++f) {
           keep[f] = exp_nonpositive(li[f] - previous[f]);  // the decay from the next real position back to this one
           take[f] = exp_nonpositive(ki[f] - li[f]);  // this key's weight in its own prefix
@@ -487,7 +499,8 @@ template <typename T> struct FavorFeatures {
 //   r_j = sum_{i >= j} fq_i dden_i;   d fk_j = R_j v_j + r_j,   d v_j = R_j^T fk_j;   d q, d k by the map's gradient.
 // The forward keeps the (B, H, N) normalisers; the backward rebuilds S and z in a forward walk, then walks back.
 template <typename T, typename Features>
-void linear_forward_impl(const Features& phi, const Strided<T>& v, const uint8_t* real, T eps, T* out, T* den,
+void linear_forward_impl(const Features& phi, const Strided<T>& v, const uint8_t* real, T eps, const StridedOut<T>& out,
+                         T* den,
                          int64_t batch, int64_t heads, int64_t length, int64_t dv) {
   const int64_t m = phi.width();
   at::parallel_for(0, batch * heads, 1, [&](int64_t begin, int64_t end) {
@@ -498,7 +511,7 @@ void linear_forward_impl(const Features& phi, const Strided<T>& v, const uint8_t
       std::fill(state.begin(), state.end(), T(0));
       std::fill(keys.begin(), keys.end(), T(0));
       for (int64_t i = 0; i < length; ++i) {
-        T* oi = out + (job * length + i) * dv;
+        T* oi = out.at(b, h, i);
         std::fill(oi, oi + dv, T(0));
         den[job * length + i] = T(1);  // padded: never read
         if (!real_b[i]) continue;
@@ -525,8 +538,9 @@ void linear_forward_impl(const Features& phi, const Strided<T>& v, const uint8_t
 
 template <typename T, typename Features>
 void linear_backward_impl(const Features& phi, const Strided<T>& g, const Strided<T>& v, const uint8_t* real,
-                          const T* den, T eps, T* dq, T* dkey, T* dval, int64_t batch, int64_t heads, int64_t length,
-                          int64_t d, int64_t dv) {
+                          const T* den, T eps, const StridedOut<T>& dq, const StridedOut<T>& dkey,
+                          const StridedOut<T>& dval, int64_t batch, int64_t heads, int64_t length, int64_t d,
+                          int64_t dv) {
   const int64_t m = phi.width();
   at::parallel_for(0, batch * heads, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> state(m * dv), keys(m), reads(m), acc(m * dv), acc_keys(m), dden(length), q_scratch(m),
@@ -537,7 +551,7 @@ void linear_backward_impl(const Features& phi, const Strided<T>& g, const Stride
       std::fill(state.begin(), state.end(), T(0));  // forward walk: S and z again, for d fq
       std::fill(keys.begin(), keys.end(), T(0));
       for (int64_t i = 0; i < length; ++i) {
-        T* dqi = dq + (job * length + i) * d;
+        T* dqi = dq.at(b, h, i);
         if (!real_b[i]) {
           std::fill(dqi, dqi + d, T(0));
           continue;
@@ -566,7 +580,7 @@ void linear_backward_impl(const Features& phi, const Strided<T>& g, const Stride
       std::fill(acc.begin(), acc.end(), T(0));  // reverse walk: R and r, then d fk and d v
       std::fill(acc_keys.begin(), acc_keys.end(), T(0));
       for (int64_t i = length - 1; i >= 0; --i) {
-        T *dki = dkey + (job * length + i) * d, *dvi = dval + (job * length + i) * dv;
+        T *dki = dkey.at(b, h, i), *dvi = dval.at(b, h, i);
         std::fill(dvi, dvi + dv, T(0));
         if (!real_b[i]) {
           std::fill(dki, dki + d, T(0));
@@ -603,8 +617,8 @@ template <typename T> inline T retention_scale(T steps, int64_t d) { return T(1)
 
 template <typename T>
 void retention_forward_impl(const Strided<T>& q, const Strided<T>& k, const Strided<T>& v, const uint8_t* real,
-                            const T* gamma, T* out, int64_t batch, int64_t heads, int64_t length, int64_t dk,
-                            int64_t dv) {
+                            const T* gamma, const StridedOut<T>& out, int64_t batch, int64_t heads, int64_t length,
+                            int64_t dk, int64_t dv) {
   at::parallel_for(0, batch * heads, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> state(dk * dv);
     for (int64_t job = begin; job < end; ++job) {
@@ -614,7 +628,7 @@ void retention_forward_impl(const Strided<T>& q, const Strided<T>& k, const Stri
       T steps = 0;
       std::fill(state.begin(), state.end(), T(0));
       for (int64_t i = 0; i < length; ++i) {
-        T* oi = out + (job * length + i) * dv;
+        T* oi = out.at(b, h, i);
         std::fill(oi, oi + dv, T(0));
         steps *= decay;
         if (!real_b[i]) {
@@ -639,8 +653,9 @@ void retention_forward_impl(const Strided<T>& q, const Strided<T>& k, const Stri
 
 template <typename T>
 void retention_backward_impl(const Strided<T>& g, const Strided<T>& q, const Strided<T>& k, const Strided<T>& v,
-                             const uint8_t* real, const T* gamma, T* dq, T* dkey, T* dval, int64_t batch,
-                             int64_t heads, int64_t length, int64_t dk, int64_t dv) {
+                             const uint8_t* real, const T* gamma, const StridedOut<T>& dq,
+                             const StridedOut<T>& dkey, const StridedOut<T>& dval, int64_t batch, int64_t heads,
+                             int64_t length, int64_t dk, int64_t dv) {
   at::parallel_for(0, batch * heads, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> state(dk * dv), scales(length);
     for (int64_t job = begin; job < end; ++job) {
@@ -650,7 +665,7 @@ void retention_backward_impl(const Strided<T>& g, const Strided<T>& q, const Str
       T steps = 0;
       std::fill(state.begin(), state.end(), T(0));  // forward walk: S again, for d q
       for (int64_t i = 0; i < length; ++i) {
-        T* dqi = dq + (job * length + i) * dk;
+        T* dqi = dq.at(b, h, i);
         steps *= decay;
         if (!real_b[i]) {
           for (auto& s : state) s *= decay;
@@ -674,7 +689,7 @@ void retention_backward_impl(const Strided<T>& g, const Strided<T>& q, const Str
       }
       std::fill(state.begin(), state.end(), T(0));  // reverse walk: R, then d k and d v
       for (int64_t i = length - 1; i >= 0; --i) {
-        T *dki = dkey + (job * length + i) * dk, *dvi = dval + (job * length + i) * dv;
+        T *dki = dkey.at(b, h, i), *dvi = dval.at(b, h, i);
         if (!real_b[i]) {
           for (auto& s : state) s *= decay;
           std::fill(dki, dki + dk, T(0));
@@ -772,7 +787,8 @@ std::vector<torch::Tensor> mamba_backward(torch::Tensor gy, torch::Tensor dx, to
 }
 
 // a, k (B, H, N, d), v (B, H, N, e), any strides but a contiguous last dim; real (B, N) uint8.
-// Returns (out (B, H, N, e), logz (B, H, N, d)), contiguous.
+// Every walk returns its output (B, H, N, e) as a view of a (B, N, H, e) tensor, and its backward fills the
+// (d q, d k, d v) it is given (views with a contiguous last dim).
 void check_rows(const torch::Tensor& t, const char* name) {
   TORCH_CHECK(t.device().is_cpu() && t.dim() == 4 && t.stride(3) == 1, name,
               " must be a (B, H, N, d) CPU tensor with a contiguous last dim");
@@ -785,37 +801,49 @@ void check_walk_inputs(const torch::Tensor& q, const torch::Tensor& k, const tor
   TORCH_CHECK(real.scalar_type() == torch::kUInt8, "real must be uint8");
 }
 
-// (d q, d k, d v) of a walk's inputs: contiguous (B, H, N, .) tensors the backward fills
-std::vector<torch::Tensor> walk_gradients(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
-  std::vector<torch::Tensor> grads;
-  for (const auto& t : {q, k, v}) grads.push_back(torch::empty(t.sizes(), t.options()));  // contiguous
-  return grads;
+// (d q, d k, d v), given by the caller as (B, H, N, .) views of its inputs' shapes (separate tensors, or the three
+// parts of one packed gradient), each with a contiguous last dim
+void check_gradients(const std::vector<torch::Tensor>& grads, const torch::Tensor& q, const torch::Tensor& k,
+                     const torch::Tensor& v) {
+  TORCH_CHECK(grads.size() == 3, "grads must be (d q, d k, d v)");
+  const torch::Tensor* inputs[] = {&q, &k, &v};
+  for (int i = 0; i < 3; ++i) {
+    check_rows(grads[i], "grads");
+    TORCH_CHECK(grads[i].sizes() == inputs[i]->sizes() && grads[i].scalar_type() == inputs[i]->scalar_type(),
+                "grads must have their inputs' shapes and dtype");
+  }
 }
 
+// A walk's output, (B, H, N, e) as a view of a (B, N, H, e) tensor: heads merged for the output projection for free
+torch::Tensor walk_output(const torch::Tensor& like, const torch::Tensor& v) {
+  return torch::empty({like.size(0), like.size(2), like.size(1), v.size(3)}, v.options()).permute({0, 2, 1, 3});
+}
+
+// Returns (out, logz (B, H, N, d)).
 std::vector<torch::Tensor> efficient_forward(torch::Tensor a, torch::Tensor k, torch::Tensor v, torch::Tensor real) {
   check_walk_inputs(a, k, v, real);
   const int64_t batch = a.size(0), heads = a.size(1), length = a.size(2);
-  auto out = torch::empty({batch, heads, length, v.size(3)}, v.options());
+  auto out = walk_output(a, v);
   auto logz = torch::empty({batch, heads, length, k.size(3)}, k.options());
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "efficient_forward", [&] {
     efficient_forward_impl<scalar_t>(Strided<scalar_t>(a), Strided<scalar_t>(k), Strided<scalar_t>(v),
-                                     real.data_ptr<uint8_t>(), out.data_ptr<scalar_t>(), logz.data_ptr<scalar_t>(),
+                                     real.data_ptr<uint8_t>(), StridedOut<scalar_t>(out), logz.data_ptr<scalar_t>(),
                                      batch, heads, length, a.size(3), v.size(3));
   });
   return {out, logz};
 }
 
-// Returns (da, dk, dv), contiguous.
+// Fills grads = (da, dk, dv) and returns them.
 std::vector<torch::Tensor> efficient_backward(torch::Tensor g, torch::Tensor a, torch::Tensor k, torch::Tensor v,
-                                              torch::Tensor real, torch::Tensor logz) {
+                                              torch::Tensor real, torch::Tensor logz, std::vector<torch::Tensor> grads) {
   check_rows(g, "grad");
   check(logz, "logz", 4);
-  auto grads = walk_gradients(a, k, v);
+  check_gradients(grads, a, k, v);
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "efficient_backward", [&] {
     efficient_backward_impl<scalar_t>(Strided<scalar_t>(g), Strided<scalar_t>(a), Strided<scalar_t>(k),
                                       Strided<scalar_t>(v), real.data_ptr<uint8_t>(), logz.data_ptr<scalar_t>(),
-                                      grads[0].data_ptr<scalar_t>(), grads[1].data_ptr<scalar_t>(),
-                                      grads[2].data_ptr<scalar_t>(), a.size(0), a.size(1), a.size(2), a.size(3),
+                                      StridedOut<scalar_t>(grads[0]), StridedOut<scalar_t>(grads[1]),
+                                      StridedOut<scalar_t>(grads[2]), a.size(0), a.size(1), a.size(2), a.size(3),
                                       v.size(3));
   });
   return grads;
@@ -827,28 +855,29 @@ std::vector<torch::Tensor> linear_forward(torch::Tensor q, torch::Tensor k, torc
                                           double eps) {
   check_walk_inputs(q, k, v, real);
   const int64_t batch = q.size(0), heads = q.size(1), length = q.size(2);
-  auto out = torch::empty({batch, heads, length, v.size(3)}, v.options());
+  auto out = walk_output(q, v);
   auto den = torch::empty({batch, heads, length}, v.options());
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "linear_forward", [&] {
     const EluFeatures<scalar_t> phi{Strided<scalar_t>(q), Strided<scalar_t>(k), q.size(3)};
     linear_forward_impl<scalar_t>(phi, Strided<scalar_t>(v), real.data_ptr<uint8_t>(), static_cast<scalar_t>(eps),
-                                  out.data_ptr<scalar_t>(), den.data_ptr<scalar_t>(), batch, heads, length, v.size(3));
+                                  StridedOut<scalar_t>(out), den.data_ptr<scalar_t>(), batch, heads, length, v.size(3));
   });
   return {out, den};
 }
 
-// Returns (d q, d k, d v), contiguous.
+// Fills grads = (d q, d k, d v) and returns them.
 std::vector<torch::Tensor> linear_backward(torch::Tensor g, torch::Tensor q, torch::Tensor k, torch::Tensor v,
-                                           torch::Tensor real, torch::Tensor den, double eps) {
+                                           torch::Tensor real, torch::Tensor den, double eps,
+                                           std::vector<torch::Tensor> grads) {
   check_rows(g, "grad");
   check(den, "den", 3);
-  auto grads = walk_gradients(q, k, v);
+  check_gradients(grads, q, k, v);
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "linear_backward", [&] {
     const EluFeatures<scalar_t> phi{Strided<scalar_t>(q), Strided<scalar_t>(k), q.size(3)};
     linear_backward_impl<scalar_t>(phi, Strided<scalar_t>(g), Strided<scalar_t>(v), real.data_ptr<uint8_t>(),
-                                   den.data_ptr<scalar_t>(), static_cast<scalar_t>(eps), grads[0].data_ptr<scalar_t>(),
-                                   grads[1].data_ptr<scalar_t>(), grads[2].data_ptr<scalar_t>(), q.size(0), q.size(1),
-                                   q.size(2), q.size(3), v.size(3));
+                                   den.data_ptr<scalar_t>(), static_cast<scalar_t>(eps), StridedOut<scalar_t>(grads[0]),
+                                   StridedOut<scalar_t>(grads[1]), StridedOut<scalar_t>(grads[2]), q.size(0),
+                                   q.size(1), q.size(2), q.size(3), v.size(3));
   });
   return grads;
 }
@@ -886,64 +915,66 @@ std::vector<torch::Tensor> performer_forward(torch::Tensor q, torch::Tensor k, t
   auto in = favor_inputs(q, projection);
   in.fq = torch::empty({batch, heads, length, projection.size(0)}, q.options());
   in.fk = torch::empty_like(in.fq);
-  auto out = torch::empty({batch, heads, length, v.size(3)}, v.options());
+  auto out = walk_output(q, v);
   auto den = torch::empty({batch, heads, length}, v.options());
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "performer_forward", [&] {
     linear_forward_impl<scalar_t>(favor<scalar_t>(q, k, in, false), Strided<scalar_t>(v), real.data_ptr<uint8_t>(),
-                                  static_cast<scalar_t>(eps), out.data_ptr<scalar_t>(), den.data_ptr<scalar_t>(),
+                                  static_cast<scalar_t>(eps), StridedOut<scalar_t>(out), den.data_ptr<scalar_t>(),
                                   batch, heads, length, v.size(3));
   });
   return {out, den, in.fq, in.fk};
 }
 
-// Returns (d q, d k, d v), contiguous; the projection gets none (fixed random features).
+// Fills grads = (d q, d k, d v) and returns them; the projection gets none (fixed random features).
 std::vector<torch::Tensor> performer_backward(torch::Tensor g, torch::Tensor q, torch::Tensor k, torch::Tensor v,
                                               torch::Tensor real, torch::Tensor den, torch::Tensor fq,
-                                              torch::Tensor fk, torch::Tensor projection, double eps) {
+                                              torch::Tensor fk, torch::Tensor projection, double eps,
+                                              std::vector<torch::Tensor> grads) {
   check_rows(g, "grad");
   check(den, "den", 3);
   check(fq, "fq", 4);
   check(fk, "fk", 4);
+  check_gradients(grads, q, k, v);
   auto in = favor_inputs(q, projection);
   in.fq = fq;
   in.fk = fk;
-  auto grads = walk_gradients(q, k, v);
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "performer_backward", [&] {
     linear_backward_impl<scalar_t>(favor<scalar_t>(q, k, in, true), Strided<scalar_t>(g), Strided<scalar_t>(v),
                                    real.data_ptr<uint8_t>(), den.data_ptr<scalar_t>(), static_cast<scalar_t>(eps),
-                                   grads[0].data_ptr<scalar_t>(), grads[1].data_ptr<scalar_t>(),
-                                   grads[2].data_ptr<scalar_t>(), q.size(0), q.size(1), q.size(2), q.size(3),
+                                   StridedOut<scalar_t>(grads[0]), StridedOut<scalar_t>(grads[1]),
+                                   StridedOut<scalar_t>(grads[2]), q.size(0), q.size(1), q.size(2), q.size(3),
                                    v.size(3));
   });
   return grads;
 }
 
 // q, k (B, H, N, d), v (B, H, N, e): strided, contiguous last dim; real (B, N) uint8; gamma (H,) of q's dtype.
-// Returns out (B, H, N, e), contiguous.
-torch::Tensor retention_forward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor real,
-                                torch::Tensor gamma) {
+// Returns (out,): nothing kept for the backward.
+std::vector<torch::Tensor> retention_forward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor real,
+                                             torch::Tensor gamma) {
   check_walk_inputs(q, k, v, real);
   check(gamma, "gamma", 1);
   TORCH_CHECK(gamma.size(0) == q.size(1) && gamma.scalar_type() == q.scalar_type(), "gamma must be (H,) of q's dtype");
-  auto out = torch::empty({q.size(0), q.size(1), q.size(2), v.size(3)}, v.options());
+  auto out = walk_output(q, v);
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "retention_forward", [&] {
     retention_forward_impl<scalar_t>(Strided<scalar_t>(q), Strided<scalar_t>(k), Strided<scalar_t>(v),
-                                     real.data_ptr<uint8_t>(), gamma.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
+                                     real.data_ptr<uint8_t>(), gamma.data_ptr<scalar_t>(), StridedOut<scalar_t>(out),
                                      q.size(0), q.size(1), q.size(2), q.size(3), v.size(3));
   });
-  return out;
+  return {out};
 }
 
-// Returns (d q, d k, d v), contiguous.
+// Fills grads = (d q, d k, d v) and returns them.
 std::vector<torch::Tensor> retention_backward(torch::Tensor g, torch::Tensor q, torch::Tensor k, torch::Tensor v,
-                                              torch::Tensor real, torch::Tensor gamma) {
+                                              torch::Tensor real, torch::Tensor gamma,
+                                              std::vector<torch::Tensor> grads) {
   check_rows(g, "grad");
-  auto grads = walk_gradients(q, k, v);
+  check_gradients(grads, q, k, v);
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "retention_backward", [&] {
     retention_backward_impl<scalar_t>(Strided<scalar_t>(g), Strided<scalar_t>(q), Strided<scalar_t>(k),
                                       Strided<scalar_t>(v), real.data_ptr<uint8_t>(), gamma.data_ptr<scalar_t>(),
-                                      grads[0].data_ptr<scalar_t>(), grads[1].data_ptr<scalar_t>(),
-                                      grads[2].data_ptr<scalar_t>(), q.size(0), q.size(1), q.size(2), q.size(3),
+                                      StridedOut<scalar_t>(grads[0]), StridedOut<scalar_t>(grads[1]),
+                                      StridedOut<scalar_t>(grads[2]), q.size(0), q.size(1), q.size(2), q.size(3),
                                       v.size(3));
   });
   return grads;
