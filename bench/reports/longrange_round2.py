@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -34,9 +35,7 @@ def round2_sections(every: pd.DataFrame, out: Path) -> tuple[list[Path], list[st
     diagnosis = changed[changed["task"] == "recall"]
     if not diagnosis.empty:
         text += _diagnosis(diagnosis, every[(every["variant"] == "") & (every["task"] == "recall")])
-    round2 = changed[
-        changed["task"].isin(ROUND2_TASKS) & changed["variant"].map(lambda v: _lr(v) is not None).astype(bool)
-    ]
+    round2 = _round2(every)
     if not round2.empty:
         grid_lines, chosen = _grid(round2)
         text += grid_lines
@@ -45,6 +44,59 @@ def round2_sections(every: pd.DataFrame, out: Path) -> tuple[list[Path], list[st
             more_files, more_text = _seeds(seeds, out)
             files, text = files + more_files, text + more_text
     return files, text
+
+
+def _round2(every: pd.DataFrame) -> pd.DataFrame:
+    """Round 2's cells: its tasks, with a learning rate named."""
+    changed = every[every["variant"] != ""]
+    return changed[
+        changed["task"].isin(ROUND2_TASKS) & changed["variant"].map(lambda v: _lr(v) is not None).astype(bool)
+    ]
+
+
+@dataclass
+class SeedContext:
+    """One mechanism's effective context on one round-2 task, over its seeds at the chosen rate."""
+
+    median: str  # read from the line of each distance's median
+    lowest: str  # from the lowest seed's readings, distance by distance
+    highest: str
+    seeds: int  # the fewest seeds of any distance with more than one
+    distances: tuple[int, ...]  # the distances with more than one seed
+
+    def shown(self) -> str:
+        return f"{self.median} [{self.lowest}; {self.highest}]"
+
+
+def seed_contexts(every: pd.DataFrame) -> dict[tuple[str, str], SeedContext]:
+    """(task, mechanism) -> its SeedContext, for the round-2 cells among `every` at each one's chosen rate."""
+    round2 = _round2(every)
+    if round2.empty:
+        return {}
+    _, chosen = _grid(round2)
+    seeds = round2.merge(chosen, on=["task", "mechanism", "variant"])
+    return _contexts(_summary(seeds)) if not seeds.empty else {}
+
+
+def _summary(seeds: pd.DataFrame) -> pd.DataFrame:
+    """Median, lowest and highest over seeds per (task, mechanism, k), with the cell's ceiling and chance."""
+    grouped = seeds.groupby(["task", "mechanism", "distance"])
+    summary = grouped["accuracy"].agg(["median", "min", "max", "count"]).reset_index()
+    levels = grouped[["ceiling", "chance"]].first().reset_index()
+    return summary.merge(levels, on=["task", "mechanism", "distance"])
+
+
+def _contexts(summary: pd.DataFrame) -> dict[tuple[str, str], SeedContext]:
+    contexts = {}
+    for (task, mechanism), line in summary.groupby(["task", "mechanism"]):
+        several = line[line["count"] > 1]
+        readings = [
+            effective_context(several.assign(accuracy=several[c])) if len(several) else "-"
+            for c in ("median", "min", "max")
+        ]
+        seeds = int(several["count"].min()) if len(several) else 1
+        contexts[(task, mechanism)] = SeedContext(*readings, seeds, tuple(int(k) for k in several["distance"]))
+    return contexts
 
 
 def _diagnosis(diagnosis: pd.DataFrame, round1: pd.DataFrame) -> list[str]:
@@ -113,10 +165,8 @@ def _grid(round2: pd.DataFrame) -> tuple[list[str], pd.DataFrame]:
 def _seeds(seeds: pd.DataFrame, out: Path) -> tuple[list[Path], list[str]]:
     """Median and range over seeds per (task, mechanism, k), the effective context from the medians, and a heatmap
     of each task's median skill (share of the way from chance to the ceiling)."""
-    grouped = seeds.groupby(["task", "mechanism", "distance"])
-    summary = grouped["accuracy"].agg(["median", "min", "max", "count"]).reset_index()
-    levels = grouped[["ceiling", "chance"]].first().reset_index()
-    summary = summary.merge(levels, on=["task", "mechanism", "distance"])
+    summary = _summary(seeds)
+    contexts = _contexts(summary)
     files, lines = [], ["## Round 2: seeds", ""]
     lines += [
         "Test NDCG@10, median over seeds [lowest, highest] (n seeds); k = 4,096 has one seed. Effective context: "
@@ -134,14 +184,7 @@ def _seeds(seeds: pd.DataFrame, out: Path) -> tuple[list[Path], list[str]]:
         )
         table = cell.pivot_table(index="mechanism", columns="distance", values="shown", aggfunc="first")
         table.columns = [f"k={k}" for k in table.columns]
-        context = {}
-        for mechanism, line in cells.groupby("mechanism"):
-            several = line[line["count"] > 1]
-            readings = [
-                effective_context(several.assign(accuracy=several[c])) if len(several) else "-"
-                for c in ("median", "min", "max")
-            ]
-            context[mechanism] = f"{readings[0]} [{readings[1]}; {readings[2]}]"
+        context = {mechanism: contexts[(task, mechanism)].shown() for mechanism in cells["mechanism"].unique()}
         table["effective context (median [lowest; highest])"] = pd.Series(context)
         path = out / f"longrange_round2_{task}_heatmap.png"
         skill_heatmap(cells, f"{task}: median skill over seeds (share of chance→ceiling)", path)
