@@ -9,13 +9,14 @@ as one fused C++ walk (`backend="auto"`, the default; kernels/scan_cpp.py), test
 
 import torch
 
-from .base import AttentionLayer, Capabilities, CppScanMixin, OutputDropoutMixin, register_attention
+from .base import AttentionLayer, Capabilities, CppScanMixin, OutputDropoutMixin, PackedWalkMixin, register_attention
 from .functional import DEFAULT_CHUNK_SIZE, efficient_attention
 from .kernels.efficient import resolve_efficient_backend
+from .kernels.scan_cpp import causal_efficient_cpp
 
 
 @register_attention("efficient")
-class EfficientAttention(CppScanMixin, OutputDropoutMixin, AttentionLayer):
+class EfficientAttention(CppScanMixin, PackedWalkMixin, OutputDropoutMixin, AttentionLayer):
     capabilities = Capabilities(
         causal=True,
         padding_mask=True,
@@ -58,3 +59,8 @@ class EfficientAttention(CppScanMixin, OutputDropoutMixin, AttentionLayer):
             backend=self.backend,
         )
         return self._output_dropout(out)
+
+    def walk_packed(self, qkv, key_padding_mask):
+        if resolve_efficient_backend(self.backend, qkv, self.causal) != "cpp":
+            return None
+        return causal_efficient_cpp(qkv, None, None, key_padding_mask)

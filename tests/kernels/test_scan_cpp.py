@@ -145,7 +145,7 @@ def _walk(name):
     from models.attention.kernels.retention import retention_attention
 
     if name == "efficient":
-        return efficient_attention, lambda q, k, v, mask: scan_cpp.causal_efficient_cpp(q.softmax(-1), k, v, mask)
+        return efficient_attention, lambda q, k, v, mask: scan_cpp.causal_efficient_cpp(q, k, v, mask)
     if name == "performer":
 
         def projection(like):  # (m, d): m != d, as the layer's 64 features of d = 32
@@ -221,10 +221,7 @@ def test_causal_walks_read_views_of_a_packed_projection_as_they_read_contiguous_
         _close(x, y, 1e-12)
 
 
-PACKED_WALKS = ["linear", "performer", "retention"]  # Efficient's walk reads softmax(q), made outside it
-
-
-@pytest.mark.parametrize("name", PACKED_WALKS)
+@pytest.mark.parametrize("name", WALKS)
 def test_layers_hand_the_walk_their_packed_projection_and_get_its_gradient_packed(name):
     """The layer's walk reads the (B, N, 3, H, d) projection and writes its gradient as one tensor of that layout:
     output and every fp64 gradient (input, projections) equal the chunked per-head path's, padding included."""

@@ -82,9 +82,9 @@ def efficient_attention(
     real = real_positions(key_padding_mask, q)
     dtype = q.dtype
     q, k, v = at_least_fp32(q), at_least_fp32(k), at_least_fp32(v)
-    q_soft = q.softmax(dim=-1)
     if causal and resolve_efficient_backend(backend, q, causal) == "cpp":
-        return causal_efficient_cpp(q_soft, k, v, key_padding_mask).to(dtype)  # padded rows come out 0
+        return causal_efficient_cpp(q, k, v, key_padding_mask).to(dtype)  # softmax(q) in the walk; padded rows 0
+    q_soft = q.softmax(dim=-1)
     if real is not None:
         k = torch.where(real.bool(), k, _VERY_NEGATIVE)
     if not causal:

@@ -178,11 +178,11 @@ def _walk(walk: str, q, k, v, real: torch.Tensor | None, *extra) -> torch.Tensor
     return _CausalWalk.apply(walk, q, k, v, _real_rows(real, like), *extra)
 
 
-def causal_efficient_cpp(a: torch.Tensor, k: torch.Tensor, v: torch.Tensor, real: torch.Tensor | None) -> torch.Tensor:
-    """a = softmax(q) over features, k (B, H, N, d); v (B, H, N, e); real (B, N) bool or uint8 (True = real; None: all
-    real) -> out (B, H, N, e): the prefix softmax of the keys per feature, read by a (kernels/efficient.py's causal
-    form, as one walk); padded rows come out 0."""
-    return _walk("efficient", a, k, v, real)
+def causal_efficient_cpp(q, k, v, real: torch.Tensor | None) -> torch.Tensor:
+    """q, k (B, H, N, d), v (B, H, N, e); real (B, N) bool or uint8 (True = real; None: all real) -> out (B, H, N, e):
+    the prefix softmax of the keys per feature, read by the query's softmax over features, made in the walk
+    (kernels/efficient.py's causal form); padded rows come out 0. Or q the packed projection and k = v = None."""
+    return _walk("efficient", q, k, v, real)
 
 
 def causal_linear_cpp(q, k, v, real: torch.Tensor | None, eps: float) -> torch.Tensor:

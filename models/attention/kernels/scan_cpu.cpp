@@ -230,11 +230,12 @@ void mamba_backward_impl(const T* gy, const T* dx, const T* delta, const T* a, c
   });
 }
 
-// Causal Efficient Attention: per feature f, a softmax over the prefix of keys j <= i, read by the query's softmax a:
+// Causal Efficient Attention: per feature f, a softmax over the prefix of keys j <= i, read by the query's softmax
+// a_i = softmax(q_i) (made in the walk, from q where it lies):
 //   out_i = sum_f a_if P_if,   P_if = sum_{j <= i} exp(k_jf - L_if) v_j,   L_if = log sum_{j <= i} exp(k_jf)
 // P_f is a running weighted mean (an online softmax per feature, as flash attention keeps one per row): a new key
 // re-weights it by exp(L_old - L_new) and adds exp(k - L_new) v, both <= 1, so no exponent is ever positive.
-//   backward (g = d out):   da_if = g_i . P_if
+//   backward (g = d out):   da_if = g_i . P_if,   dq_i = a_i * (da_i - a_i . da_i) (the softmax's Jacobian)
 //   R_jf = sum_{i >= j} exp(L_jf - L_if) a_if g_i,   r_jf = sum_{i >= j} exp(L_jf - L_if) a_if da_if   (reverse walk,
 //   decays exp(L_j - L_next) <= 1):   dv_j = sum_f w_jf R_jf,   dk_jf = w_jf (v_j . R_jf - r_jf),   w_jf = exp(k_jf - L_jf)
 // Padded positions (real = 0) neither read nor enter the state; their outputs and gradients are 0. One job per
@@ -248,6 +249,19 @@ inline float log1p_unit(float x) {
   return 2.0f * z * p;
 }
 inline double log1p_unit(double x) { return std::log1p(x); }
+
+// softmax of one row of d into out: every exponent <= 0
+template <typename T> inline void softmax_row(const T* __restrict__ x, T* __restrict__ out, int64_t d) {
+  T top = x[0];
+  for (int64_t f = 1; f < d; ++f) top = std::max(top, x[f]);
+  T total = 0;
+  for (int64_t f = 0; f < d; ++f) {
+    out[f] = exp_nonpositive(x[f] - top);
+    total += out[f];
+  }
+  const T inverse = T(1) / total;
+  for (int64_t f = 0; f < d; ++f) out[f] *= inverse;
+}
 
 // A (B, H, N, d) input read where it lies (a view of the packed projection: no copy), its last dim contiguous.
 template <typename T> struct Strided {
@@ -272,23 +286,25 @@ template <typename T> struct StridedOut {
 constexpr double EFFICIENT_NONE = 1e30;  // the log-mass before any key: exp(-1e30 - anything) = 0, and no inf - inf
 
 template <typename T>
-void efficient_forward_impl(const Strided<T>& a, const Strided<T>& k, const Strided<T>& v, const uint8_t* real,
-                            const StridedOut<T>& out, T* logz, int64_t batch, int64_t heads, int64_t length, int64_t dk, int64_t dv) {
+void efficient_forward_impl(const Strided<T>& q, const Strided<T>& k, const Strided<T>& v, const uint8_t* real,
+                            const StridedOut<T>& out, T* logz, int64_t batch, int64_t heads, int64_t length,
+                            int64_t dk, int64_t dv) {
   at::parallel_for(0, batch * heads, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> mean(dk * dv), mass(dk), keep(dk), take(dk);
+    std::vector<T> mean(dk * dv), mass(dk), keep(dk), take(dk), a(dk);
     for (int64_t job = begin; job < end; ++job) {
       const int64_t b = job / heads, h = job % heads;
       const uint8_t* real_b = real + b * length;
       std::fill(mass.begin(), mass.end(), T(-EFFICIENT_NONE));
       std::fill(mean.begin(), mean.end(), T(0));
       for (int64_t i = 0; i < length; ++i) {
-        const T *ai = a.at(b, h, i), *ki = k.at(b, h, i), *vi = v.at(b, h, i);
+        const T *ki = k.at(b, h, i), *vi = v.at(b, h, i), *ai = a.data();
         T *oi = out.at(b, h, i), *li = logz + (job * length + i) * dk;
         std::fill(oi, oi + dv, T(0));
         if (!real_b[i]) {
           std::copy(mass.begin(), mass.end(), li);  // never read
           continue;
         }
+        softmax_row(q.at(b, h, i), a.data(), dk);
         for (int64_t f = 0; f < dk; ++f) {  // the new log-mass and the two weights: exponents <= 0
           const T top = std::max(mass[f], ki[f]), gap = std::min(mass[f], ki[f]) - top;
           const T total = top + log1p_unit(exp_nonpositive(gap));
@@ -310,12 +326,13 @@ void efficient_forward_impl(const Strided<T>& a, const Strided<T>& k, const Stri
 }
 
 template <typename T>
-void efficient_backward_impl(const Strided<T>& g, const Strided<T>& a, const Strided<T>& k, const Strided<T>& v,
-                             const uint8_t* real, const T* logz, const StridedOut<T>& da, const StridedOut<T>& dkey,
+void efficient_backward_impl(const Strided<T>& g, const Strided<T>& q, const Strided<T>& k, const Strided<T>& v,
+                             const uint8_t* real, const T* logz, const StridedOut<T>& dq, const StridedOut<T>& dkey,
                              const StridedOut<T>& dval, int64_t batch, int64_t heads, int64_t length, int64_t dk,
                              int64_t dv) {
   at::parallel_for(0, batch * heads, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> mean(dk * dv), acc(dk * dv), acc_scalar(dk), previous(dk), keep(dk), take(dk);
+    std::vector<T> mean(dk * dv), acc(dk * dv), acc_scalar(dk), previous(dk), keep(dk), take(dk), a(dk);
+    std::vector<T> da(length * dk);  // d a of the job's positions: the forward walk writes, the reverse walk reads
     for (int64_t job = begin; job < end; ++job) {
       const int64_t b = job / heads, h = job % heads;
       const uint8_t* real_b = real + b * length;
@@ -323,9 +340,9 @@ void efficient_backward_impl(const Strided<T>& g, const Strided<T>& a, const Str
       std::fill(previous.begin(), previous.end(), T(-EFFICIENT_NONE));  // forward walk: P again, for da
       std::fill(mean.begin(), mean.end(), T(0));
       for (int64_t i = 0; i < length; ++i) {
-        T* dai = da.at(b, h, i);
+        T *dai = da.data() + i * dk, *dqi = dq.at(b, h, i);
         if (!real_b[i]) {
-          std::fill(dai, dai + dk, T(0));
+          std::fill(dqi, dqi + dk, T(0));
           continue;
         }
         const T *ki = k.at(b, h, i), *vi = v.at(b, h, i), *li = logz + row(i, dk), *gi = g.at(b, h, i);
@@ -344,6 +361,10 @@ void efficient_backward_impl(const Strided<T>& g, const Strided<T>& a, const Str
           }
           dai[f] = dot;
         }
+        softmax_row(q.at(b, h, i), a.data(), dk);
+        T mean_da = 0;
+        for (int64_t f = 0; f < dk; ++f) mean_da += a[f] * dai[f];
+        for (int64_t f = 0; f < dk; ++f) dqi[f] = a[f] * (dai[f] - mean_da);
       }
       std::fill(acc.begin(), acc.end(), T(0));  // reverse walk: R and r, then dk and dv
       std::fill(acc_scalar.begin(), acc_scalar.end(), T(0));
@@ -355,8 +376,9 @@ void efficient_backward_impl(const Strided<T>& g, const Strided<T>& a, const Str
           std::fill(dki, dki + dk, T(0));
           continue;
         }
-        const T *ai = a.at(b, h, i), *ki = k.at(b, h, i), *vi = v.at(b, h, i), *li = logz + row(i, dk);
-        const T *gi = g.at(b, h, i), *dai = da.at(b, h, i);
+        softmax_row(q.at(b, h, i), a.data(), dk);
+        const T *ai = a.data(), *ki = k.at(b, h, i), *vi = v.at(b, h, i), *li = logz + row(i, dk);
+        const T *gi = g.at(b, h, i), *dai = da.data() + i * dk;
         for (int64_t f = 0; f < dk; ++f) {
           keep[f] = exp_nonpositive(li[f] - previous[f]);  // the decay from the next real position back to this one
           take[f] = exp_nonpositive(ki[f] - li[f]);  // this key's weight in its own prefix
@@ -786,7 +808,7 @@ std::vector<torch::Tensor> mamba_backward(torch::Tensor gy, torch::Tensor dx, to
   return {d_dx, d_delta, d_a_by_batch.sum(0), d_b_by_block.sum(1), d_c_by_block.sum(1)};
 }
 
-// a, k (B, H, N, d), v (B, H, N, e), any strides but a contiguous last dim; real (B, N) uint8.
+// q, k (B, H, N, d), v (B, H, N, e), any strides but a contiguous last dim; real (B, N) uint8.
 // Every walk returns its output (B, H, N, e) as a view of a (B, N, H, e) tensor, and its backward fills the
 // (d q, d k, d v) it is given (views with a contiguous last dim).
 void check_rows(const torch::Tensor& t, const char* name) {
@@ -820,30 +842,31 @@ torch::Tensor walk_output(const torch::Tensor& like, const torch::Tensor& v) {
 }
 
 // Returns (out, logz (B, H, N, d)).
-std::vector<torch::Tensor> efficient_forward(torch::Tensor a, torch::Tensor k, torch::Tensor v, torch::Tensor real) {
-  check_walk_inputs(a, k, v, real);
-  const int64_t batch = a.size(0), heads = a.size(1), length = a.size(2);
-  auto out = walk_output(a, v);
+std::vector<torch::Tensor> efficient_forward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor real) {
+  check_walk_inputs(q, k, v, real);
+  TORCH_CHECK(q.size(3) == k.size(3), "q and k must have one width (the query's softmax reads the keys' features)");
+  const int64_t batch = q.size(0), heads = q.size(1), length = q.size(2);
+  auto out = walk_output(q, v);
   auto logz = torch::empty({batch, heads, length, k.size(3)}, k.options());
-  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "efficient_forward", [&] {
-    efficient_forward_impl<scalar_t>(Strided<scalar_t>(a), Strided<scalar_t>(k), Strided<scalar_t>(v),
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "efficient_forward", [&] {
+    efficient_forward_impl<scalar_t>(Strided<scalar_t>(q), Strided<scalar_t>(k), Strided<scalar_t>(v),
                                      real.data_ptr<uint8_t>(), StridedOut<scalar_t>(out), logz.data_ptr<scalar_t>(),
-                                     batch, heads, length, a.size(3), v.size(3));
+                                     batch, heads, length, q.size(3), v.size(3));
   });
   return {out, logz};
 }
 
-// Fills grads = (da, dk, dv) and returns them.
-std::vector<torch::Tensor> efficient_backward(torch::Tensor g, torch::Tensor a, torch::Tensor k, torch::Tensor v,
+// Fills grads = (d q, d k, d v) and returns them.
+std::vector<torch::Tensor> efficient_backward(torch::Tensor g, torch::Tensor q, torch::Tensor k, torch::Tensor v,
                                               torch::Tensor real, torch::Tensor logz, std::vector<torch::Tensor> grads) {
   check_rows(g, "grad");
   check(logz, "logz", 4);
-  check_gradients(grads, a, k, v);
-  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "efficient_backward", [&] {
-    efficient_backward_impl<scalar_t>(Strided<scalar_t>(g), Strided<scalar_t>(a), Strided<scalar_t>(k),
+  check_gradients(grads, q, k, v);
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "efficient_backward", [&] {
+    efficient_backward_impl<scalar_t>(Strided<scalar_t>(g), Strided<scalar_t>(q), Strided<scalar_t>(k),
                                       Strided<scalar_t>(v), real.data_ptr<uint8_t>(), logz.data_ptr<scalar_t>(),
                                       StridedOut<scalar_t>(grads[0]), StridedOut<scalar_t>(grads[1]),
-                                      StridedOut<scalar_t>(grads[2]), a.size(0), a.size(1), a.size(2), a.size(3),
+                                      StridedOut<scalar_t>(grads[2]), q.size(0), q.size(1), q.size(2), q.size(3),
                                       v.size(3));
   });
   return grads;
