@@ -250,17 +250,23 @@ inline float log1p_unit(float x) {
 }
 inline double log1p_unit(double x) { return std::log1p(x); }
 
-// softmax of one row of d into out: every exponent <= 0
-template <typename T> inline void softmax_row(const T* __restrict__ x, T* __restrict__ out, int64_t d) {
+// softmax of a row of d, in place: every exponent <= 0
+template <typename T> inline void softmax_in_place(T* x, int64_t d) {
   T top = x[0];
   for (int64_t f = 1; f < d; ++f) top = std::max(top, x[f]);
   T total = 0;
   for (int64_t f = 0; f < d; ++f) {
-    out[f] = exp_nonpositive(x[f] - top);
-    total += out[f];
+    x[f] = exp_nonpositive(x[f] - top);
+    total += x[f];
   }
   const T inverse = T(1) / total;
-  for (int64_t f = 0; f < d; ++f) out[f] *= inverse;
+  for (int64_t f = 0; f < d; ++f) x[f] *= inverse;
+}
+
+// the query's softmax over features, for Efficient Attention's walk
+template <typename T> inline void query_softmax(const T* q, T* a, int64_t d) {
+  std::copy(q, q + d, a);
+  softmax_in_place(a, d);
 }
 
 // A (B, H, N, d) input read where it lies (a view of the packed projection: no copy), its last dim contiguous.
@@ -304,7 +310,7 @@ void efficient_forward_impl(const Strided<T>& q, const Strided<T>& k, const Stri
           std::copy(mass.begin(), mass.end(), li);  // never read
           continue;
         }
-        softmax_row(q.at(b, h, i), a.data(), dk);
+        query_softmax(q.at(b, h, i), a.data(), dk);
         for (int64_t f = 0; f < dk; ++f) {  // the new log-mass and the two weights: exponents <= 0
           const T top = std::max(mass[f], ki[f]), gap = std::min(mass[f], ki[f]) - top;
           const T total = top + log1p_unit(exp_nonpositive(gap));
@@ -361,7 +367,7 @@ void efficient_backward_impl(const Strided<T>& g, const Strided<T>& q, const Str
           }
           dai[f] = dot;
         }
-        softmax_row(q.at(b, h, i), a.data(), dk);
+        query_softmax(q.at(b, h, i), a.data(), dk);
         T mean_da = 0;
         for (int64_t f = 0; f < dk; ++f) mean_da += a[f] * dai[f];
         for (int64_t f = 0; f < dk; ++f) dqi[f] = a[f] * (dai[f] - mean_da);
@@ -376,7 +382,7 @@ void efficient_backward_impl(const Strided<T>& g, const Strided<T>& q, const Str
           std::fill(dki, dki + dk, T(0));
           continue;
         }
-        softmax_row(q.at(b, h, i), a.data(), dk);
+        query_softmax(q.at(b, h, i), a.data(), dk);
         const T *ai = a.data(), *ki = k.at(b, h, i), *vi = v.at(b, h, i), *li = logz + row(i, dk);
         const T *gi = g.at(b, h, i), *dai = da.data() + i * dk;
         for (int64_t f = 0; f < dk; ++f) {
@@ -476,16 +482,8 @@ template <typename T> struct FavorFeatures {
         fk[r] += kf * wf[r];
       }
     }
-    T top = fq[0];
-    for (int64_t r = 1; r < m; ++r) top = std::max(top, fq[r]);
-    T total = 0;
-    for (int64_t r = 0; r < m; ++r) {
-      fq[r] = exp_nonpositive(fq[r] - top);
-      total += fq[r];
-      fk[r] = exp_nonpositive(std::min(fk[r], T(0)));
-    }
-    const T inverse = T(1) / total;
-    for (int64_t r = 0; r < m; ++r) fq[r] *= inverse;
+    softmax_in_place(fq, m);
+    for (int64_t r = 0; r < m; ++r) fk[r] = exp_nonpositive(std::min(fk[r], T(0)));
   }
   void query_grad(int64_t, int64_t, int64_t, const T* fq, T* dphi, T* dx) const {
     T mean = 0;
