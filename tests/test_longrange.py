@@ -391,6 +391,9 @@ def test_round2_cells_are_read_apart_from_round1_with_the_chosen_rate_medians_an
     assert "| sdpa | 0.950 [0.900, 0.990] (3) | 0.600 [0.200, 0.700] (3) | >= 256 [64; >= 256] |" in text
     assert (tmp_path / "longrange_round2_mqar_heatmap.png").exists()
     assert "| 2048 | sdpa | >= 64 |" in text  # round 1's table holds round 1's cells only
+    longrange_report([*round1, *grid[:2]], tmp_path)  # two rates of three: none is chosen yet, no seed table
+    text = (tmp_path / "longrange.md").read_text()
+    assert "| mqar | sdpa | 0.200 | 0.900 | — |" in text and "Round 2: seeds" not in text  # no rate marked ←
 
 
 def test_the_recall_diagnosis_changes_one_thing_at_a_time_beside_round1(tmp_path):

@@ -138,14 +138,16 @@ def _reading(row) -> str:
 def _grid(round2: pd.DataFrame) -> tuple[list[str], pd.DataFrame]:
     """The learning-rate grid at the shortest distance (seed 2000, validation NDCG@10) and the rate chosen for each
     (task, mechanism): where every rate of the grid has a cell."""
+    from ..training.presets import LR_GRID
+
     shortest = round2["distance"].min()
     grid = round2[(round2["distance"] == shortest) & (round2["seed"] == 2000)]
     grid = grid.assign(lr=grid["variant"].map(_lr))
-    rates = sorted(grid["lr"].unique())
+    rates = sorted(set(LR_GRID) | set(grid["lr"]))  # the preset's grid: nothing is chosen before all of it has run
     chosen, records = [], []
     for (task, mechanism), cells in grid.groupby(["task", "mechanism"]):
         by_lr = dict(zip(cells["lr"], cells["valid"], strict=True))
-        best = max(by_lr, key=by_lr.get) if set(by_lr) == set(rates) else None
+        best = max(by_lr, key=by_lr.get) if set(LR_GRID) <= set(by_lr) else None
         if best is not None:
             chosen.append({"task": task, "mechanism": mechanism, "variant": f"lr={best}"})
         marks = {lr: f"{by_lr[lr]:.3f}" + (" ←" if lr == best else "") for lr in by_lr}
