@@ -44,6 +44,7 @@ COMMITTED_REPORTS: dict[str, list[str]] = {
     "compile-cpu": ["sweeps/compile-cpu.jsonl"],
     "compile-dynamic-cpu": ["sweeps/compile-dynamic-cpu.jsonl"],
 }
+GENERATED = ("*.md", "*.csv", "*.png", "*.tex")  # what a report writes into its folder
 
 
 def committed_sources(name: str, root: Path) -> list[Path]:
@@ -56,6 +57,8 @@ def regenerate_one(name: str, root: Path, out: Path) -> list[Path]:
     sources = committed_sources(name, root)
     if not sources:
         return []
+    for stale in (path for pattern in GENERATED for path in out.glob(pattern)):
+        stale.unlink()  # the folder is generated whole: a figure an earlier run drew and this one does not goes
     written = report(sources, out)
     if name == "accuracy":
         from .pareto import pareto_report
