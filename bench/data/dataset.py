@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from array import array
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,8 @@ class SequenceDataset:
     # long-range tasks: each test user's whole sequence, marking every position whose evidence lies exactly k back
     # (a second reading of the reach, over many positions instead of the last one alone)
     probes: list | None = None
+    # generated tasks: fresh training users for an epoch (`--train-users fresh`), drawn from (data seed, epoch)
+    fresh_train: Callable[[int], list] | None = None
 
     @property
     def num_users(self) -> int:

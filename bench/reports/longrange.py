@@ -41,6 +41,8 @@ def _task_and_distance(dataset: str) -> tuple[str, int]:
 
 def longrange_frame(rows: list[dict]) -> pd.DataFrame:
     """One line per finished long-range cell (the latest row of a cell wins), seeds kept apart."""
+    from ..training.presets import is_round2
+
     records = []
     for row in rows:
         if row.get("level") != "train" or row.get("status") not in ("ok", "partial") or not is_longrange_row(row):
@@ -73,6 +75,7 @@ def longrange_frame(rows: list[dict]) -> pd.DataFrame:
                 "partial": row["status"] == "partial",
                 # what a cell changed from its preset's recipe besides the budget (a learning rate, a width): the
                 # round-1 tables keep the unchanged cells; round 2 and the diagnosis read the others
+                "round2": is_round2(row.get("settings") or {}),
                 "variant": ",".join(
                     f"{key}={value}"
                     for key, value in sorted((row.get("settings") or {}).items())

@@ -35,11 +35,12 @@ def round2_sections(every: pd.DataFrame, out: Path) -> tuple[list[Path], list[st
     diagnosis = changed[changed["task"] == "recall"]
     if not diagnosis.empty:
         text += _diagnosis(diagnosis, every[(every["variant"] == "") & (every["task"] == "recall")])
+    text += _superseded(every)
     round2 = _round2(every)
     if not round2.empty:
         grid_lines, chosen = _grid(round2)
         text += grid_lines
-        seeds = round2.merge(chosen, on=["task", "mechanism", "variant"])  # the cells at each one's chosen rate
+        seeds = _at_chosen_rates(round2, chosen)  # the cells at each one's chosen rate
         if not seeds.empty:
             more_files, more_text = _seeds(seeds, out)
             files, text = files + more_files, text + more_text
@@ -47,10 +48,32 @@ def round2_sections(every: pd.DataFrame, out: Path) -> tuple[list[Path], list[st
 
 
 def _round2(every: pd.DataFrame) -> pd.DataFrame:
-    """Round 2's cells: its tasks, with a learning rate named."""
-    changed = every[every["variant"] != ""]
-    return changed[
-        changed["task"].isin(ROUND2_TASKS) & changed["variant"].map(lambda v: _lr(v) is not None).astype(bool)
+    """Round 2's cells: its tasks, with a learning rate and round 2's recipe (presets.ROUND2_RECIPE)."""
+    return every[every["task"].isin(ROUND2_TASKS) & every["round2"]]
+
+
+def _at_chosen_rates(round2: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
+    return round2.assign(lr=round2["variant"].map(_lr)).merge(chosen, on=["task", "mechanism", "lr"])
+
+
+def _superseded(every: pd.DataFrame) -> list[str]:
+    """Round 2's first cells, trained on the recipe's fixed training users with its dropout, before round 2 changed
+    both: kept as measured, read apart from round 2."""
+    first = every[every["task"].isin(ROUND2_TASKS) & ~every["round2"] & every["variant"].map(_lr).notna()]
+    if first.empty:
+        return []
+    table = first.assign(lr=first["variant"].map(_lr))[
+        ["task", "distance", "mechanism", "seed", "lr", "valid", "accuracy", "chance", "best_epoch", "budget"]
+    ].sort_values(["task", "distance", "mechanism", "lr"])
+    return [
+        "## Round 2's first cells: a fixed training set (superseded)",
+        "",
+        "Trained on the longrange recipe's fixed training users, dropout 0.1, before round 2 drew new users every "
+        "epoch and turned dropout off (presets.ROUND2_RECIPE; docs/longrange.md says why). Validation and test "
+        "NDCG@10; chance is the test users' level.",
+        "",
+        pipe_table(table.round(4)),
+        "",
     ]
 
 
@@ -74,7 +97,7 @@ def seed_contexts(every: pd.DataFrame) -> dict[tuple[str, str], SeedContext]:
     if round2.empty:
         return {}
     _, chosen = _grid(round2)
-    seeds = round2.merge(chosen, on=["task", "mechanism", "variant"])
+    seeds = _at_chosen_rates(round2, chosen)
     return _contexts(_summary(seeds)) if not seeds.empty else {}
 
 
@@ -149,7 +172,7 @@ def _grid(round2: pd.DataFrame) -> tuple[list[str], pd.DataFrame]:
         by_lr = dict(zip(cells["lr"], cells["valid"], strict=True))
         best = max(by_lr, key=by_lr.get) if set(LR_GRID) <= set(by_lr) else None
         if best is not None:
-            chosen.append({"task": task, "mechanism": mechanism, "variant": f"lr={best}"})
+            chosen.append({"task": task, "mechanism": mechanism, "lr": best})
         marks = {lr: f"{by_lr[lr]:.3f}" + (" ←" if lr == best else "") for lr in by_lr}
         records.append({"task": task, "mechanism": mechanism, **{f"lr {lr:g}": marks.get(lr, "—") for lr in rates}})
     lines = [
@@ -161,7 +184,7 @@ def _grid(round2: pd.DataFrame) -> tuple[list[str], pd.DataFrame]:
         pipe_table(pd.DataFrame(records)),
         "",
     ]
-    return lines, pd.DataFrame(chosen, columns=["task", "mechanism", "variant"])
+    return lines, pd.DataFrame(chosen, columns=["task", "mechanism", "lr"])
 
 
 def _seeds(seeds: pd.DataFrame, out: Path) -> tuple[list[Path], list[str]]:

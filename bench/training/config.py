@@ -13,6 +13,7 @@ from ..environment import unknown_name
 PROTOCOLS = ("full", "uni100", "pop100")
 FULL_RANKING = ("all", "seen_excluded")  # the two protocols every full-ranking evaluation reports
 BATCHING = ("random", "by_length")
+TRAIN_USERS = ("fixed", "fresh")
 
 # Published training settings by name. `recbole` is the LinRec authors' RecBole setting (the
 # defaults of TrainConfig, their width 128 x 8 heads set separately); `sasrec-plus` is SASRec+
@@ -99,6 +100,9 @@ class TrainConfig:
     positions: str = "from_newest"  # position numbering: "from_newest" or "from_oldest" (SASRec's code)
     # SASRec all_positions: the "last" N + 1 items of each user, or "all": windows covering the whole history
     train_windows: str = "last"
+    # generated tasks: "fixed" training users, or "fresh" ones drawn anew every epoch (unlimited data: a mechanism
+    # has to learn the task's rule, it cannot memorise a finite training set)
+    train_users: str = "fixed"
     # "random" batches, or "by_length": similar lengths together, each batch cut to its longest sequence
     batching: str = "random"
     # run each training batch as groups of similar length, each cut to its longest (the same loss; less padding)
@@ -131,6 +135,8 @@ class TrainConfig:
             raise ValueError(unknown_name("--protocol", "protocol", self.protocol, PROTOCOLS))
         if self.train_windows not in TRAIN_WINDOWS:
             raise ValueError(f"--train-windows must be one of {TRAIN_WINDOWS}, got {self.train_windows!r}")
+        if self.train_users not in TRAIN_USERS:
+            raise ValueError(f"--train-users must be one of {TRAIN_USERS}, got {self.train_users!r}")
         if self.batching not in BATCHING:
             raise ValueError(f"--batching must be one of {BATCHING}, got {self.batching!r}")
         if self.recipe is not None and self.recipe not in RECIPES:
@@ -191,6 +197,7 @@ SETTING_CHOICES = {
     "attention_init": "normal | xavier",
     "positions": "from_newest | from_oldest",
     "train_windows": "last | all",
+    "train_users": "fixed | fresh (generated tasks)",
     "batching": "random | by_length",
     "protocol": "full | uni100 | pop100",
     "select_protocol": "all | seen_excluded (full); uni100 | pop100 (sampled)",

@@ -131,6 +131,14 @@ def _train_epoch(
     return losses, time.time() - started
 
 
+def _train_users(config: TrainConfig, dataset: SequenceDataset, split, epoch: int) -> list:
+    """The epoch's training sequences: the split's, or with `train_users = "fresh"` a generated task's new draw
+    (the first epoch keeps the split's, so a fixed and a fresh run start alike)."""
+    if config.train_users == "fixed" or epoch == 1:
+        return split.train
+    return dataset.fresh_train(epoch)
+
+
 def _check_trainable(model, split, dataset: SequenceDataset) -> None:
     """Refuse, with the counts, data on which nothing can be trained or evaluated."""
     trainable = sum(len(s) >= model.min_train_length() for s in split.train)
@@ -235,6 +243,8 @@ def _train(config, replicas, device, *, resume, overwrite, progress, log, datase
     best_path = out / "best.pt"
     dataset = dataset or get_dataset(config)
     split = leave_one_out(dataset)
+    if config.train_users == "fresh" and dataset.fresh_train is None:
+        raise ValueError(f"--train-users fresh needs a generated task (longrange-*), got dataset {dataset.name!r}")
     popularity = torch.bincount(torch.tensor([i for s in split.train for i in s]) - 1, minlength=dataset.num_items)
 
     torch.manual_seed(config.seed)
@@ -269,7 +279,7 @@ def _train(config, replicas, device, *, resume, overwrite, progress, log, datase
             break
         epoch = state["epoch"] + 1
         rng = random.Random(config.seed * 1000 + epoch)  # batches depend on (seed, epoch) only: resumable
-        examples = model.epoch_examples(split.train)
+        examples = model.epoch_examples(_train_users(config, dataset, split, epoch))
         rng.shuffle(examples)
         load = LoadMonitor(job)  # other processes' CPU use during the epoch: a loaded epoch is a slow one
         with peak_memory(device) as peak:  # per epoch, so a resumed run still reports the whole run's peak
