@@ -1,6 +1,6 @@
 """Long histories, round 2, and the recall diagnosis: the long-range cells that change the round-1 recipe.
 
-- **Round 2** (`--preset longrange-round2`: mqar and taste, 48 epochs): each mechanism's learning rate is chosen
+- **Round 2** (`--preset longrange-round2`: mqar and taste, 96 epochs): each mechanism's learning rate is chosen
   at the shortest distance on validation (the grid's table says which), then three seeds per distance. A cell's
   reading is the median over its seeds, shown with the seeds' range; the effective context is read from the
   median line (and from the lowest and highest seed lines, for its range). k = 4,096: one seed, labelled.
