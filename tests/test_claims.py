@@ -8,6 +8,7 @@ import pytest
 
 from bench.reports import claims
 from bench.reports.claims import Claim
+from bench.training.presets import ROUND2_RECIPE
 
 REPO = Path(__file__).resolve().parents[1]
 VERDICTS = ("holds", "holds in part", "does not hold here", "one run", "undecided", "not measured")
@@ -64,7 +65,7 @@ def _longrange_row(task, mechanism, distance, seed, lr, test, valid):
     return {
         "level": "train", "status": "ok", "dataset": f"longrange-{task}-k{distance}", "attention": mechanism,
         "dataset_stats": {"items": 2048, "levels": {"ceiling_ndcg@10": 1.0, "chance_ndcg@10": 0.01}},
-        "options": {}, "seed": seed, "settings": {"lr": lr, "epochs": 48}, "config": {"epochs": 48},
+        "options": {}, "seed": seed, "settings": {"lr": lr, "epochs": 48, **ROUND2_RECIPE}, "config": {"epochs": 48},
         "test": {"all": {"ndcg@10": test, "recall@10": test}}, "valid": {"all": {"ndcg@10": valid}},
         "best_epoch": 10, "epochs_run": 48, "history": [{}, {}], "seconds_per_epoch": 1.0, "device": "CPU test",
         "commit": "abc", "timestamp": f"2026-12-03T00:{distance % 60:02d}:{seed % 60:02d}", "seq_len": distance + 32,

@@ -7,6 +7,8 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
+import pytest
+
 from bench.environment import REPO_ROOT
 
 
@@ -115,6 +117,25 @@ def test_the_readme_results_block_is_what_the_committed_rows_give():
     assert readme_block(REPO_ROOT / "README.md") == results_block(REPO_ROOT / "results"), (
         "README.md's results block differs from the committed rows: run `python -m bench report --committed`"
     )
+
+
+def test_the_docs_generated_tables_are_what_the_committed_rows_give(tmp_path):
+    """A docs table between generated markers is written from results/; it also fails on a page that lost its
+    markers (write_doc_tables then names the page)."""
+    import shutil
+
+    from bench.reports.docs_tables import DOC_TABLES, generated_block, write_doc_tables
+
+    for (page, name), writer in DOC_TABLES.items():
+        block = generated_block((REPO_ROOT / "docs" / page).read_text(encoding="utf-8"), name)
+        assert block == writer(REPO_ROOT / "results") + "\n", f"docs/{page}: run `python -m bench report --committed`"
+    docs = tmp_path / "docs"
+    shutil.copytree(REPO_ROOT / "docs", docs)
+    assert write_doc_tables(docs, REPO_ROOT / "results") == []  # nothing to change
+    page, name = next(iter(DOC_TABLES))
+    (docs / page).write_text("no markers here\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=f"no '<!-- generated:{name}"):
+        write_doc_tables(docs, REPO_ROOT / "results")
 
 
 def test_a_newcomer_reads_the_code_in_pieces_and_the_concerns_stay_apart():

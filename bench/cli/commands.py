@@ -136,12 +136,16 @@ def cmd_report(args) -> None:
 
     try:
         if args.committed:
+            from ..reports.docs_tables import write_doc_tables
             from ..reports.readme import write_readme_block
 
             for name, written in regenerate_committed(REPO_ROOT / "results").items():
                 print(f"results/reports/{name}: {len(written)} plot(s)/table(s)")
             changed = write_readme_block(REPO_ROOT / "README.md", REPO_ROOT / "results")
             print(f"README.md: results block {'rewritten' if changed else 'unchanged'}")
+            pages = write_doc_tables(REPO_ROOT / "docs", REPO_ROOT / "results")
+            rewritten = ", ".join(page.name for page in pages)
+            print(f"docs: generated tables {'rewritten in ' + rewritten if pages else 'unchanged'}")
             return
         if not args.results or not args.out:
             sys.exit("report: give results files and --out, or --committed")

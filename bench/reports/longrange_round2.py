@@ -62,15 +62,18 @@ def _superseded(every: pd.DataFrame) -> list[str]:
     first = every[every["task"].isin(ROUND2_TASKS) & ~every["round2"] & every["variant"].map(_lr).notna()]
     if first.empty:
         return []
-    table = first.assign(lr=first["variant"].map(_lr))[
-        ["task", "distance", "mechanism", "seed", "lr", "valid", "accuracy", "chance", "best_epoch", "budget"]
-    ].sort_values(["task", "distance", "mechanism", "lr"])
+    columns = {"valid": "valid NDCG@10", "accuracy": "test NDCG@10", "best_epoch": "best epoch", "budget": "epochs"}
+    table = (
+        first.assign(lr=first["variant"].map(_lr))[["task", "distance", "mechanism", "seed", "lr", *columns, "chance"]]
+        .rename(columns=columns)
+        .sort_values(["task", "distance", "mechanism", "lr"])
+    )
     return [
         "## Round 2's first cells: a fixed training set (superseded)",
         "",
-        "Trained on the longrange recipe's fixed training users, dropout 0.1, before round 2 drew new users every "
-        "epoch and turned dropout off (presets.ROUND2_RECIPE; docs/longrange.md says why). Validation and test "
-        "NDCG@10; chance is the test users' level.",
+        "Trained on the longrange recipe's fixed training users with dropout 0.1, on the first mqar (one query per "
+        "eight positions), before round 2 drew new users every epoch, filled every query slot and turned dropout "
+        "off (presets.ROUND2_RECIPE; docs/longrange.md says why). Chance: the test users' level.",
         "",
         pipe_table(table.round(4)),
         "",

@@ -24,27 +24,20 @@ import pandas as pd
 
 from . import style
 from .paired import read_ranks
-from .readme import ACCURACY_SETTING, ACCURACY_SHAPE, PROTOCOL
+from .readme import ACCURACY_SETTING, ACCURACY_SHAPE, PROTOCOL, accuracy_readings
 from .seeds import hierarchical_interval, seed_matrix
 from .style import pipe_table
-from .training_rows import train_frame
 
 THROUGHPUT = "training-throughput/ml-1m-mechanisms.json"  # the cost side, for ACCURACY_SETTING
 
 
 def _accuracy(root: Path) -> dict[str, tuple[int, float, float, float]]:
     """mechanism -> (seeds, mean NDCG@10, interval low, high) on the setting's shape."""
-    from .committed import committed_sources
-
-    rows = [row for path in committed_sources("accuracy", root) for row in _read(path)]
-    frame = train_frame(rows)
-    if frame.empty:
+    reading = next((r for r in accuracy_readings(root) if r.setting == ACCURACY_SETTING), None)
+    if reading is None:
         return {}
-    runs = frame[(frame["setting"] == ACCURACY_SETTING) & (frame["variant"] == "") & ~frame["partial"]]
-    for column, value in ACCURACY_SHAPE.items():
-        runs = runs[runs[column] == value]
     result = {}
-    for mechanism, own in runs.groupby("mechanism"):
+    for mechanism, own in reading.runs.groupby("mechanism"):
         payloads = [read_ranks(p) for p in own["ranks_path"].dropna() if Path(p).exists()]
         if not payloads:
             continue
@@ -53,12 +46,6 @@ def _accuracy(root: Path) -> dict[str, tuple[int, float, float, float]]:
         low, high = hierarchical_interval(np.zeros((1, len(users))), gains)  # the interval of the mean itself
         result[mechanism] = (len(payloads), float(gains.mean()), low, high)
     return result
-
-
-def _read(path: Path) -> list[dict]:
-    from .rows import read_rows
-
-    return read_rows(path)
 
 
 def _cost(path: Path) -> tuple[dict[str, tuple[float, float, str]], dict]:

@@ -13,6 +13,8 @@ the site. The site's index shows the fuller sections below, each naming where it
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -77,17 +79,37 @@ def pareto_section(root: Path) -> list[str]:
     ]
 
 
-def _accuracy_runs(root: Path, setting: str, shape: dict) -> pd.DataFrame:
-    """The finished runs of one accuracy setting and shape (the recipe's own settings, no variant)."""
+@dataclass
+class AccuracyReading:
+    """One dataset's accuracy reading: its finished runs (the recipe's own settings, no variant) and each
+    mechanism's seed-aware comparison with sdpa, keyed (mechanism, N, batch)."""
+
+    setting: str
+    shape: dict
+    runs: pd.DataFrame
+    tests: dict
+
+
+def accuracy_readings(root: Path) -> list[AccuracyReading]:
+    """Every ACCURACY_SETTINGS reading that has runs: computed once per state of the rows (the bootstrap over seeds
+    and users is the slow part), for the README's headline and the site's accuracy page alike."""
     from .committed import committed_sources
 
-    frame = train_frame([row for path in committed_sources("accuracy", root) for row in read_rows(path)])
-    if frame.empty:
-        return frame
-    runs = frame[(frame["setting"] == setting) & (frame["variant"] == "") & ~frame["partial"]]
-    for column, value in shape.items():
-        runs = runs[runs[column] == value]
-    return runs
+    sources = committed_sources("accuracy", root)
+    return _readings(tuple((path, path.stat().st_mtime_ns) for path in sources))
+
+
+@functools.lru_cache(maxsize=2)
+def _readings(sources: tuple[tuple[Path, int], ...]) -> list[AccuracyReading]:
+    frame = train_frame([row for path, _ in sources for row in read_rows(path)])
+    readings = []
+    for setting, shape in ACCURACY_SETTINGS if not frame.empty else []:
+        runs = frame[(frame["setting"] == setting) & (frame["variant"] == "") & ~frame["partial"]]
+        for column, value in shape.items():
+            runs = runs[runs[column] == value]
+        if len(runs):
+            readings.append(AccuracyReading(setting, shape, runs, seed_aware_to_baseline(runs, PROTOCOL)))
+    return readings
 
 
 def _dataset_text(runs: pd.DataFrame) -> str:
@@ -101,11 +123,8 @@ def _dataset_text(runs: pd.DataFrame) -> str:
 
 def accuracy_section(root: Path) -> list[str]:
     sections = []
-    for setting, shape in ACCURACY_SETTINGS:
-        runs = _accuracy_runs(root, setting, shape)
-        if runs.empty:
-            continue
-        tests = seed_aware_to_baseline(runs, PROTOCOL)
+    for reading in accuracy_readings(root):
+        shape, runs, tests = reading.shape, reading.runs, reading.tests
         metric, recall = f"ndcg@10:{PROTOCOL}", f"recall@10:{PROTOCOL}"
         table = []
         by_mean = runs.groupby("mechanism")[metric].mean().sort_values(ascending=False)
@@ -197,9 +216,9 @@ def mixers_section(root: Path) -> list[str]:
 def headline_section(root: Path) -> list[str]:
     """Three readings of LinRec against sdpa: accuracy over seeds, speed at N = 200, speed and memory at a long N."""
     table = []
-    for setting, shape in ACCURACY_SETTINGS:
-        runs = _accuracy_runs(root, setting, shape)
-        test = seed_aware_to_baseline(runs, PROTOCOL).get(("linrec", *shape.values())) if len(runs) else None
+    for reading in accuracy_readings(root):
+        shape, runs = reading.shape, reading.runs
+        test = reading.tests.get(("linrec", *shape.values()))
         if test is None:
             continue
         name = DATASET_NAMES.get(runs.iloc[0]["dataset"], runs.iloc[0]["dataset"])

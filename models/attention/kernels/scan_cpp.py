@@ -196,16 +196,14 @@ def causal_performer_cpp(q, k, v, real: torch.Tensor | None, projection: torch.T
     """Performer's causal form (kernels/performer.py's performer_attention with causal=True) as one walk:
     projection (m, d), the FAVOR+ features made inside it and kept for the backward, which maps their gradients back
     onto q and k (no gradient for the fixed projection); padded rows come out 0. q, k, v as causal_linear_cpp's."""
-    like = _split(q)[0] if k is None else q
-    return _walk("performer", q, k, v, real, projection.detach().to(like.dtype).contiguous(), eps)
+    return _walk("performer", q, k, v, real, projection.detach().to(q.dtype).contiguous(), eps)
 
 
 def causal_retention_cpp(q, k, v, real: torch.Tensor | None, gamma: torch.Tensor) -> torch.Tensor:
     """kernels/retention.py's causal form (q scaled by d^-1/2, rows by the decay sums' rsqrt, padded rows 0) as one
     walk; real (B, N) bool or uint8 (True = real; None: all real); gamma (H,) the fixed per-head decays (no
     gradient). q, k, v as causal_linear_cpp's."""
-    like = _split(q)[0] if k is None else q
-    return _walk("retention", q, k, v, real, gamma.detach().to(like.dtype).contiguous())
+    return _walk("retention", q, k, v, real, gamma.detach().to(q.dtype).contiguous())
 
 
 def _real_rows(real: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
