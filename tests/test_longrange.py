@@ -387,6 +387,8 @@ def test_round2_chooses_each_mechanism_s_rate_at_the_shortest_distance_then_adds
     ]  # fmt: skip
     assert chosen_learning_rates(rows) == {("sdpa", "mqar"): 1e-3}
     assert chosen_learning_rates(rows[:2]) == {}  # not every rate has run yet: nothing chosen
+    tied = [{**row, "valid": {"all": {"ndcg@10": 1.0}}} for row in reversed(rows[1:])]  # 3e-3 read first
+    assert chosen_learning_rates([rows[0], *tied]) == {("sdpa", "mqar"): 1e-3}  # a tie: the smaller rate
     fixed_users = [{**row, "settings": {"lr": row["settings"]["lr"]}} for row in rows]  # before ROUND2_RECIPE
     assert chosen_learning_rates(fixed_users) == {}
     rerun = {**rows[2], "device": "cuda", "valid": {"all": {"ndcg@10": 0.95}}}  # 3e-3 again, on a GPU: mean 0.725
@@ -430,6 +432,9 @@ def test_round2_cells_are_read_apart_from_round1_with_the_chosen_rate_medians_an
     longrange_report([*round1, *grid[:2]], tmp_path)  # two rates of three: none is chosen yet, no seed table
     text = (tmp_path / "longrange.md").read_text()
     assert "| mqar | sdpa | 0.200 | 0.900 | — |" in text and "Round 2: seeds" not in text  # no rate marked ←
+    tied = [_round2_row("mqar", "sdpa", 64, 2000, lr, 0.5, v) for lr, v in ((3e-3, 1.0), (1e-3, 1.0), (3e-4, 0.2))]
+    longrange_report([*round1, *tied], tmp_path)
+    assert "| mqar | sdpa | 0.200 | 1.000 ← | 1.000 |" in (tmp_path / "longrange.md").read_text()  # the smaller
     first = {**grid[2], "settings": {"lr": 3e-3, "epochs": 48}}  # round 2's first recipe: read apart
     longrange_report([*round1, *grid[:2], first], tmp_path)
     text = (tmp_path / "longrange.md").read_text()

@@ -173,7 +173,8 @@ def _grid(round2: pd.DataFrame) -> tuple[list[str], pd.DataFrame]:
     chosen, records = [], []
     for (task, mechanism), cells in grid.groupby(["task", "mechanism"]):
         by_lr = dict(zip(cells["lr"], cells["valid"], strict=True))
-        best = max(by_lr, key=by_lr.get) if set(LR_GRID) <= set(by_lr) else None
+        # a tie goes to the smaller rate, as the preset chooses (presets.chosen_learning_rates)
+        best = max(sorted(by_lr), key=by_lr.get) if set(LR_GRID) <= set(by_lr) else None
         if best is not None:
             chosen.append({"task": task, "mechanism": mechanism, "lr": best})
         marks = {lr: f"{by_lr[lr]:.3f}" + (" ←" if lr == best else "") for lr in by_lr}
@@ -182,7 +183,7 @@ def _grid(round2: pd.DataFrame) -> tuple[list[str], pd.DataFrame]:
         "## Round 2: the learning rate of each mechanism",
         "",
         f"Validation NDCG@10 at k = {shortest}, seed 2000, {int(grid['budget'].max())} epochs; ← the rate kept for "
-        "every distance (the best on validation, once every rate has run).",
+        "every distance (the best on validation, once every rate has run; a tie goes to the smaller rate).",
         "",
         pipe_table(pd.DataFrame(records)),
         "",

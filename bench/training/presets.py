@@ -221,7 +221,7 @@ def chosen_learning_rates(rows: list[dict]) -> dict[tuple[str, str], float]:
             continue
         valid = (row.get("valid") or {}).get("all") or {}
         scores.setdefault((row["attention"], task.task), {}).setdefault(lr, []).append(valid.get("ndcg@10", -1.0))
-    return {
+    return {  # max keeps the first of equals: a tie goes to the smaller rate (LR_GRID ascends)
         key: max(LR_GRID, key=lambda lr: sum(by_lr[lr]) / len(by_lr[lr]))
         for key, by_lr in scores.items()
         if set(by_lr) == set(LR_GRID)
