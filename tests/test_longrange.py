@@ -424,7 +424,7 @@ def test_round2_cells_are_read_apart_from_round1_with_the_chosen_rate_medians_an
     round1 = [_report_row("sdpa", 8, 1.0, 0.49), _report_row("sdpa", 64, 0.98, 0.04)]
     longrange_report([*round1, *grid, *seeds], tmp_path)
     text = (tmp_path / "longrange.md").read_text()
-    assert "| mqar | sdpa | 0.200 | 0.900 ← | 0.500 |" in text  # the grid, the kept rate marked
+    assert "| mqar | sdpa | 0.200 | 0.900 ← | 0.500 | 0.010 |" in text  # the grid, the kept rate marked, chance
     # the seeds of the chosen rate: median [lowest, highest] (n), and the context read from the median line
     assert "| sdpa | 0.950 [0.900, 0.990] (3) | 0.600 [0.200, 0.700] (3) | >= 256 [64; >= 256] |" in text
     assert (tmp_path / "longrange_round2_mqar_heatmap.png").exists()

@@ -178,7 +178,14 @@ def _grid(round2: pd.DataFrame) -> tuple[list[str], pd.DataFrame]:
         if best is not None:
             chosen.append({"task": task, "mechanism": mechanism, "lr": best})
         marks = {lr: f"{by_lr[lr]:.3f}" + (" ←" if lr == best else "") for lr in by_lr}
-        records.append({"task": task, "mechanism": mechanism, **{f"lr {lr:g}": marks.get(lr, "—") for lr in rates}})
+        records.append(
+            {
+                "task": task,
+                "mechanism": mechanism,
+                **{f"lr {lr:g}": marks.get(lr, "—") for lr in rates},
+                "chance": f"{cells['chance'].iloc[0]:.3f}",  # the test users' level; validation's is alike
+            }
+        )
     lines = [
         "## Round 2: the learning rate of each mechanism",
         "",
