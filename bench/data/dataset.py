@@ -37,7 +37,7 @@ class SequenceDataset:
     # long-range tasks: each test user's whole sequence, marking every position whose evidence lies exactly k back
     # (a second reading of the reach, over many positions instead of the last one alone)
     probes: list | None = None
-    # generated tasks: fresh training users for an epoch (`--train-users fresh`), drawn from (data seed, epoch)
+    # generated tasks: fresh training users for an epoch (`--train-users fresh`), the same for the same epoch
     fresh_train: Callable[[int], list] | None = None
 
     @property

@@ -43,6 +43,10 @@ def _walks(root: Path) -> str:
         return f"{value:,.0f}" if n == max(WALK_LENGTHS) else f"{value:.1f}"
 
     sdpa = cell("sdpa", False)
+
+    def over_sdpa(own: dict[int, dict]) -> str:  # sdpa's time over this path's, at each length
+        return ", ".join(f"{sdpa[n]['time_ms'] / own[n]['time_ms']:.2f}×" for n in WALK_LENGTHS)
+
     records = []
     for attention, name in WALK_NAMES.items():
         before, after = cell(attention, True), cell(attention, False)
@@ -50,25 +54,18 @@ def _walks(root: Path) -> str:
             {
                 "mechanism": name,
                 **{f"N = {n:,}": f"{ms(before[n]['time_ms'], n)} → {ms(after[n]['time_ms'], n)}" for n in WALK_LENGTHS},
-                "over `sdpa` (walk)": ", ".join(
-                    f"{sdpa[n]['time_ms'] / after[n]['time_ms']:.2f}×" for n in WALK_LENGTHS
-                ),
+                "over `sdpa` (walk)": over_sdpa(after),
                 f"peak MiB at {MEMORY_AT}": f"{before[MEMORY_AT]['peak_mem_bytes'] / MIB:.0f} → "
                 f"{after[MEMORY_AT]['peak_mem_bytes'] / MIB:.0f}",
             }
         )
     for attention, name in (("sdpa", "`sdpa`"), ("linrec", "LinRec")):
         own = cell(attention, False)
-        over = (
-            ""
-            if attention == "sdpa"
-            else ", ".join(f"{sdpa[n]['time_ms'] / own[n]['time_ms']:.2f}×" for n in WALK_LENGTHS)
-        )
         records.append(
             {
                 "mechanism": name,
                 **{f"N = {n:,}": ms(own[n]["time_ms"], n) for n in WALK_LENGTHS},
-                "over `sdpa` (walk)": over,
+                "over `sdpa` (walk)": "" if attention == "sdpa" else over_sdpa(own),
                 f"peak MiB at {MEMORY_AT}": f"{own[MEMORY_AT]['peak_mem_bytes'] / MIB:.0f}",
             }
         )
